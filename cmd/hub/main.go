@@ -1,0 +1,217 @@
+// Command hub runs one node of the push hub: WebSocket sessions for devices
+// and admins, routed over NATS. With no --nats-url it starts an embedded
+// nats-server with JetStream, so one command runs the whole system.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/internal/cli"
+	"github.com/fleethub/fleethub/node"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// devMasterSecret is the fixed secret of --dev mode. It is public, so a
+// node started with it must never face a real network.
+const devMasterSecret = "fleethub-dev-master-secret-do-not-use-in-production"
+
+type options struct {
+	listen, natsURL, natsListen, natsConf, dataDir, nodeID string
+	masterSecret, adminPassword, allowedOrigins            string
+	logFormat, logLevel                                    string
+	pingInterval, pongWait, authTimeout, tokenTTL          time.Duration
+	serviceTimeout, presenceTTL, nodeTTL, offlineGrace     time.Duration
+	summaryInterval                                        time.Duration
+	maxMessageBytes                                        int64
+	queueFrames, replicas                                  int
+	requireRegistered, dev                                 bool
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var o options
+	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "HTTP/WebSocket address")
+	fs.StringVar(&o.natsURL, "nats-url", "", "NATS servers to join; empty starts an embedded NATS server with JetStream")
+	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
+	fs.StringVar(&o.natsConf, "nats-conf", "", "nats-server config file for the embedded server")
+	fs.StringVar(&o.dataDir, "data-dir", "./data", "where the embedded server keeps JetStream data")
+	fs.StringVar(&o.nodeID, "node-id", "", "this node's name (default host name + port)")
+	fs.StringVar(&o.masterSecret, "master-secret", "", "the secret device keys derive from (required outside --dev)")
+	fs.StringVar(&o.adminPassword, "admin-password", "", "password of the admin user created when the user store is empty (default generated and logged once)")
+	fs.DurationVar(&o.pingInterval, "ping-interval", 10*time.Second, "WebSocket ping interval")
+	fs.DurationVar(&o.pongWait, "pong-wait", 15*time.Second, "how long a silent client is kept")
+	fs.DurationVar(&o.presenceTTL, "presence-ttl", 2*time.Minute, "how long a device's presence entry lives without a refresh")
+	fs.DurationVar(&o.nodeTTL, "node-ttl", 5*time.Second, "how long a node's liveness entry lives without a refresh")
+	fs.DurationVar(&o.offlineGrace, "offline-grace", 5*time.Second, "how long a disconnected device may take to come back")
+	fs.DurationVar(&o.authTimeout, "auth-timeout", 5*time.Second, "time allowed for the first (auth) message")
+	fs.Int64Var(&o.maxMessageBytes, "max-message-bytes", 65536, "largest frame accepted")
+	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "browser origins allowed besides same-origin, comma-separated")
+	fs.BoolVar(&o.requireRegistered, "require-registered", false, "refuse devices missing from hub_devices")
+	fs.DurationVar(&o.summaryInterval, "summary-interval", 5*time.Second, "period of /push/summary")
+	fs.BoolVar(&o.dev, "dev", false, "development mode: fixed master secret and admin password 'admin'; never for production")
+	fs.DurationVar(&o.tokenTTL, "token-ttl", 24*time.Hour, "lifetime of admin tokens")
+	fs.DurationVar(&o.serviceTimeout, "service-timeout", 5*time.Second, "how long a backend service on hub.svc.* may take")
+	fs.IntVar(&o.queueFrames, "queue-frames", 128, "outbound queue per session, in frames; overflow closes with 4008")
+	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the hub's JetStream buckets (for a NATS cluster)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := cli.ApplyEnv(fs, cli.Env); err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
+	if rest, err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	} else if len(rest) > 0 {
+		fmt.Fprintf(os.Stderr, "hub: unexpected argument %q\n", rest[0])
+		return 2
+	}
+	log, err := newLogger(o.logFormat, o.logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
+	if o.dev {
+		log.Warn("DEVELOPMENT MODE: the master secret is public and the admin password is 'admin'. Never run --dev on a network you do not control.",
+			"master_secret", devMasterSecret)
+		if o.masterSecret == "" {
+			o.masterSecret = devMasterSecret
+		}
+		if o.adminPassword == "" {
+			o.adminPassword = "admin"
+		}
+	}
+	if o.masterSecret == "" {
+		fmt.Fprintln(os.Stderr, "hub: --master-secret (or HUB_MASTER_SECRET) is required outside --dev")
+		return 2
+	}
+	if o.nodeID == "" {
+		o.nodeID = defaultNodeID(o.listen)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, o, log); err != nil {
+		log.Error("hub stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, o options, log *slog.Logger) error {
+	var ns *server.Server
+	var nc *nats.Conn
+	var err error
+	connOpts := []nats.Option{nats.Name(o.nodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("NATS async error", "subject", subj, "err", err)
+		}),
+	}
+	if o.natsURL == "" {
+		ns, err = hub.StartEmbedded(hub.EmbeddedConfig{Listen: o.natsListen, ConfFile: o.natsConf, DataDir: o.dataDir, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}()
+		log.Info("embedded NATS server started", "client_url", ns.ClientURL(), "data_dir", o.dataDir)
+		nc, err = nats.Connect("", append(connOpts, nats.InProcessServer(ns))...)
+	} else {
+		nc, err = nats.Connect(o.natsURL, connOpts...)
+	}
+	if err != nil {
+		return fmt.Errorf("connect to NATS: %w", err)
+	}
+	defer func() { _ = nc.Drain() }()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := hub.New(hub.Config{
+		Conn: nc, NodeID: o.nodeID, MasterSecret: []byte(o.masterSecret), AdminPassword: o.adminPassword,
+		RequireRegistered: o.requireRegistered, PingInterval: o.pingInterval, AuthTimeout: o.authTimeout,
+		TokenTTL: o.tokenTTL, ServiceTimeout: o.serviceTimeout, Replicas: o.replicas,
+		Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = srv.Start(sctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	var origins []string
+	for _, o := range strings.Split(o.allowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	n, err := node.New(node.Config{
+		Hub: srv, Listen: o.listen, PingInterval: o.pingInterval, PongWait: o.pongWait,
+		MaxMessageBytes: o.maxMessageBytes, QueueFrames: o.queueFrames, AllowedOrigins: origins,
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("node ready", "node", o.nodeID, "ws", "ws://"+o.listen+"/ws", "health", "http://"+o.listen+"/healthz")
+	return n.Run(ctx)
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// defaultNodeID is the host name and the listen port, joined with '-' so
+// that it is a valid KV key and subject token.
+func defaultNodeID(listen string) string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "node"
+	}
+	host = strings.NewReplacer(".", "-", ":", "-", " ", "-").Replace(host)
+	if _, port, err := net.SplitHostPort(listen); err == nil {
+		return host + "-" + port
+	}
+	return host
+}

@@ -1,0 +1,275 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/subjects"
+)
+
+// maxAuthFailures is how many failed auth requests a session may make
+// before it is closed with 1008.
+const maxAuthFailures = 5
+
+type deviceArgs struct {
+	SN    *string `json:"sn"`
+	TS    *int64  `json:"ts"`
+	Nonce *string `json:"nonce"`
+	Sig   *string `json:"sig"`
+	Type  string  `json:"type"`
+}
+
+type loginArgs struct {
+	Username *string `json:"username"`
+	Password *string `json:"password"`
+}
+
+type tokenArgs struct {
+	Token *string `json:"token"`
+}
+
+// authValues is the answer to a successful auth request.
+type authValues struct {
+	Session        string    `json:"session"`
+	Role           auth.Role `json:"role"`
+	Node           string    `json:"node"`
+	PingIntervalMS int64     `json:"ping_interval_ms"`
+	Token          string    `json:"token,omitempty"`
+	ExpiresAt      int64     `json:"expires_at,omitempty"`
+	SN             string    `json:"sn,omitempty"`
+	Type           string    `json:"type,omitempty"`
+	Group          string    `json:"group,omitempty"`
+	User           string    `json:"user,omitempty"`
+	Groups         []string  `json:"groups,omitempty"`
+}
+
+func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var (
+		values any
+		werr   *wire.Error
+	)
+	switch m.Service {
+	case "/auth/device":
+		values, werr = srv.authDevice(ctx, s, m)
+	case "/auth/login":
+		values, werr = srv.authLogin(ctx, s, m)
+	default:
+		values, werr = srv.authToken(ctx, s, m)
+	}
+	if werr != nil && werr.Code == wire.CodeUnauthorized {
+		s.mu.Lock()
+		s.authFails++
+		n := s.authFails
+		s.mu.Unlock()
+		if n >= maxAuthFailures {
+			s.log.Warn("closing session after repeated auth failures", "failures", n)
+			defer s.Close(wire.ClosePolicy, "too many failed authentication attempts")
+		}
+	}
+	return values, werr
+}
+
+func missing(field string) *wire.Error {
+	return wire.Errorf(wire.CodeBadRequest, "args."+field+": missing")
+}
+
+func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) (any, *wire.Error) {
+	var a deviceArgs
+	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
+		return nil, werr
+	}
+	switch {
+	case a.SN == nil:
+		return nil, missing("sn")
+	case a.TS == nil:
+		return nil, missing("ts")
+	case a.Nonce == nil:
+		return nil, missing("nonce")
+	case a.Sig == nil:
+		return nil, missing("sig")
+	}
+	err := srv.devices.Verify(ctx, auth.DeviceProof{SN: *a.SN, TS: *a.TS, Nonce: *a.Nonce, Sig: *a.Sig})
+	if err != nil {
+		reason, werr := deviceAuthFailure(err)
+		srv.metrics.authFailures.WithLabelValues(reason).Inc()
+		s.log.Warn("device auth refused", "sn", *a.SN, "reason", reason)
+		return nil, werr
+	}
+	sn := *a.SN
+	typ, group := a.Type, "default"
+	if d, ok := srv.registry.get(sn); ok {
+		typ, group = d.Type, d.Group
+	} else if srv.cfg.RequireRegistered {
+		srv.metrics.authFailures.WithLabelValues("unregistered").Inc()
+		return nil, wire.Errorf(wire.CodeUnauthorized, "device "+sn+" is not registered")
+	} else {
+		if typ == "" {
+			typ = "unknown"
+		}
+		if !subjects.ValidToken(typ) || len(typ) > 64 {
+			return nil, wire.Errorf(wire.CodeBadRequest, "args.type: must be 1 to 64 characters without '.', '*', '>' or spaces")
+		}
+	}
+	id := &Identity{Role: auth.RoleDevice, SN: sn, Type: typ, Group: group, AuthAt: srv.cfg.Now()}
+	if werr := srv.establish(s, id); werr != nil {
+		return nil, werr
+	}
+	srv.replaceOlder(id, s)
+	return authValues{
+		Session: s.id, Role: auth.RoleDevice, Node: srv.cfg.NodeID,
+		PingIntervalMS: srv.cfg.PingInterval.Milliseconds(),
+		SN:             sn, Type: typ, Group: group,
+	}, nil
+}
+
+func deviceAuthFailure(err error) (string, *wire.Error) {
+	switch {
+	case errors.Is(err, auth.ErrBadSerial):
+		return "bad_serial", wire.Errorf(wire.CodeUnauthorized, "invalid serial number: 1 to 64 characters of A-Z a-z 0-9 _ -")
+	case errors.Is(err, auth.ErrBadNonce):
+		return "bad_nonce", wire.Errorf(wire.CodeUnauthorized, "invalid nonce: 1 to 128 printable ASCII characters")
+	case errors.Is(err, auth.ErrClockSkew):
+		return "clock_skew", wire.Errorf(wire.CodeUnauthorized, "timestamp outside the allowed clock skew")
+	case errors.Is(err, auth.ErrBadSignature):
+		return "bad_signature", wire.Errorf(wire.CodeUnauthorized, "bad signature")
+	case errors.Is(err, auth.ErrReplay):
+		return "replay", wire.Errorf(wire.CodeUnauthorized, "nonce already used (replayed signature)")
+	}
+	return "store_unavailable", wire.Errorf(wire.CodeUnavailable, "replay protection unavailable, try again")
+}
+
+func (srv *Server) authLogin(ctx context.Context, s *Session, m *wire.Message) (any, *wire.Error) {
+	var a loginArgs
+	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
+		return nil, werr
+	}
+	if a.Username == nil {
+		return nil, missing("username")
+	}
+	if a.Password == nil {
+		return nil, missing("password")
+	}
+	token, claims, err := srv.Login(ctx, *a.Username, *a.Password)
+	if err != nil {
+		return nil, loginFailure(err)
+	}
+	return srv.establishAdmin(s, token, claims)
+}
+
+func loginFailure(err error) *wire.Error {
+	if errors.Is(err, auth.ErrBadPassword) {
+		return wire.Errorf(wire.CodeUnauthorized, "wrong username or password")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return wire.Errorf(wire.CodeUnavailable, "login is busy, try again")
+	}
+	return wire.Errorf(wire.CodeInternal, "internal error")
+}
+
+func (srv *Server) authToken(_ context.Context, s *Session, m *wire.Message) (any, *wire.Error) {
+	var a tokenArgs
+	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
+		return nil, werr
+	}
+	if a.Token == nil {
+		return nil, missing("token")
+	}
+	claims, err := srv.CheckToken(*a.Token)
+	if err != nil {
+		if errors.Is(err, auth.ErrTokenExpired) {
+			srv.metrics.authFailures.WithLabelValues("token_expired").Inc()
+			return nil, wire.Errorf(wire.CodeUnauthorized, "token expired")
+		}
+		srv.metrics.authFailures.WithLabelValues("bad_token").Inc()
+		return nil, wire.Errorf(wire.CodeUnauthorized, "invalid token")
+	}
+	return srv.establishAdmin(s, *a.Token, claims)
+}
+
+func (srv *Server) establishAdmin(s *Session, token string, c auth.Claims) (any, *wire.Error) {
+	id := &Identity{Role: c.Role, User: c.User, Groups: c.Groups, ExpiresAt: c.ExpiresAt, AuthAt: srv.cfg.Now()}
+	if werr := srv.establish(s, id); werr != nil {
+		return nil, werr
+	}
+	return authValues{
+		Session: s.id, Role: c.Role, Node: srv.cfg.NodeID,
+		PingIntervalMS: srv.cfg.PingInterval.Milliseconds(),
+		Token:          token, ExpiresAt: c.ExpiresAt.UnixMilli(),
+		User:           c.User, Groups: c.Groups,
+	}, nil
+}
+
+// establish makes id the session's identity: it joins the session's
+// interests and swaps the auth timeout for the token's expiry.
+func (srv *Server) establish(s *Session, id *Identity) *wire.Error {
+	subjs, err := interestsOf(id)
+	if err != nil {
+		return wire.Errorf(wire.CodeBadRequest, err.Error())
+	}
+	if err := s.joinInterests(subjs); err != nil {
+		s.log.Error("subscribe failed", "err", err)
+		return wire.Errorf(wire.CodeUnavailable, "message bus unavailable")
+	}
+	if !s.ident.CompareAndSwap(nil, id) {
+		return wire.Errorf(wire.CodeConflict, "session is already authenticated")
+	}
+	s.mu.Lock()
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	if !id.ExpiresAt.IsZero() && !s.closed {
+		s.timer = time.AfterFunc(id.ExpiresAt.Sub(srv.cfg.Now()), s.tokenExpired)
+	}
+	s.mu.Unlock()
+	srv.metrics.sessions.WithLabelValues(string(id.Role)).Inc()
+	s.log = s.log.With("role", id.Role, "sn", id.SN, "user", id.User)
+	s.log.Info("session authenticated")
+	return nil
+}
+
+// interestsOf lists the push subjects a session with identity id receives.
+func interestsOf(id *Identity) ([]string, error) {
+	var subjs []string
+	add := func(subj string, err error) error {
+		if err == nil {
+			subjs = append(subjs, subj)
+		}
+		return err
+	}
+	role, err := subjects.RolePush(string(id.Role))
+	if err != nil {
+		return nil, err
+	}
+	subjs = append(subjs, role, subjects.AllPush)
+	if id.Role == auth.RoleDevice {
+		for _, f := range []func() (string, error){
+			func() (string, error) { return subjects.DevicePush(id.SN) },
+			func() (string, error) { return subjects.DeviceCmd(id.SN) },
+			func() (string, error) { return subjects.TypePush(id.Type) },
+			func() (string, error) { return subjects.GroupPush(id.Group) },
+		} {
+			if err := add(f()); err != nil {
+				return nil, err
+			}
+		}
+		return subjs, nil
+	}
+	if err := add(subjects.UserPush(id.User)); err != nil {
+		return nil, err
+	}
+	for _, g := range id.Groups {
+		if g == "*" {
+			continue
+		}
+		if err := add(subjects.GroupPush(g)); err != nil {
+			return nil, err
+		}
+	}
+	return subjs, nil
+}

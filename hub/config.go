@@ -1,0 +1,142 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Server. Zero values get the defaults documented on
+// each field.
+type Config struct {
+	// Conn is the node's connection to NATS (in-process for the embedded
+	// server). Required. The Server does not close it.
+	Conn *nats.Conn
+	// NodeID names this node in answers, headers and presence. Default: the
+	// connection's name, or "node".
+	NodeID string
+	// MasterSecret is the secret device keys and token keys derive from.
+	// Required, at least 16 bytes.
+	MasterSecret []byte
+	// AdminPassword is the password of the "admin" user created when the
+	// user store is empty. Empty: one is generated and logged once.
+	AdminPassword string
+	// RequireRegistered refuses devices missing from the registry.
+	RequireRegistered bool
+
+	// PingInterval is what clients are told in ping_interval_ms. Default 10s.
+	PingInterval time.Duration
+	// AuthTimeout is how long a session may stay unauthenticated. Default 5s.
+	AuthTimeout time.Duration
+	// MaxSkew is the allowed device clock skew. Default 60s.
+	MaxSkew time.Duration
+	// TokenTTL is the lifetime of admin tokens. Default 24h.
+	TokenTTL time.Duration
+	// ServiceTimeout bounds a backend request on hub.svc.*. Default 5s.
+	ServiceTimeout time.Duration
+	// CommandTimeout is the default timeout of a device command. Default 5s.
+	CommandTimeout time.Duration
+	// BcryptCost is the cost of new password hashes. Default bcrypt's 10.
+	BcryptCost int
+	// Replicas is the replica count of the hub's JetStream buckets. Default 1.
+	Replicas int
+
+	// MessageRate and MessageBurst bound the requests a session may send
+	// (429 above). Defaults 100/s and 200.
+	MessageRate  float64
+	MessageBurst int
+	// AbuseBurst is how many failed requests (4xx) a session may make in a
+	// burst before it is closed with 1008; they refill at one per second.
+	// Default 50.
+	AbuseBurst int
+	// MaxInflight bounds a session's concurrent slow requests (commands and
+	// backend services). Default 32.
+	MaxInflight int
+	// DispatchShards is the number of goroutines that deliver pushes; one
+	// subject always maps to the same shard, which keeps its order.
+	// Default 8.
+	DispatchShards int
+	// DispatchQueue is each shard's queue length. Default 8192.
+	DispatchQueue int
+
+	// Logger receives the hub's logs. Nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the hub's metrics. Nil registers nowhere.
+	Registerer prometheus.Registerer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Validate reports every problem with the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Conn == nil {
+		errs = append(errs, errors.New("hub: Conn is required"))
+	}
+	if len(c.MasterSecret) < 16 {
+		errs = append(errs, errors.New("hub: MasterSecret must be at least 16 bytes"))
+	}
+	for name, d := range map[string]time.Duration{
+		"PingInterval": c.PingInterval, "AuthTimeout": c.AuthTimeout, "MaxSkew": c.MaxSkew,
+		"TokenTTL": c.TokenTTL, "ServiceTimeout": c.ServiceTimeout, "CommandTimeout": c.CommandTimeout,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("hub: %s must not be negative", name))
+		}
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, errors.New("hub: Replicas must be 1 to 5"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.PingInterval, 10*time.Second)
+	def(&c.AuthTimeout, 5*time.Second)
+	def(&c.MaxSkew, 60*time.Second)
+	def(&c.TokenTTL, 24*time.Hour)
+	def(&c.ServiceTimeout, 5*time.Second)
+	def(&c.CommandTimeout, 5*time.Second)
+	if c.NodeID == "" {
+		c.NodeID = c.Conn.Opts.Name
+		if c.NodeID == "" {
+			c.NodeID = "node"
+		}
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.MessageRate == 0 {
+		c.MessageRate = 100
+	}
+	if c.MessageBurst == 0 {
+		c.MessageBurst = 200
+	}
+	if c.AbuseBurst == 0 {
+		c.AbuseBurst = 50
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 32
+	}
+	if c.DispatchShards == 0 {
+		c.DispatchShards = 8
+	}
+	if c.DispatchQueue == 0 {
+		c.DispatchQueue = 8192
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}

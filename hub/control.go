@@ -1,0 +1,98 @@
+package hub
+
+import (
+	"encoding/json"
+
+	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go"
+)
+
+// takeover is the body of a hub.ctl.takeover announcement.
+type takeover struct {
+	SN      string `json:"sn"`
+	Session string `json:"session"`
+	Node    string `json:"node"`
+	AtNS    int64  `json:"at_ns"`
+}
+
+// newer reports whether a session authenticated at (at, id) is newer than
+// one at (at2, id2). The session id breaks ties, so every node agrees.
+func newer(at int64, id string, at2 int64, id2 string) bool {
+	if at != at2 {
+		return at > at2
+	}
+	return id > id2
+}
+
+// replaceOlder closes the older sessions of the same device: on this node
+// at once, on other nodes through an announcement every node hears.
+func (srv *Server) replaceOlder(id *Identity, s *Session) {
+	t := takeover{SN: id.SN, Session: s.id, Node: srv.cfg.NodeID, AtNS: id.AuthAt.UnixNano()}
+	srv.closeOlder(t)
+	b, _ := json.Marshal(t)
+	if err := srv.nc.Publish(subjects.Takeover, b); err != nil {
+		s.log.Warn("takeover announcement not sent", "err", err)
+	}
+}
+
+func (srv *Server) onTakeover(m *nats.Msg) {
+	var t takeover
+	if err := json.Unmarshal(m.Data, &t); err != nil || t.SN == "" {
+		srv.log.Warn("bad takeover announcement", "err", err)
+		return
+	}
+	srv.closeOlder(t)
+}
+
+// closeOlder closes local sessions of t.SN that are older than t's.
+func (srv *Server) closeOlder(t takeover) {
+	subj, err := subjects.DevicePush(t.SN)
+	if err != nil {
+		return
+	}
+	for _, s := range srv.interest.members(subj) {
+		id := s.Identity()
+		if id == nil || s.id == t.Session {
+			continue
+		}
+		if newer(t.AtNS, t.Session, id.AuthAt.UnixNano(), s.id) {
+			s.log.Info("session replaced", "by", t.Session, "on", t.Node)
+			s.Close(wire.CloseReplaced, "replaced")
+		}
+	}
+}
+
+// kickUser ends every local session of an admin or viewer user.
+func (srv *Server) kickUser(user, reason string) {
+	subj, err := subjects.UserPush(user)
+	if err != nil {
+		return
+	}
+	for _, s := range srv.interest.members(subj) {
+		s.Close(wire.CloseKicked, reason)
+	}
+}
+
+// registryChanged ends the local session of a device whose registry entry
+// changed, so that it reconnects with its new type and group (or, with
+// RequireRegistered, is refused once removed).
+func (srv *Server) registryChanged(sn string, cur *Device) {
+	subj, err := subjects.DevicePush(sn)
+	if err != nil {
+		return
+	}
+	for _, s := range srv.interest.members(subj) {
+		id := s.Identity()
+		if id == nil {
+			continue
+		}
+		if cur == nil && !srv.cfg.RequireRegistered {
+			continue
+		}
+		if cur != nil && cur.Type == id.Type && cur.Group == id.Group {
+			continue
+		}
+		s.Close(wire.CloseKicked, "registry entry changed")
+	}
+}

@@ -1,0 +1,189 @@
+package hub
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+)
+
+// PushBody is the body of a message on a push subject, as a backend
+// publishes it.
+type PushBody struct {
+	Service string            `json:"service"`
+	Values  json.RawMessage   `json:"values,omitempty"`
+	Where   map[string]string `json:"where,omitempty"`
+	// ID is optional: a publisher that sets it lets clients drop duplicates
+	// across retries; otherwise each node gives the push a unique id.
+	ID string `json:"id,omitempty"`
+}
+
+// whereKeys are the session attributes a conditional push may test.
+var whereKeys = []string{"sn", "user", "role", "type", "group"}
+
+// CheckPush validates a push body, naming the first problem.
+func CheckPush(b *PushBody) error {
+	if !subjects.ValidPath(b.Service) {
+		return fmt.Errorf("service: %q is not a valid service path", b.Service)
+	}
+	if !wire.IsNull(b.Values) && !wire.IsObject(b.Values) {
+		return fmt.Errorf("values: must be an object")
+	}
+	for k := range b.Where {
+		if !slices.Contains(whereKeys, k) {
+			return fmt.Errorf("where: unknown attribute %q (want sn, user, role, type or group)", k)
+		}
+	}
+	if len(b.ID) > 128 {
+		return fmt.Errorf("id: longer than 128 bytes")
+	}
+	return nil
+}
+
+// dispatch handles one message from an interest's subscription, on the
+// subject's dispatch shard.
+func (srv *Server) dispatch(m *nats.Msg) {
+	if sn, ok := subjects.ParseDeviceCmd(m.Subject); ok {
+		srv.deliverCommand(sn, m)
+		return
+	}
+	target, err := subjects.ParsePush(m.Subject)
+	if err != nil {
+		return
+	}
+	var body PushBody
+	if err := json.Unmarshal(m.Data, &body); err != nil {
+		srv.dropPush("malformed", m.Subject, err)
+		return
+	}
+	if err := CheckPush(&body); err != nil {
+		srv.dropPush("invalid", m.Subject, err)
+		return
+	}
+	if body.ID == "" {
+		body.ID = m.Header.Get(nats.MsgIdHdr)
+	}
+	if body.ID == "" {
+		body.ID = nuid.Next()
+	}
+	frame, err := wire.EncodePush(body.Service, body.ID, body.Values)
+	if err != nil {
+		srv.dropPush("invalid", m.Subject, err)
+		return
+	}
+	srv.fanout(m.Subject, target, body.Where, frame)
+}
+
+func (srv *Server) dropPush(reason, subject string, err error) {
+	srv.metrics.pushesDropped.WithLabelValues(reason).Inc()
+	srv.log.Warn("push dropped", "reason", reason, "subject", subject, "err", err)
+}
+
+// fanout queues frame to the local sessions of target that match where. It
+// walks the smallest local interest that can hold every recipient: the
+// target's own, or one named by a where attribute (a push to everyone with
+// where {"type":"dance_dog"} walks only the dance_dog devices).
+func (srv *Server) fanout(subject string, target subjects.Target, where map[string]string, frame []byte) {
+	walk := subject
+	if len(where) > 0 {
+		best := srv.interest.size(subject)
+		for k, v := range where {
+			var alt string
+			var err error
+			switch k {
+			case "sn":
+				alt, err = subjects.DevicePush(v)
+			case "user":
+				alt, err = subjects.UserPush(v)
+			case "role":
+				alt, err = subjects.RolePush(v)
+			case "type":
+				alt, err = subjects.TypePush(v)
+			case "group":
+				alt, err = subjects.GroupPush(v)
+			}
+			if err != nil {
+				return // no session can have that attribute
+			}
+			if n := srv.interest.size(alt); n < best {
+				walk, best = alt, n
+			}
+		}
+	}
+	delivered := 0
+	var slow []*Session
+	srv.interest.each(walk, func(s *Session) {
+		id := s.Identity()
+		if id == nil || !id.matchesTarget(target) || !id.matchesWhere(where) {
+			return
+		}
+		if err := s.t.Send(frame); err != nil {
+			if err == ErrQueueFull {
+				slow = append(slow, s)
+			}
+			return
+		}
+		delivered++
+	})
+	srv.metrics.pushesDelivered.Add(float64(delivered))
+	for _, s := range slow {
+		srv.metrics.pushesDropped.WithLabelValues("slow_consumer").Inc()
+		s.slowConsumer()
+	}
+}
+
+// matchesTarget reports whether a session with this identity is in the
+// audience of target. It mirrors interestsOf.
+func (id *Identity) matchesTarget(t subjects.Target) bool {
+	switch t.Kind {
+	case subjects.KindAll:
+		return true
+	case subjects.KindRole:
+		return string(id.Role) == t.Value
+	case subjects.KindDevice:
+		return id.Role == auth.RoleDevice && id.SN == t.Value
+	case subjects.KindType:
+		return id.Role == auth.RoleDevice && id.Type == t.Value
+	case subjects.KindUser:
+		return id.Role != auth.RoleDevice && id.User == t.Value
+	case subjects.KindGroup:
+		return id.hasGroup(t.Value)
+	}
+	return false
+}
+
+// hasGroup: a device's own group, or a group an admin names explicitly.
+func (id *Identity) hasGroup(g string) bool {
+	if id.Role == auth.RoleDevice {
+		return id.Group == g
+	}
+	return auth.NamesGroup(id.Groups, g)
+}
+
+// matchesWhere reports whether the session has every attribute of where.
+func (id *Identity) matchesWhere(where map[string]string) bool {
+	for k, v := range where {
+		var ok bool
+		switch k {
+		case "sn":
+			ok = id.Role == auth.RoleDevice && id.SN == v
+		case "user":
+			ok = id.Role != auth.RoleDevice && id.User == v
+		case "role":
+			ok = string(id.Role) == v
+		case "type":
+			ok = id.Role == auth.RoleDevice && id.Type == v
+		case "group":
+			ok = id.hasGroup(v)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

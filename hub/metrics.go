@@ -1,0 +1,55 @@
+package hub
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the hub's Prometheus metrics. Labels stay low-cardinality:
+// roles, known service names, codes and typed reasons, never a device.
+type metrics struct {
+	connections     prometheus.Gauge
+	sessions        *prometheus.GaugeVec
+	interests       prometheus.Gauge
+	requests        *prometheus.CounterVec
+	pushesDelivered prometheus.Counter
+	pushesDropped   *prometheus.CounterVec
+	slowConsumers   prometheus.Counter
+	abuseCloses     prometheus.Counter
+	authFailures    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns = "fleethub"
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "connections", Help: "Open connections, authenticated or not.",
+		}),
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "sessions", Help: "Authenticated sessions by role.",
+		}, []string{"role"}),
+		interests: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "interests", Help: "NATS subscriptions held for local sessions' interests.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "requests_total", Help: "Client requests answered, by service and code.",
+		}, []string{"service", "code"}),
+		pushesDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "pushes_delivered_total", Help: "Push frames queued to sessions.",
+		}),
+		pushesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "pushes_dropped_total", Help: "Pushes not delivered, by reason.",
+		}, []string{"reason"}),
+		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "slow_consumers_total", Help: "Sessions closed because their outbound queue overflowed.",
+		}),
+		abuseCloses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "abuse_closes_total", Help: "Sessions closed for repeated bad requests.",
+		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "auth_failures_total", Help: "Refused authentications by reason (replay counts replayed device signatures).",
+		}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
+			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures)
+	}
+	return m
+}

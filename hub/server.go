@@ -1,0 +1,222 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Server is one node's hub: it owns the sessions handed to it by a
+// transport and the NATS subscriptions they need.
+//
+// Lock order: Server.mu, then registry.mu, then interest.mu, then
+// Session.mu. No lock is held while calling a Transport.
+type Server struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *slog.Logger
+	metrics *metrics
+
+	devices  *auth.DeviceVerifier
+	tokens   *auth.Tokens
+	users    *userStore
+	registry *deviceRegistry
+	interest *registry
+	services map[string]service
+	bcrypt   chan struct{} // bounds concurrent bcrypt work
+
+	started   atomic.Bool
+	stopping  atomic.Bool
+	takeover  *nats.Subscription
+	tasks     sync.WaitGroup // async requests and watchers
+	cancelRun context.CancelFunc
+
+	mu       sync.Mutex
+	sessions map[*Session]struct{} // Guarded by mu.
+}
+
+// New checks cfg and builds a Server. Start connects it to its buckets and
+// subjects.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("hub: jetstream: %w", err)
+	}
+	tokens, err := auth.NewTokens(auth.TokenConfig{Key: auth.TokenKey(cfg.MasterSecret), TTL: cfg.TokenTTL, Now: cfg.Now})
+	if err != nil {
+		return nil, fmt.Errorf("hub: tokens: %w", err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		nc:       cfg.Conn,
+		js:       js,
+		log:      cfg.Logger.With("node", cfg.NodeID),
+		metrics:  newMetrics(cfg.Registerer),
+		tokens:   tokens,
+		sessions: make(map[*Session]struct{}),
+		bcrypt:   make(chan struct{}, 2),
+	}
+	s.interest = newRegistry(s)
+	s.services = s.builtinServices()
+	return s, nil
+}
+
+// NodeID is this node's name.
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
+// Start creates (or opens) the hub's JetStream buckets, loads the user store
+// and device registry, bootstraps the admin user and subscribes to the
+// node-wide subjects. It returns once the node can serve.
+func (s *Server) Start(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancelRun = cancel
+	nonces, err := newNonceStore(ctx, s.js, 2*s.cfg.MaxSkew+10*time.Second, s.cfg.Replicas)
+	if err != nil {
+		cancel()
+		return err
+	}
+	s.devices, err = auth.NewDeviceVerifier(auth.DeviceConfig{
+		MasterSecret: s.cfg.MasterSecret, MaxSkew: s.cfg.MaxSkew, Nonces: nonces, Now: s.cfg.Now,
+	})
+	if err != nil {
+		cancel()
+		return fmt.Errorf("hub: device verifier: %w", err)
+	}
+	if s.users, err = openUserStore(ctx, runCtx, s); err != nil {
+		cancel()
+		return err
+	}
+	if err := s.users.bootstrap(ctx, s.cfg.AdminPassword); err != nil {
+		cancel()
+		return err
+	}
+	if s.registry, err = openDeviceRegistry(ctx, runCtx, s); err != nil {
+		cancel()
+		return err
+	}
+	s.interest.start()
+	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
+		cancel()
+		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)
+	}
+	if err := s.nc.FlushWithContext(ctx); err != nil {
+		cancel()
+		return fmt.Errorf("hub: flush: %w", err)
+	}
+	s.started.Store(true)
+	s.log.Info("hub started", "sessions_limit_per_shard", s.cfg.DispatchQueue)
+	return nil
+}
+
+// Ready reports whether the node can serve: started, not stopping, and
+// connected to NATS.
+func (s *Server) Ready() bool {
+	return s.started.Load() && !s.stopping.Load() && s.nc.IsConnected()
+}
+
+// Open registers a new connection. The transport must then feed the
+// session's frames to HandleFrame and report its end with Gone.
+func (s *Server) Open(t Transport, remoteAddr string) *Session {
+	sess := newSession(s, t, remoteAddr)
+	s.mu.Lock()
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+	s.metrics.connections.Inc()
+	return sess
+}
+
+func (s *Server) forget(sess *Session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+}
+
+// CloseAll closes every session with code and reason and waits, until ctx
+// ends, for the transport to report them gone.
+func (s *Server) CloseAll(ctx context.Context, code int, reason string) error {
+	s.mu.Lock()
+	all := make([]*Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		all = append(all, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range all {
+		sess.Close(code, reason)
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.sessions)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hub: %d sessions still open: %w", n, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// SessionCount is the number of open sessions on this node.
+func (s *Server) SessionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Shutdown stops the hub. It is idempotent. The order matters:
+//  1. mark not ready, so the transport refuses new connections;
+//  2. close every session with 1012 so clients reconnect elsewhere, and
+//     wait for them (bounded by ctx);
+//  3. stop the watchers and dispatch workers and wait for async requests.
+//
+// The NATS connection belongs to the caller, who drains it afterwards.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.stopping.CompareAndSwap(false, true) {
+		return nil
+	}
+	err := s.CloseAll(ctx, 1012, "node restarting")
+	if s.takeover != nil {
+		_ = s.takeover.Unsubscribe()
+	}
+	if s.cancelRun != nil {
+		s.cancelRun()
+	}
+	s.interest.stop()
+	done := make(chan struct{})
+	go func() { s.tasks.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	s.log.Info("hub stopped")
+	return err
+}
+
+// goTask runs f on a goroutine that Shutdown waits for.
+func (s *Server) goTask(f func()) {
+	s.tasks.Add(1)
+	go func() {
+		defer s.tasks.Done()
+		f()
+	}()
+}

@@ -1,0 +1,312 @@
+package hub
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/nats-io/nuid"
+	"golang.org/x/time/rate"
+)
+
+// Transport is one client connection as the hub sees it.
+//
+// Send queues one frame (one or more newline-delimited messages) and must
+// never block: when the connection's bounded queue is full it returns
+// ErrQueueFull, and the hub then closes the session as a slow consumer.
+// The frame must not be modified by the transport; the same bytes may be
+// queued to many sessions at once.
+//
+// Close ends the connection with a WebSocket close code and reason. It may
+// be called more than once and from any goroutine; only the first call
+// counts. The transport reports the end of the connection, whatever caused
+// it, by calling Session.Gone once.
+type Transport interface {
+	Send(frame []byte) error
+	Close(code int, reason string)
+}
+
+// Reason says why a session ended.
+type Reason string
+
+// Reasons a session ends.
+const (
+	ReasonClosed   Reason = "closed"   // the client closed, or the connection broke
+	ReasonTimeout  Reason = "timeout"  // the client missed the pong wait
+	ReasonReplaced Reason = "replaced" // a newer session for the same device
+	ReasonKicked   Reason = "kicked"   // ended by an admin or by the hub
+)
+
+// Identity is who a session is, fixed at authentication.
+type Identity struct {
+	Role auth.Role
+	// Devices.
+	SN, Type, Group string
+	// Admins and viewers.
+	User      string
+	Groups    []string
+	ExpiresAt time.Time // token expiry; zero for devices
+	// AuthAt orders sessions of the same device: the later one wins.
+	AuthAt time.Time
+}
+
+// Session is one client connection.
+type Session struct {
+	id     string
+	srv    *Server
+	t      Transport
+	remote string
+	log    *slog.Logger
+
+	ident atomic.Pointer[Identity] // nil until authenticated; never changes after
+
+	mu        sync.Mutex
+	closed    bool               // Guarded by mu.
+	authFails int                // Guarded by mu.
+	timer     *time.Timer        // auth timeout, then token expiry. Guarded by mu.
+	interests []string           // subjects joined. Guarded by mu.
+	pending   map[string]*cmdReq // commands sent to this device. Guarded by mu.
+	inflight  int                // async requests running. Guarded by mu.
+	cmdSeq    uint64             // Guarded by mu.
+	closeCode int                // the code the hub closed with. Guarded by mu.
+
+	msgLimit   *rate.Limiter // requests per second
+	abuseLimit *rate.Limiter // failed requests; empty means close with 1008
+}
+
+func newSession(srv *Server, t Transport, remote string) *Session {
+	s := &Session{
+		id:       nuid.Next(),
+		srv:      srv,
+		t:        t,
+		remote:   remote,
+		msgLimit:   rate.NewLimiter(rate.Limit(srv.cfg.MessageRate), srv.cfg.MessageBurst),
+		abuseLimit: rate.NewLimiter(1, srv.cfg.AbuseBurst),
+	}
+	s.log = srv.log.With("session", s.id)
+	s.mu.Lock()
+	s.timer = time.AfterFunc(srv.cfg.AuthTimeout, s.authTimedOut)
+	s.mu.Unlock()
+	return s
+}
+
+// ID is the session's unique id.
+func (s *Session) ID() string { return s.id }
+
+// Identity is the session's identity, or nil before authentication.
+func (s *Session) Identity() *Identity { return s.ident.Load() }
+
+func (s *Session) authTimedOut() {
+	if s.Identity() != nil {
+		return
+	}
+	s.srv.metrics.authFailures.WithLabelValues("timeout").Inc()
+	s.log.Debug("auth timeout")
+	s.Close(wire.ClosePolicy, "authentication timeout")
+}
+
+func (s *Session) tokenExpired() {
+	s.Close(wire.CloseTokenExpired, "token expired")
+}
+
+// Close ends the session with a WebSocket close code. The transport reports
+// the end through Gone.
+func (s *Session) Close(code int, reason string) {
+	s.mu.Lock()
+	if s.closeCode == 0 {
+		s.closeCode = code
+	}
+	s.mu.Unlock()
+	s.t.Close(code, reason)
+}
+
+// send queues a frame, closing the session as a slow consumer when its
+// queue is full. It reports whether the frame was queued.
+func (s *Session) send(frame []byte) bool {
+	err := s.t.Send(frame)
+	if err == nil {
+		return true
+	}
+	if err == ErrQueueFull {
+		s.slowConsumer()
+	}
+	return false
+}
+
+// slowConsumer closes a session whose outbound queue overflowed, with a
+// code that tells the client to reconnect and take a fresh snapshot.
+func (s *Session) slowConsumer() {
+	s.srv.metrics.slowConsumers.Inc()
+	s.log.Warn("slow consumer: outbound queue full")
+	s.Close(wire.CloseSlowConsumer, "slow consumer")
+}
+
+// Gone is called by the transport, once, when the connection has ended.
+func (s *Session) Gone(reason Reason) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	interests := s.interests
+	s.interests = nil
+	pending := s.pending
+	s.pending = nil
+	switch s.closeCode {
+	case wire.CloseReplaced:
+		reason = ReasonReplaced
+	case wire.CloseKicked, wire.ClosePolicy, wire.CloseSlowConsumer, wire.CloseTokenExpired:
+		reason = ReasonKicked
+	}
+	s.mu.Unlock()
+
+	for _, subj := range interests {
+		s.srv.interest.leave(subj, s)
+	}
+	for _, p := range pending {
+		p.fail(wire.CodeUnavailable, "device disconnected")
+	}
+	s.srv.forget(s)
+	s.srv.metrics.connections.Dec()
+	if id := s.Identity(); id != nil {
+		s.srv.metrics.sessions.WithLabelValues(string(id.Role)).Dec()
+		s.log.Info("session ended", "reason", reason)
+	}
+}
+
+// isClosed reports whether Gone was called.
+func (s *Session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// HandleBinary answers a binary frame, which the protocol does not use.
+func (s *Session) HandleBinary() {
+	s.reply(nil, "", wire.Errorf(wire.CodeBadRequest, "binary frames are not supported; send UTF-8 JSON text frames"))
+}
+
+// HandleFrame handles one text frame from the client: one message or
+// several separated by newlines, in order. Immediate answers are sent back
+// together in one frame; slow ones (commands, backend services) follow on
+// their own.
+func (s *Session) HandleFrame(frame []byte) {
+	var out [][]byte
+	wire.Lines(frame, func(line []byte) {
+		if b := s.handleLine(line); b != nil {
+			out = append(out, b)
+		}
+	})
+	if len(out) > 0 {
+		s.send(wire.Join(out))
+	}
+}
+
+// handleLine handles one message and returns its immediate answer, if any.
+func (s *Session) handleLine(line []byte) []byte {
+	m, werr := wire.Decode(line)
+	if werr != nil {
+		return s.failure(m.Service, m.RequestID, werr)
+	}
+	if m.Op == wire.OpResponse {
+		s.handleResponse(&m)
+		return nil
+	}
+	if !s.msgLimit.Allow() {
+		return s.failure(m.Service, m.RequestID, wire.Errorf(wire.CodeRateLimited, "rate limited: too many requests"))
+	}
+	values, werr := s.srv.serve(s, &m)
+	if werr == errAsync {
+		return nil
+	}
+	if werr != nil {
+		return s.failure(m.Service, m.RequestID, werr)
+	}
+	if !m.HasRequestID {
+		// A success without request_id is not answered.
+		return nil
+	}
+	s.srv.metrics.requests.WithLabelValues(serviceLabel(m.Service), "0").Inc()
+	return wire.EncodeResponse(m.Service, m.RequestID, wire.CodeOK, "", values)
+}
+
+// failure encodes a failed answer and counts it against the session's abuse
+// budget; a session that keeps failing is closed with 1008.
+func (s *Session) failure(service, requestID string, e *wire.Error) []byte {
+	s.srv.metrics.requests.WithLabelValues(serviceLabel(service), codeLabel(e.Code)).Inc()
+	if !e.Relayed && e.Code >= 400 && e.Code < 500 && e.Code != wire.CodeTimeout {
+		if !s.abuseLimit.Allow() {
+			s.srv.metrics.abuseCloses.Inc()
+			s.log.Warn("closing abusive session", "last_code", e.Code, "last_msg", e.Msg)
+			s.Close(wire.ClosePolicy, "too many bad requests")
+		}
+	}
+	return wire.EncodeError(service, requestID, e)
+}
+
+// reply sends one answer on its own frame (for answers that come later).
+func (s *Session) reply(m *wire.Message, values any, e *wire.Error) {
+	service, requestID, has := "", "", false
+	if m != nil {
+		service, requestID, has = m.Service, m.RequestID, m.HasRequestID
+	}
+	if e != nil {
+		s.send(s.failure(service, requestID, e))
+		return
+	}
+	s.srv.metrics.requests.WithLabelValues(serviceLabel(service), "0").Inc()
+	if has {
+		s.send(wire.EncodeResponse(service, requestID, wire.CodeOK, "", values))
+	}
+}
+
+// joinInterests subscribes the session to each subject. On failure it
+// leaves those it joined and returns the error.
+func (s *Session) joinInterests(subjs []string) error {
+	for i, subj := range subjs {
+		if err := s.srv.interest.join(subj, s); err != nil {
+			for _, done := range subjs[:i] {
+				s.srv.interest.leave(done, s)
+			}
+			return err
+		}
+	}
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.interests = subjs
+	}
+	s.mu.Unlock()
+	if closed {
+		// The connection ended while we were authenticating.
+		for _, subj := range subjs {
+			s.srv.interest.leave(subj, s)
+		}
+	}
+	return nil
+}
+
+// beginAsync reserves a slot for a slow request, or reports that the
+// session has too many in flight.
+func (s *Session) beginAsync() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflight >= s.srv.cfg.MaxInflight {
+		return false
+	}
+	s.inflight++
+	return true
+}
+
+func (s *Session) endAsync() {
+	s.mu.Lock()
+	s.inflight--
+	s.mu.Unlock()
+}

@@ -1,0 +1,87 @@
+package node
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/fleethub/fleethub/hub"
+)
+
+// Config configures a Node. Zero values get the defaults on each field.
+type Config struct {
+	// Hub is the started hub the node serves. Required.
+	Hub *hub.Server
+	// Listen is the HTTP/WebSocket address. Default 127.0.0.1:8080.
+	Listen string
+	// PingInterval is how often the server pings each client. Default 10s.
+	PingInterval time.Duration
+	// PongWait is how long a client may stay silent (no pong, no message)
+	// before it is disconnected. Default 15s.
+	PongWait time.Duration
+	// WriteWait bounds one frame write. Default 10s.
+	WriteWait time.Duration
+	// MaxMessageBytes is the largest frame accepted; larger ones close the
+	// connection with 1009. Default 65536.
+	MaxMessageBytes int64
+	// QueueFrames is each session's outbound queue, in frames. A session
+	// whose queue overflows is closed with 4008. Default 128.
+	QueueFrames int
+	// AllowedOrigins are the browser origins allowed besides same-origin,
+	// each exactly scheme://host[:port].
+	AllowedOrigins []string
+	// Metrics serves GET /metrics; nil serves 404 there.
+	Metrics http.Handler
+	// Dashboard serves GET /; nil serves a short text page.
+	Dashboard http.Handler
+	// Logger receives the node's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports every problem with the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Hub == nil {
+		errs = append(errs, errors.New("node: Hub is required"))
+	}
+	if c.PingInterval < 0 || c.PongWait < 0 || c.WriteWait < 0 {
+		errs = append(errs, errors.New("node: timings must not be negative"))
+	}
+	if c.PingInterval > 0 && c.PongWait > 0 && c.PongWait <= c.PingInterval {
+		errs = append(errs, errors.New("node: PongWait must be longer than PingInterval"))
+	}
+	if c.MaxMessageBytes < 0 {
+		errs = append(errs, errors.New("node: MaxMessageBytes must not be negative"))
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := normalizeOrigin(o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 10 * time.Second
+	}
+	if c.PongWait == 0 {
+		c.PongWait = 15 * time.Second
+	}
+	if c.WriteWait == 0 {
+		c.WriteWait = 10 * time.Second
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 65536
+	}
+	if c.QueueFrames == 0 {
+		c.QueueFrames = 128
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}

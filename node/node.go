@@ -1,0 +1,153 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/gorilla/websocket"
+	"github.com/olahol/melody"
+)
+
+// Node serves a hub over HTTP and WebSocket.
+type Node struct {
+	cfg     Config
+	hub     *hub.Server
+	log     *slog.Logger
+	melody  *melody.Melody
+	handler http.Handler
+
+	stopping atomic.Bool
+	stopOnce sync.Once
+	stopErr  error
+	httpSrv  *http.Server
+}
+
+type connKey struct{}
+
+// New builds a Node for a started hub.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID())}
+
+	m := melody.New()
+	m.Config.PingPeriod = cfg.PingInterval
+	m.Config.PongWait = cfg.PongWait
+	m.Config.WriteWait = cfg.WriteWait
+	m.Config.MaxMessageSize = cfg.MaxMessageBytes
+	m.Config.MessageBufferSize = cfg.QueueFrames
+	m.Upgrader = &websocket.Upgrader{
+		// A small read buffer, and write buffers taken from a pool only
+		// while a frame is written: an idle connection holds neither.
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     newOriginChecker(cfg.AllowedOrigins).check,
+	}
+	m.HandleConnect(func(s *melody.Session) {
+		c := connOf(s)
+		c.ms = s
+		c.hs = n.hub.Open(c, c.raw.RemoteAddr().String())
+	})
+	m.HandleMessage(func(s *melody.Session, msg []byte) {
+		c := connOf(s)
+		c.alive()
+		c.hs.HandleFrame(msg)
+	})
+	m.HandleMessageBinary(func(s *melody.Session, _ []byte) {
+		c := connOf(s)
+		c.alive()
+		c.hs.HandleBinary()
+	})
+	m.HandleError(func(s *melody.Session, err error) { connOf(s).onError(err) })
+	m.HandleDisconnect(func(s *melody.Session) {
+		c := connOf(s)
+		c.hs.Gone(c.reason())
+	})
+	n.melody = m
+	n.handler = n.routes()
+	return n, nil
+}
+
+func connOf(s *melody.Session) *wsConn {
+	return s.Request.Context().Value(connKey{}).(*wsConn)
+}
+
+// Handler is the node's HTTP handler (for tests under httptest).
+func (n *Node) Handler() http.Handler { return n.handler }
+
+// serveWS upgrades GET /ws. It blocks for the connection's lifetime.
+func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
+	if n.stopping.Load() || !n.hub.Ready() {
+		http.Error(w, "node is not ready", http.StatusServiceUnavailable)
+		return
+	}
+	c := &wsConn{node: n}
+	r = r.WithContext(context.WithValue(r.Context(), connKey{}, c))
+	if err := n.melody.HandleRequest(&hijackCapture{ResponseWriter: w, conn: c}, r); err != nil {
+		// The upgrader has already answered (403 for a refused origin).
+		n.log.Debug("upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+	}
+}
+
+// Run serves on cfg.Listen until ctx ends, then shuts down.
+func (n *Node) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("node: listen %s: %w", n.cfg.Listen, err)
+	}
+	return n.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx ends, then shuts down.
+func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- n.httpSrv.Serve(ln) }()
+	n.log.Info("serving", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("node: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := n.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// Shutdown stops the node; it is idempotent. In order:
+//  1. mark not ready: /healthz answers 503 and /ws refuses upgrades;
+//  2. the hub closes every session with 1012 (reconnect elsewhere) and
+//     waits for them to end;
+//  3. http.Server.Shutdown, which does not wait for hijacked connections
+//     (step 2 already did);
+//  4. melody is closed.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		n.stopping.Store(true)
+		err := n.hub.Shutdown(ctx)
+		if n.httpSrv != nil {
+			err = errors.Join(err, n.httpSrv.Shutdown(ctx))
+		}
+		if !n.melody.IsClosed() {
+			_ = n.melody.CloseWithMsg(websocket.FormatCloseMessage(wire.CloseRestart, "node restarting"))
+		}
+		n.stopErr = err
+	})
+	return n.stopErr
+}

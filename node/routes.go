@@ -1,0 +1,84 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/fleethub/fleethub/auth"
+	"github.com/go-chi/chi/v5"
+)
+
+func (n *Node) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Get("/ws", n.serveWS)
+	r.Get("/healthz", n.serveHealth)
+	r.Post("/api/login", n.serveLogin)
+	if n.cfg.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", n.cfg.Metrics)
+	}
+	if n.cfg.Dashboard != nil {
+		r.Handle("/*", n.cfg.Dashboard)
+	} else {
+		r.Get("/", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = w.Write([]byte("fleethub node " + n.hub.NodeID() + ": WebSocket on /ws, health on /healthz, metrics on /metrics\n"))
+		})
+	}
+	return r
+}
+
+func (n *Node) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	if n.stopping.Load() || !n.hub.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "node": n.hub.NodeID()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node": n.hub.NodeID(), "sessions": n.hub.SessionCount()})
+}
+
+type loginRequest struct {
+	Username *string `json:"username"`
+	Password *string `json:"password"`
+}
+
+type loginResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt int64     `json:"expires_at"`
+	Role      auth.Role `json:"role"`
+	Groups    []string  `json:"groups"`
+}
+
+// serveLogin is POST /api/login, for scripts.
+func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	var req loginRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"msg": "body must be JSON {\"username\",\"password\"}"})
+		return
+	}
+	if req.Username == nil || req.Password == nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"msg": "username and password are required"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	token, c, err := n.hub.Login(ctx, *req.Username, *req.Password)
+	switch {
+	case errors.Is(err, auth.ErrBadPassword):
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"msg": "wrong username or password"})
+	case err != nil:
+		n.log.Error("login failed", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"msg": "login unavailable, try again"})
+	default:
+		writeJSON(w, http.StatusOK, loginResponse{Token: token, ExpiresAt: c.ExpiresAt.UnixMilli(), Role: c.Role, Groups: c.Groups})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
