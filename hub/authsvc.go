@@ -200,7 +200,7 @@ func (srv *Server) establishAdmin(s *Session, token string, c auth.Claims) (any,
 		Session: s.id, Role: c.Role, Node: srv.cfg.NodeID,
 		PingIntervalMS: srv.cfg.PingInterval.Milliseconds(),
 		Token:          token, ExpiresAt: c.ExpiresAt.UnixMilli(),
-		User:           c.User, Groups: c.Groups,
+		User: c.User, Groups: c.Groups,
 	}, nil
 }
 

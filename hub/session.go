@@ -79,10 +79,10 @@ type Session struct {
 
 func newSession(srv *Server, t Transport, remote string) *Session {
 	s := &Session{
-		id:       nuid.Next(),
-		srv:      srv,
-		t:        t,
-		remote:   remote,
+		id:         nuid.Next(),
+		srv:        srv,
+		t:          t,
+		remote:     remote,
 		msgLimit:   rate.NewLimiter(rate.Limit(srv.cfg.MessageRate), srv.cfg.MessageBurst),
 		abuseLimit: rate.NewLimiter(1, srv.cfg.AbuseBurst),
 	}

@@ -240,7 +240,7 @@ type staticEntry struct {
 	value []byte
 }
 
-func (e staticEntry) Key() string                       { return e.key }
-func (e staticEntry) Value() []byte                     { return e.value }
-func (e staticEntry) Bucket() string                    { return BucketUsers }
-func (e staticEntry) Operation() jetstream.KeyValueOp   { return jetstream.KeyValuePut }
+func (e staticEntry) Key() string                     { return e.key }
+func (e staticEntry) Value() []byte                   { return e.value }
+func (e staticEntry) Bucket() string                  { return BucketUsers }
+func (e staticEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
