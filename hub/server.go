@@ -37,7 +37,8 @@ type Server struct {
 	started   atomic.Bool
 	stopping  atomic.Bool
 	takeover  *nats.Subscription
-	tasks     sync.WaitGroup // async requests and watchers
+	tasks     sync.WaitGroup  // async requests and watchers
+	runCtx    context.Context // ends at Shutdown
 	cancelRun context.CancelFunc
 
 	mu       sync.Mutex
@@ -82,7 +83,7 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 // node-wide subjects. It returns once the node can serve.
 func (s *Server) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancelRun = cancel
+	s.runCtx, s.cancelRun = runCtx, cancel
 	nonces, err := newNonceStore(ctx, s.js, 2*s.cfg.MaxSkew+10*time.Second, s.cfg.Replicas)
 	if err != nil {
 		cancel()
@@ -196,7 +197,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = s.takeover.Unsubscribe()
 	}
 	if s.cancelRun != nil {
-		s.cancelRun()
+		s.cancelRun() // ends watchers and requests still waiting on the bus
 	}
 	s.interest.stop()
 	done := make(chan struct{})

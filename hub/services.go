@@ -85,7 +85,7 @@ func (srv *Server) runAsync(s *Session, m *wire.Message, f func(ctx context.Cont
 	msg := *m
 	srv.goTask(func() {
 		defer s.endAsync()
-		values, werr := f(context.Background())
+		values, werr := f(srv.runCtx)
 		if !s.isClosed() {
 			s.reply(&msg, values, werr)
 		}

@@ -1,0 +1,113 @@
+package hub
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/internal/natstest"
+)
+
+// fakeTransport is an in-memory Transport with a bounded queue, standing in
+// for a WebSocket connection.
+type fakeTransport struct {
+	limit int
+	sent  atomic.Int64
+
+	mu     sync.Mutex
+	frames [][]byte
+	code   int
+	sess   *Session
+}
+
+func (f *fakeTransport) Send(frame []byte) error {
+	if f.limit < 0 { // counting only, for benchmarks
+		f.sent.Add(1)
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.code != 0 {
+		return ErrClosed
+	}
+	if len(f.frames) >= f.limit {
+		return ErrQueueFull
+	}
+	f.frames = append(f.frames, frame)
+	return nil
+}
+
+func (f *fakeTransport) Close(code int, _ string) {
+	f.mu.Lock()
+	first := f.code == 0
+	if first {
+		f.code = code
+	}
+	s := f.sess
+	f.mu.Unlock()
+	if first && s != nil {
+		go s.Gone(ReasonClosed)
+	}
+}
+
+func (f *fakeTransport) closeCode() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.code
+}
+
+func (f *fakeTransport) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.frames)
+}
+
+func newTestServer(t testing.TB) *Server {
+	t.Helper()
+	ns := natstest.Run(t)
+	nc := natstest.Connect(t, ns)
+	srv, err := New(Config{Conn: nc, NodeID: "t", MasterSecret: []byte("0123456789abcdef0123"), BcryptCost: 4, AdminPassword: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return srv
+}
+
+// attach opens a session on a fake transport with identity id, as if it had
+// authenticated.
+func attach(t testing.TB, srv *Server, limit int, id *Identity) (*Session, *fakeTransport) {
+	t.Helper()
+	ft := &fakeTransport{limit: limit}
+	s := srv.Open(ft, "test")
+	ft.mu.Lock()
+	ft.sess = s
+	ft.mu.Unlock()
+	if id.AuthAt.IsZero() {
+		id.AuthAt = time.Now()
+	}
+	if werr := srv.establish(s, id); werr != nil {
+		t.Fatalf("establish: %v", werr)
+	}
+	return s, ft
+}
+
+func device(sn, typ, group string) *Identity {
+	return &Identity{Role: auth.RoleDevice, SN: sn, Type: typ, Group: group}
+}
+
+func admin(user string, groups ...string) *Identity {
+	return &Identity{Role: auth.RoleAdmin, User: user, Groups: groups}
+}
