@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -118,7 +119,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("hub: flush: %w", err)
 	}
 	s.started.Store(true)
-	s.log.Info("hub started", "sessions_limit_per_shard", s.cfg.DispatchQueue)
+	s.log.Info("hub started", "users", s.users.len(), "registered_devices", s.registry.len())
 	return nil
 }
 
@@ -192,7 +193,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.stopping.CompareAndSwap(false, true) {
 		return nil
 	}
-	err := s.CloseAll(ctx, 1012, "node restarting")
+	err := s.CloseAll(ctx, wire.CloseRestart, "node restarting")
 	if s.takeover != nil {
 		_ = s.takeover.Unsubscribe()
 	}

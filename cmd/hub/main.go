@@ -150,7 +150,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
-	defer func() { _ = nc.Drain() }()
+	defer drain(nc, log)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -184,7 +184,27 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	log.Info("node ready", "node", o.nodeID, "ws", "ws://"+o.listen+"/ws", "health", "http://"+o.listen+"/healthz")
+	if o.dev {
+		log.Info("dev login: user admin, password admin", "dashboard", "http://"+o.listen+"/")
+	}
 	return n.Run(ctx)
+}
+
+// drain flushes what the connection still holds and waits, bounded, until
+// it is closed: the embedded server must not stop under a draining client.
+func drain(nc *nats.Conn, log *slog.Logger) {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		log.Warn("NATS drain timed out")
+		nc.Close()
+	}
 }
 
 func newLogger(format, level string) (*slog.Logger, error) {
