@@ -16,6 +16,9 @@ import (
 // itself to hub.svc.<path>, with the caller's identity in headers, and
 // answers with the backend's reply.
 func (srv *Server) forwardService(s *Session, m *wire.Message) (any, *wire.Error) {
+	if srv.busDown() {
+		return nil, errBusDown
+	}
 	subj, err := subjects.Service(m.Service)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeBadRequest, "service: not a valid service path")

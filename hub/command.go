@@ -235,6 +235,9 @@ func (srv *Server) Command(ctx context.Context, sn, service string, args json.Ra
 	if err != nil {
 		return Reply{}, wire.Errorf(wire.CodeBadRequest, "invalid serial number")
 	}
+	if srv.busDown() {
+		return Reply{}, errBusDown
+	}
 	body, _ := json.Marshal(CommandBody{Service: service, Args: args})
 	msg := nats.NewMsg(subj)
 	msg.Data = body

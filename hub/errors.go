@@ -8,6 +8,6 @@ var (
 	ErrQueueFull = errors.New("hub: outbound queue full")
 	// ErrClosed is returned by Transport.Send after the session closed.
 	ErrClosed = errors.New("hub: session closed")
-	// ErrNotStarted is returned by calls that need Start first.
-	ErrNotStarted = errors.New("hub: server not started")
+	// ErrBusDown is returned while the node is cut off from NATS.
+	ErrBusDown = errors.New("hub: message bus unavailable")
 )

@@ -133,7 +133,7 @@ func (srv *Server) fanout(subject string, target subjects.Target, where map[stri
 	srv.metrics.pushesDelivered.Add(float64(delivered))
 	for _, s := range slow {
 		srv.metrics.pushesDropped.WithLabelValues("slow_consumer").Inc()
-		s.slowConsumer()
+		s.SlowConsumer()
 	}
 }
 

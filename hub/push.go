@@ -75,7 +75,7 @@ func (srv *Server) serveAdminPush(s *Session, m *wire.Message) (any, *wire.Error
 		return nil, werr
 	}
 	if err := srv.Publish(target, body); err != nil {
-		return nil, wire.Errorf(wire.CodeUnavailable, "message bus unavailable")
+		return nil, errBusDown
 	}
 	return map[string]string{"id": body.ID}, nil
 }
@@ -123,8 +123,13 @@ func (srv *Server) deviceGroup(sn string) string {
 	return "default"
 }
 
-// Publish sends a push on the target's subject, as any backend can.
+// Publish sends a push on the target's subject, as any backend can. It
+// refuses while the node is cut off from NATS rather than buffer a push
+// that may never be delivered.
 func (srv *Server) Publish(t subjects.Target, body PushBody) error {
+	if srv.busDown() {
+		return ErrBusDown
+	}
 	subj, err := t.Subject()
 	if err != nil {
 		return err

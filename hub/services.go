@@ -113,6 +113,14 @@ func serviceLabel(name string) string {
 
 func codeLabel(code int) string { return strconv.Itoa(code) }
 
+// errBusDown answers requests that need NATS while the node is cut off
+// from it. nats.go would buffer a publish and retry a request until it
+// times out; the caller is better served by an immediate, honest 503.
+var errBusDown = wire.Errorf(wire.CodeUnavailable, "message bus unavailable")
+
+// busDown reports whether the node is cut off from NATS.
+func (srv *Server) busDown() bool { return !srv.nc.IsConnected() }
+
 // natsFailure maps a bus error to a client answer.
 func natsFailure(err error, what string) *wire.Error {
 	switch {

@@ -131,14 +131,15 @@ func (s *Session) send(frame []byte) bool {
 		return true
 	}
 	if err == ErrQueueFull {
-		s.slowConsumer()
+		s.SlowConsumer()
 	}
 	return false
 }
 
-// slowConsumer closes a session whose outbound queue overflowed, with a
-// code that tells the client to reconnect and take a fresh snapshot.
-func (s *Session) slowConsumer() {
+// SlowConsumer closes a session whose outbound queue overflowed, with a
+// code that tells the client to reconnect and take a fresh snapshot, and
+// counts it. The transport calls it when a queued frame overflows later.
+func (s *Session) SlowConsumer() {
 	s.srv.metrics.slowConsumers.Inc()
 	s.log.Warn("slow consumer: outbound queue full")
 	s.Close(wire.CloseSlowConsumer, "slow consumer")

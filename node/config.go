@@ -25,9 +25,9 @@ type Config struct {
 	// MaxMessageBytes is the largest frame accepted; larger ones close the
 	// connection with 1009. Default 65536.
 	MaxMessageBytes int64
-	// QueueFrames is each session's outbound queue, in frames. A session
-	// whose queue overflows is closed with 4008. Default 128.
-	QueueFrames int
+	// QueueBytes bounds what a session may have waiting to be written. A
+	// session whose queue overflows is closed with 4008. Default 1 MiB.
+	QueueBytes int
 	// AllowedOrigins are the browser origins allowed besides same-origin,
 	// each exactly scheme://host[:port].
 	AllowedOrigins []string
@@ -78,8 +78,8 @@ func (c *Config) setDefaults() {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = 65536
 	}
-	if c.QueueFrames == 0 {
-		c.QueueFrames = 128
+	if c.QueueBytes == 0 {
+		c.QueueBytes = 1 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

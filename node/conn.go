@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,14 +17,21 @@ import (
 
 // wsConn adapts one melody session to hub.Transport.
 //
-// melody queues outbound frames in a bounded channel, and when it is full
-// it reports ErrMessageBufferFull to the error handler and drops the frame.
-// The hub must never lose a frame silently, so wsConn turns that report
-// into ErrQueueFull (and the hub closes the session with 4008). melody's
-// own Close goes through the same full queue, so a close then is written
-// straight to the socket as one complete frame: a write of one frame is
-// atomic on a net.Conn, and RFC 6455 lets a control frame stand between
-// frames, so the stream stays valid.
+// Outbound frames are coalesced: while one frame is being written, later
+// messages wait in a per-session batch and go out together, newline-
+// delimited, as the next frame (at most maxBatchFrame bytes each, or one
+// larger message alone). A busy session thus costs one write per batch, not
+// one per message, and an idle one holds no buffer at all. The batch is
+// bounded by Config.QueueBytes; a session that overflows it is a slow
+// consumer and Send returns ErrQueueFull (the hub then closes it with 4008).
+//
+// melody's own queue then holds at most one data frame. If it is ever full,
+// melody reports ErrMessageBufferFull to the error handler and drops the
+// frame; wsConn turns that report into ErrQueueFull too, so nothing is lost
+// silently. melody's Close goes through the same queue, so a close for a
+// session whose queue is full is written straight to the socket as one
+// complete frame: a write of one frame is atomic on a net.Conn, and RFC 6455
+// lets a control frame stand between frames, so the stream stays valid.
 type wsConn struct {
 	node *Node
 	raw  net.Conn // the hijacked connection; set once, before melody starts
@@ -31,25 +39,82 @@ type wsConn struct {
 	ms *melody.Session // set in the connect handler, before any message
 	hs *hub.Session    // likewise
 
-	overflow atomic.Bool // the outbound queue overflowed at least once
+	overflow atomic.Bool // a frame did not fit (melody's queue or the batch)
 	closing  atomic.Bool // Close was called
 	timedOut atomic.Bool // the read side missed the pong wait
+
+	mu       sync.Mutex
+	inFlight bool     // a frame is queued in melody or being written. Guarded by mu.
+	batch    [][]byte // frames waiting for the one in flight. Guarded by mu.
+	pending  int      // bytes in batch. Guarded by mu.
 }
 
-// Send implements hub.Transport.
+// maxBatchFrame caps how many bytes of coalesced messages go in one frame.
+const maxBatchFrame = 64 << 10
+
+// Send implements hub.Transport. frame is never modified; when it must wait
+// it is copied into the batch, since the same bytes go to many sessions.
 func (c *wsConn) Send(frame []byte) error {
 	if c.closing.Load() {
 		return hub.ErrClosed
 	}
+	c.mu.Lock()
+	if c.inFlight {
+		if c.pending+len(frame) > c.node.cfg.QueueBytes {
+			c.mu.Unlock()
+			c.overflow.Store(true)
+			return hub.ErrQueueFull
+		}
+		n := len(c.batch)
+		if n == 0 || len(c.batch[n-1])+1+len(frame) > maxBatchFrame {
+			c.batch = append(c.batch, append(make([]byte, 0, min(max(len(frame), 512), maxBatchFrame)), frame...))
+			c.pending += len(frame)
+		} else {
+			c.batch[n-1] = append(append(c.batch[n-1], '\n'), frame...)
+			c.pending += 1 + len(frame)
+		}
+		c.mu.Unlock()
+		return nil
+	}
+	c.inFlight = true
+	c.mu.Unlock()
+	return c.write(frame)
+}
+
+// write hands one frame to melody's writer.
+func (c *wsConn) write(frame []byte) error {
 	if err := c.ms.Write(frame); err != nil {
 		return hub.ErrClosed
 	}
-	// melody calls the error handler synchronously from Write when the
+	// melody calls the error handler synchronously from Write when its
 	// queue is full, so the flag is already set if this frame was dropped.
 	if c.overflow.Load() {
 		return hub.ErrQueueFull
 	}
 	return nil
+}
+
+// sent is melody's report that a text frame was written: the next batch,
+// if any, goes out now.
+func (c *wsConn) sent() {
+	c.mu.Lock()
+	if len(c.batch) == 0 || c.closing.Load() {
+		c.inFlight = false
+		c.batch, c.pending = nil, 0
+		c.mu.Unlock()
+		return
+	}
+	next := c.batch[0]
+	c.batch[0] = nil
+	c.batch = c.batch[1:]
+	if len(c.batch) == 0 {
+		c.batch = nil // an idle session holds no batch
+	}
+	c.pending -= len(next)
+	c.mu.Unlock()
+	if err := c.write(next); err == hub.ErrQueueFull {
+		c.hs.SlowConsumer()
+	}
 }
 
 // Close implements hub.Transport.

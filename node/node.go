@@ -46,7 +46,9 @@ func New(cfg Config) (*Node, error) {
 	m.Config.PongWait = cfg.PongWait
 	m.Config.WriteWait = cfg.WriteWait
 	m.Config.MaxMessageSize = cfg.MaxMessageBytes
-	m.Config.MessageBufferSize = cfg.QueueFrames
+	// wsConn keeps at most one data frame in melody's queue (the rest
+	// waits, coalesced, in its own bounded batch); room for a close too.
+	m.Config.MessageBufferSize = 4
 	m.Upgrader = &websocket.Upgrader{
 		// A small read buffer, and write buffers taken from a pool only
 		// while a frame is written: an idle connection holds neither.
@@ -70,6 +72,7 @@ func New(cfg Config) (*Node, error) {
 		c.alive()
 		c.hs.HandleBinary()
 	})
+	m.HandleSentMessage(func(s *melody.Session, _ []byte) { connOf(s).sent() })
 	m.HandleError(func(s *melody.Session, err error) { connOf(s).onError(err) })
 	m.HandleDisconnect(func(s *melody.Session) {
 		c := connOf(s)

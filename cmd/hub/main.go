@@ -38,7 +38,7 @@ type options struct {
 	serviceTimeout, presenceTTL, nodeTTL, offlineGrace     time.Duration
 	summaryInterval                                        time.Duration
 	maxMessageBytes                                        int64
-	queueFrames, replicas                                  int
+	queueBytes, replicas                                   int
 	requireRegistered, dev                                 bool
 }
 
@@ -70,7 +70,7 @@ func run(args []string) int {
 	fs.BoolVar(&o.dev, "dev", false, "development mode: fixed master secret and admin password 'admin'; never for production")
 	fs.DurationVar(&o.tokenTTL, "token-ttl", 24*time.Hour, "lifetime of admin tokens")
 	fs.DurationVar(&o.serviceTimeout, "service-timeout", 5*time.Second, "how long a backend service on hub.svc.* may take")
-	fs.IntVar(&o.queueFrames, "queue-frames", 128, "outbound queue per session, in frames; overflow closes with 4008")
+	fs.IntVar(&o.queueBytes, "queue-bytes", 1<<20, "outbound queue per session, in bytes; overflow closes with 4008")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the hub's JetStream buckets (for a NATS cluster)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -177,7 +177,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	n, err := node.New(node.Config{
 		Hub: srv, Listen: o.listen, PingInterval: o.pingInterval, PongWait: o.pongWait,
-		MaxMessageBytes: o.maxMessageBytes, QueueFrames: o.queueFrames, AllowedOrigins: origins,
+		MaxMessageBytes: o.maxMessageBytes, QueueBytes: o.queueBytes, AllowedOrigins: origins,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Logger: log,
 	})
 	if err != nil {

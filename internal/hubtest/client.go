@@ -41,6 +41,7 @@ func (m Msg) Decode(t testing.TB, v any) {
 type Client struct {
 	t    testing.TB
 	Conn *websocket.Conn
+	wmu  sync.Mutex // gorilla allows one writer at a time
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -148,7 +149,10 @@ func (c *Client) wait(timeout time.Duration, f func(Msg) bool) (Msg, error) {
 // Send writes one raw text frame.
 func (c *Client) Send(frame string) {
 	c.t.Helper()
-	if err := c.Conn.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+	c.wmu.Lock()
+	err := c.Conn.WriteMessage(websocket.TextMessage, []byte(frame))
+	c.wmu.Unlock()
+	if err != nil {
 		c.t.Fatalf("send: %v", err)
 	}
 }
