@@ -190,3 +190,37 @@ func TestMultiMessageFrames(t *testing.T) {
 		t.Fatalf("got %s", r.Raw)
 	}
 }
+
+// TestBurstCoalescedInOrder floods one device: every push arrives, in
+// publish order, and the node packs them into fewer frames than messages.
+func TestBurstCoalescedInOrder(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Run(t)
+	n := hubtest.StartNode(t, ns, "n1")
+	dev := hubtest.Device(t, n, "R-500", "retail")
+	nc := natstest.Connect(t, ns)
+	before := dev.Frames()
+	const total = 2000
+	for i := range total {
+		b, _ := json.Marshal(map[string]any{"service": "/push/seq", "values": map[string]int{"n": i}})
+		if err := nc.Publish("hub.dev.R-500.push", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range total {
+		p := dev.Push("/push/seq")
+		var v struct{ N int }
+		p.Decode(t, &v)
+		if v.N != i {
+			t.Fatalf("push %d arrived as number %d", v.N, i)
+		}
+	}
+	frames := dev.Frames() - before
+	t.Logf("%d pushes in %d frames", total, frames)
+	if frames >= total {
+		t.Fatalf("%d pushes took %d frames: nothing was coalesced", total, frames)
+	}
+}
