@@ -27,6 +27,9 @@ func Decode(line []byte) (Message, *Error) {
 		return m, Errorf(CodeBadRequest, "frame is not valid UTF-8")
 	}
 	if !IsObject(line) {
+		if !json.Valid(line) {
+			return m, Errorf(CodeBadRequest, "malformed JSON: not a JSON value")
+		}
 		return m, Errorf(CodeBadRequest, "message is not a JSON object")
 	}
 	var env envelope
