@@ -116,7 +116,7 @@ func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) 
 		}
 	}
 	id := &Identity{Role: auth.RoleDevice, SN: sn, Type: typ, Group: group, AuthAt: srv.cfg.Now()}
-	if werr := srv.establish(s, id); werr != nil {
+	if werr := srv.establish(ctx, s, id); werr != nil {
 		return nil, werr
 	}
 	srv.replaceOlder(id, s)
@@ -158,7 +158,7 @@ func (srv *Server) authLogin(ctx context.Context, s *Session, m *wire.Message) (
 	if err != nil {
 		return nil, loginFailure(err)
 	}
-	return srv.establishAdmin(s, token, claims)
+	return srv.establishAdmin(ctx, s, token, claims)
 }
 
 func loginFailure(err error) *wire.Error {
@@ -171,7 +171,7 @@ func loginFailure(err error) *wire.Error {
 	return wire.Errorf(wire.CodeInternal, "internal error")
 }
 
-func (srv *Server) authToken(_ context.Context, s *Session, m *wire.Message) (any, *wire.Error) {
+func (srv *Server) authToken(ctx context.Context, s *Session, m *wire.Message) (any, *wire.Error) {
 	var a tokenArgs
 	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
 		return nil, werr
@@ -188,12 +188,12 @@ func (srv *Server) authToken(_ context.Context, s *Session, m *wire.Message) (an
 		srv.metrics.authFailures.WithLabelValues("bad_token").Inc()
 		return nil, wire.Errorf(wire.CodeUnauthorized, "invalid token")
 	}
-	return srv.establishAdmin(s, *a.Token, claims)
+	return srv.establishAdmin(ctx, s, *a.Token, claims)
 }
 
-func (srv *Server) establishAdmin(s *Session, token string, c auth.Claims) (any, *wire.Error) {
+func (srv *Server) establishAdmin(ctx context.Context, s *Session, token string, c auth.Claims) (any, *wire.Error) {
 	id := &Identity{Role: c.Role, User: c.User, Groups: c.Groups, ExpiresAt: c.ExpiresAt, AuthAt: srv.cfg.Now()}
-	if werr := srv.establish(s, id); werr != nil {
+	if werr := srv.establish(ctx, s, id); werr != nil {
 		return nil, werr
 	}
 	return authValues{
@@ -206,12 +206,12 @@ func (srv *Server) establishAdmin(s *Session, token string, c auth.Claims) (any,
 
 // establish makes id the session's identity: it joins the session's
 // interests and swaps the auth timeout for the token's expiry.
-func (srv *Server) establish(s *Session, id *Identity) *wire.Error {
+func (srv *Server) establish(ctx context.Context, s *Session, id *Identity) *wire.Error {
 	subjs, err := interestsOf(id)
 	if err != nil {
 		return wire.Errorf(wire.CodeBadRequest, err.Error())
 	}
-	if err := s.joinInterests(subjs); err != nil {
+	if err := s.joinInterests(ctx, subjs); err != nil {
 		s.log.Error("subscribe failed", "err", err)
 		return wire.Errorf(wire.CodeUnavailable, "message bus unavailable")
 	}

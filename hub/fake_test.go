@@ -98,7 +98,7 @@ func attach(t testing.TB, srv *Server, limit int, id *Identity) (*Session, *fake
 	if id.AuthAt.IsZero() {
 		id.AuthAt = time.Now()
 	}
-	if werr := srv.establish(s, id); werr != nil {
+	if werr := srv.establish(context.Background(), s, id); werr != nil {
 		t.Fatalf("establish: %v", werr)
 	}
 	return s, ft

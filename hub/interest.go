@@ -76,27 +76,29 @@ func (r *registry) shard(subject string) chan *nats.Msg {
 	return r.shards[h.Sum32()%uint32(len(r.shards))]
 }
 
-// join adds s to the interest in subject, subscribing when it is the first.
-func (r *registry) join(subject string, s *Session) error {
+// join adds s to the interest in subject, subscribing when it is the
+// first; created reports that a new subscription was made.
+func (r *registry) join(subject string, s *Session) (created bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
-		return fmt.Errorf("hub: subscribe %s: %w", subject, ErrClosed)
+		return false, fmt.Errorf("hub: subscribe %s: %w", subject, ErrClosed)
 	}
 	in, ok := r.interests[subject]
 	if !ok {
 		sub, err := r.srv.nc.ChanSubscribe(subject, r.shard(subject))
 		if err != nil {
-			return fmt.Errorf("hub: subscribe %s: %w", subject, err)
+			return false, fmt.Errorf("hub: subscribe %s: %w", subject, err)
 		}
 		in = &interest{subject: subject, sub: sub, members: make(map[*Session]struct{}, 1)}
 		r.interests[subject] = in
 		r.srv.metrics.interests.Inc()
+		created = true
 	}
 	in.mu.Lock()
 	in.members[s] = struct{}{}
 	in.mu.Unlock()
-	return nil
+	return created, nil
 }
 
 // leave removes s from the interest in subject, unsubscribing when it was

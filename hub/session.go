@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -268,12 +269,27 @@ func (s *Session) reply(m *wire.Message, values any, e *wire.Error) {
 	}
 }
 
-// joinInterests subscribes the session to each subject. On failure it
+// joinInterests subscribes the session to each subject. When that made new
+// subscriptions it waits for the NATS server to have them, so that a push
+// published right after the auth answer reaches the session. On failure it
 // leaves those it joined and returns the error.
-func (s *Session) joinInterests(subjs []string) error {
+func (s *Session) joinInterests(ctx context.Context, subjs []string) error {
+	fresh := false
 	for i, subj := range subjs {
-		if err := s.srv.interest.join(subj, s); err != nil {
+		created, err := s.srv.interest.join(subj, s)
+		if err != nil {
 			for _, done := range subjs[:i] {
+				s.srv.interest.leave(done, s)
+			}
+			return err
+		}
+		fresh = fresh || created
+	}
+	if fresh {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := s.srv.nc.FlushWithContext(ctx); err != nil {
+			for _, done := range subjs {
 				s.srv.interest.leave(done, s)
 			}
 			return err

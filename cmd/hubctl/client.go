@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fleethub/fleethub/hub"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// connectTimeout bounds dialing each NATS server; nats.Connect takes no
+// context, and the default would let a black-holed address eat most of
+// the overall budget.
+const connectTimeout = 3 * time.Second
+
+// client is a command's access to the hub's NATS system. It connects on
+// first use, so commands that need no NATS (device-key) never dial it.
+type client struct {
+	url string
+	out io.Writer
+
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+// conn returns the NATS connection, connecting if needed. A short-lived
+// command does not reconnect: a lost connection fails it at once.
+func (c *client) conn() (*nats.Conn, error) {
+	if c.nc != nil {
+		return c.nc, nil
+	}
+	nc, err := nats.Connect(c.url, nats.Name("hubctl"), nats.Timeout(connectTimeout), nats.NoReconnect())
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redact(c.url), err)
+	}
+	c.nc = nc
+	return nc, nil
+}
+
+func (c *client) close() {
+	if c.nc != nil {
+		c.nc.Close()
+	}
+}
+
+// bucketConfigs are the hub's KV buckets as hub/stores.go creates them, so
+// that hubctl creating one first (before any node has run) leaves exactly
+// what a node would have made.
+var bucketConfigs = map[string]jetstream.KeyValueConfig{
+	hub.BucketUsers: {
+		Bucket: hub.BucketUsers, Description: "admin and viewer accounts",
+		History: 1, Storage: jetstream.FileStorage,
+	},
+	hub.BucketDevices: {
+		Bucket: hub.BucketDevices, Description: "device registry: type and group per serial number",
+		History: 1, Storage: jetstream.FileStorage,
+	},
+}
+
+// errNoBucket is returned by bucket when the bucket does not exist and the
+// caller only reads: there is nothing to read, and a read should not leave
+// a bucket behind on a NATS system that may not be the hub's.
+var errNoBucket = errors.New("bucket does not exist")
+
+// bucket opens one of the hub's KV buckets. When it does not exist yet (no
+// node has run), create makes it with the hub's own configuration;
+// otherwise errNoBucket is returned.
+func (c *client) bucket(ctx context.Context, name string, create bool) (jetstream.KeyValue, error) {
+	nc, err := c.conn()
+	if err != nil {
+		return nil, err
+	}
+	if c.js == nil {
+		if c.js, err = jetstream.New(nc); err != nil {
+			return nil, fmt.Errorf("JetStream: %w", err)
+		}
+	}
+	kv, err := c.js.KeyValue(ctx, name)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if !create {
+			return nil, errNoBucket
+		}
+		kv, err = c.js.CreateOrUpdateKeyValue(ctx, bucketConfigs[name])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", name, err)
+	}
+	return kv, nil
+}
+
+// entry is one key of a bucket with its JSON value decoded.
+type entry[T any] struct {
+	key      string
+	value    T
+	revision uint64
+}
+
+// listBucket returns every live entry of a bucket, sorted by key; a
+// missing bucket is an empty list. It reads with one watcher rather than
+// a Get per key, so a large registry lists in one pass.
+func listBucket[T any](ctx context.Context, c *client, name string) ([]entry[T], error) {
+	kv, err := c.bucket(ctx, name, false)
+	if errors.Is(err, errNoBucket) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("read bucket %s: %w", name, err)
+	}
+	defer func() { _ = w.Stop() }()
+	var out []entry[T]
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read bucket %s: %w", name, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("read bucket %s: watcher stopped", name)
+			}
+			if e == nil { // every current value has been delivered
+				sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
+				return out, nil
+			}
+			var v T
+			if err := json.Unmarshal(e.Value(), &v); err != nil {
+				// Named, not skipped: the nodes ignore such a record, so
+				// the operator must learn of it (and can rm it).
+				return nil, fmt.Errorf("bucket %s: key %s holds invalid JSON: %w", name, e.Key(), err)
+			}
+			out = append(out, entry[T]{key: e.Key(), value: v, revision: e.Revision()})
+		}
+	}
+}
+
+// getEntry reads one key of a bucket, reporting a missing bucket or key as
+// "<what> <key> not found".
+func getEntry[T any](ctx context.Context, c *client, name, what, key string) (jetstream.KeyValue, entry[T], error) {
+	kv, err := c.bucket(ctx, name, false)
+	if errors.Is(err, errNoBucket) {
+		return nil, entry[T]{}, fmt.Errorf("%s %s not found", what, key)
+	}
+	if err != nil {
+		return nil, entry[T]{}, err
+	}
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, entry[T]{}, fmt.Errorf("%s %s not found", what, key)
+	}
+	if err != nil {
+		return nil, entry[T]{}, fmt.Errorf("read %s %s: %w", what, key, err)
+	}
+	var v T
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return nil, entry[T]{}, fmt.Errorf("%s %s: stored record is invalid JSON: %w", what, key, err)
+	}
+	return kv, entry[T]{key: key, value: v, revision: e.Revision()}, nil
+}
+
+// removeEntry deletes key if it still has revision rev, so that a record
+// changed by someone else since it was read is not removed blindly.
+func removeEntry(ctx context.Context, kv jetstream.KeyValue, what, key string, rev uint64) error {
+	if err := kv.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil {
+		return fmt.Errorf("remove %s %s: %w", what, key, err)
+	}
+	return nil
+}
+
+// redact hides credentials in a (comma-separated) NATS URL before it goes
+// into an error message. The whole user part goes, since with token
+// authentication the user name is the secret.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+
+	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub"
+)
+
+// deviceKeyCommand prints the key a device is provisioned with. It derives
+// the key locally from the master secret, so it needs no NATS.
+var deviceKeyCommand = &command{
+	name:     "device-key",
+	synopsis: "SN --master-secret S",
+	setup: func(fs *flag.FlagSet) func([]string) (*job, error) {
+		secret := fs.String("master-secret", "", "the secret device keys derive from (HUB_MASTER_SECRET)")
+		return func(args []string) (*job, error) {
+			if err := wantArgs(args, "SN"); err != nil {
+				return nil, err
+			}
+			sn := args[0]
+			if err := checkSerial(sn); err != nil {
+				return nil, err
+			}
+			if *secret == "" {
+				return nil, errors.New("--master-secret (or HUB_MASTER_SECRET) is required")
+			}
+			return &job{run: func(_ context.Context, c *client) error {
+				_, err := fmt.Fprintln(c.out, hex.EncodeToString(auth.DeviceKey([]byte(*secret), sn)))
+				return err
+			}}, nil
+		}
+	},
+}
+
+// deviceAddCommand writes a registry entry. It is a put, not a create:
+// adding a registered device again changes its type or group in one step,
+// and the node holding it reconnects it with the new values.
+var deviceAddCommand = &command{
+	name:     "device add",
+	synopsis: "SN --type T [--group G]",
+	setup: func(fs *flag.FlagSet) func([]string) (*job, error) {
+		typ := fs.String("type", "", "the device's type (required)")
+		group := fs.String("group", "default", "the device's group")
+		return func(args []string) (*job, error) {
+			if err := wantArgs(args, "SN"); err != nil {
+				return nil, err
+			}
+			sn := args[0]
+			if err := checkSerial(sn); err != nil {
+				return nil, err
+			}
+			if *typ == "" {
+				return nil, errors.New("--type is required")
+			}
+			if !validAttr(*typ) {
+				return nil, fmt.Errorf("--type %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", *typ)
+			}
+			if !validAttr(*group) {
+				return nil, fmt.Errorf("--group %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", *group)
+			}
+			value, _ := json.Marshal(hub.Device{Type: *typ, Group: *group})
+			return &job{run: func(ctx context.Context, c *client) error {
+				kv, err := c.bucket(ctx, hub.BucketDevices, true)
+				if err != nil {
+					return err
+				}
+				if _, err := kv.Put(ctx, sn, value); err != nil {
+					return fmt.Errorf("add device %s: %w", sn, err)
+				}
+				return nil
+			}}, nil
+		}
+	},
+}
+
+// deviceListCommand prints the registry, one "SN TYPE GROUP" line per
+// device, sorted by serial number. None of the fields can hold a space, so
+// the lines split cleanly on white space.
+var deviceListCommand = &command{
+	name:     "device list",
+	synopsis: "",
+	setup: func(*flag.FlagSet) func([]string) (*job, error) {
+		return func(args []string) (*job, error) {
+			if err := wantArgs(args); err != nil {
+				return nil, err
+			}
+			return &job{run: func(ctx context.Context, c *client) error {
+				devices, err := listBucket[hub.Device](ctx, c, hub.BucketDevices)
+				if err != nil {
+					return err
+				}
+				for _, d := range devices {
+					if _, err := fmt.Fprintln(c.out, d.key, d.value.Type, d.value.Group); err != nil {
+						return err
+					}
+				}
+				return nil
+			}}, nil
+		}
+	},
+}
+
+// deviceRmCommand removes a registry entry; a device that is not
+// registered is an error, so a typo in the serial number does not pass.
+var deviceRmCommand = &command{
+	name:     "device rm",
+	synopsis: "SN",
+	setup: func(*flag.FlagSet) func([]string) (*job, error) {
+		return func(args []string) (*job, error) {
+			if err := wantArgs(args, "SN"); err != nil {
+				return nil, err
+			}
+			sn := args[0]
+			if err := checkSerial(sn); err != nil {
+				return nil, err
+			}
+			return &job{run: func(ctx context.Context, c *client) error {
+				kv, e, err := getEntry[hub.Device](ctx, c, hub.BucketDevices, "device", sn)
+				if err != nil {
+					return err
+				}
+				return removeEntry(ctx, kv, "device", sn, e.revision)
+			}}, nil
+		}
+	},
+}
+
+func checkSerial(sn string) error {
+	if !auth.ValidSerial(sn) {
+		return fmt.Errorf("invalid serial number %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", sn)
+	}
+	return nil
+}
+
+// validAttr reports whether s may be a device's type or group: a group
+// name without the "*" wildcard, which only user group lists may hold.
+// Both become NATS subject tokens, hence the narrow charset.
+func validAttr(s string) bool { return s != "*" && auth.ValidGroup(s) }
