@@ -68,7 +68,7 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 		s.mu.Unlock()
 		if n >= maxAuthFailures {
 			s.log.Warn("closing session after repeated auth failures", "failures", n)
-			defer s.Close(wire.ClosePolicy, "too many failed authentication attempts")
+			s.closeLater(wire.ClosePolicy, "too many failed authentication attempts")
 		}
 	}
 	return values, werr

@@ -19,9 +19,9 @@ func (srv *Server) Login(ctx context.Context, username, password string) (string
 	}
 	u, ok := srv.users.get(username)
 	if !ok {
-		// CheckPassword compares against a dummy hash when given none, so
-		// a wrong username costs the same time as a wrong password.
-		_ = auth.CheckPassword("", password)
+		// Compare against a hash of the configured cost anyway, so that a
+		// wrong username costs the same time as a wrong password.
+		_ = auth.CheckPassword(srv.dummyHash, password)
 		srv.metrics.authFailures.WithLabelValues("bad_password").Inc()
 		return "", auth.Claims{}, auth.ErrBadPassword
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // Server is one node's hub: it owns the sessions handed to it by a
@@ -27,13 +28,14 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	devices  *auth.DeviceVerifier
-	tokens   *auth.Tokens
-	users    *userStore
-	registry *deviceRegistry
-	interest *registry
-	services map[string]service
-	bcrypt   chan struct{} // bounds concurrent bcrypt work
+	devices   *auth.DeviceVerifier
+	tokens    *auth.Tokens
+	users     *userStore
+	registry  *deviceRegistry
+	interest  *registry
+	services  map[string]service
+	bcrypt    chan struct{} // bounds concurrent bcrypt work
+	dummyHash string        // checked for unknown users; same cost as real hashes
 
 	started   atomic.Bool
 	stopping  atomic.Bool
@@ -70,6 +72,9 @@ func New(cfg Config) (*Server, error) {
 		tokens:   tokens,
 		sessions: make(map[*Session]struct{}),
 		bcrypt:   make(chan struct{}, 2),
+	}
+	if s.dummyHash, err = auth.HashPassword(nuid.Next(), cfg.BcryptCost); err != nil {
+		return nil, fmt.Errorf("hub: BcryptCost: %w", err)
 	}
 	s.interest = newRegistry(s)
 	s.services = s.builtinServices()

@@ -73,6 +73,10 @@ type Session struct {
 	inflight  int                // async requests running. Guarded by mu.
 	cmdSeq    uint64             // Guarded by mu.
 	closeCode int                // the code the hub closed with. Guarded by mu.
+	// A close decided while answering (abuse, failed auths): it waits until
+	// the answers already due are queued. Guarded by mu.
+	closeAfterCode   int
+	closeAfterReason string
 
 	msgLimit   *rate.Limiter // requests per second
 	abuseLimit *rate.Limiter // failed requests; empty means close with 1008
@@ -198,16 +202,46 @@ func (s *Session) HandleBinary() {
 // HandleFrame handles one text frame from the client: one message or
 // several separated by newlines, in order. Immediate answers are sent back
 // together in one frame; slow ones (commands, backend services) follow on
-// their own.
+// their own. When a message makes the hub close the session (repeated
+// abuse), the messages after it are not handled, and the answers due so
+// far go out before the close.
 func (s *Session) HandleFrame(frame []byte) {
 	var out [][]byte
 	wire.Lines(frame, func(line []byte) {
+		if s.closeDecided() {
+			return
+		}
 		if b := s.handleLine(line); b != nil {
 			out = append(out, b)
 		}
 	})
 	if len(out) > 0 {
 		s.send(wire.Join(out))
+	}
+	s.closeIfDecided()
+}
+
+// closeLater decides to close the session once the answers due are sent.
+func (s *Session) closeLater(code int, reason string) {
+	s.mu.Lock()
+	if s.closeAfterCode == 0 {
+		s.closeAfterCode, s.closeAfterReason = code, reason
+	}
+	s.mu.Unlock()
+}
+
+func (s *Session) closeDecided() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeAfterCode != 0
+}
+
+func (s *Session) closeIfDecided() {
+	s.mu.Lock()
+	code, reason := s.closeAfterCode, s.closeAfterReason
+	s.mu.Unlock()
+	if code != 0 {
+		s.Close(code, reason)
 	}
 }
 
@@ -244,10 +278,10 @@ func (s *Session) handleLine(line []byte) []byte {
 func (s *Session) failure(service, requestID string, e *wire.Error) []byte {
 	s.srv.metrics.requests.WithLabelValues(serviceLabel(service), codeLabel(e.Code)).Inc()
 	if !e.Relayed && e.Code >= 400 && e.Code < 500 && e.Code != wire.CodeTimeout {
-		if !s.abuseLimit.Allow() {
+		if !s.abuseLimit.Allow() && !s.closeDecided() {
 			s.srv.metrics.abuseCloses.Inc()
 			s.log.Warn("closing abusive session", "last_code", e.Code, "last_msg", e.Msg)
-			s.Close(wire.ClosePolicy, "too many bad requests")
+			s.closeLater(wire.ClosePolicy, "too many bad requests")
 		}
 	}
 	return wire.EncodeError(service, requestID, e)
@@ -261,6 +295,7 @@ func (s *Session) reply(m *wire.Message, values any, e *wire.Error) {
 	}
 	if e != nil {
 		s.send(s.failure(service, requestID, e))
+		s.closeIfDecided()
 		return
 	}
 	s.srv.metrics.requests.WithLabelValues(serviceLabel(service), "0").Inc()

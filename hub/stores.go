@@ -83,7 +83,14 @@ func openCache[T any](ctx, runCtx context.Context, srv *Server, cfg jetstream.Ke
 	}
 	loaded := make(chan struct{})
 	srv.goTask(func() {
-		defer func() { _ = w.Stop() }()
+		defer func() {
+			// Stop asks the server to drop the watch; cut off from NATS it
+			// would only wait for a timeout, and the subscription dies with
+			// the connection anyway.
+			if srv.nc.IsConnected() {
+				_ = w.Stop()
+			}
+		}()
 		initial := true
 		for {
 			select {

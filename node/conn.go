@@ -47,6 +47,7 @@ type wsConn struct {
 	inFlight bool     // a frame is queued in melody or being written. Guarded by mu.
 	batch    [][]byte // frames waiting for the one in flight. Guarded by mu.
 	pending  int      // bytes in batch. Guarded by mu.
+	closeMsg []byte   // a close waiting for the batch to drain. Guarded by mu.
 }
 
 // maxBatchFrame caps how many bytes of coalesced messages go in one frame.
@@ -95,13 +96,17 @@ func (c *wsConn) write(frame []byte) error {
 }
 
 // sent is melody's report that a text frame was written: the next batch,
-// if any, goes out now.
+// if any, goes out now, and a close that waited for it after that.
 func (c *wsConn) sent() {
 	c.mu.Lock()
-	if len(c.batch) == 0 || c.closing.Load() {
-		c.inFlight = false
-		c.batch, c.pending = nil, 0
+	if len(c.batch) == 0 {
+		closeMsg := c.closeMsg
+		c.closeMsg = nil
+		c.inFlight = closeMsg != nil
 		c.mu.Unlock()
+		if closeMsg != nil {
+			c.enqueueClose(closeMsg)
+		}
 		return
 	}
 	next := c.batch[0]
@@ -117,7 +122,11 @@ func (c *wsConn) sent() {
 	}
 }
 
-// Close implements hub.Transport.
+// Close implements hub.Transport. What was queued before the close is
+// written before it: answers due to a client go out even when the hub then
+// closes it (for abuse, say). A session whose queue overflowed, or that
+// does not drain within the write wait, gets its close frame written
+// straight to the socket instead.
 func (c *wsConn) Close(code int, reason string) {
 	if !c.closing.CompareAndSwap(false, true) {
 		return
@@ -125,15 +134,40 @@ func (c *wsConn) Close(code int, reason string) {
 	if len(reason) > 123 {
 		reason = reason[:123]
 	}
-	if !c.overflow.Load() {
-		if err := c.ms.CloseWithMsg(websocket.FormatCloseMessage(code, reason)); err != nil {
-			return // already closed
-		}
-		if !c.overflow.Load() {
-			return
-		}
+	if c.overflow.Load() {
+		go c.rawClose(code, reason)
+		return
 	}
-	go c.rawClose(code, reason)
+	msg := websocket.FormatCloseMessage(code, reason)
+	c.mu.Lock()
+	if c.inFlight {
+		c.closeMsg = msg // sent() queues it once the batch has drained
+		c.mu.Unlock()
+		time.AfterFunc(c.node.cfg.WriteWait, func() {
+			if !c.ms.IsClosed() {
+				c.rawClose(code, reason)
+			}
+		})
+		return
+	}
+	c.inFlight = true
+	c.mu.Unlock()
+	c.enqueueClose(msg)
+}
+
+// enqueueClose hands a close frame to melody, which writes it after what
+// it already holds and then closes the connection.
+func (c *wsConn) enqueueClose(msg []byte) {
+	if err := c.ms.CloseWithMsg(msg); err != nil {
+		return // already closed
+	}
+	if c.overflow.Load() {
+		code, reason := 1000, ""
+		if len(msg) >= 2 {
+			code, reason = int(binary.BigEndian.Uint16(msg)), string(msg[2:])
+		}
+		go c.rawClose(code, reason)
+	}
 }
 
 // rawClose writes a close frame directly to the socket and closes it, for
