@@ -67,7 +67,7 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 		n := s.authFails
 		s.mu.Unlock()
 		if n >= maxAuthFailures {
-			s.log.Warn("closing session after repeated auth failures", "failures", n)
+			s.logger().Warn("closing session after repeated auth failures", "failures", n)
 			s.closeLater(wire.ClosePolicy, "too many failed authentication attempts")
 		}
 	}
@@ -97,7 +97,7 @@ func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) 
 	if err != nil {
 		reason, werr := deviceAuthFailure(err)
 		srv.metrics.authFailures.WithLabelValues(reason).Inc()
-		s.log.Warn("device auth refused", "sn", *a.SN, "reason", reason)
+		s.logger().Warn("device auth refused", "sn", *a.SN, "reason", reason)
 		return nil, werr
 	}
 	sn := *a.SN
@@ -212,7 +212,7 @@ func (srv *Server) establish(ctx context.Context, s *Session, id *Identity) *wir
 		return wire.Errorf(wire.CodeBadRequest, err.Error())
 	}
 	if err := s.joinInterests(ctx, subjs); err != nil {
-		s.log.Error("subscribe failed", "err", err)
+		s.logger().Error("subscribe failed", "err", err)
 		return wire.Errorf(wire.CodeUnavailable, "message bus unavailable")
 	}
 	if !s.ident.CompareAndSwap(nil, id) {
@@ -228,8 +228,7 @@ func (srv *Server) establish(ctx context.Context, s *Session, id *Identity) *wir
 	}
 	s.mu.Unlock()
 	srv.metrics.sessions.WithLabelValues(string(id.Role)).Inc()
-	s.log = s.log.With("role", id.Role, "sn", id.SN, "user", id.User)
-	s.log.Info("session authenticated")
+	s.logger().Info("session authenticated")
 	return nil
 }
 

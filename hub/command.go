@@ -178,7 +178,7 @@ func (s *Session) handleResponse(m *wire.Message) {
 	}
 	req := s.takePending(m.RequestID)
 	if req == nil {
-		s.log.Debug("response to no pending command", "request_id", m.RequestID)
+		s.logger().Debug("response to no pending command", "request_id", m.RequestID)
 		return
 	}
 	req.answer(Reply{Code: m.Code, Msg: m.Msg, Values: m.Values})

@@ -32,7 +32,7 @@ func (srv *Server) replaceOlder(id *Identity, s *Session) {
 	srv.closeOlder(t)
 	b, _ := json.Marshal(t)
 	if err := srv.nc.Publish(subjects.Takeover, b); err != nil {
-		s.log.Warn("takeover announcement not sent", "err", err)
+		s.logger().Warn("takeover announcement not sent", "err", err)
 	}
 }
 
@@ -57,7 +57,7 @@ func (srv *Server) closeOlder(t takeover) {
 			continue
 		}
 		if newer(t.AtNS, t.Session, id.AuthAt.UnixNano(), s.id) {
-			s.log.Info("session replaced", "by", t.Session, "on", t.Node)
+			s.logger().Info("session replaced", "by", t.Session, "on", t.Node)
 			s.Close(wire.CloseReplaced, "replaced")
 		}
 	}

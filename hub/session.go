@@ -60,7 +60,6 @@ type Session struct {
 	srv    *Server
 	t      Transport
 	remote string
-	log    *slog.Logger
 
 	ident atomic.Pointer[Identity] // nil until authenticated; never changes after
 
@@ -91,11 +90,25 @@ func newSession(srv *Server, t Transport, remote string) *Session {
 		msgLimit:   rate.NewLimiter(rate.Limit(srv.cfg.MessageRate), srv.cfg.MessageBurst),
 		abuseLimit: rate.NewLimiter(1, srv.cfg.AbuseBurst),
 	}
-	s.log = srv.log.With("session", s.id)
 	s.mu.Lock()
 	s.timer = time.AfterFunc(srv.cfg.AuthTimeout, s.authTimedOut)
 	s.mu.Unlock()
 	return s
+}
+
+// logger scopes the server's logger to the session. It is built per call:
+// sessions log rarely (lifecycle, misbehaviour), and a logger kept per
+// session would cost memory on every idle connection.
+func (s *Session) logger() *slog.Logger {
+	l := s.srv.log.With("session", s.id)
+	if id := s.Identity(); id != nil {
+		if id.Role == auth.RoleDevice {
+			l = l.With("role", id.Role, "sn", id.SN)
+		} else {
+			l = l.With("role", id.Role, "user", id.User)
+		}
+	}
+	return l
 }
 
 // ID is the session's unique id.
@@ -109,7 +122,7 @@ func (s *Session) authTimedOut() {
 		return
 	}
 	s.srv.metrics.authFailures.WithLabelValues("timeout").Inc()
-	s.log.Debug("auth timeout")
+	s.logger().Debug("auth timeout")
 	s.Close(wire.ClosePolicy, "authentication timeout")
 }
 
@@ -146,7 +159,7 @@ func (s *Session) send(frame []byte) bool {
 // counts it. The transport calls it when a queued frame overflows later.
 func (s *Session) SlowConsumer() {
 	s.srv.metrics.slowConsumers.Inc()
-	s.log.Warn("slow consumer: outbound queue full")
+	s.logger().Warn("slow consumer: outbound queue full")
 	s.Close(wire.CloseSlowConsumer, "slow consumer")
 }
 
@@ -183,7 +196,7 @@ func (s *Session) Gone(reason Reason) {
 	s.srv.metrics.connections.Dec()
 	if id := s.Identity(); id != nil {
 		s.srv.metrics.sessions.WithLabelValues(string(id.Role)).Dec()
-		s.log.Info("session ended", "reason", reason)
+		s.logger().Info("session ended", "reason", reason)
 	}
 }
 
@@ -280,7 +293,7 @@ func (s *Session) failure(service, requestID string, e *wire.Error) []byte {
 	if !e.Relayed && e.Code >= 400 && e.Code < 500 && e.Code != wire.CodeTimeout {
 		if !s.abuseLimit.Allow() && !s.closeDecided() {
 			s.srv.metrics.abuseCloses.Inc()
-			s.log.Warn("closing abusive session", "last_code", e.Code, "last_msg", e.Msg)
+			s.logger().Warn("closing abusive session", "last_code", e.Code, "last_msg", e.Msg)
 			s.closeLater(wire.ClosePolicy, "too many bad requests")
 		}
 	}

@@ -33,6 +33,9 @@ type Config struct {
 	AllowedOrigins []string
 	// Metrics serves GET /metrics; nil serves 404 there.
 	Metrics http.Handler
+	// Debug serves /debug/pprof/ when set (profiling; keep it off on an
+	// untrusted network).
+	Debug bool
 	// Dashboard serves GET /; nil serves a short text page.
 	Dashboard http.Handler
 	// Logger receives the node's logs. Nil discards them.

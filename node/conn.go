@@ -33,8 +33,9 @@ import (
 // complete frame: a write of one frame is atomic on a net.Conn, and RFC 6455
 // lets a control frame stand between frames, so the stream stays valid.
 type wsConn struct {
-	node *Node
-	raw  net.Conn // the hijacked connection; set once, before melody starts
+	node     *Node
+	raw      net.Conn      // the hijacked connection; set once, before melody starts
+	hijacked chan struct{} // closed when raw is set
 
 	ms *melody.Session // set in the connect handler, before any message
 	hs *hub.Session    // likewise
@@ -221,6 +222,7 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, rw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err == nil {
 		h.conn.raw = nc
+		close(h.conn.hijacked)
 	}
 	return nc, rw, err
 }

@@ -61,6 +61,11 @@ func New(cfg Config) (*Node, error) {
 		c := connOf(s)
 		c.ms = s
 		c.hs = n.hub.Open(c, c.raw.RemoteAddr().String())
+		// melody keeps the upgrade request for the session's life, and its
+		// goroutine holds it too. Overwriting it in place with a minimal
+		// one, carrying only what the handlers look up, lets the headers
+		// and the rest go. Nothing else uses it once the upgrade is done.
+		*s.Request = *(&http.Request{RemoteAddr: s.Request.RemoteAddr}).WithContext(context.WithValue(context.Background(), connKey{}, c))
 	})
 	m.HandleMessage(func(s *melody.Session, msg []byte) {
 		c := connOf(s)
@@ -90,17 +95,28 @@ func connOf(s *melody.Session) *wsConn {
 // Handler is the node's HTTP handler (for tests under httptest).
 func (n *Node) Handler() http.Handler { return n.handler }
 
-// serveWS upgrades GET /ws. It blocks for the connection's lifetime.
+// serveWS upgrades GET /ws. The session then runs on a goroutine of its
+// own and the HTTP handler returns: net/http keeps its per-connection read
+// and write buffers (about 10 KiB) and the request for as long as a handler
+// runs, so a session served inside the handler would hold them for life.
 func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 	if n.stopping.Load() || !n.hub.Ready() {
 		http.Error(w, "node is not ready", http.StatusServiceUnavailable)
 		return
 	}
-	c := &wsConn{node: n}
+	c := &wsConn{node: n, hijacked: make(chan struct{})}
 	r = r.WithContext(context.WithValue(r.Context(), connKey{}, c))
-	if err := n.melody.HandleRequest(&hijackCapture{ResponseWriter: w, conn: c}, r); err != nil {
-		// The upgrader has already answered (403 for a refused origin).
-		n.log.Debug("upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := n.melody.HandleRequest(&hijackCapture{ResponseWriter: w, conn: c}, r); err != nil {
+			// The upgrader has already answered (403 for a refused origin).
+			n.log.Debug("upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+		}
+	}()
+	select {
+	case <-c.hijacked: // the upgrade owns the connection; w is not used again
+	case <-done: // refused before the hijack, and already answered through w
 	}
 }
 

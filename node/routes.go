@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -18,6 +19,13 @@ func (n *Node) routes() http.Handler {
 	r.Post("/api/login", n.serveLogin)
 	if n.cfg.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", n.cfg.Metrics)
+	}
+	if n.cfg.Debug {
+		r.HandleFunc("/debug/pprof/*", pprof.Index)
+		r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		r.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	if n.cfg.Dashboard != nil {
 		r.Handle("/*", n.cfg.Dashboard)

@@ -39,7 +39,7 @@ type options struct {
 	summaryInterval                                        time.Duration
 	maxMessageBytes                                        int64
 	queueBytes, replicas                                   int
-	requireRegistered, dev                                 bool
+	requireRegistered, dev, pprof                          bool
 }
 
 func main() {
@@ -72,6 +72,7 @@ func run(args []string) int {
 	fs.DurationVar(&o.serviceTimeout, "service-timeout", 5*time.Second, "how long a backend service on hub.svc.* may take")
 	fs.IntVar(&o.queueBytes, "queue-bytes", 1<<20, "outbound queue per session, in bytes; overflow closes with 4008")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the hub's JetStream buckets (for a NATS cluster)")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ (profiling; keep it off on an untrusted network)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := cli.ApplyEnv(fs, cli.Env); err != nil {
@@ -178,7 +179,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	n, err := node.New(node.Config{
 		Hub: srv, Listen: o.listen, PingInterval: o.pingInterval, PongWait: o.pongWait,
 		MaxMessageBytes: o.maxMessageBytes, QueueBytes: o.queueBytes, AllowedOrigins: origins,
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Logger: log,
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Debug: o.pprof, Logger: log,
 	})
 	if err != nil {
 		return err
