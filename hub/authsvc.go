@@ -120,6 +120,11 @@ func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) 
 		return nil, werr
 	}
 	srv.replaceOlder(id, s)
+	if err := srv.presence.connected(ctx, s); err != nil {
+		s.logger().Error("presence not recorded", "err", err)
+		s.closeLater(wire.CloseInternal, "presence unavailable")
+		return nil, wire.Errorf(wire.CodeUnavailable, "presence store unavailable, try again")
+	}
 	return authValues{
 		Session: s.id, Role: auth.RoleDevice, Node: srv.cfg.NodeID,
 		PingIntervalMS: srv.cfg.PingInterval.Milliseconds(),

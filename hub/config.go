@@ -40,6 +40,20 @@ type Config struct {
 	ServiceTimeout time.Duration
 	// CommandTimeout is the default timeout of a device command. Default 5s.
 	CommandTimeout time.Duration
+	// PresenceTTL is how long a device's presence entry lives without a
+	// refresh; the node refreshes it every half of it. Default 2m.
+	PresenceTTL time.Duration
+	// NodeTTL is how long this node's liveness entry lives without a
+	// refresh; it bounds how fast a lost node's devices go offline.
+	// Default 5s.
+	NodeTTL time.Duration
+	// OfflineGrace is how long a disconnected device may take to come back
+	// before it is reported offline. Default 5s.
+	OfflineGrace time.Duration
+	// PresenceHistory is how long HUB_PRESENCE keeps records. Default 7 days.
+	PresenceHistory time.Duration
+	// NodeAddr is this node's public address, for hub_nodes and presence.
+	NodeAddr string
 	// BcryptCost is the cost of new password hashes. Default bcrypt's 10.
 	BcryptCost int
 	// Replicas is the replica count of the hub's JetStream buckets. Default 1.
@@ -83,10 +97,17 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"PingInterval": c.PingInterval, "AuthTimeout": c.AuthTimeout, "MaxSkew": c.MaxSkew,
 		"TokenTTL": c.TokenTTL, "ServiceTimeout": c.ServiceTimeout, "CommandTimeout": c.CommandTimeout,
+		"PresenceTTL": c.PresenceTTL, "NodeTTL": c.NodeTTL, "OfflineGrace": c.OfflineGrace, "PresenceHistory": c.PresenceHistory,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("hub: %s must not be negative", name))
 		}
+	}
+	if c.PresenceTTL != 0 && c.PresenceTTL < 2*time.Second {
+		errs = append(errs, errors.New("hub: PresenceTTL must be at least 2s"))
+	}
+	if c.NodeTTL != 0 && c.NodeTTL < 300*time.Millisecond {
+		errs = append(errs, errors.New("hub: NodeTTL must be at least 300ms"))
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, errors.New("hub: Replicas must be 1 to 5"))
@@ -106,6 +127,10 @@ func (c *Config) setDefaults() {
 	def(&c.TokenTTL, 24*time.Hour)
 	def(&c.ServiceTimeout, 5*time.Second)
 	def(&c.CommandTimeout, 5*time.Second)
+	def(&c.PresenceTTL, 2*time.Minute)
+	def(&c.NodeTTL, 5*time.Second)
+	def(&c.OfflineGrace, 5*time.Second)
+	def(&c.PresenceHistory, 7*24*time.Hour)
 	if c.NodeID == "" {
 		c.NodeID = c.Conn.Opts.Name
 		if c.NodeID == "" {

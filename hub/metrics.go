@@ -14,6 +14,8 @@ type metrics struct {
 	slowConsumers   prometheus.Counter
 	abuseCloses     prometheus.Counter
 	authFailures    *prometheus.CounterVec
+	presence        *prometheus.CounterVec
+	presenceWrites  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -46,10 +48,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "auth_failures_total", Help: "Refused authentications by reason (replay counts replayed device signatures).",
 		}, []string{"reason"}),
+		presence: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "presence_transitions_total", Help: "Presence records seen, by reason.",
+		}, []string{"reason"}),
+		presenceWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "presence_refreshes_total", Help: "Presence entries this node refreshed.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
-			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures)
+			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites)
 	}
 	return m
 }

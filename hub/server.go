@@ -20,7 +20,8 @@ import (
 // transport and the NATS subscriptions they need.
 //
 // Lock order: Server.mu, then registry.mu, then interest.mu, then
-// Session.mu. No lock is held while calling a Transport.
+// subIndex.mu, then Session.mu; presence.mu is taken alone. No lock is
+// held while calling a Transport.
 type Server struct {
 	cfg     Config
 	nc      *nats.Conn
@@ -33,6 +34,8 @@ type Server struct {
 	users     *userStore
 	registry  *deviceRegistry
 	interest  *registry
+	presence  *presence
+	subs      *subIndex
 	services  map[string]service
 	bcrypt    chan struct{} // bounds concurrent bcrypt work
 	dummyHash string        // checked for unknown users; same cost as real hashes
@@ -77,6 +80,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("hub: BcryptCost: %w", err)
 	}
 	s.interest = newRegistry(s)
+	s.subs = newSubIndex()
 	s.services = s.builtinServices()
 	return s, nil
 }
@@ -115,6 +119,10 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.interest.start()
+	if s.presence, err = openPresence(ctx, runCtx, s); err != nil {
+		cancel()
+		return err
+	}
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
 		cancel()
 		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)
@@ -191,7 +199,9 @@ func (s *Server) SessionCount() int {
 //  1. mark not ready, so the transport refuses new connections;
 //  2. close every session with 1012 so clients reconnect elsewhere, and
 //     wait for them (bounded by ctx);
-//  3. stop the watchers and dispatch workers and wait for async requests.
+//  3. stop presence upkeep and remove the liveness entry: the other nodes
+//     give the devices their grace, and report those that do not return;
+//  4. stop the watchers and dispatch workers and wait for async requests.
 //
 // The NATS connection belongs to the caller, who drains it afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -199,6 +209,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	err := s.CloseAll(ctx, wire.CloseRestart, "node restarting")
+	if s.presence != nil {
+		s.presence.stop(ctx)
+	}
 	if s.takeover != nil {
 		_ = s.takeover.Unsubscribe()
 	}

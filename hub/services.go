@@ -25,10 +25,14 @@ type service struct {
 
 func (srv *Server) builtinServices() map[string]service {
 	admins := []auth.Role{auth.RoleAdmin}
+	watchers := []auth.Role{auth.RoleAdmin, auth.RoleViewer}
 	return map[string]service{
-		"/ping":          {handler: srv.servePing},
-		"/admin/push":    {roles: admins, handler: srv.serveAdminPush},
-		"/admin/command": {roles: admins, handler: srv.serveAdminCommand},
+		"/ping":              {handler: srv.servePing},
+		"/admin/subscribe":   {roles: watchers, handler: srv.serveSubscribe},
+		"/admin/unsubscribe": {roles: watchers, handler: srv.serveUnsubscribe},
+		"/admin/devices":     {roles: watchers, handler: srv.serveDevices},
+		"/admin/push":        {roles: admins, handler: srv.serveAdminPush},
+		"/admin/command":     {roles: admins, handler: srv.serveAdminCommand},
 	}
 }
 

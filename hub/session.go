@@ -64,14 +64,15 @@ type Session struct {
 	ident atomic.Pointer[Identity] // nil until authenticated; never changes after
 
 	mu        sync.Mutex
-	closed    bool               // Guarded by mu.
-	authFails int                // Guarded by mu.
-	timer     *time.Timer        // auth timeout, then token expiry. Guarded by mu.
-	interests []string           // subjects joined. Guarded by mu.
-	pending   map[string]*cmdReq // commands sent to this device. Guarded by mu.
-	inflight  int                // async requests running. Guarded by mu.
-	cmdSeq    uint64             // Guarded by mu.
-	closeCode int                // the code the hub closed with. Guarded by mu.
+	closed    bool                    // Guarded by mu.
+	authFails int                     // Guarded by mu.
+	timer     *time.Timer             // auth timeout, then token expiry. Guarded by mu.
+	interests []string                // subjects joined. Guarded by mu.
+	pending   map[string]*cmdReq      // commands sent to this device. Guarded by mu.
+	inflight  int                     // async requests running. Guarded by mu.
+	cmdSeq    uint64                  // Guarded by mu.
+	closeCode int                     // the code the hub closed with. Guarded by mu.
+	subs      map[string]subscription // admin subscriptions by selector. Guarded by mu.
 	// A close decided while answering (abuse, failed auths): it waits until
 	// the answers already due are queued. Guarded by mu.
 	closeAfterCode   int
@@ -194,6 +195,11 @@ func (s *Session) Gone(reason Reason) {
 	}
 	s.srv.forget(s)
 	s.srv.metrics.connections.Dec()
+	if id := s.Identity(); id != nil && id.Role == auth.RoleDevice {
+		s.srv.presence.disconnected(s, reason)
+	} else {
+		s.srv.dropSubscriptions(s)
+	}
 	if id := s.Identity(); id != nil {
 		s.srv.metrics.sessions.WithLabelValues(string(id.Role)).Dec()
 		s.logger().Info("session ended", "reason", reason)

@@ -1,0 +1,730 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Presence state in JetStream.
+const (
+	BucketPresence = "hub_presence"
+	BucketNodes    = "hub_nodes"
+	StreamPresence = "HUB_PRESENCE"
+)
+
+// Reasons in presence records, besides the session end reasons.
+const (
+	ReasonConnected Reason = "connected"
+	ReasonNodeLost  Reason = "node_lost"
+)
+
+// PresenceEntry is a device's entry in the hub_presence bucket, present
+// while the device is online. Type and group are extra fields beyond the
+// protocol's, so that a reader needs no second lookup.
+type PresenceEntry struct {
+	Node     string `json:"node"`
+	Session  string `json:"session"`
+	Since    int64  `json:"since"`
+	LastSeen int64  `json:"last_seen"`
+	Addr     string `json:"addr"`
+	Type     string `json:"type,omitempty"`
+	Group    string `json:"group,omitempty"`
+}
+
+// NodeEntry is a node's liveness entry in the hub_nodes bucket.
+type NodeEntry struct {
+	Addr     string `json:"addr"`
+	Since    int64  `json:"since"`
+	Sessions int    `json:"sessions"`
+}
+
+// PresenceRecord is published on hub.presence.<sn> once per change, and
+// pushed to subscribed admins as /push/presence.
+type PresenceRecord struct {
+	SN     string `json:"sn"`
+	Type   string `json:"type"`
+	Group  string `json:"group"`
+	Online bool   `json:"online"`
+	Reason Reason `json:"reason"`
+	Node   string `json:"node"`
+	At     int64  `json:"at"`
+}
+
+// localDevice is this node's bookkeeping for a device session it holds or
+// held: the revision of the entry it wrote, and the grace timer once the
+// session has ended. Guarded by presence.mu.
+type localDevice struct {
+	session   string
+	rev       uint64
+	refreshed time.Time
+	gone      bool
+	grace     *time.Timer
+	id        *Identity
+	addr      string
+}
+
+// deviceView is what this node knows of one device, kept current by the
+// hub_presence watcher and the HUB_PRESENCE records. Guarded by
+// presence.mu.
+type deviceView struct {
+	entry        *PresenceEntry // nil while offline
+	typ, group   string
+	offlineSince int64 // when it was last reported offline
+	lastSeen     int64 // the latest sign of life this node heard of
+}
+
+// nodeView is what this node knows of a live node.
+type nodeView struct {
+	since    int64
+	lastSeen time.Time
+}
+
+// presence keeps device presence in JetStream: an entry per online device
+// in hub_presence, written on connect, refreshed rarely and removed after
+// the offline grace; a short-TTL liveness entry per node in hub_nodes; and
+// one record per change in the HUB_PRESENCE stream.
+//
+// Who publishes a record is decided so that there is exactly one:
+//   - connected: the node whose create-only write of the entry succeeded
+//     (only one can; a device that comes back while its entry still exists
+//     overwrites it and nothing is published);
+//   - offline (closed, timeout, kicked): the node that held the session,
+//     once the grace has passed and the entry still names that session;
+//   - node_lost: the live node with the smallest id, for every entry that
+//     names a node whose liveness entry is gone; records carry a
+//     Nats-Msg-Id, so that should two nodes briefly disagree on who is the
+//     smallest, the stream keeps one.
+//
+// An offline record is published before the entry is removed, so a device
+// that comes back must wait for the removal before its create can succeed:
+// its connected record always follows the offline one. Should the device
+// come back in between (the removal then fails its revision check), the
+// node publishes a connected record at once.
+type presence struct {
+	srv     *Server
+	kv      jetstream.KeyValue
+	nodesKV jetstream.KeyValue
+	started time.Time
+
+	mu      sync.Mutex
+	local   map[string]*localDevice // by sn. Guarded by mu.
+	view    map[string]*deviceView  // by sn. Guarded by mu.
+	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
+	caught  bool                    // the record consumer has caught up. Guarded by mu.
+	stopped bool                    // Guarded by mu.
+}
+
+func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
+	cfg := srv.cfg
+	p := &presence{
+		srv: srv, started: cfg.Now(),
+		local: make(map[string]*localDevice), view: make(map[string]*deviceView), nodes: make(map[string]nodeView),
+	}
+	var err error
+	p.kv, err = srv.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketPresence, Description: "online devices: an entry per device, expiring when no node refreshes it",
+		History: 1, TTL: cfg.PresenceTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hub: bucket %s: %w", BucketPresence, err)
+	}
+	p.nodesKV, err = srv.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketNodes, Description: "live nodes: an entry per node, expiring fast when the node stops refreshing it",
+		History: 1, TTL: cfg.NodeTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNodes, err)
+	}
+	if _, err := srv.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: StreamPresence, Description: "presence history: one record per change",
+		Subjects: []string{subjects.AllPresence}, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		MaxAge: cfg.PresenceHistory, MaxMsgsPerSubject: 1000, Duplicates: 2 * time.Minute,
+		Discard: jetstream.DiscardOld,
+	}); err != nil {
+		return nil, fmt.Errorf("hub: stream %s: %w", StreamPresence, err)
+	}
+	if err := p.heartbeat(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.watch(ctx, runCtx); err != nil {
+		return nil, err
+	}
+	srv.goTask(func() { p.upkeep(runCtx) })
+	return p, nil
+}
+
+// watch starts the watchers and the record consumer and returns once each
+// has delivered what it had at start.
+func (p *presence) watch(ctx, runCtx context.Context) error {
+	nodesReady := make(chan struct{})
+	if err := p.watchBucket(runCtx, p.nodesKV, p.onNode, nodesReady); err != nil {
+		return err
+	}
+	entriesReady := make(chan struct{})
+	if err := p.watchBucket(runCtx, p.kv, p.onEntry, entriesReady); err != nil {
+		return err
+	}
+	cons, err := p.srv.js.OrderedConsumer(ctx, StreamPresence, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subjects.AllPresence}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("hub: presence records: %w", err)
+	}
+	info, err := p.srv.js.Stream(ctx, StreamPresence)
+	if err != nil {
+		return fmt.Errorf("hub: presence records: %w", err)
+	}
+	recordsReady := make(chan struct{})
+	var once sync.Once
+	caughtUp := func() {
+		once.Do(func() {
+			p.mu.Lock()
+			p.caught = true
+			p.mu.Unlock()
+			close(recordsReady)
+		})
+	}
+	if info.CachedInfo().State.Msgs == 0 {
+		caughtUp()
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		meta, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		p.onRecord(m.Data(), meta.Sequence.Stream)
+		if meta.NumPending == 0 {
+			caughtUp()
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("hub: presence records: %w", err)
+	}
+	p.srv.goTask(func() {
+		<-runCtx.Done()
+		cc.Stop()
+	})
+	for _, ch := range []chan struct{}{nodesReady, entriesReady, recordsReady} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("hub: load presence: %w", ctx.Err())
+		}
+	}
+	p.reconcile()
+	return nil
+}
+
+func (p *presence) watchBucket(runCtx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry, bool), ready chan struct{}) error {
+	w, err := kv.WatchAll(runCtx)
+	if err != nil {
+		return fmt.Errorf("hub: watch %s: %w", kv.Bucket(), err)
+	}
+	p.srv.goTask(func() {
+		defer func() {
+			if p.srv.nc.IsConnected() {
+				_ = w.Stop()
+			}
+		}()
+		initial := true
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					if initial {
+						initial = false
+						close(ready)
+					}
+					continue
+				}
+				apply(e, !initial)
+			}
+		}
+	})
+	return nil
+}
+
+// onNode follows hub_nodes. A node whose entry goes away, removed at its
+// shutdown or expired after its death, is lost: its devices go offline
+// after the grace, counted from when it was last seen alive.
+func (p *presence) onNode(e jetstream.KeyValueEntry, live bool) {
+	id := e.Key()
+	if e.Operation() == jetstream.KeyValuePut {
+		var ne NodeEntry
+		_ = json.Unmarshal(e.Value(), &ne)
+		p.mu.Lock()
+		p.nodes[id] = nodeView{since: ne.Since, lastSeen: e.Created()}
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Lock()
+	nv, known := p.nodes[id]
+	delete(p.nodes, id)
+	p.mu.Unlock()
+	if !live || id == p.srv.cfg.NodeID {
+		return
+	}
+	// Removed at shutdown: its sessions closed just now. Expired: they
+	// died with the node, around its last refresh.
+	deadline := p.srv.cfg.Now().Add(p.srv.cfg.OfflineGrace)
+	if e.Operation() == jetstream.KeyValuePurge && known {
+		deadline = nv.lastSeen.Add(p.srv.cfg.OfflineGrace)
+	}
+	p.srv.log.Warn("node lost", "lost", id, "expired", e.Operation() == jetstream.KeyValuePurge)
+	p.afterDeadline(deadline, func() { p.nodeLost(id) })
+}
+
+// afterDeadline runs f at deadline (at once if it has passed) on a
+// goroutine that Shutdown waits for, unless the hub stops first.
+func (p *presence) afterDeadline(deadline time.Time, f func()) {
+	d := max(deadline.Sub(p.srv.cfg.Now()), 0)
+	p.srv.goTask(func() {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			f()
+		case <-p.srv.runCtx.Done():
+		}
+	})
+}
+
+// nodeLost reports offline every device whose entry names a node that is
+// no longer live, if this node is the coordinator (smallest live id).
+func (p *presence) nodeLost(lost string) {
+	p.mu.Lock()
+	if p.stopped || !p.isCoordinatorLocked() {
+		p.mu.Unlock()
+		return
+	}
+	if _, back := p.nodes[lost]; back {
+		p.mu.Unlock()
+		return
+	}
+	type victim struct{ sn, session string }
+	var victims []victim
+	for sn, v := range p.view {
+		if v.entry != nil && v.entry.Node == lost {
+			victims = append(victims, victim{sn, v.entry.Session})
+		}
+	}
+	p.mu.Unlock()
+	for _, v := range victims {
+		p.expire(v.sn, v.session, ReasonNodeLost)
+	}
+}
+
+func (p *presence) isCoordinatorLocked() bool {
+	me := p.srv.cfg.NodeID
+	for id := range p.nodes {
+		if id < me {
+			return false
+		}
+	}
+	return true
+}
+
+// reconcile, at start, schedules the entries left by nodes that are not
+// live, including this node's own previous run: they go offline after the
+// grace unless their devices come back.
+func (p *presence) reconcile() {
+	p.mu.Lock()
+	lost := make(map[string]bool)
+	for _, v := range p.view {
+		if v.entry == nil {
+			continue
+		}
+		_, live := p.nodes[v.entry.Node]
+		if !live || (v.entry.Node == p.srv.cfg.NodeID && v.entry.Since < p.started.UnixMilli()) {
+			lost[v.entry.Node] = true
+		}
+	}
+	p.mu.Unlock()
+	deadline := p.srv.cfg.Now().Add(p.srv.cfg.OfflineGrace)
+	for id := range lost {
+		if id == p.srv.cfg.NodeID {
+			p.afterDeadline(deadline, p.expireStaleOwn)
+			continue
+		}
+		p.afterDeadline(deadline, func() { p.nodeLost(id) })
+	}
+}
+
+// expireStaleOwn reports offline the devices this node held before it
+// restarted, unless they came back.
+func (p *presence) expireStaleOwn() {
+	p.mu.Lock()
+	type victim struct{ sn, session string }
+	var victims []victim
+	for sn, v := range p.view {
+		if v.entry != nil && v.entry.Node == p.srv.cfg.NodeID && v.entry.Since < p.started.UnixMilli() {
+			victims = append(victims, victim{sn, v.entry.Session})
+		}
+	}
+	p.mu.Unlock()
+	for _, v := range victims {
+		p.expire(v.sn, v.session, ReasonNodeLost)
+	}
+}
+
+// onEntry follows hub_presence.
+func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
+	sn := e.Key()
+	if e.Operation() == jetstream.KeyValuePut {
+		var pe PresenceEntry
+		if err := json.Unmarshal(e.Value(), &pe); err != nil {
+			return
+		}
+		p.mu.Lock()
+		v := p.viewLocked(sn)
+		v.entry = &pe
+		v.lastSeen = max(v.lastSeen, pe.LastSeen)
+		if pe.Type != "" {
+			v.typ, v.group = pe.Type, pe.Group
+		}
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Lock()
+	v := p.viewLocked(sn)
+	old := v.entry
+	v.entry = nil
+	if old != nil && v.offlineSince < old.Since {
+		// The offline record normally comes first; until it does, the
+		// removal is the best time there is.
+		v.offlineSince = p.srv.cfg.Now().UnixMilli()
+	}
+	coordinator := p.isCoordinatorLocked()
+	p.mu.Unlock()
+	// An entry that expired is the last resort: no node refreshed it, so
+	// the node that held it is gone and nobody reported the device. The
+	// coordinator does, once (the record's id de-duplicates).
+	if live && e.Operation() == jetstream.KeyValuePurge && old != nil && coordinator {
+		p.srv.goTask(func() { p.publishOffline(sn, old, ReasonNodeLost) })
+	}
+}
+
+// viewLocked returns the device's view, creating it. Caller holds p.mu.
+func (p *presence) viewLocked(sn string) *deviceView {
+	v := p.view[sn]
+	if v == nil {
+		v = &deviceView{}
+		p.view[sn] = v
+	}
+	return v
+}
+
+// onRecord follows the HUB_PRESENCE stream: the view learns when a device
+// went offline, and subscribed sessions get /push/presence.
+func (p *presence) onRecord(data []byte, seq uint64) {
+	var r PresenceRecord
+	if err := json.Unmarshal(data, &r); err != nil || r.SN == "" {
+		return
+	}
+	p.mu.Lock()
+	v := p.viewLocked(r.SN)
+	if r.Type != "" {
+		v.typ, v.group = r.Type, r.Group
+	}
+	if !r.Online {
+		v.offlineSince = r.At
+	}
+	caught := p.caught
+	p.mu.Unlock()
+	p.srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
+	if caught {
+		p.srv.subs.deliverRecord(topicPresence, r.SN, r.Type, r.Group, "/push/presence", fmt.Sprintf("p%d", seq), data)
+	}
+}
+
+// connected records a device session that has just authenticated. It
+// creates the device's entry (publishing a connected record) or, when the
+// entry exists (the device is back within its grace, or replaces a session
+// elsewhere), overwrites it without a record.
+func (p *presence) connected(ctx context.Context, s *Session) error {
+	id := s.Identity()
+	now := p.srv.cfg.Now()
+	entry := PresenceEntry{
+		Node: p.srv.cfg.NodeID, Session: s.id, Since: now.UnixMilli(), LastSeen: now.UnixMilli(),
+		Addr: s.remote, Type: id.Type, Group: id.Group,
+	}
+	b, _ := json.Marshal(entry)
+	rev, err := p.kv.Create(ctx, id.SN, b)
+	created := err == nil
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		rev, err = p.kv.Put(ctx, id.SN, b)
+	}
+	if err != nil {
+		return fmt.Errorf("hub: presence of %s: %w", id.SN, err)
+	}
+	p.mu.Lock()
+	if old := p.local[id.SN]; old != nil && old.grace != nil {
+		old.grace.Stop()
+	}
+	p.local[id.SN] = &localDevice{session: s.id, rev: rev, refreshed: now, id: id, addr: s.remote}
+	p.mu.Unlock()
+	if created {
+		p.publish(ctx, PresenceRecord{SN: id.SN, Type: id.Type, Group: id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}, s.id+"/on")
+	}
+	return nil
+}
+
+// disconnected starts the grace of a device session that ended. A replaced
+// session has no grace: the newer one owns the entry.
+func (p *presence) disconnected(s *Session, reason Reason) {
+	id := s.Identity()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ld := p.local[id.SN]
+	if ld == nil || ld.session != s.id || p.stopped {
+		return
+	}
+	if reason == ReasonReplaced {
+		delete(p.local, id.SN)
+		return
+	}
+	ld.gone = true
+	sn, session := id.SN, s.id
+	ld.grace = time.AfterFunc(p.srv.cfg.OfflineGrace, func() {
+		p.srv.goTask(func() { p.expire(sn, session, reason) })
+	})
+}
+
+// expire reports a device offline if its entry still names session:
+// the record first, then the entry's removal, checked against the revision
+// that was read (see presence).
+func (p *presence) expire(sn, session string, reason Reason) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p.mu.Lock()
+	if ld := p.local[sn]; ld != nil && ld.session == session {
+		delete(p.local, sn)
+	}
+	stopped := p.stopped
+	p.mu.Unlock()
+	if stopped {
+		return
+	}
+	e, err := p.kv.Get(ctx, sn)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			p.srv.log.Error("presence read failed", "sn", sn, "err", err)
+		}
+		return
+	}
+	var pe PresenceEntry
+	if json.Unmarshal(e.Value(), &pe) != nil || pe.Session != session {
+		return // the device is back, on a newer session
+	}
+	p.publishOffline(sn, &pe, reason)
+	err = p.kv.Delete(ctx, sn, jetstream.LastRevision(e.Revision()))
+	if err == nil {
+		return
+	}
+	// The device came back between the read and the removal: say so.
+	cur, gerr := p.kv.Get(ctx, sn)
+	if gerr != nil {
+		return
+	}
+	var back PresenceEntry
+	if json.Unmarshal(cur.Value(), &back) == nil {
+		p.publish(ctx, PresenceRecord{SN: sn, Type: back.Type, Group: back.Group, Online: true, Reason: ReasonConnected, Node: back.Node, At: p.srv.cfg.Now().UnixMilli()}, back.Session+"/on")
+	}
+}
+
+func (p *presence) publishOffline(sn string, pe *PresenceEntry, reason Reason) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p.publish(ctx, PresenceRecord{SN: sn, Type: pe.Type, Group: pe.Group, Online: false, Reason: reason, Node: pe.Node, At: p.srv.cfg.Now().UnixMilli()}, pe.Session+"/off")
+}
+
+// publish stores a record in HUB_PRESENCE (which also delivers it on
+// hub.presence.<sn>). msgID de-duplicates it within the stream's window.
+func (p *presence) publish(ctx context.Context, r PresenceRecord, msgID string) {
+	subj, err := subjects.Presence(r.SN)
+	if err != nil {
+		return
+	}
+	b, _ := json.Marshal(r)
+	m := nats.NewMsg(subj)
+	m.Data = b
+	m.Header.Set(jetstream.MsgIDHeader, r.SN+"/"+msgID)
+	if _, err := p.srv.js.PublishMsg(ctx, m); err != nil {
+		p.srv.log.Error("presence record not stored", "sn", r.SN, "online", r.Online, "reason", r.Reason, "err", err)
+	}
+}
+
+// upkeep refreshes this node's liveness entry every third of the node TTL
+// and each local device's entry every half of the presence TTL, in small
+// asynchronous batches spread over time: its cost grows with the devices,
+// not with how often they ping.
+func (p *presence) upkeep(ctx context.Context) {
+	beat := time.NewTicker(p.srv.cfg.NodeTTL / 3)
+	defer beat.Stop()
+	sweep := time.NewTicker(time.Second)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-beat.C:
+			hctx, cancel := context.WithTimeout(ctx, p.srv.cfg.NodeTTL/3)
+			if err := p.heartbeat(hctx); err != nil {
+				p.srv.log.Warn("node liveness not refreshed", "err", err)
+			}
+			cancel()
+		case <-sweep.C:
+			p.refresh(ctx)
+		}
+	}
+}
+
+func (p *presence) heartbeat(ctx context.Context) error {
+	b, _ := json.Marshal(NodeEntry{Addr: p.srv.cfg.NodeAddr, Since: p.started.UnixMilli(), Sessions: p.srv.SessionCount()})
+	_, err := p.nodesKV.Put(ctx, p.srv.cfg.NodeID, b)
+	return err
+}
+
+// refresh rewrites the entries due for it, each only if it is still the
+// one this node wrote (a compare-and-set on its revision), asynchronously.
+func (p *presence) refresh(ctx context.Context) {
+	now := p.srv.cfg.Now()
+	due := now.Add(-p.srv.cfg.PresenceTTL / 2)
+	type job struct {
+		sn  string
+		ld  *localDevice
+		msg *nats.Msg
+	}
+	var jobs []job
+	p.mu.Lock()
+	for sn, ld := range p.local {
+		if ld.gone || ld.refreshed.After(due) {
+			continue
+		}
+		e := PresenceEntry{Node: p.srv.cfg.NodeID, Session: ld.session, Since: 0, LastSeen: now.UnixMilli(), Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group}
+		if v := p.view[sn]; v != nil && v.entry != nil && v.entry.Session == ld.session {
+			e.Since = v.entry.Since
+		} else {
+			e.Since = ld.id.AuthAt.UnixMilli()
+		}
+		b, _ := json.Marshal(e)
+		m := nats.NewMsg("$KV." + BucketPresence + "." + sn)
+		m.Data = b
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, fmt.Sprint(ld.rev))
+		ld.refreshed = now
+		jobs = append(jobs, job{sn, ld, m})
+	}
+	p.mu.Unlock()
+	if len(jobs) == 0 {
+		return
+	}
+	futures := make([]jetstream.PubAckFuture, len(jobs))
+	for i, j := range jobs {
+		f, err := p.srv.js.PublishMsgAsync(j.msg)
+		if err != nil {
+			p.srv.log.Warn("presence refresh not sent", "err", err)
+			return
+		}
+		futures[i] = f
+	}
+	p.srv.metrics.presenceWrites.Add(float64(len(jobs)))
+	select {
+	case <-p.srv.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return
+	case <-time.After(10 * time.Second):
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if p.local[jobs[i].sn] == jobs[i].ld {
+				jobs[i].ld.rev = ack.Sequence
+			}
+		default:
+			// Refused (the entry changed: the device is elsewhere now) or
+			// not answered; the next sweep or the takeover settles it.
+		}
+	}
+}
+
+// stop ends presence upkeep at shutdown: no more records from this node,
+// and its liveness entry goes, so the other nodes take over its devices'
+// grace. The devices' entries stay for them.
+func (p *presence) stop(ctx context.Context) {
+	p.mu.Lock()
+	p.stopped = true
+	for _, ld := range p.local {
+		if ld.grace != nil {
+			ld.grace.Stop()
+		}
+	}
+	p.mu.Unlock()
+	if !p.srv.nc.IsConnected() {
+		return // the entry expires by itself
+	}
+	if err := p.nodesKV.Delete(ctx, p.srv.cfg.NodeID); err != nil {
+		p.srv.log.Warn("node liveness entry not removed", "err", err)
+	}
+}
+
+// DeviceView is a device as /admin/devices and snapshots show it.
+type DeviceView struct {
+	SN       string          `json:"sn"`
+	Type     string          `json:"type"`
+	Group    string          `json:"group"`
+	Online   bool            `json:"online"`
+	Node     string          `json:"node"`
+	Since    int64           `json:"since"`
+	LastSeen int64           `json:"last_seen"`
+	Status   json.RawMessage `json:"status"`
+	StatusAt *int64          `json:"status_at"`
+}
+
+// devices lists the known devices (online, or in the presence history)
+// that match, sorted by serial number.
+func (p *presence) devices(match func(sn, typ, group string, online bool) bool) []DeviceView {
+	p.mu.Lock()
+	out := make([]DeviceView, 0, 16)
+	for sn, v := range p.view {
+		online := v.entry != nil
+		if !match(sn, v.typ, v.group, online) {
+			continue
+		}
+		dv := DeviceView{SN: sn, Type: v.typ, Group: v.group, Online: online, Since: v.offlineSince, LastSeen: v.lastSeen, Status: json.RawMessage("null")}
+		if online {
+			dv.Node, dv.Since = v.entry.Node, v.entry.Since
+			dv.LastSeen = max(v.lastSeen, v.entry.LastSeen)
+		}
+		out = append(out, dv)
+	}
+	p.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].SN < out[j].SN })
+	return out
+}
+
+// known returns a device's type and group as the view has them.
+func (p *presence) known(sn string) (typ, group string, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v := p.view[sn]
+	if v == nil {
+		return "", "", false
+	}
+	return v.typ, v.group, true
+}
