@@ -159,6 +159,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		Conn: nc, NodeID: o.nodeID, MasterSecret: []byte(o.masterSecret), AdminPassword: o.adminPassword,
 		RequireRegistered: o.requireRegistered, PingInterval: o.pingInterval, AuthTimeout: o.authTimeout,
 		TokenTTL: o.tokenTTL, ServiceTimeout: o.serviceTimeout, Replicas: o.replicas,
+		PresenceTTL: o.presenceTTL, NodeTTL: o.nodeTTL, OfflineGrace: o.offlineGrace, NodeAddr: o.listen,
 		Logger: log, Registerer: reg,
 	})
 	if err != nil {

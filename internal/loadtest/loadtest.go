@@ -245,6 +245,27 @@ func (h *Hub) Stop() error {
 	return h.stopErr
 }
 
+// Kill ends the hub with SIGKILL, as a crash would: no cleanup runs.
+func (h *Hub) Kill() {
+	if exited, _ := h.Exited(); !exited {
+		_ = h.cmd.Process.Kill()
+		<-h.done
+	}
+}
+
+// Signal sends sig to the hub.
+func (h *Hub) Signal(sig os.Signal) error { return h.cmd.Process.Signal(sig) }
+
+// Wait waits for the hub to exit, at most d, and reports whether it did.
+func (h *Hub) Wait(d time.Duration) bool {
+	select {
+	case <-h.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
 // LogTail returns up to the last max bytes of the child's output.
 func (h *Hub) LogTail(max int64) string {
 	f, err := os.Open(h.LogPath)
