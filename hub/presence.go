@@ -1,11 +1,13 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -77,6 +79,7 @@ type localDevice struct {
 // presence.mu.
 type deviceView struct {
 	entry        *PresenceEntry // nil while offline
+	raw          []byte         // the entry as stored
 	typ, group   string
 	offlineSince int64 // when it was last reported offline
 	lastSeen     int64 // the latest sign of life this node heard of
@@ -385,13 +388,16 @@ func (p *presence) expireStaleOwn() {
 func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 	sn := e.Key()
 	if e.Operation() == jetstream.KeyValuePut {
+		if p.refreshed(sn, e.Value()) {
+			return
+		}
 		var pe PresenceEntry
 		if err := json.Unmarshal(e.Value(), &pe); err != nil {
 			return
 		}
 		p.mu.Lock()
 		v := p.viewLocked(sn)
-		v.entry = &pe
+		v.entry, v.raw = &pe, e.Value()
 		v.lastSeen = max(v.lastSeen, pe.LastSeen)
 		if pe.Type != "" {
 			v.typ, v.group = pe.Type, pe.Group
@@ -402,7 +408,7 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 	p.mu.Lock()
 	v := p.viewLocked(sn)
 	old := v.entry
-	v.entry = nil
+	v.entry, v.raw = nil, nil
 	if old != nil && v.offlineSince < old.Since {
 		// The offline record normally comes first; until it does, the
 		// removal is the best time there is.
@@ -416,6 +422,47 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 	if live && e.Operation() == jetstream.KeyValuePurge && old != nil && coordinator {
 		p.srv.goTask(func() { p.publishOffline(sn, old, ReasonNodeLost) })
 	}
+}
+
+// refreshed handles the common put, a refresh: the entry as the view has
+// it but for last_seen. Entries are written with their fields in a fixed
+// order, so a refresh shares everything up to last_seen's value with the
+// entry before it; only that number is read, with no JSON decoding.
+func (p *presence) refreshed(sn string, value []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v := p.view[sn]
+	if v == nil || v.entry == nil {
+		return false
+	}
+	i := bytes.Index(v.raw, lastSeenKey)
+	if i < 0 {
+		return false
+	}
+	i += len(lastSeenKey)
+	if len(value) <= i || !bytes.Equal(value[:i], v.raw[:i]) {
+		return false
+	}
+	j, k := digitsEnd(value, i), digitsEnd(v.raw, i)
+	ls, err := strconv.ParseInt(string(value[i:j]), 10, 64)
+	if err != nil || !bytes.Equal(value[j:], v.raw[k:]) {
+		return false
+	}
+	e := *v.entry
+	e.LastSeen = ls
+	v.entry, v.raw = &e, value
+	v.lastSeen = max(v.lastSeen, ls)
+	return true
+}
+
+var lastSeenKey = []byte(`"last_seen":`)
+
+// digitsEnd is the index after the run of digits starting at b[i].
+func digitsEnd(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // viewLocked returns the device's view, creating it. Caller holds p.mu.
@@ -569,7 +616,7 @@ func (p *presence) publish(ctx context.Context, r PresenceRecord, msgID string) 
 }
 
 // upkeep refreshes this node's liveness entry every third of the node TTL
-// and each local device's entry every half of the presence TTL, in small
+// and each local device's entry after two thirds of the presence TTL, in small
 // asynchronous batches spread over time: its cost grows with the devices,
 // not with how often they ping.
 func (p *presence) upkeep(ctx context.Context) {
@@ -599,11 +646,18 @@ func (p *presence) heartbeat(ctx context.Context) error {
 	return err
 }
 
+// maxRefreshPerSweep bounds one sweep's asynchronous writes (below the
+// client's limit on unacknowledged publishes); at one sweep a second it
+// keeps 240,000 devices refreshed at the default two-minute TTL.
+const maxRefreshPerSweep = 4000
+
 // refresh rewrites the entries due for it, each only if it is still the
 // one this node wrote (a compare-and-set on its revision), asynchronously.
 func (p *presence) refresh(ctx context.Context) {
 	now := p.srv.cfg.Now()
-	due := now.Add(-p.srv.cfg.PresenceTTL / 2)
+	// Two thirds: a third of the TTL is left for a late sweep or a slow
+	// write, and the writes are a third fewer than at half.
+	due := now.Add(-p.srv.cfg.PresenceTTL * 2 / 3)
 	type job struct {
 		sn  string
 		ld  *localDevice
@@ -611,7 +665,14 @@ func (p *presence) refresh(ctx context.Context) {
 	}
 	var jobs []job
 	p.mu.Lock()
+	// A sweep takes at most twice the steady rate, so that devices that
+	// connected together do not refresh together: the writes spread out
+	// over the third of the TTL left, and a backlog still clears fast.
+	budget := min(maxRefreshPerSweep, 2*len(p.local)*int(time.Second)/int(p.srv.cfg.PresenceTTL*2/3)+1)
 	for sn, ld := range p.local {
+		if len(jobs) >= budget {
+			break // the rest are due at the next sweep
+		}
 		if ld.gone || ld.refreshed.After(due) {
 			continue
 		}
