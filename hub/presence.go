@@ -709,19 +709,58 @@ func (p *presence) refresh(ctx context.Context) {
 		return
 	case <-time.After(10 * time.Second):
 	}
+	var refused []job
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for i, f := range futures {
 		select {
 		case ack := <-f.Ok():
 			if p.local[jobs[i].sn] == jobs[i].ld {
 				jobs[i].ld.rev = ack.Sequence
 			}
+		case <-f.Err():
+			refused = append(refused, jobs[i])
 		default:
-			// Refused (the entry changed: the device is elsewhere now) or
-			// not answered; the next sweep or the takeover settles it.
+			// Not answered yet: the next sweep tries again.
+			jobs[i].ld.refreshed = time.Time{}
 		}
 	}
+	p.mu.Unlock()
+	for _, j := range refused {
+		p.repair(ctx, j.sn, j.ld)
+	}
+}
+
+// repair handles a refresh the bucket refused because the entry is not the
+// one this node wrote. If another session holds it now, the takeover closes
+// this one. If it is gone (it expired while this node was cut off from
+// NATS, and was reported offline), the device, still connected here, is
+// put back and reported connected.
+func (p *presence) repair(ctx context.Context, sn string, ld *localDevice) {
+	e, err := p.kv.Get(ctx, sn)
+	if err == nil {
+		var pe PresenceEntry
+		if json.Unmarshal(e.Value(), &pe) == nil && pe.Session == ld.session {
+			p.mu.Lock()
+			ld.rev = e.Revision() // ours after all (a write this node lost track of)
+			p.mu.Unlock()
+		}
+		return
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return
+	}
+	now := p.srv.cfg.Now()
+	b, _ := json.Marshal(PresenceEntry{Node: p.srv.cfg.NodeID, Session: ld.session, Since: now.UnixMilli(), LastSeen: now.UnixMilli(), Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group})
+	rev, err := p.kv.Create(ctx, sn, b)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	if p.local[sn] == ld {
+		ld.rev = rev
+	}
+	p.mu.Unlock()
+	p.publish(ctx, PresenceRecord{SN: sn, Type: ld.id.Type, Group: ld.id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}, ld.session+"/on-"+strconv.FormatInt(now.UnixMilli(), 10))
 }
 
 // stop ends presence upkeep at shutdown: no more records from this node,
