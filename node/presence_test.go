@@ -239,3 +239,85 @@ func TestPresenceNodeLost(t *testing.T) {
 		}
 	}
 }
+
+func TestPresenceSubscriptions(t *testing.T) {
+	t.Parallel()
+	a, b, nc := twoNodes(t, fastPresence)
+	hubtest.PutUser(t, nc, "vic", "pw", "viewer", "g1")
+	hubtest.PutDevice(t, nc, "S-g1", "dog", "g1")
+	hubtest.PutDevice(t, nc, "S-g2", "dog", "g2")
+	var viewer *hubtest.Client
+	natstest.Eventually(t, 5*time.Second, func() error {
+		c, err := hubtest.TryDial(t, a.WSURL(), nil)
+		if err != nil {
+			return err
+		}
+		r := c.Request("/auth/login", map[string]any{"username": "vic", "password": "pw"})
+		if r.Code != 0 {
+			_ = c.Conn.Close()
+			return fmt.Errorf("login: %d", r.Code)
+		}
+		viewer = c
+		return nil
+	})
+	// The registry reaches node B: the device is told its group.
+	var g1 *hubtest.Client
+	natstest.Eventually(t, 5*time.Second, func() error {
+		c := hubtest.Dial(t, b.WSURL(), nil)
+		var v struct{ Group string }
+		c.MustOK("/auth/device", hubtest.DeviceArgs("S-g1", "")).Decode(t, &v)
+		if v.Group != "g1" {
+			_ = c.Conn.Close()
+			return fmt.Errorf("group %q", v.Group)
+		}
+		g1 = c
+		return nil
+	})
+	g2 := hubtest.Device(t, b, "S-g2", "")
+
+	// Outside the viewer's groups: 403; a device may not subscribe at all.
+	viewer.MustCode(403, "/admin/subscribe", map[string]any{"groups": []string{"g2"}})
+	viewer.MustCode(403, "/admin/subscribe", map[string]any{"devices": []string{"S-g2"}})
+	viewer.MustCode(400, "/admin/subscribe", map[string]any{"topics": []string{"presence"}})
+	viewer.MustCode(400, "/admin/subscribe", map[string]any{"all": true, "topics": []string{"weather"}})
+	g1.MustCode(403, "/admin/subscribe", map[string]any{"all": true})
+
+	// The snapshot holds only what the viewer may see.
+	r := viewer.MustOK("/admin/subscribe", map[string]any{"all": true, "topics": []string{"presence"}})
+	var snap struct{ Devices []hub.DeviceView }
+	r.Decode(t, &snap)
+	if len(snap.Devices) != 1 || snap.Devices[0].SN != "S-g1" || !snap.Devices[0].Online || snap.Devices[0].Node != "node-b" || snap.Devices[0].Group != "g1" {
+		t.Fatalf("snapshot %s", r.Raw)
+	}
+	// Presence of g2 never reaches it; g1's does, once, although two of
+	// its subscriptions match.
+	viewer.MustOK("/admin/subscribe", map[string]any{"types": []string{"dog"}, "topics": []string{"presence"}})
+	_ = g2.Conn.Close()
+	_ = g1.Conn.Close()
+	p := viewer.Push("/push/presence")
+	var rec hub.PresenceRecord
+	p.Decode(t, &rec)
+	if rec.SN != "S-g1" || rec.Online || rec.Reason != "closed" {
+		t.Fatalf("push %s", p.Raw)
+	}
+	viewer.NoPush("/push/presence", testGrace+300*time.Millisecond)
+
+	// Unsubscribing removes exactly what it names.
+	viewer.MustOK("/admin/unsubscribe", map[string]any{"all": true})
+	again := hubtest.Device(t, b, "S-g1", "")
+	viewer.Push("/push/presence") // still subscribed by type
+	viewer.MustOK("/admin/unsubscribe", map[string]any{"types": []string{"dog"}, "topics": []string{"presence"}})
+	rec2 := record(t, nc)
+	_ = again.Conn.Close()
+	rec2.wait(t, "S-g1", 1, 5*time.Second) // the offline record exists...
+	viewer.NoPush("/push/presence", 300*time.Millisecond) // ...but is not pushed
+	hubtest.Device(t, b, "S-g1", "")
+
+	// /admin/devices filters, within the viewer's groups.
+	r = viewer.MustOK("/admin/devices", map[string]any{"online": true})
+	var list struct{ Devices []hub.DeviceView }
+	r.Decode(t, &list)
+	if len(list.Devices) != 1 || list.Devices[0].SN != "S-g1" {
+		t.Fatalf("devices %s", r.Raw)
+	}
+}
