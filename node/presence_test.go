@@ -309,7 +309,7 @@ func TestPresenceSubscriptions(t *testing.T) {
 	viewer.MustOK("/admin/unsubscribe", map[string]any{"types": []string{"dog"}, "topics": []string{"presence"}})
 	rec2 := record(t, nc)
 	_ = again.Conn.Close()
-	rec2.wait(t, "S-g1", 1, 5*time.Second) // the offline record exists...
+	rec2.wait(t, "S-g1", 1, 5*time.Second)                // the offline record exists...
 	viewer.NoPush("/push/presence", 300*time.Millisecond) // ...but is not pushed
 	hubtest.Device(t, b, "S-g1", "")
 
