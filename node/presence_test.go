@@ -321,3 +321,21 @@ func TestPresenceSubscriptions(t *testing.T) {
 		t.Fatalf("devices %s", r.Raw)
 	}
 }
+
+// TestPresenceKicked: the hub ends a device's session (its registry entry
+// changed) and the device does not come back: offline, reason kicked.
+func TestPresenceKicked(t *testing.T) {
+	t.Parallel()
+	a, _, nc := twoNodes(t, fastPresence)
+	rec := record(t, nc)
+	dev := hubtest.Device(t, a, "P-k", "retail")
+	rec.wait(t, "P-k", 1, 5*time.Second)
+	hubtest.PutDevice(t, nc, "P-k", "retail", "g7")
+	if code := dev.Closed(5 * time.Second); code != 4002 {
+		t.Fatalf("closed with %d, want 4002", code)
+	}
+	off, _ := rec.wait(t, "P-k", 2, 5*time.Second)
+	if off.Online || off.Reason != "kicked" {
+		t.Fatalf("record %+v", off)
+	}
+}
