@@ -15,7 +15,7 @@ type interest struct {
 	sub     *nats.Subscription
 
 	mu      sync.RWMutex
-	members map[*Session]struct{} // Guarded by mu.
+	members memberSet // Guarded by mu.
 }
 
 // registry maps subjects to interests and delivers arriving messages to
@@ -77,28 +77,30 @@ func (r *registry) shard(subject string) chan *nats.Msg {
 }
 
 // join adds s to the interest in subject, subscribing when it is the
-// first; created reports that a new subscription was made.
-func (r *registry) join(subject string, s *Session) (created bool, err error) {
+// first; created reports that a new subscription was made. It returns the
+// interest's own copy of the subject, which the session keeps instead of
+// its own (one string per interest, not one per member).
+func (r *registry) join(subject string, s *Session) (canonical string, created bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
-		return false, fmt.Errorf("hub: subscribe %s: %w", subject, ErrClosed)
+		return "", false, fmt.Errorf("hub: subscribe %s: %w", subject, ErrClosed)
 	}
 	in, ok := r.interests[subject]
 	if !ok {
 		sub, err := r.srv.nc.ChanSubscribe(subject, r.shard(subject))
 		if err != nil {
-			return false, fmt.Errorf("hub: subscribe %s: %w", subject, err)
+			return "", false, fmt.Errorf("hub: subscribe %s: %w", subject, err)
 		}
-		in = &interest{subject: subject, sub: sub, members: make(map[*Session]struct{}, 1)}
+		in = &interest{subject: subject, sub: sub}
 		r.interests[subject] = in
 		r.srv.metrics.interests.Inc()
 		created = true
 	}
 	in.mu.Lock()
-	in.members[s] = struct{}{}
+	in.members.add(s)
 	in.mu.Unlock()
-	return created, nil
+	return in.subject, created, nil
 }
 
 // leave removes s from the interest in subject, unsubscribing when it was
@@ -111,8 +113,8 @@ func (r *registry) leave(subject string, s *Session) {
 		return
 	}
 	in.mu.Lock()
-	delete(in.members, s)
-	empty := len(in.members) == 0
+	in.members.remove(s)
+	empty := in.members.len() == 0
 	in.mu.Unlock()
 	if empty {
 		_ = in.sub.Unsubscribe()
@@ -135,7 +137,7 @@ func (r *registry) size(subject string) int {
 	}
 	in.mu.RLock()
 	defer in.mu.RUnlock()
-	return len(in.members)
+	return in.members.len()
 }
 
 // members copies the members of an interest. For small interests only
@@ -147,10 +149,8 @@ func (r *registry) members(subject string) []*Session {
 	}
 	in.mu.RLock()
 	defer in.mu.RUnlock()
-	out := make([]*Session, 0, len(in.members))
-	for s := range in.members {
-		out = append(out, s)
-	}
+	out := make([]*Session, 0, in.members.len())
+	in.members.each(func(s *Session) { out = append(out, s) })
 	return out
 }
 
@@ -163,7 +163,5 @@ func (r *registry) each(subject string, fn func(*Session)) {
 	}
 	in.mu.RLock()
 	defer in.mu.RUnlock()
-	for s := range in.members {
-		fn(s)
-	}
+	in.members.each(fn)
 }

@@ -79,7 +79,6 @@ type localDevice struct {
 // presence.mu.
 type deviceView struct {
 	entry        *PresenceEntry // nil while offline
-	raw          []byte         // the entry as stored
 	typ, group   string
 	offlineSince int64 // when it was last reported offline
 	lastSeen     int64 // the latest sign of life this node heard of
@@ -122,6 +121,7 @@ type presence struct {
 	local   map[string]*localDevice // by sn. Guarded by mu.
 	view    map[string]*deviceView  // by sn. Guarded by mu.
 	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
+	names   map[string]string       // interned node, type and group names. Guarded by mu.
 	caught  bool                    // the record consumer has caught up. Guarded by mu.
 	stopped bool                    // Guarded by mu.
 }
@@ -131,6 +131,7 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	p := &presence{
 		srv: srv, started: cfg.Now(),
 		local: make(map[string]*localDevice), view: make(map[string]*deviceView), nodes: make(map[string]nodeView),
+		names: make(map[string]string),
 	}
 	var err error
 	p.kv, err = srv.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -396,8 +397,10 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 			return
 		}
 		p.mu.Lock()
+		// Nodes, types and groups are few: one copy of each name.
+		pe.Node, pe.Type, pe.Group = p.intern(pe.Node), p.intern(pe.Type), p.intern(pe.Group)
 		v := p.viewLocked(sn)
-		v.entry, v.raw = &pe, e.Value()
+		v.entry = &pe
 		v.lastSeen = max(v.lastSeen, pe.LastSeen)
 		if pe.Type != "" {
 			v.typ, v.group = pe.Type, pe.Group
@@ -408,7 +411,7 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 	p.mu.Lock()
 	v := p.viewLocked(sn)
 	old := v.entry
-	v.entry, v.raw = nil, nil
+	v.entry = nil
 	if old != nil && v.offlineSince < old.Since {
 		// The offline record normally comes first; until it does, the
 		// removal is the best time there is.
@@ -425,9 +428,8 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 }
 
 // refreshed handles the common put, a refresh: the entry as the view has
-// it but for last_seen. Entries are written with their fields in a fixed
-// order, so a refresh shares everything up to last_seen's value with the
-// entry before it; only that number is read, with no JSON decoding.
+// it but for last_seen. It recognises one by its node and session and reads
+// only last_seen, with no JSON decoding.
 func (p *presence) refreshed(sn string, value []byte) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -435,22 +437,21 @@ func (p *presence) refreshed(sn string, value []byte) bool {
 	if v == nil || v.entry == nil {
 		return false
 	}
-	i := bytes.Index(v.raw, lastSeenKey)
+	if !bytes.HasPrefix(value, []byte(`{"node":"`+v.entry.Node+`","session":"`+v.entry.Session+`",`)) {
+		return false
+	}
+	i := bytes.Index(value, lastSeenKey)
 	if i < 0 {
 		return false
 	}
 	i += len(lastSeenKey)
-	if len(value) <= i || !bytes.Equal(value[:i], v.raw[:i]) {
-		return false
-	}
-	j, k := digitsEnd(value, i), digitsEnd(v.raw, i)
-	ls, err := strconv.ParseInt(string(value[i:j]), 10, 64)
-	if err != nil || !bytes.Equal(value[j:], v.raw[k:]) {
+	ls, err := strconv.ParseInt(string(value[i:digitsEnd(value, i)]), 10, 64)
+	if err != nil {
 		return false
 	}
 	e := *v.entry
 	e.LastSeen = ls
-	v.entry, v.raw = &e, value
+	v.entry = &e
 	v.lastSeen = max(v.lastSeen, ls)
 	return true
 }
@@ -463,6 +464,18 @@ func digitsEnd(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// intern returns the view's copy of a low-cardinality name. Caller holds
+// p.mu.
+func (p *presence) intern(name string) string {
+	if x, ok := p.names[name]; ok {
+		return x
+	}
+	if len(p.names) < 10000 {
+		p.names[name] = name
+	}
+	return name
 }
 
 // viewLocked returns the device's view, creating it. Caller holds p.mu.

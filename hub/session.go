@@ -330,13 +330,14 @@ func (s *Session) reply(m *wire.Message, values any, e *wire.Error) {
 func (s *Session) joinInterests(ctx context.Context, subjs []string) error {
 	fresh := false
 	for i, subj := range subjs {
-		created, err := s.srv.interest.join(subj, s)
+		canonical, created, err := s.srv.interest.join(subj, s)
 		if err != nil {
 			for _, done := range subjs[:i] {
 				s.srv.interest.leave(done, s)
 			}
 			return err
 		}
+		subjs[i] = canonical
 		fresh = fresh || created
 	}
 	if fresh {
