@@ -54,6 +54,26 @@ type Config struct {
 	PresenceHistory time.Duration
 	// NodeAddr is this node's public address, for hub_nodes and presence.
 	NodeAddr string
+	// StatusHistory and EventHistory are how many records HUB_STATUS and
+	// HUB_EVENTS keep per device; RecordAge how long. Defaults 100, 1000
+	// and 7 days.
+	StatusHistory, EventHistory int
+	RecordAge                   time.Duration
+	// MaxRecordBytes bounds a status or event body (413 above). Default
+	// 16 KiB.
+	MaxRecordBytes int
+	// Storm control per device: status reports, normal events, and high or
+	// emergency events (a separate, larger bucket, so that normal events
+	// never crowd them out). Defaults 10/s burst 20, 5/s burst 20, 50/s
+	// burst 100.
+	StatusRate, EventRate, UrgentRate    float64
+	StatusBurst, EventBurst, UrgentBurst int
+	// CoalesceWindow is the shortest time between two status pushes about
+	// one device; reports in between coalesce, the latest winning.
+	// Default 250ms.
+	CoalesceWindow time.Duration
+	// SummaryInterval is the period of /push/summary. Default 5s.
+	SummaryInterval time.Duration
 	// BcryptCost is the cost of new password hashes. Default bcrypt's 10.
 	BcryptCost int
 	// Replicas is the replica count of the hub's JetStream buckets. Default 1.
@@ -131,6 +151,28 @@ func (c *Config) setDefaults() {
 	def(&c.NodeTTL, 5*time.Second)
 	def(&c.OfflineGrace, 5*time.Second)
 	def(&c.PresenceHistory, 7*24*time.Hour)
+	def(&c.RecordAge, 7*24*time.Hour)
+	def(&c.CoalesceWindow, 250*time.Millisecond)
+	def(&c.SummaryInterval, 5*time.Second)
+	defInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defInt(&c.StatusHistory, 100)
+	defInt(&c.EventHistory, 1000)
+	defInt(&c.MaxRecordBytes, 16<<10)
+	defInt(&c.StatusBurst, 20)
+	defInt(&c.EventBurst, 20)
+	defInt(&c.UrgentBurst, 100)
+	defRate := func(v *float64, d float64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defRate(&c.StatusRate, 10)
+	defRate(&c.EventRate, 5)
+	defRate(&c.UrgentRate, 50)
 	if c.NodeID == "" {
 		c.NodeID = c.Conn.Opts.Name
 		if c.NodeID == "" {

@@ -16,6 +16,9 @@ type metrics struct {
 	authFailures    *prometheus.CounterVec
 	presence        *prometheus.CounterVec
 	presenceWrites  prometheus.Counter
+	storeFailures   prometheus.Counter
+	stormLimited    *prometheus.CounterVec
+	statusCoalesced prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -54,10 +57,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		presenceWrites: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "presence_refreshes_total", Help: "Presence entries this node refreshed.",
 		}),
+		storeFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "record_store_failures_total", Help: "Status and event records JetStream did not take (answered 503).",
+		}),
+		stormLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "storm_limited_total", Help: "Device reports refused by storm control, by kind.",
+		}, []string{"kind"}),
+		statusCoalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "status_coalesced_total", Help: "Status pushes superseded by a later status of the same device within the window.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
-			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites)
+			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites,
+			m.storeFailures, m.stormLimited, m.statusCoalesced)
 	}
 	return m
 }

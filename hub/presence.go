@@ -80,8 +80,10 @@ type localDevice struct {
 type deviceView struct {
 	entry        *PresenceEntry // nil while offline
 	typ, group   string
-	offlineSince int64 // when it was last reported offline
-	lastSeen     int64 // the latest sign of life this node heard of
+	offlineSince int64           // when it was last reported offline
+	lastSeen     int64           // the latest sign of life this node heard of
+	status       json.RawMessage // the last status record's status, or nil
+	statusAt     int64
 }
 
 // nodeView is what this node knows of a live node.
@@ -507,7 +509,7 @@ func (p *presence) onRecord(data []byte, seq uint64) {
 	p.mu.Unlock()
 	p.srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
 	if caught {
-		p.srv.subs.deliverRecord(topicPresence, r.SN, r.Type, r.Group, "/push/presence", fmt.Sprintf("p%d", seq), data)
+		p.srv.subs.deliver(topicPresence, 0, r.SN, r.Type, r.Group, "/push/presence", fmt.Sprintf("p%d", seq), data)
 	}
 }
 
@@ -816,10 +818,17 @@ func (p *presence) devices(match func(sn, typ, group string, online bool) bool) 
 	out := make([]DeviceView, 0, 16)
 	for sn, v := range p.view {
 		online := v.entry != nil
+		if !online && v.offlineSince == 0 {
+			continue // only a status so far: not in the presence history
+		}
 		if !match(sn, v.typ, v.group, online) {
 			continue
 		}
 		dv := DeviceView{SN: sn, Type: v.typ, Group: v.group, Online: online, Since: v.offlineSince, LastSeen: v.lastSeen, Status: json.RawMessage("null")}
+		if v.status != nil {
+			at := v.statusAt
+			dv.Status, dv.StatusAt = v.status, &at
+		}
 		if online {
 			dv.Node, dv.Since = v.entry.Node, v.entry.Since
 			dv.LastSeen = max(v.lastSeen, v.entry.LastSeen)
@@ -829,6 +838,36 @@ func (p *presence) devices(match func(sn, typ, group string, online bool) bool) 
 	p.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].SN < out[j].SN })
 	return out
+}
+
+// setStatus records a device's last status in the view.
+func (p *presence) setStatus(sn, typ, group string, status json.RawMessage, at int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v := p.viewLocked(sn)
+	if at < v.statusAt {
+		return
+	}
+	v.status, v.statusAt = status, at
+	if v.typ == "" {
+		v.typ, v.group = p.intern(typ), p.intern(group)
+	}
+}
+
+// each calls fn for every device in the view that is known (online, or
+// with a presence record) and returns the set it visited.
+func (p *presence) each(fn func(sn, typ, group string, online bool)) map[string]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := make(map[string]bool, len(p.view))
+	for sn, v := range p.view {
+		if v.entry == nil && v.offlineSince == 0 {
+			continue // only a status so far
+		}
+		seen[sn] = true
+		fn(sn, v.typ, v.group, v.entry != nil)
+	}
+	return seen
 }
 
 // known returns a device's type and group as the view has them.

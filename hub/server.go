@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"golang.org/x/time/rate"
 )
 
 // Server is one node's hub: it owns the sessions handed to it by a
@@ -36,6 +37,8 @@ type Server struct {
 	interest  *registry
 	presence  *presence
 	subs      *subIndex
+	coalescer *coalescer
+	stormLog  *rate.Limiter // storm control logs, node-wide
 	services  map[string]service
 	bcrypt    chan struct{} // bounds concurrent bcrypt work
 	dummyHash string        // checked for unknown users; same cost as real hashes
@@ -81,6 +84,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.interest = newRegistry(s)
 	s.subs = newSubIndex()
+	s.coalescer = newCoalescer(s)
+	s.stormLog = rate.NewLimiter(1, 5)
 	s.services = s.builtinServices()
 	return s, nil
 }
@@ -123,6 +128,15 @@ func (s *Server) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	if err := openDataStreams(ctx, s); err != nil {
+		cancel()
+		return err
+	}
+	if err := s.followStreams(ctx, runCtx); err != nil {
+		cancel()
+		return err
+	}
+	s.goTask(func() { s.summaries(runCtx) })
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
 		cancel()
 		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)

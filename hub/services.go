@@ -26,7 +26,11 @@ type service struct {
 func (srv *Server) builtinServices() map[string]service {
 	admins := []auth.Role{auth.RoleAdmin}
 	watchers := []auth.Role{auth.RoleAdmin, auth.RoleViewer}
+	devices := []auth.Role{auth.RoleDevice}
 	return map[string]service{
+		"/device/status":     {roles: devices, handler: srv.serveStatus},
+		"/device/event":      {roles: devices, handler: srv.serveEvent},
+		"/admin/history":     {roles: watchers, handler: srv.serveHistory},
 		"/ping":              {handler: srv.servePing},
 		"/admin/subscribe":   {roles: watchers, handler: srv.serveSubscribe},
 		"/admin/unsubscribe": {roles: watchers, handler: srv.serveUnsubscribe},

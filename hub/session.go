@@ -78,6 +78,7 @@ type Session struct {
 	closeAfterCode   int
 	closeAfterReason string
 
+	storm      *storm        // devices' storm control; set at auth
 	msgLimit   *rate.Limiter // requests per second
 	abuseLimit *rate.Limiter // failed requests; empty means close with 1008
 }

@@ -32,19 +32,44 @@ const (
 
 // subscription is what one session asked for under one selector.
 type subscription struct {
-	topics topic
+	topics      topic
+	minPriority int // for events
 }
 
 // subIndex maps selectors ("sn:R-1", "type:dog", "group:g1", "all") to the
 // local sessions subscribed under them, so that news about a device is
 // routed by looking up at most four selectors, never by a scan.
 type subIndex struct {
-	mu   sync.RWMutex
-	sels map[string]map[*Session]struct{} // Guarded by mu.
+	mu      sync.RWMutex
+	sels    map[string]map[*Session]struct{} // Guarded by mu.
+	summary map[*Session]struct{}            // sessions with the summary topic. Guarded by mu.
 }
 
 func newSubIndex() *subIndex {
-	return &subIndex{sels: make(map[string]map[*Session]struct{})}
+	return &subIndex{sels: make(map[string]map[*Session]struct{}), summary: make(map[*Session]struct{})}
+}
+
+func (x *subIndex) summaryAdd(s *Session) {
+	x.mu.Lock()
+	x.summary[s] = struct{}{}
+	x.mu.Unlock()
+}
+
+func (x *subIndex) summaryRemove(s *Session) {
+	x.mu.Lock()
+	delete(x.summary, s)
+	x.mu.Unlock()
+}
+
+// summarySessions copies the sessions that get /push/summary.
+func (x *subIndex) summarySessions() []*Session {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	out := make([]*Session, 0, len(x.summary))
+	for s := range x.summary {
+		out = append(out, s)
+	}
+	return out
 }
 
 func (x *subIndex) add(sel string, s *Session) {
@@ -69,10 +94,11 @@ func (x *subIndex) remove(sel string, s *Session) {
 	}
 }
 
-// deliverRecord pushes news about device sn (of typ and group) to every
-// local session subscribed to it under any selector with topic t, that may
-// see the device's group. The frame is encoded once.
-func (x *subIndex) deliverRecord(t topic, sn, typ, group, service, id string, values []byte) {
+// deliver pushes news about device sn (of typ and group) to every local
+// session subscribed to it under any selector with topic t (and, for
+// events, a min_priority at or below prio), that may see the device's
+// group. The frame is encoded once.
+func (x *subIndex) deliver(t topic, prio int, sn, typ, group, service, id string, values []byte) {
 	sels := [4]string{"sn:" + sn, "type:" + typ, "group:" + group, "all"}
 	x.mu.RLock()
 	var targets []*Session
@@ -94,7 +120,7 @@ func (x *subIndex) deliverRecord(t topic, sn, typ, group, service, id string, va
 				}
 				seen[s] = true
 			}
-			if !s.wants(sel, t) {
+			if !s.wants(sel, t, prio) {
 				continue
 			}
 			if id := s.Identity(); id == nil || !auth.CanSee(id.Groups, group) {
@@ -116,11 +142,13 @@ func (x *subIndex) deliverRecord(t topic, sn, typ, group, service, id string, va
 	}
 }
 
-// wants reports whether the session subscribed to topic t under sel.
-func (s *Session) wants(sel string, t topic) bool {
+// wants reports whether the session subscribed to topic t under sel, and
+// for events whether prio reaches its min_priority.
+func (s *Session) wants(sel string, t topic, prio int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.subs[sel].topics&t != 0
+	sub, ok := s.subs[sel]
+	return ok && sub.topics&t != 0 && (t != topicEvent || prio >= sub.minPriority)
 }
 
 type subscribeArgs struct {
@@ -133,36 +161,36 @@ type subscribeArgs struct {
 }
 
 // parse checks the args and returns the selectors and topics they name.
-func (a *subscribeArgs) parse(srv *Server, id *Identity) ([]string, topic, *wire.Error) {
+func (a *subscribeArgs) parse(srv *Server, id *Identity) ([]string, topic, int, *wire.Error) {
 	n := len(a.Devices) + len(a.Types) + len(a.Groups)
 	if n == 0 && !a.All {
-		return nil, 0, wire.Errorf(wire.CodeBadRequest, "args: name devices, types, groups or all")
+		return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, "args: name devices, types, groups or all")
 	}
 	if n > maxSelectorsPerRequest {
-		return nil, 0, wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("args: at most %d devices, types and groups per request", maxSelectorsPerRequest))
+		return nil, 0, 0, wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("args: at most %d devices, types and groups per request", maxSelectorsPerRequest))
 	}
 	var sels []string
 	for _, sn := range a.Devices {
 		if !auth.ValidSerial(sn) {
-			return nil, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.devices: %q is not a valid serial number", clip(sn)))
+			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.devices: %q is not a valid serial number", clip(sn)))
 		}
 		if _, group, ok := srv.deviceAttrs(sn); ok && !auth.CanSee(id.Groups, group) {
-			return nil, 0, wire.Errorf(wire.CodeForbidden, "device "+sn+" is outside your groups")
+			return nil, 0, 0, wire.Errorf(wire.CodeForbidden, "device "+sn+" is outside your groups")
 		}
 		sels = append(sels, "sn:"+sn)
 	}
 	for _, t := range a.Types {
 		if !subjects.ValidToken(t) {
-			return nil, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.types: %q is not a valid type", clip(t)))
+			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.types: %q is not a valid type", clip(t)))
 		}
 		sels = append(sels, "type:"+t)
 	}
 	for _, g := range a.Groups {
 		if !subjects.ValidToken(g) {
-			return nil, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.groups: %q is not a valid group", clip(g)))
+			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.groups: %q is not a valid group", clip(g)))
 		}
 		if !auth.CanSee(id.Groups, g) {
-			return nil, 0, wire.Errorf(wire.CodeForbidden, "group "+g+" is outside your groups")
+			return nil, 0, 0, wire.Errorf(wire.CodeForbidden, "group "+g+" is outside your groups")
 		}
 		sels = append(sels, "group:"+g)
 	}
@@ -173,19 +201,22 @@ func (a *subscribeArgs) parse(srv *Server, id *Identity) ([]string, topic, *wire
 	for _, name := range a.Topics {
 		t, ok := topicNames[name]
 		if !ok {
-			return nil, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.topics: unknown topic %q (want presence, status, event or summary)", clip(name)))
+			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.topics: unknown topic %q (want presence, status, event or summary)", clip(name)))
 		}
 		topics |= t
 	}
 	if a.Topics == nil {
 		topics = defaultTopics
 	}
+	minPriority := 0
 	if a.MinPriority != nil {
-		if _, ok := priorities[*a.MinPriority]; !ok {
-			return nil, 0, wire.Errorf(wire.CodeBadRequest, "args.min_priority: must be normal, high or emergency")
+		p, ok := priorities[*a.MinPriority]
+		if !ok {
+			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, "args.min_priority: must be normal, high or emergency")
 		}
+		minPriority = p
 	}
-	return sels, topics, nil
+	return sels, topics, minPriority, nil
 }
 
 // priorities orders event priorities.
@@ -206,7 +237,7 @@ func (srv *Server) serveSubscribe(s *Session, m *wire.Message) (any, *wire.Error
 		return nil, werr
 	}
 	id := s.Identity()
-	sels, topics, werr := a.parse(srv, id)
+	sels, topics, minPriority, werr := a.parse(srv, id)
 	if werr != nil {
 		return nil, werr
 	}
@@ -227,7 +258,13 @@ func (srv *Server) serveSubscribe(s *Session, m *wire.Message) (any, *wire.Error
 	for _, sel := range sels {
 		sub := s.subs[sel]
 		sub.topics |= topics
+		if topics&topicEvent != 0 {
+			sub.minPriority = minPriority // the latest subscription decides
+		}
 		s.subs[sel] = sub
+	}
+	if topics&topicSummary != 0 {
+		srv.subs.summaryAdd(s)
 	}
 	closed := s.closed
 	s.mu.Unlock()
@@ -259,12 +296,18 @@ func (srv *Server) serveUnsubscribe(s *Session, m *wire.Message) (any, *wire.Err
 	}
 	// Unsubscribing needs no group check: it can only remove.
 	all := &Identity{Groups: []string{"*"}}
-	sels, topics, werr := a.parse(srv, all)
+	sels, topics, _, werr := a.parse(srv, all)
 	if werr != nil {
 		return nil, werr
 	}
 	var drop []string
 	s.mu.Lock()
+	summary := false
+	defer func() {
+		if !summary {
+			srv.subs.summaryRemove(s)
+		}
+	}()
 	for _, sel := range sels {
 		sub, ok := s.subs[sel]
 		if !ok {
@@ -279,6 +322,9 @@ func (srv *Server) serveUnsubscribe(s *Session, m *wire.Message) (any, *wire.Err
 		}
 	}
 	n := len(s.subs)
+	for _, sub := range s.subs {
+		summary = summary || sub.topics&topicSummary != 0
+	}
 	s.mu.Unlock()
 	for _, sel := range drop {
 		srv.subs.remove(sel, s)
@@ -295,6 +341,7 @@ func (srv *Server) dropSubscriptions(s *Session) {
 	for sel := range subs {
 		srv.subs.remove(sel, s)
 	}
+	srv.subs.summaryRemove(s)
 }
 
 type devicesArgs struct {

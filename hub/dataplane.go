@@ -1,0 +1,292 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Streams of device records.
+const (
+	StreamStatus = "HUB_STATUS"
+	StreamEvents = "HUB_EVENTS"
+)
+
+// StatusRecord is a device's status as the hub stores and pushes it.
+type StatusRecord struct {
+	SN     string          `json:"sn"`
+	Type   string          `json:"type"`
+	Group  string          `json:"group"`
+	At     int64           `json:"at"`
+	Status json.RawMessage `json:"status"`
+}
+
+// EventRecord is a device's event as the hub stores and pushes it.
+type EventRecord struct {
+	SN       string          `json:"sn"`
+	Type     string          `json:"type"`
+	Group    string          `json:"group"`
+	At       int64           `json:"at"`
+	Event    string          `json:"event"`
+	Priority string          `json:"priority"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// modelFields are the status fields of the device model: each, when
+// present, an object with an integer code and a string msg, plus free
+// fields.
+var modelFields = []string{"location", "inspection", "rubbish", "electricity"}
+
+// stampedFields are replaced by the hub's own values in a status body.
+var stampedFields = []string{"sn", "type", "group", "at"}
+
+// openDataStreams creates the status and event streams.
+func openDataStreams(ctx context.Context, srv *Server) error {
+	for _, sc := range []jetstream.StreamConfig{
+		{
+			Name: StreamStatus, Description: "device status records, the newest per device",
+			Subjects: []string{subjects.AllDeviceStatus}, MaxMsgsPerSubject: int64(srv.cfg.StatusHistory),
+			MaxAge: srv.cfg.RecordAge, AllowDirect: true,
+		},
+		{
+			Name: StreamEvents, Description: "device event records, the newest per device",
+			Subjects: []string{subjects.AllDeviceEvents}, MaxMsgsPerSubject: int64(srv.cfg.EventHistory),
+			MaxAge: srv.cfg.RecordAge, AllowDirect: true,
+		},
+	} {
+		sc.Storage, sc.Replicas, sc.Discard = jetstream.FileStorage, srv.cfg.Replicas, jetstream.DiscardOld
+		if _, err := srv.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("hub: stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// checkModel validates the device model's known fields of a status body.
+func checkModel(body map[string]json.RawMessage) *wire.Error {
+	for _, f := range modelFields {
+		raw, ok := body[f]
+		if !ok || wire.IsNull(raw) {
+			continue
+		}
+		var v struct {
+			Code *json.RawMessage `json:"code"`
+			Msg  *json.RawMessage `json:"msg"`
+		}
+		if !wire.IsObject(raw) || json.Unmarshal(raw, &v) != nil {
+			return wire.Errorf(wire.CodeBadRequest, "args."+f+": must be an object {\"code\":int,\"msg\":string}")
+		}
+		if v.Code != nil {
+			var code int64
+			if json.Unmarshal(*v.Code, &code) != nil {
+				return wire.Errorf(wire.CodeBadRequest, "args."+f+".code: must be an integer")
+			}
+		}
+		if v.Msg != nil {
+			var msg string
+			if json.Unmarshal(*v.Msg, &msg) != nil {
+				return wire.Errorf(wire.CodeBadRequest, "args."+f+".msg: must be a string")
+			}
+		}
+	}
+	return nil
+}
+
+// serveStatus stores a device's status report and publishes it.
+func (srv *Server) serveStatus(s *Session, m *wire.Message) (any, *wire.Error) {
+	id := s.Identity()
+	if len(m.Args) > srv.cfg.MaxRecordBytes {
+		return nil, wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("status is %d bytes, more than %d", len(m.Args), srv.cfg.MaxRecordBytes))
+	}
+	body := map[string]json.RawMessage{}
+	if werr := wire.DecodeArgs(m.Args, &body); werr != nil {
+		return nil, werr
+	}
+	if werr := checkModel(body); werr != nil {
+		return nil, werr
+	}
+	if !s.storm.allowStatus() {
+		srv.stormed(s, "status")
+		return nil, wire.Errorf(wire.CodeRateLimited, "status reports too frequent")
+	}
+	// The hub's own sn, type, group and time: a device never reports for
+	// another serial number.
+	for _, f := range stampedFields {
+		delete(body, f)
+	}
+	status, _ := json.Marshal(body)
+	rec := StatusRecord{SN: id.SN, Type: id.Type, Group: id.Group, At: srv.cfg.Now().UnixMilli(), Status: status}
+	subj, _ := subjects.DeviceStatus(id.SN)
+	if werr := srv.store(subj, rec); werr != nil {
+		return nil, werr
+	}
+	return map[string]int64{"at": rec.At}, nil
+}
+
+type eventArgs struct {
+	Event    *string         `json:"event"`
+	Priority *string         `json:"priority"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// serveEvent stores a device's event and publishes it.
+func (srv *Server) serveEvent(s *Session, m *wire.Message) (any, *wire.Error) {
+	id := s.Identity()
+	if len(m.Args) > srv.cfg.MaxRecordBytes {
+		return nil, wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("event is %d bytes, more than %d", len(m.Args), srv.cfg.MaxRecordBytes))
+	}
+	var a eventArgs
+	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
+		return nil, werr
+	}
+	if a.Event == nil {
+		return nil, missing("event")
+	}
+	if *a.Event == "" || len(*a.Event) > 64 || strings.ContainsAny(*a.Event, "\n\r\t") {
+		return nil, wire.Errorf(wire.CodeBadRequest, "args.event: must be 1 to 64 characters")
+	}
+	prio := "normal"
+	if a.Priority != nil {
+		prio = *a.Priority
+	}
+	level, ok := priorities[prio]
+	if !ok {
+		return nil, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.priority: unknown priority %q (want emergency, high or normal)", clip(prio)))
+	}
+	if !wire.IsNull(a.Data) && !wire.IsObject(a.Data) {
+		return nil, wire.Errorf(wire.CodeBadRequest, "args.data: must be an object")
+	}
+	if !s.storm.allowEvent(level) {
+		srv.stormed(s, "event_"+prio)
+		return nil, wire.Errorf(wire.CodeRateLimited, prio+" events too frequent")
+	}
+	data := a.Data
+	if wire.IsNull(data) {
+		data = wire.EmptyObject
+	}
+	rec := EventRecord{SN: id.SN, Type: id.Type, Group: id.Group, At: srv.cfg.Now().UnixMilli(), Event: *a.Event, Priority: prio, Data: data}
+	subj, _ := subjects.DeviceEvent(id.SN)
+	if werr := srv.store(subj, rec); werr != nil {
+		return nil, werr
+	}
+	return map[string]int64{"at": rec.At}, nil
+}
+
+// store publishes a record to its stream and waits for the stream to
+// acknowledge it: a record the device was told is stored is stored.
+func (srv *Server) store(subject string, rec any) *wire.Error {
+	if srv.busDown() {
+		return errBusDown
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return wire.Errorf(wire.CodeBadRequest, "record is not valid JSON")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b}); err != nil {
+		srv.metrics.storeFailures.Inc()
+		srv.log.Warn("record not stored", "subject", subject, "err", err)
+		return wire.Errorf(wire.CodeUnavailable, "storage unavailable: the record was not stored, send it again")
+	}
+	return nil
+}
+
+// deviceFromSubject reads <sn> out of hub.dev.<sn>.<kind>.
+func deviceFromSubject(subject string) string {
+	rest, ok := strings.CutPrefix(subject, "hub.dev.")
+	if !ok {
+		return ""
+	}
+	sn, _, _ := strings.Cut(rest, ".")
+	return sn
+}
+
+// onStatus follows HUB_STATUS (last per device at start, then live): the
+// view keeps each device's last status, and subscribed sessions get it,
+// coalesced per device.
+func (srv *Server) onStatus(data []byte, live bool) {
+	var rec StatusRecord
+	if err := json.Unmarshal(data, &rec); err != nil || rec.SN == "" {
+		return
+	}
+	srv.presence.setStatus(rec.SN, rec.Type, rec.Group, rec.Status, rec.At)
+	if live {
+		srv.coalescer.offer(rec.SN, rec.Type, rec.Group, data)
+	}
+}
+
+// onEvent follows HUB_EVENTS (live only): subscribed sessions get each
+// event whose priority reaches their min_priority. Events are never
+// coalesced.
+func (srv *Server) onEvent(data []byte, seq uint64) {
+	var rec EventRecord
+	if err := json.Unmarshal(data, &rec); err != nil || rec.SN == "" {
+		return
+	}
+	srv.subs.deliver(topicEvent, priorities[rec.Priority], rec.SN, rec.Type, rec.Group, "/push/event", fmt.Sprintf("e%d", seq), data)
+}
+
+// followStreams starts the node's consumers of the status and event
+// streams. Status starts from each device's last record, so that views and
+// snapshots have it; events start from now.
+func (srv *Server) followStreams(ctx, runCtx context.Context) error {
+	caught := make(chan struct{})
+	info, err := srv.js.Stream(ctx, StreamStatus)
+	if err != nil {
+		return fmt.Errorf("hub: %s: %w", StreamStatus, err)
+	}
+	statusLive := info.CachedInfo().State.Msgs == 0
+	if statusLive {
+		close(caught)
+	}
+	if err := srv.follow(ctx, runCtx, StreamStatus, jetstream.DeliverLastPerSubjectPolicy, func(data []byte, meta *jetstream.MsgMetadata) {
+		srv.onStatus(data, statusLive)
+		if !statusLive && meta.NumPending == 0 {
+			statusLive = true // consumer callbacks run one at a time
+			close(caught)
+		}
+	}); err != nil {
+		return err
+	}
+	if err := srv.follow(ctx, runCtx, StreamEvents, jetstream.DeliverNewPolicy, func(data []byte, meta *jetstream.MsgMetadata) {
+		srv.onEvent(data, meta.Sequence.Stream)
+	}); err != nil {
+		return err
+	}
+	select {
+	case <-caught:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("hub: load %s: %w", StreamStatus, ctx.Err())
+	}
+}
+
+func (srv *Server) follow(ctx, runCtx context.Context, stream string, policy jetstream.DeliverPolicy, fn func([]byte, *jetstream.MsgMetadata)) error {
+	cons, err := srv.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{DeliverPolicy: policy})
+	if err != nil {
+		return fmt.Errorf("hub: follow %s: %w", stream, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		meta, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		fn(m.Data(), meta)
+	})
+	if err != nil {
+		return fmt.Errorf("hub: follow %s: %w", stream, err)
+	}
+	srv.goTask(func() {
+		<-runCtx.Done()
+		cc.Stop()
+	})
+	return nil
+}

@@ -1,0 +1,128 @@
+package hub
+
+import (
+	"sync"
+	"time"
+
+	"github.com/nats-io/nuid"
+	"golang.org/x/time/rate"
+)
+
+// storm is a device session's storm control: token buckets for status
+// reports, for normal events, and a separate, larger one for high and
+// emergency events, so that a device flooding normal events can never
+// crowd out its own emergencies (the urgent bucket is a hard cap that
+// still protects the node). Created at device auth; nil for admins.
+type storm struct {
+	status *rate.Limiter
+	events *rate.Limiter
+	urgent *rate.Limiter
+}
+
+func newStorm(cfg *Config) *storm {
+	return &storm{
+		status: rate.NewLimiter(rate.Limit(cfg.StatusRate), cfg.StatusBurst),
+		events: rate.NewLimiter(rate.Limit(cfg.EventRate), cfg.EventBurst),
+		urgent: rate.NewLimiter(rate.Limit(cfg.UrgentRate), cfg.UrgentBurst),
+	}
+}
+
+func (st *storm) allowStatus() bool { return st == nil || st.status.Allow() }
+
+func (st *storm) allowEvent(level int) bool {
+	if st == nil {
+		return true
+	}
+	if level >= priorities["high"] {
+		return st.urgent.Allow()
+	}
+	return st.events.Allow()
+}
+
+// stormed counts a report refused by storm control, and logs it at a
+// bounded rate across the node.
+func (srv *Server) stormed(s *Session, kind string) {
+	srv.metrics.stormLimited.WithLabelValues(kind).Inc()
+	if srv.stormLog.Allow() {
+		s.logger().Warn("storm control: report refused", "kind", kind)
+	}
+}
+
+// coalescer delivers status pushes to admins at most once per window per
+// device, the latest winning: a device reporting at 100 Hz costs a
+// dashboard a few updates a second, and its last status always arrives.
+type coalescer struct {
+	srv    *Server
+	window time.Duration
+
+	mu      sync.Mutex
+	devices map[string]*pendingStatus // Guarded by mu.
+}
+
+type pendingStatus struct {
+	last       time.Time // when a push for this device last went out
+	data       []byte    // the latest status not yet pushed, or nil
+	typ, group string
+	timer      *time.Timer
+}
+
+func newCoalescer(srv *Server) *coalescer {
+	return &coalescer{srv: srv, window: srv.cfg.CoalesceWindow, devices: make(map[string]*pendingStatus)}
+}
+
+// offer hands the coalescer a device's latest status.
+func (c *coalescer) offer(sn, typ, group string, data []byte) {
+	now := time.Now()
+	c.mu.Lock()
+	p := c.devices[sn]
+	if p == nil {
+		p = &pendingStatus{}
+		c.devices[sn] = p
+	}
+	if p.timer == nil && now.Sub(p.last) >= c.window {
+		p.last = now
+		c.mu.Unlock()
+		c.push(sn, typ, group, data)
+		return
+	}
+	if p.data != nil {
+		c.srv.metrics.statusCoalesced.Inc()
+	}
+	p.data, p.typ, p.group = data, typ, group
+	if p.timer == nil {
+		p.timer = time.AfterFunc(c.window-now.Sub(p.last), func() { c.flush(sn) })
+	}
+	c.mu.Unlock()
+}
+
+func (c *coalescer) flush(sn string) {
+	c.mu.Lock()
+	p := c.devices[sn]
+	if p == nil || p.data == nil {
+		if p != nil {
+			p.timer = nil
+		}
+		c.mu.Unlock()
+		return
+	}
+	data, typ, group := p.data, p.typ, p.group
+	p.data, p.timer, p.last = nil, nil, time.Now()
+	c.mu.Unlock()
+	c.push(sn, typ, group, data)
+}
+
+func (c *coalescer) push(sn, typ, group string, data []byte) {
+	c.srv.subs.deliver(topicStatus, 0, sn, typ, group, "/push/status", nuid.Next(), data)
+}
+
+// sweep drops devices that have been quiet for a while, bounding memory.
+func (c *coalescer) sweep(quiet time.Duration) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for sn, p := range c.devices {
+		if p.timer == nil && p.data == nil && now.Sub(p.last) > quiet {
+			delete(c.devices, sn)
+		}
+	}
+}
