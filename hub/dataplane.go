@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -191,7 +192,15 @@ func (srv *Server) store(subject string, rec any) *wire.Error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if _, err := srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b}); err != nil {
+	_, err = srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		// No stream took it: JetStream lost it (a reset store, an
+		// operator's mistake). Create the streams again and retry once.
+		if serr := openDataStreams(ctx, srv); serr == nil {
+			_, err = srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
+		}
+	}
+	if err != nil {
 		srv.metrics.storeFailures.Inc()
 		srv.log.Warn("record not stored", "subject", subject, "err", err)
 		return wire.Errorf(wire.CodeUnavailable, "storage unavailable: the record was not stored, send it again")

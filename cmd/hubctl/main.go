@@ -17,7 +17,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/fleethub/fleethub/internal/cli"
@@ -49,7 +51,10 @@ type job struct {
 	// extra is added to the overall budget (cmd waits up to its --timeout
 	// for the device, on top of the time needed to reach it).
 	extra time.Duration
-	run   func(ctx context.Context, c *client) error
+	// endless marks a command that runs until interrupted (tail): it has
+	// no overall budget, and SIGINT or SIGTERM ends it with status 0.
+	endless bool
+	run     func(ctx context.Context, c *client) error
 }
 
 // commands lists every subcommand, in the order the usage text shows them.
@@ -64,6 +69,8 @@ var commands = []*command{
 	userRmCommand,
 	pushCommand,
 	cmdCommand,
+	onlineCommand,
+	tailCommand,
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -71,6 +78,12 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // run is the whole program with its streams and arguments passed in, so
 // tests can run it in-process. It returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runCtx(context.Background(), args, stdout, stderr)
+}
+
+// runCtx is run under ctx: cancelling ctx ends the command, which is how
+// tests stop an endless one.
+func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	natsURL := defaultNATSURL
 	global := newFlagSet("hubctl")
 	global.StringVar(&natsURL, "nats-url", defaultNATSURL, "NATS servers to join (HUB_NATS_URL)")
@@ -137,7 +150,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, usagef("%s: %v", cmd.name, err))
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), budget+j.extra)
+	var cancel context.CancelFunc
+	if j.endless {
+		ctx, cancel = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, budget+j.extra)
+	}
 	defer cancel()
 	c := &client{url: natsURL, out: stdout}
 	defer c.close()

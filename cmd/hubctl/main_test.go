@@ -210,7 +210,7 @@ func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"bogus"},
-		{"online"},
+		{"online", "extra"},
 		{"--bogus", "device", "list"},
 		{"--nats-url"},
 		{"device"},

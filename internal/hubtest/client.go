@@ -296,3 +296,10 @@ func Admin(t testing.TB, n *Node, user, password string) *Client {
 	c.MustOK("/auth/login", map[string]any{"username": user, "password": password})
 	return c
 }
+
+// TryPush waits up to d for a push with the service and reports whether
+// one came.
+func (c *Client) TryPush(service string, d time.Duration) (Msg, bool) {
+	m, err := c.wait(d, func(m Msg) bool { return m.Op == "push" && m.Service == service })
+	return m, err == nil
+}

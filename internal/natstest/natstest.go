@@ -14,8 +14,15 @@ import (
 // ends.
 func Run(t testing.TB) *server.Server {
 	t.Helper()
+	return RunAt(t, -1, t.TempDir())
+}
+
+// RunAt starts a nats-server with JetStream on port (-1: any free one),
+// keeping its data in storeDir.
+func RunAt(t testing.TB, port int, storeDir string) *server.Server {
+	t.Helper()
 	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: storeDir,
 		NoLog: true, NoSigs: true,
 	})
 	if err != nil {
