@@ -36,7 +36,8 @@ type options struct {
 	logFormat, logLevel                                    string
 	pingInterval, pongWait, authTimeout, tokenTTL          time.Duration
 	serviceTimeout, presenceTTL, nodeTTL, offlineGrace     time.Duration
-	summaryInterval                                        time.Duration
+	summaryInterval, recordAge, coalesceWindow             time.Duration
+	statusHistory, eventHistory                            int
 	maxMessageBytes                                        int64
 	queueBytes, replicas                                   int
 	requireRegistered, dev, pprof                          bool
@@ -67,6 +68,10 @@ func run(args []string) int {
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "browser origins allowed besides same-origin, comma-separated")
 	fs.BoolVar(&o.requireRegistered, "require-registered", false, "refuse devices missing from hub_devices")
 	fs.DurationVar(&o.summaryInterval, "summary-interval", 5*time.Second, "period of /push/summary")
+	fs.IntVar(&o.statusHistory, "status-history", 100, "status records HUB_STATUS keeps per device")
+	fs.IntVar(&o.eventHistory, "event-history", 1000, "event records HUB_EVENTS keeps per device")
+	fs.DurationVar(&o.recordAge, "record-age", 7*24*time.Hour, "how long status and event records are kept")
+	fs.DurationVar(&o.coalesceWindow, "coalesce-window", 250*time.Millisecond, "shortest time between two status pushes about one device")
 	fs.BoolVar(&o.dev, "dev", false, "development mode: fixed master secret and admin password 'admin'; never for production")
 	fs.DurationVar(&o.tokenTTL, "token-ttl", 24*time.Hour, "lifetime of admin tokens")
 	fs.DurationVar(&o.serviceTimeout, "service-timeout", 5*time.Second, "how long a backend service on hub.svc.* may take")
@@ -160,6 +165,8 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		RequireRegistered: o.requireRegistered, PingInterval: o.pingInterval, AuthTimeout: o.authTimeout,
 		TokenTTL: o.tokenTTL, ServiceTimeout: o.serviceTimeout, Replicas: o.replicas,
 		PresenceTTL: o.presenceTTL, NodeTTL: o.nodeTTL, OfflineGrace: o.offlineGrace, NodeAddr: o.listen,
+		SummaryInterval: o.summaryInterval, StatusHistory: o.statusHistory, EventHistory: o.eventHistory,
+		RecordAge: o.recordAge, CoalesceWindow: o.coalesceWindow,
 		Logger: log, Registerer: reg,
 	})
 	if err != nil {
