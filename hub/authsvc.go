@@ -116,7 +116,6 @@ func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) 
 		}
 	}
 	id := &Identity{Role: auth.RoleDevice, SN: sn, Type: typ, Group: group, AuthAt: srv.cfg.Now()}
-	s.storm = newStorm(&srv.cfg)
 	if werr := srv.establish(ctx, s, id); werr != nil {
 		return nil, werr
 	}

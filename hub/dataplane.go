@@ -113,7 +113,7 @@ func (srv *Server) serveStatus(s *Session, m *wire.Message) (any, *wire.Error) {
 	if werr := checkModel(body); werr != nil {
 		return nil, werr
 	}
-	if !s.storm.allowStatus() {
+	if !s.stormOf().allowStatus() {
 		srv.stormed(s, "status")
 		return nil, wire.Errorf(wire.CodeRateLimited, "status reports too frequent")
 	}
@@ -164,7 +164,7 @@ func (srv *Server) serveEvent(s *Session, m *wire.Message) (any, *wire.Error) {
 	if !wire.IsNull(a.Data) && !wire.IsObject(a.Data) {
 		return nil, wire.Errorf(wire.CodeBadRequest, "args.data: must be an object")
 	}
-	if !s.storm.allowEvent(level) {
+	if !s.stormOf().allowEvent(level) {
 		srv.stormed(s, "event_"+prio)
 		return nil, wire.Errorf(wire.CodeRateLimited, prio+" events too frequent")
 	}

@@ -1,6 +1,10 @@
 package hub
 
-import "testing"
+import (
+	"testing"
+
+	"golang.org/x/time/rate"
+)
 
 func TestMemberSet(t *testing.T) {
 	var m memberSet
@@ -36,5 +40,18 @@ func TestMemberSet(t *testing.T) {
 	small.remove(sessions[5]) // absent
 	if small.len() != 1 || small.few[0] != sessions[1] {
 		t.Fatalf("small set %v", small.few)
+	}
+}
+
+func TestSetLimitStartsFull(t *testing.T) {
+	var l rate.Limiter
+	setLimit(&l, 1, 5)
+	for i := range 5 {
+		if !l.Allow() {
+			t.Fatalf("event %d refused: the bucket did not start full", i)
+		}
+	}
+	if l.Allow() {
+		t.Fatal("sixth event allowed at once")
 	}
 }

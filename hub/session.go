@@ -78,24 +78,34 @@ type Session struct {
 	closeAfterCode   int
 	closeAfterReason string
 
-	storm      *storm        // devices' storm control; set at auth
-	msgLimit   *rate.Limiter // requests per second
-	abuseLimit *rate.Limiter // failed requests; empty means close with 1008
+	storm *storm // devices' storm control. Owned by the read goroutine.
+	// Limiters are held inline: a pointer each would cost an allocation
+	// per idle session.
+	msgLimit   rate.Limiter // requests per second
+	abuseLimit rate.Limiter // failed requests; empty means close with 1008
 }
 
 func newSession(srv *Server, t Transport, remote string) *Session {
 	s := &Session{
-		id:         nuid.Next(),
-		srv:        srv,
-		t:          t,
-		remote:     remote,
-		msgLimit:   rate.NewLimiter(rate.Limit(srv.cfg.MessageRate), srv.cfg.MessageBurst),
-		abuseLimit: rate.NewLimiter(1, srv.cfg.AbuseBurst),
+		id:     nuid.Next(),
+		srv:    srv,
+		t:      t,
+		remote: remote,
 	}
+	setLimit(&s.msgLimit, srv.cfg.MessageRate, srv.cfg.MessageBurst)
+	setLimit(&s.abuseLimit, 1, srv.cfg.AbuseBurst)
 	s.mu.Lock()
 	s.timer = time.AfterFunc(srv.cfg.AuthTimeout, s.authTimedOut)
 	s.mu.Unlock()
 	return s
+}
+
+// setLimit configures a zero rate.Limiter in place. Setting it as of long
+// ago lets its bucket fill, so it starts full, as rate.NewLimiter's does.
+func setLimit(l *rate.Limiter, r float64, burst int) {
+	longAgo := time.Unix(0, 0)
+	l.SetBurstAt(longAgo, burst)
+	l.SetLimitAt(longAgo, rate.Limit(r))
 }
 
 // logger scopes the server's logger to the session. It is built per call:

@@ -12,27 +12,31 @@ import (
 // reports, for normal events, and a separate, larger one for high and
 // emergency events, so that a device flooding normal events can never
 // crowd out its own emergencies (the urgent bucket is a hard cap that
-// still protects the node). Created at device auth; nil for admins.
+// still protects the node). Created at a device's first report, so that a
+// device that never reports costs nothing.
 type storm struct {
-	status *rate.Limiter
-	events *rate.Limiter
-	urgent *rate.Limiter
+	status rate.Limiter
+	events rate.Limiter
+	urgent rate.Limiter
 }
 
-func newStorm(cfg *Config) *storm {
-	return &storm{
-		status: rate.NewLimiter(rate.Limit(cfg.StatusRate), cfg.StatusBurst),
-		events: rate.NewLimiter(rate.Limit(cfg.EventRate), cfg.EventBurst),
-		urgent: rate.NewLimiter(rate.Limit(cfg.UrgentRate), cfg.UrgentBurst),
+// stormOf returns the session's storm control, creating it. Called from the
+// read goroutine only, which owns Session.storm.
+func (s *Session) stormOf() *storm {
+	if s.storm == nil {
+		cfg := &s.srv.cfg
+		st := &storm{}
+		setLimit(&st.status, cfg.StatusRate, cfg.StatusBurst)
+		setLimit(&st.events, cfg.EventRate, cfg.EventBurst)
+		setLimit(&st.urgent, cfg.UrgentRate, cfg.UrgentBurst)
+		s.storm = st
 	}
+	return s.storm
 }
 
-func (st *storm) allowStatus() bool { return st == nil || st.status.Allow() }
+func (st *storm) allowStatus() bool { return st.status.Allow() }
 
 func (st *storm) allowEvent(level int) bool {
-	if st == nil {
-		return true
-	}
 	if level >= priorities["high"] {
 		return st.urgent.Allow()
 	}
