@@ -33,7 +33,7 @@ bench:
 
 ## load: real sockets against a real node process (10,000 sessions by default).
 load:
-	$(GO) test -tags load -run TestLoad -v -timeout 30m ./internal/loadtest
+	$(GO) test -count=1 -tags load -v -timeout 30m ./internal/loadtest
 
 clean:
 	rm -rf $(BIN) ./data
