@@ -9,6 +9,7 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/internal/natstest"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -70,8 +71,15 @@ func (f *fakeTransport) count() int {
 func newTestServer(t testing.TB) *Server {
 	t.Helper()
 	ns := natstest.Run(t)
-	nc := natstest.Connect(t, ns)
-	srv, err := New(Config{Conn: nc, NodeID: "t", MasterSecret: []byte("0123456789abcdef0123"), BcryptCost: 4, AdminPassword: "pw"})
+	return startTestServer(t, natstest.Connect(t, ns), Config{})
+}
+
+// startTestServer starts a hub on nc with cfg, filling in what every test
+// server has.
+func startTestServer(t testing.TB, nc *nats.Conn, cfg Config) *Server {
+	t.Helper()
+	cfg.Conn, cfg.NodeID, cfg.MasterSecret, cfg.BcryptCost, cfg.AdminPassword = nc, "t", []byte("0123456789abcdef0123"), 4, "pw"
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -172,11 +172,11 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 // has delivered what it had at start.
 func (p *presence) watch(ctx, runCtx context.Context) error {
 	nodesReady := make(chan struct{})
-	if err := p.watchBucket(runCtx, p.nodesKV, p.onNode, nodesReady); err != nil {
+	if err := p.srv.watchKV(runCtx, p.nodesKV, p.onNode, nodesReady); err != nil {
 		return err
 	}
 	entriesReady := make(chan struct{})
-	if err := p.watchBucket(runCtx, p.kv, p.onEntry, entriesReady); err != nil {
+	if err := p.srv.watchKV(runCtx, p.kv, p.onEntry, entriesReady); err != nil {
 		return err
 	}
 	cons, err := p.srv.js.OrderedConsumer(ctx, StreamPresence, jetstream.OrderedConsumerConfig{
@@ -227,40 +227,6 @@ func (p *presence) watch(ctx, runCtx context.Context) error {
 		}
 	}
 	p.reconcile()
-	return nil
-}
-
-func (p *presence) watchBucket(runCtx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry, bool), ready chan struct{}) error {
-	w, err := kv.WatchAll(runCtx)
-	if err != nil {
-		return fmt.Errorf("hub: watch %s: %w", kv.Bucket(), err)
-	}
-	p.srv.goTask(func() {
-		defer func() {
-			if p.srv.nc.IsConnected() {
-				_ = w.Stop()
-			}
-		}()
-		initial := true
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					if initial {
-						initial = false
-						close(ready)
-					}
-					continue
-				}
-				apply(e, !initial)
-			}
-		}
-	})
 	return nil
 }
 

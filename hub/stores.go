@@ -77,11 +77,26 @@ func openCache[T any](ctx, runCtx context.Context, srv *Server, cfg jetstream.Ke
 		return nil, fmt.Errorf("hub: bucket %s: %w", cfg.Bucket, err)
 	}
 	c := &watchCache[T]{kv: kv, onChange: onChange, entries: make(map[string]T)}
+	loaded := make(chan struct{})
+	if err := srv.watchKV(runCtx, kv, func(e jetstream.KeyValueEntry, live bool) { c.apply(srv, e, live) }, loaded); err != nil {
+		return nil, err
+	}
+	select {
+	case <-loaded:
+		return c, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("hub: load %s: %w", cfg.Bucket, ctx.Err())
+	}
+}
+
+// watchKV follows every key of a bucket until runCtx ends: apply gets each
+// entry, with live false for those present at start, and ready is closed
+// once those have been applied.
+func (srv *Server) watchKV(runCtx context.Context, kv jetstream.KeyValue, apply func(e jetstream.KeyValueEntry, live bool), ready chan struct{}) error {
 	w, err := kv.WatchAll(runCtx)
 	if err != nil {
-		return nil, fmt.Errorf("hub: watch %s: %w", cfg.Bucket, err)
+		return fmt.Errorf("hub: watch %s: %w", kv.Bucket(), err)
 	}
-	loaded := make(chan struct{})
 	srv.goTask(func() {
 		defer func() {
 			// Stop asks the server to drop the watch; cut off from NATS it
@@ -103,20 +118,15 @@ func openCache[T any](ctx, runCtx context.Context, srv *Server, cfg jetstream.Ke
 				if e == nil { // end of the initial values
 					if initial {
 						initial = false
-						close(loaded)
+						close(ready)
 					}
 					continue
 				}
-				c.apply(srv, e, !initial)
+				apply(e, !initial)
 			}
 		}
 	})
-	select {
-	case <-loaded:
-		return c, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("hub: load %s: %w", cfg.Bucket, ctx.Err())
-	}
+	return nil
 }
 
 func (c *watchCache[T]) apply(srv *Server, e jetstream.KeyValueEntry, notify bool) {

@@ -30,7 +30,7 @@ func cpuNow() time.Duration {
 func TestPresenceUpkeep(t *testing.T) {
 	for _, n := range upkeepSizes() {
 		t.Run(fmt.Sprintf("devices=%d", n), func(t *testing.T) {
-			srv := newTestServerInProcess(t)
+			srv := inProcessServer(t, 0)
 			ctx := context.Background()
 			start := time.Now()
 			for i := range n {
@@ -80,32 +80,6 @@ func upkeepSizes() []int {
 	return []int{10000, 50000}
 }
 
-// newTestServerInProcess is newTestServer on an in-process connection, as
-// a node that embeds its NATS server has.
-func newTestServerInProcess(t *testing.T) *Server {
-	t.Helper()
-	ns := natstest.Run(t)
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	srv, err := New(Config{Conn: nc, NodeID: "t", MasterSecret: []byte("0123456789abcdef0123"), BcryptCost: 4, AdminPassword: "pw"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return srv
-}
 
 // TestPresenceUpkeepSteady runs the real upkeep loop for a while with a
 // presence TTL short enough that the node writes 1,250 entries a second:
@@ -118,7 +92,7 @@ func TestPresenceUpkeepSteady(t *testing.T) {
 	}
 	const rate = 1250.0
 	ttl := time.Duration(float64(n) / rate * 1.5 * float64(time.Second)) // refresh after 2/3 of it
-	srv := newTestServerInProcessTTL(t, ttl)
+	srv := inProcessServer(t, ttl)
 	ctx := context.Background()
 	for i := range n {
 		s, _ := attach(t, srv, 16, device(fmt.Sprintf("S%d", i), "dog", "g1"))
@@ -153,7 +127,10 @@ func TestPresenceUpkeepSteady(t *testing.T) {
 	}
 }
 
-func newTestServerInProcessTTL(t *testing.T, ttl time.Duration) *Server {
+
+// inProcessServer starts a hub on an in-process connection, as a node that
+// embeds its NATS server has, with presenceTTL (0: the default).
+func inProcessServer(t *testing.T, presenceTTL time.Duration) *Server {
 	t.Helper()
 	ns := natstest.Run(t)
 	nc, err := nats.Connect("", nats.InProcessServer(ns))
@@ -161,19 +138,5 @@ func newTestServerInProcessTTL(t *testing.T, ttl time.Duration) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	srv, err := New(Config{Conn: nc, NodeID: "t", MasterSecret: []byte("0123456789abcdef0123"), BcryptCost: 4, AdminPassword: "pw", PresenceTTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return srv
+	return startTestServer(t, nc, Config{PresenceTTL: presenceTTL})
 }
