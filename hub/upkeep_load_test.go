@@ -80,7 +80,6 @@ func upkeepSizes() []int {
 	return []int{10000, 50000}
 }
 
-
 // TestPresenceUpkeepSteady runs the real upkeep loop for a while with a
 // presence TTL short enough that the node writes 1,250 entries a second:
 // what 100,000 devices cost at the default 2m TTL (one write per device
@@ -126,7 +125,6 @@ func TestPresenceUpkeepSteady(t *testing.T) {
 		t.Logf("at the default 2m TTL, %d devices: %.0f writes/s, %.2f%% of one core", d, float64(d)/80, float64(d)/80*perWrite*100)
 	}
 }
-
 
 // inProcessServer starts a hub on an in-process connection, as a node that
 // embeds its NATS server has, with presenceTTL (0: the default).
