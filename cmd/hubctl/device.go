@@ -108,27 +108,33 @@ var deviceListCommand = &command{
 
 // deviceRmCommand removes a registry entry; a device that is not
 // registered is an error, so a typo in the serial number does not pass.
-var deviceRmCommand = &command{
-	name:     "device rm",
-	synopsis: "SN",
-	setup: func(*flag.FlagSet) func([]string) (*job, error) {
-		return func(args []string) (*job, error) {
-			if err := wantArgs(args, "SN"); err != nil {
-				return nil, err
-			}
-			sn := args[0]
-			if err := checkSerial(sn); err != nil {
-				return nil, err
-			}
-			return &job{run: func(ctx context.Context, c *client) error {
-				kv, e, err := getEntry[hub.Device](ctx, c, hub.BucketDevices, "device", sn)
-				if err != nil {
-					return err
+var deviceRmCommand = rmCommand[hub.Device]("device rm", "SN", "device", hub.BucketDevices, checkSerial)
+
+// rmCommand builds a command that removes one entry of a bucket, checked
+// against the revision it read, so that a concurrent change is not lost.
+func rmCommand[T any](name, arg, what, bucket string, check func(string) error) *command {
+	return &command{
+		name:     name,
+		synopsis: arg,
+		setup: func(*flag.FlagSet) func([]string) (*job, error) {
+			return func(args []string) (*job, error) {
+				if err := wantArgs(args, arg); err != nil {
+					return nil, err
 				}
-				return removeEntry(ctx, kv, "device", sn, e.revision)
-			}}, nil
-		}
-	},
+				key := args[0]
+				if err := check(key); err != nil {
+					return nil, err
+				}
+				return &job{run: func(ctx context.Context, c *client) error {
+					kv, e, err := getEntry[T](ctx, c, bucket, what, key)
+					if err != nil {
+						return err
+					}
+					return removeEntry(ctx, kv, what, key, e.revision)
+				}}, nil
+			}
+		},
+	}
 }
 
 func checkSerial(sn string) error {

@@ -148,28 +148,7 @@ var userPasswdCommand = &command{
 }
 
 // userRmCommand removes an account; the nodes end its sessions.
-var userRmCommand = &command{
-	name:     "user rm",
-	synopsis: "NAME",
-	setup: func(*flag.FlagSet) func([]string) (*job, error) {
-		return func(args []string) (*job, error) {
-			if err := wantArgs(args, "NAME"); err != nil {
-				return nil, err
-			}
-			name := args[0]
-			if err := checkUsername(name); err != nil {
-				return nil, err
-			}
-			return &job{run: func(ctx context.Context, c *client) error {
-				kv, e, err := getEntry[auth.User](ctx, c, hub.BucketUsers, "user", name)
-				if err != nil {
-					return err
-				}
-				return removeEntry(ctx, kv, "user", name, e.revision)
-			}}, nil
-		}
-	},
-}
+var userRmCommand = rmCommand[auth.User]("user rm", "NAME", "user", hub.BucketUsers, checkUsername)
 
 func checkUsername(name string) error {
 	if !auth.ValidUsername(name) {
