@@ -83,7 +83,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("hub: BcryptCost: %w", err)
 	}
 	s.interest = newRegistry(s)
-	s.subs = newSubIndex()
+	s.subs = newSubIndex(s.metrics)
 	s.coalescer = newCoalescer(s)
 	s.stormLog = rate.NewLimiter(1, 5)
 	s.services = s.builtinServices()

@@ -307,7 +307,10 @@ func (s *Session) handleLine(line []byte) []byte {
 // budget; a session that keeps failing is closed with 1008.
 func (s *Session) failure(service, requestID string, e *wire.Error) []byte {
 	s.srv.metrics.requests.WithLabelValues(serviceLabel(service), codeLabel(e.Code)).Inc()
-	if !e.Relayed && e.Code >= 400 && e.Code < 500 && e.Code != wire.CodeTimeout {
+	// Bad requests draw from the abuse budget. Rate limiting (429) does
+	// not: it is already the answer to too much, and a device over its
+	// storm limits keeps its session, as the protocol says.
+	if !e.Relayed && e.Code >= 400 && e.Code < 500 && e.Code != wire.CodeTimeout && e.Code != wire.CodeRateLimited {
 		if !s.abuseLimit.Allow() && !s.closeDecided() {
 			s.srv.metrics.abuseCloses.Inc()
 			s.logger().Warn("closing abusive session", "last_code", e.Code, "last_msg", e.Msg)

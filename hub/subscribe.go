@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
@@ -40,13 +42,19 @@ type subscription struct {
 // local sessions subscribed under them, so that news about a device is
 // routed by looking up at most four selectors, never by a scan.
 type subIndex struct {
+	delivered prometheus.Counter // the hub's pushes-delivered counter
+	dropped   prometheus.Counter // pushes to sessions that were closing or slow
+
 	mu      sync.RWMutex
 	sels    map[string]map[*Session]struct{} // Guarded by mu.
 	summary map[*Session]struct{}            // sessions with the summary topic. Guarded by mu.
 }
 
-func newSubIndex() *subIndex {
-	return &subIndex{sels: make(map[string]map[*Session]struct{}), summary: make(map[*Session]struct{})}
+func newSubIndex(m *metrics) *subIndex {
+	return &subIndex{
+		delivered: m.pushesDelivered, dropped: m.pushesDropped.WithLabelValues("session_closed"),
+		sels: make(map[string]map[*Session]struct{}), summary: make(map[*Session]struct{}),
+	}
 }
 
 func (x *subIndex) summaryAdd(s *Session) {
@@ -137,9 +145,15 @@ func (x *subIndex) deliver(t topic, prio int, sn, typ, group, service, id string
 	if err != nil {
 		return
 	}
+	delivered := 0
 	for _, s := range targets {
-		s.send(frame)
+		if s.send(frame) {
+			delivered++
+		} else {
+			x.dropped.Inc()
+		}
 	}
+	x.delivered.Add(float64(delivered))
 }
 
 // wants reports whether the session subscribed to topic t under sel, and
