@@ -291,3 +291,29 @@ func TestJetStreamOutage(t *testing.T) {
 	}
 	t.Logf("%d acknowledged, %d refused with 503, all acknowledged stored", len(acked), refused)
 }
+
+func TestRequireRegistered(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Run(t)
+	n := hubtest.StartNode(t, ns, "n1", func(h *hub.Config, _ *nodeConfig) { h.RequireRegistered = true })
+	nc := natstest.Connect(t, ns)
+	c := hubtest.Dial(t, n.WSURL(), nil)
+	if r := c.MustCode(401, "/auth/device", hubtest.DeviceArgs("R-unreg", "retail")); !strings.Contains(r.Msg, "not registered") {
+		t.Fatalf("msg %q", r.Msg)
+	}
+	hubtest.PutDevice(t, nc, "R-reg", "dance_robot", "sh-01")
+	natstest.Eventually(t, 5*time.Second, func() error {
+		c := hubtest.Dial(t, n.WSURL(), nil)
+		defer c.Conn.Close()
+		r := c.Request("/auth/device", hubtest.DeviceArgs("R-reg", "ignored"))
+		if r.Code != 0 {
+			return fmt.Errorf("code %d", r.Code)
+		}
+		var v struct{ Type, Group string }
+		r.Decode(t, &v)
+		if v.Type != "dance_robot" || v.Group != "sh-01" {
+			t.Fatalf("registered device got %s", r.Raw)
+		}
+		return nil
+	})
+}
