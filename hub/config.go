@@ -41,7 +41,8 @@ type Config struct {
 	// CommandTimeout is the default timeout of a device command. Default 5s.
 	CommandTimeout time.Duration
 	// PresenceTTL is how long a device's presence entry lives without a
-	// refresh; the node refreshes it after two thirds of it. Default 2m.
+	// refresh; the node refreshes it shortly before (108 s at the default).
+	// Default 2m.
 	PresenceTTL time.Duration
 	// NodeTTL is how long this node's liveness entry lives without a
 	// refresh; it bounds how fast a lost node's devices go offline.

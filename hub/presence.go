@@ -2,10 +2,12 @@ package hub
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"sync"
@@ -65,13 +67,12 @@ type PresenceRecord struct {
 // held: the revision of the entry it wrote, and the grace timer once the
 // session has ended. Guarded by presence.mu.
 type localDevice struct {
-	session   string
-	rev       uint64
-	refreshed time.Time
-	gone      bool
-	grace     *time.Timer
-	id        *Identity
-	addr      string
+	session string
+	rev     uint64
+	gone    bool
+	grace   *time.Timer
+	id      *Identity
+	addr    string
 }
 
 // deviceView is what this node knows of one device, kept current by the
@@ -121,6 +122,7 @@ type presence struct {
 
 	mu      sync.Mutex
 	local   map[string]*localDevice // by sn. Guarded by mu.
+	due     dueQueue                // local entries by refresh time. Guarded by mu.
 	view    map[string]*deviceView  // by sn. Guarded by mu.
 	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
 	names   map[string]string       // interned node, type and group names. Guarded by mu.
@@ -357,7 +359,7 @@ func (p *presence) expireStaleOwn() {
 func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 	sn := e.Key()
 	if e.Operation() == jetstream.KeyValuePut {
-		if p.refreshed(sn, e.Value()) {
+		if p.refreshed(sn, e.Value(), e.Revision()) {
 			return
 		}
 		var pe PresenceEntry
@@ -369,6 +371,7 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 		pe.Node, pe.Type, pe.Group = p.intern(pe.Node), p.intern(pe.Type), p.intern(pe.Group)
 		v := p.viewLocked(sn)
 		v.entry = &pe
+		p.tookLocked(sn, pe.Session, e.Revision())
 		v.lastSeen = max(v.lastSeen, pe.LastSeen)
 		if pe.Type != "" {
 			v.typ, v.group = pe.Type, pe.Group
@@ -386,7 +389,20 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 		v.offlineSince = p.srv.cfg.Now().UnixMilli()
 	}
 	coordinator := p.isCoordinatorLocked()
+	ld := p.local[sn]
+	held := ld != nil && !ld.gone && !p.stopped
 	p.mu.Unlock()
+	if held && live {
+		// The entry of a device connected here went away (it expired while
+		// this node was cut off, or another node took this node for lost):
+		// put it back.
+		p.srv.goTask(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			p.repair(ctx, sn, ld)
+		})
+		return
+	}
 	// An entry that expired is the last resort: no node refreshed it, so
 	// the node that held it is gone and nobody reported the device. The
 	// coordinator does, once (the record's id de-duplicates).
@@ -398,41 +414,60 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 // refreshed handles the common put, a refresh: the entry as the view has
 // it but for last_seen. It recognises one by its node and session and reads
 // only last_seen, with no JSON decoding.
-func (p *presence) refreshed(sn string, value []byte) bool {
+func (p *presence) refreshed(sn string, value []byte, rev uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	v := p.view[sn]
 	if v == nil || v.entry == nil {
 		return false
 	}
-	if !bytes.HasPrefix(value, []byte(`{"node":"`+v.entry.Node+`","session":"`+v.entry.Session+`",`)) {
-		return false
+	// {"node":"<node>","session":"<session>",...: compared piece by piece,
+	// without building the prefix.
+	rest := value
+	for _, piece := range [...]string{`{"node":"`, v.entry.Node, `","session":"`, v.entry.Session, `",`} {
+		var ok bool
+		if rest, ok = cutPrefix(rest, piece); !ok {
+			return false
+		}
 	}
 	i := bytes.Index(value, lastSeenKey)
 	if i < 0 {
 		return false
 	}
 	i += len(lastSeenKey)
-	ls, err := strconv.ParseInt(string(value[i:digitsEnd(value, i)]), 10, 64)
-	if err != nil {
+	var ls int64
+	j := i
+	for ; j < len(value) && value[j] >= '0' && value[j] <= '9' && j-i < 18; j++ {
+		ls = ls*10 + int64(value[j]-'0')
+	}
+	if j == i {
 		return false
 	}
-	e := *v.entry
-	e.LastSeen = ls
-	v.entry = &e
+	// Readers copy the entry's fields under p.mu, so it is updated in place.
+	v.entry.LastSeen = ls
 	v.lastSeen = max(v.lastSeen, ls)
+	p.tookLocked(sn, v.entry.Session, rev)
 	return true
 }
 
-var lastSeenKey = []byte(`"last_seen":`)
-
-// digitsEnd is the index after the run of digits starting at b[i].
-func digitsEnd(b []byte, i int) int {
-	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-		i++
+// tookLocked records the revision of a write of a local device's entry:
+// the next refresh checks against it. Caller holds p.mu.
+func (p *presence) tookLocked(sn, session string, rev uint64) {
+	if ld := p.local[sn]; ld != nil && ld.session == session && rev > ld.rev {
+		ld.rev = rev
 	}
-	return i
 }
+
+// cutPrefix reports whether b starts with s (compared without allocating)
+// and returns the rest.
+func cutPrefix(b []byte, s string) ([]byte, bool) {
+	if len(b) < len(s) || string(b[:len(s)]) != s {
+		return b, false
+	}
+	return b[len(s):], true
+}
+
+var lastSeenKey = []byte(`"last_seen":`)
 
 // intern returns the view's copy of a low-cardinality name. Caller holds
 // p.mu.
@@ -503,7 +538,13 @@ func (p *presence) connected(ctx context.Context, s *Session) error {
 	if old := p.local[id.SN]; old != nil && old.grace != nil {
 		old.grace.Stop()
 	}
-	p.local[id.SN] = &localDevice{session: s.id, rev: rev, refreshed: now, id: id, addr: s.remote}
+	// Pretend the last write was up to a whole interval earlier than it
+	// was, so that the refreshes of devices that connected together spread
+	// evenly over the interval, this cycle and every later one.
+	jitter := time.Duration(rand.Int64N(int64(refreshAfter(p.srv.cfg.PresenceTTL)) + 1))
+	ld := &localDevice{session: s.id, rev: rev, id: id, addr: s.remote}
+	p.local[id.SN] = ld
+	heap.Push(&p.due, dueItem{at: now.Add(refreshAfter(p.srv.cfg.PresenceTTL) - jitter), sn: id.SN, ld: ld})
 	p.mu.Unlock()
 	if created {
 		p.publish(ctx, PresenceRecord{SN: id.SN, Type: id.Type, Group: id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}, s.id+"/on")
@@ -597,13 +638,15 @@ func (p *presence) publish(ctx context.Context, r PresenceRecord, msgID string) 
 }
 
 // upkeep refreshes this node's liveness entry every third of the node TTL
-// and each local device's entry after two thirds of the presence TTL, in small
+// and each local device's entry shortly before its presence TTL, in small
 // asynchronous batches spread over time: its cost grows with the devices,
 // not with how often they ping.
 func (p *presence) upkeep(ctx context.Context) {
 	beat := time.NewTicker(p.srv.cfg.NodeTTL / 3)
 	defer beat.Stop()
-	sweep := time.NewTicker(time.Second)
+	// Sweeps every second, or more often when a short TTL leaves less
+	// margin than that.
+	sweep := time.NewTicker(min(time.Second, refreshAfter(p.srv.cfg.PresenceTTL)/4))
 	defer sweep.Stop()
 	for {
 		select {
@@ -616,7 +659,7 @@ func (p *presence) upkeep(ctx context.Context) {
 			}
 			cancel()
 		case <-sweep.C:
-			p.refresh(ctx)
+			p.refresh()
 		}
 	}
 }
@@ -627,95 +670,93 @@ func (p *presence) heartbeat(ctx context.Context) error {
 	return err
 }
 
-// maxRefreshPerSweep bounds one sweep's asynchronous writes (below the
-// client's limit on unacknowledged publishes); at one sweep a second it
-// keeps 240,000 devices refreshed at the default two-minute TTL.
+// maxRefreshPerSweep bounds one sweep's writes; at one sweep a second it
+// keeps 400,000 devices refreshed at the default two-minute TTL.
 const maxRefreshPerSweep = 4000
+
+// refreshAfter is how long after its last write an entry is refreshed:
+// the TTL less a margin for a late sweep or a slow write (a tenth of the
+// TTL, at least a third of it or 3 s for short test TTLs). At the default
+// 2m TTL an entry is written every 108 s.
+func refreshAfter(ttl time.Duration) time.Duration {
+	return ttl - max(ttl/10, min(ttl/3, 3*time.Second))
+}
 
 // refresh rewrites the entries due for it, each only if it is still the
 // one this node wrote (a compare-and-set on its revision), asynchronously.
-func (p *presence) refresh(ctx context.Context) {
+// Entries fall due spread out: connected gives each a random first
+// refresh within the interval (see connected), so devices that connected
+// together do not refresh together.
+func (p *presence) refresh() {
 	now := p.srv.cfg.Now()
-	// Two thirds: a third of the TTL is left for a late sweep or a slow
-	// write, and the writes are a third fewer than at half.
-	due := now.Add(-p.srv.cfg.PresenceTTL * 2 / 3)
-	type job struct {
-		sn  string
-		ld  *localDevice
-		msg *nats.Msg
-	}
-	var jobs []job
+	every := refreshAfter(p.srv.cfg.PresenceTTL)
+	var msgs []*nats.Msg
 	p.mu.Lock()
-	// A sweep takes at most twice the steady rate, so that devices that
-	// connected together do not refresh together: the writes spread out
-	// over the third of the TTL left, and a backlog still clears fast.
-	budget := min(maxRefreshPerSweep, 2*len(p.local)*int(time.Second)/int(p.srv.cfg.PresenceTTL*2/3)+1)
-	for sn, ld := range p.local {
-		if len(jobs) >= budget {
-			break // the rest are due at the next sweep
-		}
-		if ld.gone || ld.refreshed.After(due) {
-			continue
+	// Only the entries due are touched: the queue is ordered by refresh
+	// time, so a sweep costs what it writes, not what the node holds.
+	for len(p.due) > 0 && !p.due[0].at.After(now) && len(msgs) < maxRefreshPerSweep {
+		it := heap.Pop(&p.due).(dueItem)
+		ld := it.ld
+		if p.local[it.sn] != ld || ld.gone {
+			continue // ended or replaced since it was queued
 		}
 		e := PresenceEntry{Node: p.srv.cfg.NodeID, Session: ld.session, Since: 0, LastSeen: now.UnixMilli(), Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group}
-		if v := p.view[sn]; v != nil && v.entry != nil && v.entry.Session == ld.session {
+		if v := p.view[it.sn]; v != nil && v.entry != nil && v.entry.Session == ld.session {
 			e.Since = v.entry.Since
 		} else {
 			e.Since = ld.id.AuthAt.UnixMilli()
 		}
 		b, _ := json.Marshal(e)
-		m := nats.NewMsg("$KV." + BucketPresence + "." + sn)
+		m := nats.NewMsg("$KV." + BucketPresence + "." + it.sn)
 		m.Data = b
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, fmt.Sprint(ld.rev))
-		ld.refreshed = now
-		jobs = append(jobs, job{sn, ld, m})
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(ld.rev, 10))
+		heap.Push(&p.due, dueItem{at: now.Add(every), sn: it.sn, ld: ld})
+		msgs = append(msgs, m)
 	}
 	p.mu.Unlock()
-	if len(jobs) == 0 {
-		return
-	}
-	futures := make([]jetstream.PubAckFuture, len(jobs))
-	for i, j := range jobs {
-		f, err := p.srv.js.PublishMsgAsync(j.msg)
-		if err != nil {
+	// Published without waiting for acknowledgements: the bucket checks
+	// each write against the revision it names, and this node learns the
+	// new revision from its own watcher (see onEntry), as every node learns
+	// of every write. A write the bucket refuses means the entry changed
+	// (the watcher says how) or is gone (the watcher sees the removal, and
+	// the entry is put back).
+	for _, m := range msgs {
+		if err := p.srv.nc.PublishMsg(m); err != nil {
 			p.srv.log.Warn("presence refresh not sent", "err", err)
 			return
 		}
-		futures[i] = f
 	}
-	p.srv.metrics.presenceWrites.Add(float64(len(jobs)))
-	select {
-	case <-p.srv.js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return
-	case <-time.After(10 * time.Second):
-	}
-	var refused []job
-	p.mu.Lock()
-	for i, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			if p.local[jobs[i].sn] == jobs[i].ld {
-				jobs[i].ld.rev = ack.Sequence
-			}
-		case <-f.Err():
-			refused = append(refused, jobs[i])
-		default:
-			// Not answered yet: the next sweep tries again.
-			jobs[i].ld.refreshed = time.Time{}
-		}
-	}
-	p.mu.Unlock()
-	for _, j := range refused {
-		p.repair(ctx, j.sn, j.ld)
-	}
+	p.srv.metrics.presenceWrites.Add(float64(len(msgs)))
 }
 
-// repair handles a refresh the bucket refused because the entry is not the
-// one this node wrote. If another session holds it now, the takeover closes
-// this one. If it is gone (it expired while this node was cut off from
-// NATS, and was reported offline), the device, still connected here, is
-// put back and reported connected.
+// dueItem is a local entry's next refresh.
+type dueItem struct {
+	at time.Time
+	sn string
+	ld *localDevice
+}
+
+// dueQueue is a min-heap of refreshes by time (container/heap). Items of
+// devices that ended or were replaced stay until they come up, and are
+// skipped then.
+type dueQueue []dueItem
+
+func (q dueQueue) Len() int           { return len(q) }
+func (q dueQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *dueQueue) Push(x any)        { *q = append(*q, x.(dueItem)) }
+func (q *dueQueue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	old[len(old)-1] = dueItem{}
+	*q = old[:len(old)-1]
+	return it
+}
+
+// repair puts back the entry of a device connected here whose entry went
+// away (it expired while this node was cut off from NATS, and was reported
+// offline), and reports it connected. If another session holds the entry
+// by then, the takeover closes this one instead.
 func (p *presence) repair(ctx context.Context, sn string, ld *localDevice) {
 	e, err := p.kv.Get(ctx, sn)
 	if err == nil {

@@ -339,3 +339,35 @@ func TestPresenceKicked(t *testing.T) {
 		t.Fatalf("record %+v", off)
 	}
 }
+
+// TestPresenceRefreshKeepsEntry: a connected device's entry outlives many
+// presence TTLs, refreshed by its node, with no record.
+func TestPresenceRefreshKeepsEntry(t *testing.T) {
+	t.Parallel()
+	const ttl = 2 * time.Second
+	a, _, nc := twoNodes(t, fastPresence, func(h *hub.Config, _ *nodeConfig) { h.PresenceTTL = ttl })
+	rec := record(t, nc)
+	dev := hubtest.Device(t, a, "P-r", "retail")
+	rec.wait(t, "P-r", 1, 5*time.Second)
+	kv := presenceKV(t, nc)
+	first, err := kv.Get(ctxT(t), "P-r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three TTLs: the entry must have been rewritten, never lost.
+	deadline := time.Now().Add(3 * ttl)
+	for time.Now().Before(deadline) {
+		if _, err := kv.Get(ctxT(t), "P-r"); err != nil {
+			t.Fatalf("entry lost %v before the end: %v", time.Until(deadline), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	last, _ := kv.Get(ctxT(t), "P-r")
+	if last.Revision() <= first.Revision()+1 {
+		t.Fatalf("entry revision %d → %d: not refreshed", first.Revision(), last.Revision())
+	}
+	if recs := rec.of("P-r"); len(recs) != 1 {
+		t.Fatalf("records %+v", recs)
+	}
+	dev.MustOK("/ping", nil)
+}
