@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -91,6 +92,9 @@ func TestPresenceUpkeepSteady(t *testing.T) {
 	n := 50000
 	if testing.Short() {
 		n = 10000
+	}
+	if v, err := strconv.Atoi(os.Getenv("UPKEEP_DEVICES")); err == nil && v > 0 {
+		n = v // 100000 runs at the default TTL itself
 	}
 	every := refreshAfter(2 * time.Minute)
 	rate := 100000 / every.Seconds()
