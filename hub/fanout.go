@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
@@ -76,7 +77,9 @@ func (srv *Server) dispatch(m *nats.Msg) {
 		srv.dropPush("invalid", m.Subject, err)
 		return
 	}
+	start := time.Now()
 	srv.fanout(m.Subject, target, body.Where, frame)
+	srv.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
 func (srv *Server) dropPush(reason, subject string, err error) {

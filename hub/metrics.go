@@ -19,6 +19,7 @@ type metrics struct {
 	storeFailures   prometheus.Counter
 	stormLimited    *prometheus.CounterVec
 	statusCoalesced prometheus.Counter
+	fanout          prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -63,6 +64,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		stormLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "storm_limited_total", Help: "Device reports refused by storm control, by kind.",
 		}, []string{"kind"}),
+		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Name: "fanout_seconds", Help: "Time from a push's arrival at this node to its frame queued for every local recipient.",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 4, 10), // 10µs .. ~2.6s
+		}),
 		statusCoalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "status_coalesced_total", Help: "Status pushes superseded by a later status of the same device within the window.",
 		}),
@@ -70,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
 			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites,
-			m.storeFailures, m.stormLimited, m.statusCoalesced)
+			m.storeFailures, m.stormLimited, m.statusCoalesced, m.fanout)
 	}
 	return m
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
 
@@ -81,6 +82,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.dummyHash, err = auth.HashPassword(nuid.Next(), cfg.BcryptCost); err != nil {
 		return nil, fmt.Errorf("hub: BcryptCost: %w", err)
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "fleethub", Name: "nats_connected", Help: "1 while the node is connected to NATS, else 0.",
+		}, func() float64 {
+			if cfg.Conn.IsConnected() {
+				return 1
+			}
+			return 0
+		}))
 	}
 	s.interest = newRegistry(s)
 	s.subs = newSubIndex(s.metrics)
