@@ -62,6 +62,7 @@ var commands = []*command{
 	deviceKeyCommand,
 	deviceAddCommand,
 	deviceListCommand,
+	deviceShowCommand,
 	deviceRmCommand,
 	userAddCommand,
 	userListCommand,

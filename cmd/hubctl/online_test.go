@@ -403,3 +403,40 @@ func TestOnlineTailUsage(t *testing.T) {
 	failed(t, hubctl("tail", "presence", "--nats-url", unreachable), 1)
 	failed(t, hubctl("online", "--nats-url", unreachable), 1)
 }
+
+func TestDeviceShow(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Run(t)
+	n := hubtest.StartNode(t, ns, "n1")
+	url := ns.ClientURL()
+	dev := hubtest.Device(t, n, "SH-1", "retail")
+	dev.MustOK("/device/status", map[string]any{"electricity": map[string]any{"code": 0, "msg": "", "percent": 55}})
+	var out, errb bytes.Buffer
+	if code := run([]string{"device", "show", "SH-1", "--nats-url", url}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var got struct {
+		SN, Type, Group    string
+		Registered, Online bool
+		Presence           *hub.PresenceEntry
+		Status             map[string]any
+		StatusAt           *int64 `json:"status_at"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil || strings.Count(out.String(), "\n") != 1 {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	if got.SN != "SH-1" || got.Registered || !got.Online || got.Presence == nil || got.Presence.Node != "n1" || got.Type != "retail" || got.StatusAt == nil {
+		t.Fatalf("show %s", out.String())
+	}
+	if got.Status["electricity"].(map[string]any)["percent"].(float64) != 55 {
+		t.Fatalf("status %v", got.Status)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"device", "show", "NOBODY", "--nats-url", url}, &out, &errb); code != 1 || strings.Count(errb.String(), "\n") != 1 {
+		t.Fatalf("unknown device: exit %d, stderr %q", code, errb.String())
+	}
+	if code := run([]string{"device", "show", "--nats-url", url}, &out, &errb); code != 2 {
+		t.Fatalf("missing SN: exit %d", code)
+	}
+}
