@@ -230,7 +230,7 @@ func TestDataPlaneLoad(t *testing.T) {
 		rep.ErrorSample = r.errs.list()
 		rep.Seconds = time.Since(start).Seconds()
 		dpLogReport(t, rep)
-		dpWriteReport(t, rep)
+		writeReport(t, rep)
 	}()
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -1172,21 +1172,4 @@ func dpOK(ok bool) string {
 		return "ok"
 	}
 	return "MISS"
-}
-
-// dpWriteReport writes the JSON report to $LOAD_REPORT, if set.
-func dpWriteReport(t *testing.T, r *DPReport) {
-	path := os.Getenv("LOAD_REPORT")
-	if path == "" {
-		return
-	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err == nil {
-		err = os.WriteFile(path, append(b, '\n'), 0o644)
-	}
-	if err != nil {
-		t.Errorf("write LOAD_REPORT %s: %v", path, err)
-		return
-	}
-	t.Logf("report written to %s", path)
 }

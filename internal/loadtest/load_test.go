@@ -314,8 +314,8 @@ func logReport(t *testing.T, r *Report) {
 	t.Log(b.String())
 }
 
-// writeReport writes the JSON report to $LOAD_REPORT, if set.
-func writeReport(t *testing.T, r *Report) {
+// writeReport writes a JSON report to $LOAD_REPORT, if set.
+func writeReport(t *testing.T, r any) {
 	path := os.Getenv("LOAD_REPORT")
 	if path == "" {
 		return

@@ -39,7 +39,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -196,7 +195,7 @@ func TestPresenceLoad(t *testing.T) {
 		}
 		rep.Seconds = time.Since(start).Seconds()
 		logPresenceReport(t, rep)
-		writePresenceReport(t, rep)
+		writeReport(t, rep)
 	}()
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -890,21 +889,4 @@ func okFail(ok bool) string {
 		return "ok"
 	}
 	return "WRONG"
-}
-
-// writePresenceReport writes the JSON report to $LOAD_REPORT, if set.
-func writePresenceReport(t *testing.T, r *PresenceReport) {
-	path := os.Getenv("LOAD_REPORT")
-	if path == "" {
-		return
-	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err == nil {
-		err = os.WriteFile(path, append(b, '\n'), 0o644)
-	}
-	if err != nil {
-		t.Errorf("write LOAD_REPORT %s: %v", path, err)
-		return
-	}
-	t.Logf("report written to %s", path)
 }
