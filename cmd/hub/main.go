@@ -19,6 +19,7 @@ import (
 	"github.com/fleethub/fleethub/hub"
 	"github.com/fleethub/fleethub/internal/cli"
 	"github.com/fleethub/fleethub/node"
+	"github.com/fleethub/fleethub/node/dashboard"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -188,6 +189,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		Hub: srv, Listen: o.listen, PingInterval: o.pingInterval, PongWait: o.pongWait,
 		MaxMessageBytes: o.maxMessageBytes, QueueBytes: o.queueBytes, AllowedOrigins: origins,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Debug: o.pprof, Logger: log,
+		Dashboard: dashboard.Handler(),
 	})
 	if err != nil {
 		return err

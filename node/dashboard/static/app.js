@@ -1,0 +1,1104 @@
+// app.js: the fleethub admin dashboard. Everything a device or the hub
+// sends is rendered with textContent or DOM attributes, never as HTML.
+
+import { Hub, HubError, closeText } from "/hub.js";
+
+const TOKEN_KEY = "fleethub.token";
+const USER_KEY = "fleethub.user";
+const TOPICS = ["presence", "status", "event", "summary"];
+const FEED_CAP = 200;
+const HISTORY_LIMIT = 50;
+const CHART_SPAN = 10 * 60 * 1000;
+// The chart's window grows with the data it has, up to CHART_SPAN:
+// [span, tick step] in ms.
+const CHART_WINDOWS = [
+  [60 * 1000, 15 * 1000],
+  [2 * 60 * 1000, 30 * 1000],
+  [5 * 60 * 1000, 60 * 1000],
+  [CHART_SPAN, 2 * 60 * 1000],
+];
+const LOW_BATTERY = 20;
+const MODEL_FIELDS = ["location", "inspection", "rubbish"];
+const PRIORITIES = ["emergency", "high", "normal"];
+
+const S = {
+  hub: null,
+  devices: new Map(), // sn -> device view
+  rows: new Map(), // sn -> {tr, c: cells}
+  sort: { key: "sn", dir: 1 },
+  filters: { q: "", type: "", group: "", online: "" },
+  summary: [], // {at, online, offline}, oldest first
+  skew: 0, // server clock minus local clock, ms
+  selected: null,
+  topic: "status",
+  historyReq: 0,
+  commands: new Map(), // sn -> last command result shown
+  role: "",
+  conn: { state: "idle" },
+  dirty: new Set(),
+  flash: new Set(),
+  resort: false,
+  frame: 0,
+  optionsKey: "",
+  haveSnapshot: false,
+};
+
+// ---- small helpers ---------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+}
+
+const str = (v) => (typeof v === "string" ? v : v === undefined || v === null ? "" : String(v));
+const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
+const obj = (v) => (v && typeof v === "object" && !Array.isArray(v) ? v : null);
+const now = () => Date.now() + S.skew;
+
+function fmtDuration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return s + "s";
+  const m = Math.floor(s / 60);
+  if (m < 60) return m < 10 && s % 60 ? m + "m " + (s % 60) + "s" : m + "m";
+  const h = Math.floor(m / 60);
+  if (h < 24) return m % 60 ? h + "h " + (m % 60) + "m" : h + "h";
+  const d = Math.floor(h / 24);
+  return h % 24 ? d + "d " + (h % 24) + "h" : d + "d";
+}
+
+function ago(at) {
+  if (!at) return "—";
+  const d = now() - at;
+  return d < 3000 ? "just now" : fmtDuration(d) + " ago";
+}
+
+function fmtTime(at) {
+  if (!at) return "—";
+  return new Date(at - S.skew).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+}
+
+function fmtDateTime(at) {
+  if (!at) return "—";
+  const d = new Date(at - S.skew);
+  const today = new Date();
+  const time = fmtTime(at);
+  if (d.toDateString() === today.toDateString()) return time;
+  return d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + time;
+}
+
+function absTitle(at) {
+  return at ? new Date(at - S.skew).toLocaleString() : "";
+}
+
+function compact(v, max) {
+  let s;
+  try {
+    s = JSON.stringify(v);
+  } catch (e) {
+    s = String(v);
+  }
+  if (s === undefined) s = "";
+  return max && s.length > max ? s.slice(0, max - 1) + "…" : s;
+}
+
+function field(d, name) {
+  return obj(d && d.status) ? obj(d.status[name]) : null;
+}
+
+function battery(d) {
+  const e = field(d, "electricity");
+  if (!e || e.percent === undefined || e.percent === null || e.percent === "") return null;
+  const p = Number(e.percent);
+  return Number.isFinite(p) ? Math.max(0, Math.min(100, p)) : null;
+}
+
+function codeOf(d, name) {
+  const f = field(d, name);
+  return f && typeof f.code === "number" ? f.code : null;
+}
+
+function pill(online) {
+  return el("span", "pill " + (online ? "online" : "offline"), online ? "Online" : "Offline");
+}
+
+function batteryNode(pct) {
+  const wrap = el("span", "battery");
+  if (pct === null) {
+    wrap.append(el("span", "code none", "—"));
+    return wrap;
+  }
+  const bar = el("span", "battery-bar");
+  const fill = el("span", "battery-fill" + (pct < LOW_BATTERY ? " low" : pct < 50 ? " mid" : ""));
+  fill.style.width = pct + "%"; // CSSOM, allowed by the page's CSP
+  fill.style.display = "block";
+  bar.append(fill);
+  wrap.append(bar, el("span", "battery-text", Math.round(pct) + "%"));
+  return wrap;
+}
+
+// codeNodes renders a model field {code,msg}: a code badge and its message.
+function codeNodes(f, withMsg) {
+  if (!f || f.code === undefined || f.code === null) return [el("span", "code none", "—")];
+  const badge = el("span", "code " + (f.code === 0 ? "ok" : "bad"), str(f.code));
+  const msg = str(f.msg);
+  if (msg) badge.setAttribute("title", msg);
+  if (!withMsg || !msg) return [badge];
+  const m = el("span", "code-msg", msg);
+  m.setAttribute("title", msg);
+  return [badge, m];
+}
+
+function sinceText(d) {
+  if (!d.since) return "";
+  return d.online ? "for " + fmtDuration(now() - d.since) : ago(d.since);
+}
+
+// lastSeen is the latest sign of life known: the hub's last_seen, or a
+// later status or event.
+function lastSeen(d) {
+  return Math.max(num(d.last_seen), num(d.status_at), num(d.event_at));
+}
+
+// ---- device state ------------------------------------------------------------
+
+function normalize(v) {
+  return {
+    sn: str(v.sn),
+    type: str(v.type),
+    group: str(v.group),
+    online: v.online === true,
+    node: str(v.node),
+    since: num(v.since),
+    last_seen: num(v.last_seen),
+    status: obj(v.status),
+    status_at: num(v.status_at),
+    event_at: 0,
+  };
+}
+
+function applySnapshot(values, _args, info) {
+  const list = Array.isArray(values && values.devices) ? values.devices : [];
+  const seen = new Set();
+  for (const v of list) {
+    if (!obj(v) || typeof v.sn !== "string" || !v.sn) continue;
+    const d = normalize(v);
+    const old = S.devices.get(d.sn);
+    if (old) {
+      d.event_at = old.event_at;
+      // A push that overtook the snapshot is newer: keep it.
+      if (old.status_at > d.status_at) {
+        d.status = old.status;
+        d.status_at = old.status_at;
+      }
+    }
+    seen.add(d.sn);
+    S.devices.set(d.sn, d);
+    markDirty(d.sn);
+  }
+  for (const sn of Array.from(S.devices.keys())) {
+    if (!seen.has(sn)) removeDevice(sn);
+  }
+  S.haveSnapshot = true;
+  S.resort = true;
+  if (info && info.replay) flashConn("Resynchronised after reconnect");
+  schedule();
+}
+
+function device(sn, v) {
+  let d = S.devices.get(sn);
+  if (!d) {
+    d = normalize({ sn, type: v.type, group: v.group, online: true, since: v.at, last_seen: v.at });
+    S.devices.set(sn, d);
+    S.resort = true;
+  }
+  if (typeof v.type === "string" && v.type) d.type = v.type;
+  if (typeof v.group === "string" && v.group) d.group = v.group;
+  return d;
+}
+
+function onPresence(v) {
+  if (typeof v.sn !== "string" || !v.sn) return;
+  const at = num(v.at) || now();
+  const known = S.devices.get(v.sn);
+  if (known && known.since && at < known.since) return; // older than what we show
+  const d = device(v.sn, v);
+  d.online = v.online === true;
+  d.node = d.online ? str(v.node) : "";
+  d.since = at;
+  if (d.online) d.last_seen = Math.max(d.last_seen, at);
+  markDirty(d.sn, true);
+  if (S.sort.key === "online") S.resort = true;
+  addHistoryLive(d.sn, "presence", v);
+  schedule();
+}
+
+function onStatus(v) {
+  if (typeof v.sn !== "string" || !v.sn) return;
+  const at = num(v.at) || now();
+  const known = S.devices.get(v.sn);
+  if (known && known.status_at && at < known.status_at) return;
+  const d = device(v.sn, v);
+  d.status = obj(v.status) || {};
+  d.status_at = at;
+  markDirty(d.sn);
+  if (["battery", "location", "inspection", "rubbish", "last_seen"].includes(S.sort.key)) S.resort = true;
+  addHistoryLive(d.sn, "status", v);
+  schedule();
+}
+
+function onEvent(v) {
+  if (typeof v.sn !== "string" || !v.sn) return;
+  const d = device(v.sn, v);
+  d.event_at = Math.max(d.event_at, num(v.at));
+  markDirty(d.sn);
+  addFeedItem(v);
+  addHistoryLive(d.sn, "event", v);
+  schedule();
+}
+
+function onSummary(v) {
+  const at = num(v.at);
+  if (!at) return;
+  S.summary.push({ at, online: num(v.online), offline: num(v.offline) });
+  const horizon = at - CHART_SPAN - 60000;
+  while (S.summary.length > 2 && S.summary[1].at < horizon) S.summary.shift();
+  drawChart();
+}
+
+function removeDevice(sn) {
+  S.devices.delete(sn);
+  const r = S.rows.get(sn);
+  if (r) r.tr.remove();
+  S.rows.delete(sn);
+  S.dirty.delete(sn);
+}
+
+function markDirty(sn, flash) {
+  S.dirty.add(sn);
+  if (flash) S.flash.add(sn);
+}
+
+// schedule renders what changed at the next animation frame, so a burst of
+// pushes costs one layout.
+function schedule() {
+  if (S.frame) return;
+  S.frame = requestAnimationFrame(flush);
+}
+
+function flush() {
+  S.frame = 0;
+  const body = $("fleet-body");
+  for (const sn of S.dirty) {
+    const d = S.devices.get(sn);
+    if (!d) continue;
+    let r = S.rows.get(sn);
+    if (!r) {
+      r = makeRow(sn);
+      S.rows.set(sn, r);
+      body.append(r.tr);
+      S.resort = true;
+    }
+    renderRow(d, r);
+    if (S.flash.has(sn) && S.haveSnapshot) {
+      r.tr.classList.remove("flash");
+      void r.tr.offsetWidth; // restart the animation
+      r.tr.classList.add("flash");
+    }
+  }
+  const selectedChanged = S.selected && S.dirty.has(S.selected);
+  S.dirty.clear();
+  S.flash.clear();
+  if (S.resort) sortRows();
+  S.resort = false;
+  refreshOptions();
+  applyFilters();
+  updateStats();
+  if (selectedChanged) renderDevice();
+}
+
+// ---- fleet table -------------------------------------------------------------
+
+function makeRow(sn) {
+  const tr = el("tr");
+  tr.dataset.sn = sn;
+  tr.tabIndex = 0;
+  const c = {
+    sn: el("td", "sn", sn),
+    type: el("td"),
+    group: el("td"),
+    state: el("td"),
+    battery: el("td", "num"),
+    location: el("td"),
+    inspection: el("td"),
+    rubbish: el("td"),
+    seen: el("td", "ago"),
+  };
+  c.stateWrap = el("div", "state-cell");
+  c.since = el("span", "since");
+  c.state.append(c.stateWrap);
+  tr.append(c.sn, c.type, c.group, c.state, c.battery, c.location, c.inspection, c.rubbish, c.seen);
+  tr.addEventListener("click", () => openDevice(sn));
+  tr.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      openDevice(sn);
+    }
+  });
+  if (S.selected === sn) tr.classList.add("selected");
+  return { tr, c };
+}
+
+function renderRow(d, r) {
+  const c = r.c;
+  r.tr.dataset.online = String(d.online);
+  c.type.textContent = d.type || "—";
+  c.group.textContent = d.group || "—";
+  c.stateWrap.replaceChildren(pill(d.online), c.since);
+  c.since.textContent = sinceText(d);
+  c.since.setAttribute("title", (d.online ? "online since " : "offline since ") + absTitle(d.since));
+  c.battery.replaceChildren(batteryNode(battery(d)));
+  for (const name of MODEL_FIELDS) c[name].replaceChildren(...codeNodes(field(d, name), true));
+  const seen = lastSeen(d);
+  c.seen.textContent = ago(seen);
+  c.seen.setAttribute("title", absTitle(seen));
+}
+
+function sortValue(d, key) {
+  switch (key) {
+    case "online":
+      return d.online ? 0 : 1;
+    case "battery":
+      return battery(d);
+    case "location":
+    case "inspection":
+    case "rubbish":
+      return codeOf(d, key);
+    case "last_seen":
+      return -lastSeen(d);
+    default:
+      return str(d[key]).toLowerCase();
+  }
+}
+
+function compareDevices(a, b) {
+  const { key, dir } = S.sort;
+  const va = sortValue(a, key);
+  const vb = sortValue(b, key);
+  if (va !== vb) {
+    if (va === null) return 1; // unknown values last, whatever the direction
+    if (vb === null) return -1;
+    return (va < vb ? -1 : 1) * dir;
+  }
+  return a.sn < b.sn ? -1 : a.sn > b.sn ? 1 : 0;
+}
+
+function sortRows() {
+  const body = $("fleet-body");
+  const sorted = Array.from(S.devices.values()).sort(compareDevices);
+  const frag = document.createDocumentFragment();
+  for (const d of sorted) {
+    const r = S.rows.get(d.sn);
+    if (r) frag.append(r.tr);
+  }
+  body.append(frag);
+}
+
+function matches(d) {
+  const f = S.filters;
+  if (f.type && d.type !== f.type) return false;
+  if (f.group && d.group !== f.group) return false;
+  if (f.online === "online" && !d.online) return false;
+  if (f.online === "offline" && d.online) return false;
+  if (f.q && !d.sn.toLowerCase().includes(f.q)) return false;
+  return true;
+}
+
+function applyFilters() {
+  let shown = 0;
+  for (const [sn, r] of S.rows) {
+    const d = S.devices.get(sn);
+    const ok = !!d && matches(d);
+    r.tr.hidden = !ok;
+    if (ok) shown++;
+  }
+  const total = S.devices.size;
+  $("fleet-count").textContent = shown === total ? total + (total === 1 ? " device" : " devices") : shown + " of " + total + " devices";
+  const empty = $("fleet-empty");
+  empty.hidden = shown > 0;
+  empty.textContent = !S.haveSnapshot ? "Waiting for the fleet snapshot…" : total === 0 ? "No devices known yet." : "No devices match the filters.";
+}
+
+function fillSelect(select, values, allLabel) {
+  const current = select.value;
+  const opts = [el("option", "", allLabel)];
+  opts[0].value = "";
+  const list = values.slice();
+  if (current && !list.includes(current)) list.push(current);
+  for (const v of list) {
+    const o = el("option", "", v);
+    o.value = v;
+    opts.push(o);
+  }
+  select.replaceChildren(...opts);
+  select.value = current;
+}
+
+function refreshOptions() {
+  const types = new Set();
+  const groups = new Set();
+  for (const d of S.devices.values()) {
+    if (d.type) types.add(d.type);
+    if (d.group) groups.add(d.group);
+  }
+  const t = Array.from(types).sort();
+  const g = Array.from(groups).sort();
+  const key = JSON.stringify([t, g]);
+  if (key === S.optionsKey) return;
+  S.optionsKey = key;
+  fillSelect($("f-type"), t, "All types");
+  fillSelect($("f-group"), g, "All groups");
+}
+
+function updateStats() {
+  let online = 0;
+  let low = 0;
+  for (const d of S.devices.values()) {
+    if (d.online) online++;
+    const b = battery(d);
+    if (b !== null && b < LOW_BATTERY) low++;
+  }
+  $("stat-online").textContent = online;
+  $("stat-offline").textContent = S.devices.size - online;
+  $("stat-battery").textContent = low;
+  $("stat-alerts").textContent = $("feed").querySelectorAll(".prio-emergency").length;
+}
+
+// ---- event feed --------------------------------------------------------------
+
+function snLink(sn) {
+  const b = el("button", "sn-link", sn);
+  b.type = "button";
+  b.addEventListener("click", () => openDevice(sn));
+  return b;
+}
+
+function addFeedItem(v) {
+  const prio = PRIORITIES.includes(v.priority) ? v.priority : "normal";
+  const li = el("li", "feed-item fresh prio-" + prio);
+  li.dataset.priority = prio;
+  li.dataset.sn = str(v.sn);
+  const top = el("div", "feed-top");
+  const time = el("span", "time", fmtTime(num(v.at)));
+  time.setAttribute("title", absTitle(num(v.at)));
+  const name = el("span", "feed-name", str(v.event) || "event");
+  name.setAttribute("title", str(v.event));
+  top.append(el("span", "prio", prio), name, time);
+  const sub = el("div", "feed-sub");
+  sub.append(snLink(str(v.sn)));
+  const data = obj(v.data);
+  if (data && Object.keys(data).length) {
+    const line = el("span", "feed-data", compact(data, 240));
+    line.setAttribute("title", compact(data, 4000));
+    sub.append(line);
+  }
+  li.append(top, sub);
+  const feed = $("feed");
+  feed.prepend(li);
+  while (feed.children.length > FEED_CAP) feed.lastElementChild.remove();
+  updateFeedMeta();
+}
+
+function updateFeedMeta() {
+  const n = $("feed").children.length;
+  $("feed-empty").hidden = n > 0;
+  $("feed-count").textContent = n ? n + (n >= FEED_CAP ? " (latest)" : "") : "";
+  $("stat-alerts").textContent = $("feed").querySelectorAll(".prio-emergency").length;
+}
+
+// ---- online chart ------------------------------------------------------------
+
+function niceMax(v) {
+  if (v <= 4) return 4;
+  const raw = v / 4;
+  const pow = Math.pow(10, Math.floor(Math.log10(raw)));
+  for (const m of [1, 2, 2.5, 5, 10]) {
+    if (m * pow >= raw) return m * pow * 4;
+  }
+  return v;
+}
+
+function drawChart() {
+  const cv = $("chart");
+  if (!cv || cv.offsetParent === null) return;
+  const w = cv.clientWidth;
+  const h = cv.clientHeight;
+  if (!w || !h) return;
+  const dpr = window.devicePixelRatio || 1;
+  if (cv.width !== Math.round(w * dpr) || cv.height !== Math.round(h * dpr)) {
+    cv.width = Math.round(w * dpr);
+    cv.height = Math.round(h * dpr);
+  }
+  const ctx = cv.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+
+  const end = now();
+  const have = S.summary.length ? end - S.summary[0].at : 0;
+  const [span, tickStep] = CHART_WINDOWS.find(([w]) => w >= have) || CHART_WINDOWS[CHART_WINDOWS.length - 1];
+  const start = end - span;
+  const spanText = span === 60000 ? "last minute" : "last " + span / 60000 + " minutes";
+  if ($("chart-span").textContent !== spanText) $("chart-span").textContent = spanText;
+  const pts = S.summary.filter((p, i) => p.at >= start || (S.summary[i + 1] && S.summary[i + 1].at >= start));
+  cv.dataset.points = String(pts.length);
+
+  const L = 30, R = 34, T = 8, B = 20;
+  const pw = w - L - R;
+  const ph = h - T - B;
+  let maxV = 0;
+  for (const p of pts) maxV = Math.max(maxV, p.online, p.offline);
+  const yMax = niceMax(maxV);
+  const x = (at) => L + ((Math.max(at, start) - start) / span) * pw;
+  const y = (v) => T + ph - (v / yMax) * ph;
+
+  ctx.font = "11px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+  ctx.textBaseline = "middle";
+  ctx.lineWidth = 1;
+  for (let i = 0; i <= 4; i++) {
+    const v = (yMax / 4) * i;
+    const yy = Math.round(y(v)) + 0.5;
+    ctx.strokeStyle = i === 0 ? "#cfd7e3" : "#eef1f5";
+    ctx.beginPath();
+    ctx.moveTo(L, yy);
+    ctx.lineTo(L + pw, yy);
+    ctx.stroke();
+    ctx.fillStyle = "#98a2b3";
+    ctx.textAlign = "right";
+    ctx.fillText(Number.isInteger(v) ? String(v) : v.toFixed(1), L - 6, yy);
+  }
+  ctx.textAlign = "center";
+  ctx.textBaseline = "alphabetic";
+  ctx.fillStyle = "#98a2b3";
+  for (let k = span; k >= 0; k -= tickStep) {
+    const label = k === 0 ? "now" : "−" + (k >= 60000 ? k / 60000 + "m" : k / 1000 + "s");
+    ctx.fillText(label, L + pw - (k / span) * pw, h - 5);
+  }
+  if (pts.length === 0) {
+    ctx.fillStyle = "#98a2b3";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.fillText("Waiting for the first summary…", L + pw / 2, T + ph / 2);
+    cv.setAttribute("aria-label", "Devices online: no summary yet");
+    return;
+  }
+
+  const path = (key) => {
+    ctx.beginPath();
+    ctx.moveTo(x(pts[0].at), y(pts[0][key]));
+    for (let i = 1; i < pts.length; i++) {
+      ctx.lineTo(x(pts[i].at), y(pts[i - 1][key]));
+      ctx.lineTo(x(pts[i].at), y(pts[i][key]));
+    }
+    ctx.lineTo(x(end), y(pts[pts.length - 1][key]));
+  };
+
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(L, T - 2, pw + 1, ph + 4);
+  ctx.clip();
+  // Offline: dashed grey.
+  path("offline");
+  ctx.setLineDash([4, 3]);
+  ctx.strokeStyle = "#98a2b3";
+  ctx.lineWidth = 1.5;
+  ctx.stroke();
+  ctx.setLineDash([]);
+  // Online: green with a soft fill.
+  path("online");
+  ctx.lineTo(x(end), y(0));
+  ctx.lineTo(x(pts[0].at), y(0));
+  ctx.closePath();
+  const grad = ctx.createLinearGradient(0, T, 0, T + ph);
+  grad.addColorStop(0, "rgba(22, 163, 74, 0.22)");
+  grad.addColorStop(1, "rgba(22, 163, 74, 0.02)");
+  ctx.fillStyle = grad;
+  ctx.fill();
+  path("online");
+  ctx.strokeStyle = "#16a34a";
+  ctx.lineWidth = 2;
+  ctx.lineJoin = "round";
+  ctx.stroke();
+  ctx.restore();
+
+  const last = pts[pts.length - 1];
+  ctx.fillStyle = "#16a34a";
+  ctx.beginPath();
+  ctx.arc(x(end), y(last.online), 3.5, 0, Math.PI * 2);
+  ctx.fill();
+  ctx.font = "600 12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  ctx.fillText(String(last.online), x(end) + 7, y(last.online));
+  cv.setAttribute("aria-label", "Devices online: " + last.online + " of " + (last.online + last.offline));
+}
+
+// ---- device panel ------------------------------------------------------------
+
+function openDevice(sn) {
+  if (S.selected !== sn) {
+    const prev = S.rows.get(S.selected);
+    if (prev) prev.tr.classList.remove("selected");
+  }
+  S.selected = sn;
+  const r = S.rows.get(sn);
+  if (r) r.tr.classList.add("selected");
+  $("device").hidden = false;
+  renderDevice();
+  renderCommandResult();
+  loadHistory();
+  $("device").scrollIntoView({ block: "nearest", behavior: "smooth" });
+}
+
+function closeDevice() {
+  const r = S.rows.get(S.selected);
+  if (r) r.tr.classList.remove("selected");
+  S.selected = null;
+  S.historyReq++;
+  $("device").hidden = true;
+}
+
+function statusCell(label, ...content) {
+  const div = el("div");
+  const dd = el("dd");
+  dd.append(...content);
+  div.append(el("dt", "", label), dd);
+  return div;
+}
+
+function renderDevice() {
+  const sn = S.selected;
+  if (!sn) return;
+  const d = S.devices.get(sn) || normalize({ sn });
+  $("device").dataset.sn = sn;
+  $("d-sn").textContent = sn;
+  $("d-type").textContent = d.type || "unknown type";
+  $("d-group").textContent = d.group || "no group";
+  const state = $("d-state");
+  state.className = "pill " + (d.online ? "online" : "offline");
+  state.textContent = d.online ? "Online" : "Offline";
+  $("d-since").textContent = sinceText(d);
+
+  const grid = $("d-status");
+  const cells = [statusCell("Battery", batteryNode(battery(d)))];
+  const elec = field(d, "electricity");
+  if (elec) {
+    const dd = cells[0].querySelector("dd");
+    if (typeof elec.code === "number" && elec.code !== 0) dd.append(...codeNodes(elec, false));
+    if (elec.msg) dd.append(el("span", "battery-note", str(elec.msg)));
+  }
+  for (const name of MODEL_FIELDS) cells.push(statusCell(name, ...codeNodes(field(d, name), true)));
+  const extra = {};
+  for (const [k, v] of Object.entries(obj(d.status) || {})) {
+    if (k !== "electricity" && !MODEL_FIELDS.includes(k)) extra[k] = v;
+  }
+  if (Object.keys(extra).length) {
+    const c = statusCell("Other", el("span", "code-msg mono", compact(extra, 400)));
+    c.style.gridColumn = "1 / -1";
+    cells.push(c);
+  }
+  grid.replaceChildren(...cells);
+  renderDeviceMeta(d);
+  const viewer = S.role === "viewer";
+  $("cmd-send").disabled = viewer || S.commands.get(sn)?.kind === "wait";
+  $("cmd-note").textContent = viewer ? "Viewers cannot send commands." : d.online ? "" : "The device is offline: the hub will answer 503.";
+}
+
+function renderDeviceMeta(d) {
+  const parts = [];
+  if (d.node) parts.push("node " + d.node);
+  parts.push("status " + (d.status_at ? ago(d.status_at) : "never reported"));
+  parts.push("last seen " + ago(lastSeen(d)));
+  $("d-meta").textContent = parts.join(" · ");
+}
+
+function historyItem(topic, rec) {
+  const li = el("li");
+  const at = num(rec.at);
+  const time = el("span", "time", fmtDateTime(at));
+  time.setAttribute("title", absTitle(at));
+  const line = el("div", "line");
+  if (topic === "presence") {
+    line.append(pill(rec.online === true), el("span", "", str(rec.reason)));
+    if (rec.node) line.append(el("span", "muted", "on " + str(rec.node)));
+  } else if (topic === "event") {
+    const prio = PRIORITIES.includes(rec.priority) ? rec.priority : "normal";
+    line.append(el("span", "prio " + prio, prio), el("span", "feed-name", str(rec.event)));
+    const data = obj(rec.data);
+    if (data && Object.keys(data).length) {
+      const det = el("span", "detail", compact(data, 300));
+      det.setAttribute("title", compact(data, 4000));
+      line.append(det);
+    }
+  } else {
+    const st = obj(rec.status) || {};
+    const b = battery({ status: st });
+    if (b !== null) line.append(el("span", "tag", "battery " + Math.round(b) + "%"));
+    for (const name of MODEL_FIELDS) {
+      const f = obj(st[name]);
+      if (f && f.code !== undefined) {
+        const t = el("span", "code " + (f.code === 0 ? "ok" : "bad"), name.slice(0, 3) + " " + str(f.code));
+        if (f.msg) t.setAttribute("title", str(f.msg));
+        line.append(t);
+      }
+    }
+    const rest = {};
+    for (const [k, v] of Object.entries(st)) if (k !== "electricity" && !MODEL_FIELDS.includes(k)) rest[k] = v;
+    if (Object.keys(rest).length) line.append(el("span", "detail", compact(rest, 200)));
+    if (!line.childNodes.length) line.append(el("span", "muted", "empty report"));
+  }
+  li.append(time, line);
+  return li;
+}
+
+async function loadHistory() {
+  const sn = S.selected;
+  const topic = S.topic;
+  if (!sn || !S.hub) return;
+  const req = ++S.historyReq;
+  const list = $("history");
+  const empty = $("history-empty");
+  for (const t of document.querySelectorAll(".tab[data-topic]")) t.setAttribute("aria-selected", String(t.dataset.topic === topic));
+  list.replaceChildren();
+  empty.hidden = false;
+  empty.textContent = "Loading…";
+  try {
+    const v = await S.hub.request("/admin/history", { sn, topic, limit: HISTORY_LIMIT });
+    if (req !== S.historyReq) return;
+    const records = Array.isArray(v.records) ? v.records : [];
+    list.replaceChildren(...records.filter(obj).map((r) => historyItem(topic, r)));
+    empty.hidden = records.length > 0;
+    empty.textContent = "No " + (topic === "event" ? "events" : topic + " records") + " yet.";
+  } catch (err) {
+    if (req !== S.historyReq) return;
+    empty.hidden = false;
+    empty.textContent = "Could not load the history: " + describeError(err);
+  }
+}
+
+function addHistoryLive(sn, topic, rec) {
+  if (S.selected !== sn || S.topic !== topic || $("device").hidden) return;
+  const list = $("history");
+  list.prepend(historyItem(topic, rec));
+  while (list.children.length > HISTORY_LIMIT * 2) list.lastElementChild.remove();
+  $("history-empty").hidden = true;
+}
+
+function describeError(err) {
+  if (err instanceof HubError) return err.code + (err.msg ? " " + err.msg : "");
+  return String(err && err.message ? err.message : err);
+}
+
+// ---- commands ------------------------------------------------------------------
+
+function setCommandResult(sn, kind, head, body) {
+  S.commands.set(sn, { kind, head, body });
+  if (S.selected === sn) renderCommandResult();
+}
+
+function renderCommandResult() {
+  const box = $("cmd-result");
+  const r = S.selected ? S.commands.get(S.selected) : null;
+  if (!r) {
+    box.hidden = true;
+    box.dataset.status = "";
+    $("cmd-send").disabled = S.role === "viewer";
+    return;
+  }
+  box.hidden = false;
+  box.className = "cmd-result " + r.kind;
+  box.dataset.status = r.kind;
+  $("cmd-result-head").textContent = r.head;
+  $("cmd-result-body").textContent = r.body || "";
+  $("cmd-send").disabled = r.kind === "wait" || S.role === "viewer";
+}
+
+async function sendCommand(e) {
+  e.preventDefault();
+  const sn = S.selected;
+  if (!sn || !S.hub) return;
+  const service = $("cmd-service").value.trim();
+  const timeout = Number($("cmd-timeout").value);
+  let args;
+  try {
+    args = JSON.parse($("cmd-args").value.trim() || "{}");
+  } catch (err) {
+    setCommandResult(sn, "err", "The arguments are not valid JSON", String(err.message || err));
+    return;
+  }
+  if (!obj(args)) {
+    setCommandResult(sn, "err", "The arguments must be a JSON object", "");
+    return;
+  }
+  if (!service.startsWith("/") || service.length < 2) {
+    setCommandResult(sn, "err", "The service must be a path such as /cmd/stop", "");
+    return;
+  }
+  if (!Number.isInteger(timeout) || timeout < 1 || timeout > 60000) {
+    setCommandResult(sn, "err", "The timeout must be 1 to 60000 ms", "");
+    return;
+  }
+  setCommandResult(sn, "wait", "Waiting for " + sn + " to answer " + service + "…", "");
+  const t0 = performance.now();
+  try {
+    const values = await S.hub.request("/admin/command", { sn, service, args, timeout_ms: timeout }, { timeout: timeout + 5000 });
+    const ms = Math.round(performance.now() - t0);
+    setCommandResult(sn, "ok", "✓ " + service + " answered: code 0 · " + ms + " ms", JSON.stringify(values, null, 2));
+  } catch (err) {
+    const ms = Math.round(performance.now() - t0);
+    if (err instanceof HubError) {
+      const values = obj(err.values) && Object.keys(err.values).length ? JSON.stringify(err.values, null, 2) : "";
+      setCommandResult(sn, "err", "✗ Error " + err.code + (err.msg ? ": " + err.msg : "") + " · " + ms + " ms", values);
+    } else {
+      setCommandResult(sn, "err", "✗ " + describeError(err), "");
+    }
+  }
+}
+
+// ---- connection, login -----------------------------------------------------------
+
+let connFlash = null;
+
+function flashConn(text) {
+  connFlash = { text, until: Date.now() + 3000 };
+  renderConn(S.conn);
+}
+
+function renderConn(s) {
+  S.conn = s || { state: "idle" };
+  s = S.conn;
+  const conn = $("conn");
+  conn.dataset.state = s.state;
+  conn.dataset.retry = String(!!s.willReconnect);
+  conn.dataset.connects = String(S.hub ? S.hub.connects : 0);
+  let text;
+  switch (s.state) {
+    case "connecting":
+      text = s.attempt > 0 ? "Reconnecting… (attempt " + (s.attempt + 1) + ")" : "Connecting…";
+      break;
+    case "connected":
+      text = "Live" + (S.hub && S.hub.session && S.hub.session.node ? " · node " + S.hub.session.node : "");
+      if (connFlash && connFlash.until > Date.now()) text = connFlash.text;
+      break;
+    case "disconnected": {
+      const why = (s.reason || closeText(s.code)) + (s.code && s.code !== 401 ? " (" + s.code + ")" : "");
+      if (s.willReconnect) {
+        const left = Math.max(0, Math.ceil((s.retryAt - Date.now()) / 1000));
+        text = "Disconnected: " + why + " · retrying " + (left > 0 ? "in " + left + "s" : "now");
+      } else {
+        text = "Disconnected: " + why;
+      }
+      break;
+    }
+    default:
+      text = "Not connected";
+  }
+  $("conn-text").textContent = text;
+  $("conn-retry").hidden = !(s.state === "disconnected" && s.willReconnect);
+  $("app-view").classList.toggle("stale", s.state !== "connected" && S.haveSnapshot);
+}
+
+function showLogin(message) {
+  $("app-view").hidden = true;
+  $("user-box").hidden = true;
+  $("login-view").hidden = false;
+  const err = $("login-error");
+  err.hidden = !message;
+  err.textContent = message || "";
+  const submit = $("login-submit");
+  submit.disabled = false;
+  submit.textContent = "Sign in";
+  const user = sessionStorage.getItem(USER_KEY);
+  if (user && !$("login-user").value) $("login-user").value = user;
+  ($("login-user").value ? $("login-pass") : $("login-user")).focus();
+}
+
+function showApp() {
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  $("user-box").hidden = false;
+  requestAnimationFrame(drawChart);
+}
+
+function resetData() {
+  S.devices.clear();
+  S.rows.clear();
+  S.dirty.clear();
+  S.summary = [];
+  S.commands.clear();
+  S.haveSnapshot = false;
+  S.optionsKey = "";
+  $("fleet-body").replaceChildren();
+  $("feed").replaceChildren();
+  updateFeedMeta();
+  closeDevice();
+  refreshOptions();
+  applyFilters();
+  updateStats();
+  drawChart();
+}
+
+async function syncClock(hub) {
+  try {
+    const t0 = Date.now();
+    const v = await hub.request("/ping", {});
+    const t1 = Date.now();
+    if (typeof v.server_time_ms === "number") S.skew = v.server_time_ms - Math.round((t0 + t1) / 2);
+  } catch (e) {
+    /* keep the local clock */
+  }
+}
+
+function startHub(creds) {
+  if (S.hub) S.hub.dispose();
+  const hub = new Hub("/ws", Object.assign({ backoffBase: 500, backoffMax: 30000 }, creds));
+  S.hub = hub;
+  const mine = (fn) => (...a) => {
+    if (S.hub === hub) fn(...a);
+  };
+  hub.on("state", mine((s) => {
+    renderConn(s);
+    if (s.state === "disconnected" && !s.willReconnect && s.code !== 401 && s.code !== 1000) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showLogin("Session ended: " + (s.reason || closeText(s.code)) + " (" + s.code + "). Please sign in again.");
+    } else if (s.state === "disconnected" && s.willReconnect && !$("login-view").hidden) {
+      const err = $("login-error");
+      err.hidden = false;
+      err.textContent = "Cannot reach the hub (" + (s.reason || closeText(s.code)) + "); retrying…";
+      $("login-submit").disabled = false;
+      $("login-submit").textContent = "Sign in";
+    }
+  }));
+  hub.on("auth", mine((v) => {
+    if (hub.token) sessionStorage.setItem(TOKEN_KEY, hub.token);
+    if (v.user) sessionStorage.setItem(USER_KEY, str(v.user));
+    S.role = str(v.role);
+    $("user-name").textContent = str(v.user) || "signed in";
+    $("user-role").textContent = S.role;
+    $("login-pass").value = "";
+    showApp();
+    renderConn(S.conn);
+    syncClock(hub);
+    if (S.selected) renderDevice();
+  }));
+  hub.on("authError", mine((err) => {
+    sessionStorage.removeItem(TOKEN_KEY); // the hub stops by itself
+    showLogin(creds.password ? err.msg || "Wrong username or password." : "Your session has expired. Please sign in again.");
+  }));
+  hub.on("snapshot", mine(applySnapshot));
+  hub.on("/push/presence", mine(onPresence));
+  hub.on("/push/status", mine(onStatus));
+  hub.on("/push/event", mine(onEvent));
+  hub.on("/push/summary", mine(onSummary));
+  hub.on("error", mine((err) => console.warn("fleethub:", err)));
+  hub.subscribe({ all: true, topics: TOPICS }).catch(mine((err) => {
+    if (!(err instanceof HubError && err.local)) console.error("fleethub: subscribe failed:", err);
+  }));
+  return hub;
+}
+
+function tick() {
+  for (const [sn, r] of S.rows) {
+    if (r.tr.hidden) continue;
+    const d = S.devices.get(sn);
+    if (!d) continue;
+    r.c.since.textContent = sinceText(d);
+    r.c.seen.textContent = ago(lastSeen(d));
+  }
+  if (S.selected && !$("device").hidden) {
+    const d = S.devices.get(S.selected);
+    if (d) {
+      $("d-since").textContent = sinceText(d);
+      renderDeviceMeta(d);
+    }
+  }
+  if (S.conn.state === "disconnected" || (connFlash && connFlash.until <= Date.now())) {
+    if (connFlash && connFlash.until <= Date.now()) connFlash = null;
+    renderConn(S.conn);
+  }
+  drawChart();
+}
+
+function init() {
+  $("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const username = $("login-user").value.trim();
+    const password = $("login-pass").value;
+    if (!username || !password) return;
+    resetData();
+    $("login-error").hidden = true;
+    $("login-submit").disabled = true;
+    $("login-submit").textContent = "Signing in…";
+    startHub({ username, password });
+  });
+  $("logout").addEventListener("click", () => {
+    if (S.hub) S.hub.dispose();
+    S.hub = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    resetData();
+    renderConn({ state: "idle" });
+    $("conn-text").textContent = "Signed out";
+    showLogin("");
+  });
+  $("conn-retry").addEventListener("click", () => S.hub && S.hub.reconnect());
+  $("f-search").addEventListener("input", (e) => {
+    S.filters.q = e.target.value.trim().toLowerCase();
+    applyFilters();
+  });
+  for (const [id, key] of [["f-type", "type"], ["f-group", "group"], ["f-online", "online"]]) {
+    $(id).addEventListener("change", (e) => {
+      S.filters[key] = e.target.value;
+      applyFilters();
+    });
+  }
+  for (const th of document.querySelectorAll("#fleet-table th[data-sort]")) {
+    th.addEventListener("click", () => {
+      const key = th.dataset.sort;
+      S.sort = { key, dir: S.sort.key === key ? -S.sort.dir : 1 };
+      for (const o of document.querySelectorAll("#fleet-table th[data-sort]")) o.removeAttribute("aria-sort");
+      th.setAttribute("aria-sort", S.sort.dir > 0 ? "ascending" : "descending");
+      sortRows();
+    });
+  }
+  $("feed-clear").addEventListener("click", () => {
+    $("feed").replaceChildren();
+    updateFeedMeta();
+  });
+  $("d-close").addEventListener("click", closeDevice);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && S.selected && !e.target.closest("input, textarea, select")) closeDevice();
+  });
+  for (const tab of document.querySelectorAll(".tab[data-topic]")) {
+    tab.addEventListener("click", () => {
+      S.topic = tab.dataset.topic;
+      loadHistory();
+    });
+  }
+  $("h-refresh").addEventListener("click", loadHistory);
+  $("cmd-form").addEventListener("submit", sendCommand);
+  window.addEventListener("resize", drawChart);
+  setInterval(tick, 1000);
+
+  renderConn({ state: "idle" });
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) {
+    showApp();
+    startHub({ token });
+  } else {
+    showLogin("");
+  }
+}
+
+init();
