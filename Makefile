@@ -3,7 +3,9 @@
 GO      ?= go
 BIN     ?= bin
 # Tests run in parallel but light: two packages at a time on a 2-core box.
-TESTFLAGS ?= -race -count=1 -p 2 -timeout 15m
+# The browser tests drive Debian's chromium when it is installed (.ci/run
+# installs it) and say why they skip when it is not.
+TESTFLAGS ?= -race -count=1 -p 2 -timeout 15m -tags browser
 
 .PHONY: all build run test vet fmt bench load clean
 
@@ -16,12 +18,14 @@ build:
 run:
 	$(GO) run ./cmd/hub --dev --data-dir ./data
 
-## test: vet, formatting and the whole suite under the race detector.
+## test: vet, formatting and the whole suite under the race detector,
+## browser tests included.
 test: vet fmt
 	$(GO) test $(TESTFLAGS) ./...
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags browser,load ./...
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
