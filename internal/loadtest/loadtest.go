@@ -95,7 +95,8 @@ type Hub struct {
 	client   *http.Client
 }
 
-// StartHub starts the hub binary at path on free loopback ports, with a
+// StartHub starts the hub binary at path on free loopback ports (or on the
+// --listen address args give), with a
 // fresh data directory, --dev, --log-level warn, --pong-wait 60s and
 // --ping-interval 30s; args come last, so they may override any of these.
 // It returns once GET /healthz answers 200, waiting at most 30 s (less if
@@ -109,9 +110,15 @@ func StartHub(ctx context.Context, path string, args ...string) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	listen := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	for i, a := range args {
+		if a == "--listen" && i+1 < len(args) {
+			listen = args[i+1] // a caller's address wins, as on the command line
+		}
+	}
 	h := &Hub{
-		HTTPURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		WSURL:   fmt.Sprintf("ws://127.0.0.1:%d/ws", ports[0]),
+		HTTPURL: "http://" + listen,
+		WSURL:   "ws://" + listen + "/ws",
 		NATSURL: fmt.Sprintf("nats://127.0.0.1:%d", ports[1]),
 		Dir:     dir,
 		LogPath: filepath.Join(dir, "hub.log"),
@@ -124,7 +131,7 @@ func StartHub(ctx context.Context, path string, args ...string) (*Hub, error) {
 		return nil, err
 	}
 	all := []string{
-		"--listen", fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		"--listen", listen,
 		"--nats-listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--data-dir", filepath.Join(dir, "data"),
 		"--dev",
