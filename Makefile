@@ -12,11 +12,15 @@ TESTFLAGS ?= -race -count=1 -p 2 -timeout 15m -tags browser
 all: build
 
 build:
+	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-## run: one node with an embedded NATS server (JetStream on), in --dev mode.
-run:
-	$(GO) run ./cmd/hub --dev --data-dir ./data
+## run: one node with an embedded NATS server (JetStream on), in --dev mode,
+## and a simulated fleet of 12 robots; Ctrl-C stops both.
+run: build
+	@$(BIN)/devsim --dev --devices 12 --log-level warn & SIM=$$!; \
+	trap 'kill $$SIM 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	$(BIN)/hub --dev --data-dir ./data
 
 ## test: vet, formatting and the whole suite under the race detector,
 ## browser tests included.
