@@ -20,6 +20,7 @@ type metrics struct {
 	stormLimited    *prometheus.CounterVec
 	statusCoalesced prometheus.Counter
 	fanout          prometheus.Histogram
+	pushesOut       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -68,6 +69,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Name: "fanout_seconds", Help: "Time from a push's arrival at this node to its frame queued for every local recipient.",
 			Buckets: prometheus.ExponentialBuckets(10e-6, 4, 10), // 10µs .. ~2.6s
 		}),
+		pushesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "pushes_out_total", Help: "Push messages queued to sessions, by service (the hub's own /push/ services, else backend).",
+		}, []string{"service"}),
 		statusCoalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "status_coalesced_total", Help: "Status pushes superseded by a later status of the same device within the window.",
 		}),
@@ -75,7 +79,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
 			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites,
-			m.storeFailures, m.stormLimited, m.statusCoalesced, m.fanout)
+			m.storeFailures, m.stormLimited, m.statusCoalesced, m.fanout, m.pushesOut)
 	}
 	return m
+}
+
+// pushLabel keeps the pushes_out service label bounded: the hub's own push
+// services by name, everything a backend or admin pushes as "backend".
+func pushLabel(service string) string {
+	switch service {
+	case "/push/presence", "/push/status", "/push/event", "/push/summary":
+		return service
+	}
+	return "backend"
 }

@@ -42,6 +42,7 @@ type subscription struct {
 // local sessions subscribed under them, so that news about a device is
 // routed by looking up at most four selectors, never by a scan.
 type subIndex struct {
+	metrics   *metrics
 	delivered prometheus.Counter // the hub's pushes-delivered counter
 	dropped   prometheus.Counter // pushes to sessions that were closing or slow
 
@@ -52,7 +53,7 @@ type subIndex struct {
 
 func newSubIndex(m *metrics) *subIndex {
 	return &subIndex{
-		delivered: m.pushesDelivered, dropped: m.pushesDropped.WithLabelValues("session_closed"),
+		metrics: m, delivered: m.pushesDelivered, dropped: m.pushesDropped.WithLabelValues("session_closed"),
 		sels: make(map[string]map[*Session]struct{}), summary: make(map[*Session]struct{}),
 	}
 }
@@ -154,6 +155,7 @@ func (x *subIndex) deliver(t topic, prio int, sn, typ, group, service, id string
 		}
 	}
 	x.delivered.Add(float64(delivered))
+	x.metrics.pushesOut.WithLabelValues(pushLabel(service)).Add(float64(delivered))
 }
 
 // wants reports whether the session subscribed to topic t under sel, and

@@ -89,7 +89,9 @@ func (srv *Server) summaries(ctx context.Context) {
 					frame, _ = wire.EncodePush("/push/summary", nuid.Next(), b)
 					frames[key] = frame
 				}
-				s.send(frame)
+				if s.send(frame) {
+					srv.metrics.pushesOut.WithLabelValues("/push/summary").Inc()
+				}
 			}
 		}
 	}
