@@ -68,6 +68,14 @@ type pendingStatus struct {
 	data       []byte    // the latest status not yet pushed, or nil
 	typ, group string
 	timer      *time.Timer
+	offered    uint64 // statuses offered so far
+
+	// Pushes of one device may start on two goroutines (the stream's
+	// consumer and the window's timer); they are delivered one at a time,
+	// and one older than what already went out is dropped, so order holds
+	// end to end.
+	deliverMu sync.Mutex
+	pushed    uint64 // the offer number of the last status delivered. Guarded by deliverMu.
 }
 
 func newCoalescer(srv *Server) *coalescer {
@@ -83,10 +91,12 @@ func (c *coalescer) offer(sn, typ, group string, data []byte) {
 		p = &pendingStatus{}
 		c.devices[sn] = p
 	}
+	p.offered++
+	n := p.offered
 	if p.timer == nil && now.Sub(p.last) >= c.window {
 		p.last = now
 		c.mu.Unlock()
-		c.push(sn, typ, group, data)
+		c.push(p, sn, typ, group, data, n)
 		return
 	}
 	if p.data != nil {
@@ -109,13 +119,22 @@ func (c *coalescer) flush(sn string) {
 		c.mu.Unlock()
 		return
 	}
-	data, typ, group := p.data, p.typ, p.group
+	data, typ, group, n := p.data, p.typ, p.group, p.offered
 	p.data, p.timer, p.last = nil, nil, time.Now()
 	c.mu.Unlock()
-	c.push(sn, typ, group, data)
+	c.push(p, sn, typ, group, data, n)
 }
 
-func (c *coalescer) push(sn, typ, group string, data []byte) {
+// push delivers status number n of a device unless a later one already
+// went out.
+func (c *coalescer) push(p *pendingStatus, sn, typ, group string, data []byte, n uint64) {
+	p.deliverMu.Lock()
+	defer p.deliverMu.Unlock()
+	if n <= p.pushed {
+		c.srv.metrics.statusCoalesced.Inc()
+		return
+	}
+	p.pushed = n
 	c.srv.subs.deliver(topicStatus, 0, sn, typ, group, "/push/status", nuid.Next(), data)
 }
 
