@@ -124,12 +124,17 @@ func TestPresenceClosed(t *testing.T) {
 	if n := len(rec.of("P-1")); n != 2 {
 		t.Fatalf("%d records, want 2", n)
 	}
-	r := admin.MustOK("/admin/devices", nil)
-	var dv struct{ Devices []hub.DeviceView }
-	r.Decode(t, &dv)
-	if len(dv.Devices) != 1 || dv.Devices[0].Online || dv.Devices[0].Node != "" || dv.Devices[0].Since < closedAt.UnixMilli() {
-		t.Fatalf("devices %s", r.Raw)
-	}
+	// The record comes first and the entry's removal right after it; the
+	// view has both a moment later.
+	natstest.Eventually(t, 5*time.Second, func() error {
+		r := admin.MustOK("/admin/devices", nil)
+		var dv struct{ Devices []hub.DeviceView }
+		r.Decode(t, &dv)
+		if len(dv.Devices) != 1 || dv.Devices[0].Online || dv.Devices[0].Node != "" || dv.Devices[0].Since < closedAt.UnixMilli() {
+			return fmt.Errorf("devices %s", r.Raw)
+		}
+		return nil
+	})
 }
 
 // silentDevice authenticates a device whose client never answers pings.
@@ -313,13 +318,17 @@ func TestPresenceSubscriptions(t *testing.T) {
 	viewer.NoPush("/push/presence", 300*time.Millisecond) // ...but is not pushed
 	hubtest.Device(t, b, "S-g1", "")
 
-	// /admin/devices filters, within the viewer's groups.
-	r = viewer.MustOK("/admin/devices", map[string]any{"online": true})
-	var list struct{ Devices []hub.DeviceView }
-	r.Decode(t, &list)
-	if len(list.Devices) != 1 || list.Devices[0].SN != "S-g1" {
-		t.Fatalf("devices %s", r.Raw)
-	}
+	// /admin/devices filters, within the viewer's groups (node A's view
+	// follows the bucket, so it may take a moment to see the new session).
+	natstest.Eventually(t, 5*time.Second, func() error {
+		r := viewer.MustOK("/admin/devices", map[string]any{"online": true})
+		var list struct{ Devices []hub.DeviceView }
+		r.Decode(t, &list)
+		if len(list.Devices) != 1 || list.Devices[0].SN != "S-g1" {
+			return fmt.Errorf("devices %s", r.Raw)
+		}
+		return nil
+	})
 }
 
 // TestPresenceKicked: the hub ends a device's session (its registry entry
