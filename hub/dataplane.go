@@ -208,16 +208,6 @@ func (srv *Server) store(subject string, rec any) *wire.Error {
 	return nil
 }
 
-// deviceFromSubject reads <sn> out of hub.dev.<sn>.<kind>.
-func deviceFromSubject(subject string) string {
-	rest, ok := strings.CutPrefix(subject, "hub.dev.")
-	if !ok {
-		return ""
-	}
-	sn, _, _ := strings.Cut(rest, ".")
-	return sn
-}
-
 // onStatus follows HUB_STATUS (last per device at start, then live): the
 // view keeps each device's last status, and subscribed sessions get it,
 // coalesced per device.

@@ -10,8 +10,6 @@ import (
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // fakeTransport is an in-memory Transport with a bounded queue, standing in
@@ -120,11 +118,4 @@ func device(sn, typ, group string) *Identity {
 
 func admin(user string, groups ...string) *Identity {
 	return &Identity{Role: auth.RoleAdmin, User: user, Groups: groups}
-}
-
-// counterValue reads a prometheus counter.
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	_ = c.Write(&m)
-	return m.GetCounter().GetValue()
 }

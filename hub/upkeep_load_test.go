@@ -15,6 +15,8 @@ import (
 
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func cpuNow() time.Duration {
@@ -151,4 +153,11 @@ func inProcessServer(t *testing.T, presenceTTL time.Duration) *Server {
 	}
 	t.Cleanup(nc.Close)
 	return startTestServer(t, nc, Config{PresenceTTL: presenceTTL})
+}
+
+// counterValue reads a prometheus counter.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
 }

@@ -89,7 +89,7 @@ func (c *Config) validate() error {
 	for _, u := range c.URLs {
 		p, err := url.Parse(u)
 		if err != nil || (p.Scheme != "ws" && p.Scheme != "wss") || p.Host == "" {
-			errs = append(errs, fmt.Errorf("--url %q: want ws://host:port/ws or wss://...", u))
+			errs = append(errs, fmt.Errorf("--url %q: want ws://host:port/ws or wss://host:port/ws", u))
 		}
 	}
 	switch {

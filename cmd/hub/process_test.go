@@ -98,11 +98,9 @@ func TestProcessKilled(t *testing.T) {
 	hubs := startNodes(t, ns.ClientURL(), 3)
 	victim := hubs[1]
 	const n = 20
-	var devs []*hubtest.Client
-	for i := range n {
+	for i := range n { // the clients stay open until the test ends
 		c := hubtest.Dial(t, victim.WSURL, nil)
 		c.MustOK("/auth/device", hubtest.DeviceArgs(fmt.Sprintf("K-%d", i), "retail"))
-		devs = append(devs, c)
 	}
 	for i := range n {
 		rec.waitN(t, fmt.Sprintf("K-%d", i), 1, 10*time.Second)
