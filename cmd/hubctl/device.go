@@ -82,28 +82,36 @@ var deviceAddCommand = &command{
 // deviceListCommand prints the registry, one "SN TYPE GROUP" line per
 // device, sorted by serial number. None of the fields can hold a space, so
 // the lines split cleanly on white space.
-var deviceListCommand = &command{
-	name:     "device list",
-	synopsis: "",
-	setup: func(*flag.FlagSet) func([]string) (*job, error) {
-		return func(args []string) (*job, error) {
-			if err := wantArgs(args); err != nil {
-				return nil, err
-			}
-			return &job{run: func(ctx context.Context, c *client) error {
-				devices, err := listBucket[hub.Device](ctx, c, hub.BucketDevices)
-				if err != nil {
-					return err
+var deviceListCommand = listCommand("device list", hub.BucketDevices, func(sn string, d hub.Device) []any {
+	return []any{sn, d.Type, d.Group}
+})
+
+// listCommand builds a command that prints one line per entry of a
+// bucket, sorted by key, with the fields line gives.
+func listCommand[T any](name, bucket string, line func(key string, v T) []any) *command {
+	return &command{
+		name:     name,
+		synopsis: "",
+		setup: func(*flag.FlagSet) func([]string) (*job, error) {
+			return func(args []string) (*job, error) {
+				if err := wantArgs(args); err != nil {
+					return nil, err
 				}
-				for _, d := range devices {
-					if _, err := fmt.Fprintln(c.out, d.key, d.value.Type, d.value.Group); err != nil {
+				return &job{run: func(ctx context.Context, c *client) error {
+					entries, err := listBucket[T](ctx, c, bucket)
+					if err != nil {
 						return err
 					}
-				}
-				return nil
-			}}, nil
-		}
-	},
+					for _, e := range entries {
+						if _, err := fmt.Fprintln(c.out, line(e.key, e.value)...); err != nil {
+							return err
+						}
+					}
+					return nil
+				}}, nil
+			}
+		},
+	}
 }
 
 // deviceRmCommand removes a registry entry; a device that is not

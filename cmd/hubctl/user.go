@@ -75,29 +75,9 @@ var userAddCommand = &command{
 
 // userListCommand prints one "NAME ROLE GROUPS" line per user, sorted by
 // name, the groups joined by commas ("*" for all); never a password hash.
-var userListCommand = &command{
-	name:     "user list",
-	synopsis: "",
-	setup: func(*flag.FlagSet) func([]string) (*job, error) {
-		return func(args []string) (*job, error) {
-			if err := wantArgs(args); err != nil {
-				return nil, err
-			}
-			return &job{run: func(ctx context.Context, c *client) error {
-				users, err := listBucket[auth.User](ctx, c, hub.BucketUsers)
-				if err != nil {
-					return err
-				}
-				for _, u := range users {
-					if _, err := fmt.Fprintln(c.out, u.key, u.value.Role, strings.Join(u.value.Groups, ",")); err != nil {
-						return err
-					}
-				}
-				return nil
-			}}, nil
-		}
-	},
-}
+var userListCommand = listCommand("user list", hub.BucketUsers, func(name string, u auth.User) []any {
+	return []any{name, u.Role, strings.Join(u.Groups, ",")}
+})
 
 // userPasswdCommand replaces a user's password, keeping role and groups.
 // It bumps UpdatedAt, which is what makes the nodes refuse the tokens
