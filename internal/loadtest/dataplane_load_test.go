@@ -184,9 +184,9 @@ func TestDataPlaneLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("data-plane load test skipped in -short mode")
 	}
-	n := dpEnvInt(t, "DP_DEVICES", dpDefaultDevices)
-	secs := dpEnvInt(t, "DP_SECONDS", dpDefaultSeconds)
-	backoffMs := dpEnvInt(t, "DP_CHATTY_BACKOFF_MS", dpDefaultBackoff)
+	n := envInt(t, "DP_DEVICES", dpDefaultDevices)
+	secs := envInt(t, "DP_SECONDS", dpDefaultSeconds)
+	backoffMs := envInt(t, "DP_CHATTY_BACKOFF_MS", dpDefaultBackoff)
 	if n < 1 || n > dpMaxDevices {
 		t.Fatalf("DP_DEVICES=%d: want 1 to %d", n, dpMaxDevices)
 	}
@@ -206,7 +206,7 @@ func TestDataPlaneLoad(t *testing.T) {
 	start := time.Now()
 	rep := &DPReport{
 		Start: start, GoVersion: runtime.Version(), NumCPU: runtime.NumCPU(), Devices: n, PhaseSeconds: secs,
-		ChattyRate: dpChattyRate, ChattyBackoffMs: backoffMs, CoalesceWindowMs: dpMs(dpCoalesceWindow),
+		ChattyRate: dpChattyRate, ChattyBackoffMs: backoffMs, CoalesceWindowMs: ms(dpCoalesceWindow),
 		HubMetrics: map[string]map[string]float64{}, HubLogProblems: map[string]int{},
 	}
 	r := &dpRun{n: n, secs: secs, backoff: time.Duration(backoffMs) * time.Millisecond}
@@ -232,18 +232,7 @@ func TestDataPlaneLoad(t *testing.T) {
 		dpLogReport(t, rep)
 		writeReport(t, rep)
 	}()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		rep.Errors = append(rep.Errors, msg)
-		t.Fatal(msg)
-	}
-	errorf := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		rep.Errors = append(rep.Errors, msg)
-		t.Error(msg)
-	}
+	fail, errorf := failures(t, &rep.Errors)
 
 	// NATS, then the two nodes, then the clients: cleanups run in reverse.
 	ns := natstest.Run(t)
@@ -906,10 +895,10 @@ func (r *dpRun) runPhase(ctx context.Context, name string, chatty bool) (*DPPhas
 	res.AckedPerSec = float64(res.Acked) / res.Seconds
 	res.PushesPerSec = float64(res.Pushes) / res.Seconds
 	q, cnt := p.lat.Quantiles(0.5, 0.99)
-	res.LatencyCount, res.P50Ms, res.P99Ms = cnt, dpMs(q[0]), dpMs(q[1])
-	res.MaxMs = dpMs(time.Duration(p.latMax.Load()))
+	res.LatencyCount, res.P50Ms, res.P99Ms = cnt, ms(q[0]), ms(q[1])
+	res.MaxMs = ms(time.Duration(p.latMax.Load()))
 	q, _ = p.ack.Quantiles(0.5, 0.99)
-	res.AckP50Ms, res.AckP99Ms = dpMs(q[0]), dpMs(q[1])
+	res.AckP50Ms, res.AckP99Ms = ms(q[0]), ms(q[1])
 	for i, d := range r.devs {
 		la, ls := d.lastAcked.Load(), r.admin.lastSeen[i].Load()
 		if ls < la {
@@ -1017,8 +1006,8 @@ func (r *dpRun) finishChatty(cr *DPChatty, b dpChattyBase, p *dpPhase, start tim
 	cr.Pushes = r.admin.pushes[d.idx].Load() - b.pushes
 	cr.PushesPerS = float64(cr.Pushes) / wall.Seconds()
 	q, _ := p.chattyLat.Quantiles(0.5, 0.99)
-	cr.P50Ms, cr.P99Ms = dpMs(q[0]), dpMs(q[1])
-	cr.MaxMs = dpMs(time.Duration(p.chattyLatMax.Load()))
+	cr.P50Ms, cr.P99Ms = ms(q[0]), ms(q[1])
+	cr.MaxMs = ms(time.Duration(p.chattyLatMax.Load()))
 	cr.LastAcked, cr.LastSeen = d.lastAcked.Load(), r.admin.lastSeen[d.idx].Load()
 	cr.LastArrived = cr.LastSeen >= cr.LastAcked
 	r.mu.Lock()
@@ -1028,12 +1017,12 @@ func (r *dpRun) finishChatty(cr *DPChatty, b dpChattyBase, p *dpPhase, start tim
 		if s.dev != d {
 			continue
 		}
-		cs := DPChattySession{OpenedMs: dpMs(s.opened.Sub(start)), Acked: s.acked.Load(), Limited: s.limited.Load(), Close: s.closeDesc()}
+		cs := DPChattySession{OpenedMs: ms(s.opened.Sub(start)), Acked: s.acked.Load(), Limited: s.limited.Load(), Close: s.closeDesc()}
 		if s.isDone() {
-			cs.LifetimeMs = dpMs(s.endedAt.Sub(s.opened))
+			cs.LifetimeMs = ms(s.endedAt.Sub(s.opened))
 			cr.Closes[cs.Close]++
 		} else {
-			cs.LifetimeMs = dpMs(time.Since(s.opened))
+			cs.LifetimeMs = ms(time.Since(s.opened))
 		}
 		cr.SessionLog = append(cr.SessionLog, cs)
 	}
@@ -1072,20 +1061,6 @@ func dpPick(m Metrics) map[string]float64 {
 		out[strings.TrimPrefix(name, "fleethub_")] = m.Sum(name)
 	}
 	return out
-}
-
-func dpMs(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func dpEnvInt(t *testing.T, name string, def int) int {
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	v, err := strconv.Atoi(s)
-	if err != nil {
-		t.Fatalf("%s=%q: %v", name, s, err)
-	}
-	return v
 }
 
 // dpLogReport prints the report as one table.

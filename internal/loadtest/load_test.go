@@ -140,12 +140,7 @@ func TestLoad(t *testing.T) {
 		logReport(t, rep)
 		writeReport(t, rep)
 	}()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		rep.Errors = append(rep.Errors, msg)
-		t.Fatal(msg)
-	}
+	fail, _ := failures(t, &rep.Errors)
 
 	// a. Build and start the hub; baseline RSS once it has settled.
 	bin, err := BuildHub(t.TempDir())
@@ -329,6 +324,26 @@ func writeReport(t *testing.T, r any) {
 		return
 	}
 	t.Logf("report written to %s", path)
+}
+
+// failures returns fail and errorf, which record a message in the report's
+// errors (so the table and the JSON show it) and then fail the test, the
+// first at once, the second at its end.
+func failures(t *testing.T, errs *[]string) (fail, errorf func(format string, args ...any)) {
+	record := func(format string, args []any) string {
+		msg := fmt.Sprintf(format, args...)
+		*errs = append(*errs, msg)
+		return msg
+	}
+	fail = func(format string, args ...any) {
+		t.Helper()
+		t.Fatal(record(format, args))
+	}
+	errorf = func(format string, args ...any) {
+		t.Helper()
+		t.Error(record(format, args))
+	}
+	return fail, errorf
 }
 
 func envInt(t *testing.T, name string, def int) int {

@@ -197,18 +197,7 @@ func TestPresenceLoad(t *testing.T) {
 		logPresenceReport(t, rep)
 		writeReport(t, rep)
 	}()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		rep.Errors = append(rep.Errors, msg)
-		t.Fatal(msg)
-	}
-	errorf := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		rep.Errors = append(rep.Errors, msg)
-		t.Error(msg)
-	}
+	fail, errorf := failures(t, &rep.Errors)
 
 	// NATS, the record watcher, then the three nodes. Cleanups run in
 	// reverse: devices close, nodes stop, NATS stops.
