@@ -20,11 +20,8 @@ var deviceKeyCommand = &command{
 	setup: func(fs *flag.FlagSet) func([]string) (*job, error) {
 		secret := fs.String("master-secret", "", "the secret device keys derive from (HUB_MASTER_SECRET)")
 		return func(args []string) (*job, error) {
-			if err := wantArgs(args, "SN"); err != nil {
-				return nil, err
-			}
-			sn := args[0]
-			if err := checkSerial(sn); err != nil {
+			sn, err := serialArg(args)
+			if err != nil {
 				return nil, err
 			}
 			if *secret == "" {
@@ -48,11 +45,8 @@ var deviceAddCommand = &command{
 		typ := fs.String("type", "", "the device's type (required)")
 		group := fs.String("group", "default", "the device's group")
 		return func(args []string) (*job, error) {
-			if err := wantArgs(args, "SN"); err != nil {
-				return nil, err
-			}
-			sn := args[0]
-			if err := checkSerial(sn); err != nil {
+			sn, err := serialArg(args)
+			if err != nil {
 				return nil, err
 			}
 			if *typ == "" {
@@ -143,6 +137,15 @@ func rmCommand[T any](name, arg, what, bucket string, check func(string) error) 
 			}
 		},
 	}
+}
+
+// serialArg checks that the arguments are exactly one valid serial number
+// and returns it.
+func serialArg(args []string) (string, error) {
+	if err := wantArgs(args, "SN"); err != nil {
+		return "", err
+	}
+	return args[0], checkSerial(args[0])
 }
 
 func checkSerial(sn string) error {

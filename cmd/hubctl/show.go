@@ -33,11 +33,8 @@ var deviceShowCommand = &command{
 	synopsis: "SN",
 	setup: func(*flag.FlagSet) func([]string) (*job, error) {
 		return func(args []string) (*job, error) {
-			if err := wantArgs(args, "SN"); err != nil {
-				return nil, err
-			}
-			sn := args[0]
-			if err := checkSerial(sn); err != nil {
+			sn, err := serialArg(args)
+			if err != nil {
 				return nil, err
 			}
 			return &job{run: func(ctx context.Context, c *client) error {
