@@ -159,7 +159,7 @@ func (srv *Server) serveEvent(s *Session, m *wire.Message) (any, *wire.Error) {
 	}
 	level, ok := priorities[prio]
 	if !ok {
-		return nil, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.priority: unknown priority %q (want emergency, high or normal)", clip(prio)))
+		return nil, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.priority: unknown priority %q (want emergency, high or normal)", wire.Clip(prio)))
 	}
 	if !wire.IsNull(a.Data) && !wire.IsObject(a.Data) {
 		return nil, wire.Errorf(wire.CodeBadRequest, "args.data: must be an object")

@@ -188,7 +188,7 @@ func (a *subscribeArgs) parse(srv *Server, id *Identity) ([]string, topic, int, 
 	var sels []string
 	for _, sn := range a.Devices {
 		if !auth.ValidSerial(sn) {
-			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.devices: %q is not a valid serial number", clip(sn)))
+			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.devices: %q is not a valid serial number", wire.Clip(sn)))
 		}
 		if _, group, ok := srv.deviceAttrs(sn); ok && !auth.CanSee(id.Groups, group) {
 			return nil, 0, 0, wire.Errorf(wire.CodeForbidden, "device "+sn+" is outside your groups")
@@ -197,13 +197,13 @@ func (a *subscribeArgs) parse(srv *Server, id *Identity) ([]string, topic, int, 
 	}
 	for _, t := range a.Types {
 		if !subjects.ValidToken(t) {
-			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.types: %q is not a valid type", clip(t)))
+			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.types: %q is not a valid type", wire.Clip(t)))
 		}
 		sels = append(sels, "type:"+t)
 	}
 	for _, g := range a.Groups {
 		if !subjects.ValidToken(g) {
-			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.groups: %q is not a valid group", clip(g)))
+			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.groups: %q is not a valid group", wire.Clip(g)))
 		}
 		if !auth.CanSee(id.Groups, g) {
 			return nil, 0, 0, wire.Errorf(wire.CodeForbidden, "group "+g+" is outside your groups")
@@ -217,7 +217,7 @@ func (a *subscribeArgs) parse(srv *Server, id *Identity) ([]string, topic, int, 
 	for _, name := range a.Topics {
 		t, ok := topicNames[name]
 		if !ok {
-			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.topics: unknown topic %q (want presence, status, event or summary)", clip(name)))
+			return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, fmt.Sprintf("args.topics: unknown topic %q (want presence, status, event or summary)", wire.Clip(name)))
 		}
 		topics |= t
 	}
@@ -237,13 +237,6 @@ func (a *subscribeArgs) parse(srv *Server, id *Identity) ([]string, topic, int, 
 
 // priorities orders event priorities.
 var priorities = map[string]int{"normal": 0, "high": 1, "emergency": 2}
-
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
-}
 
 // serveSubscribe adds subscriptions and answers with a snapshot of the
 // devices they match.

@@ -52,7 +52,7 @@ func Decode(line []byte) (Message, *Error) {
 	switch m.Op {
 	case OpRequest, OpResponse:
 	default:
-		return m, Errorf(CodeBadRequest, fmt.Sprintf("op: unknown op %q (want request or response)", clip(m.Op)))
+		return m, Errorf(CodeBadRequest, fmt.Sprintf("op: unknown op %q (want request or response)", Clip(m.Op)))
 	}
 	if !IsNull(env.Service) {
 		if err := json.Unmarshal(env.Service, &m.Service); err != nil {
@@ -139,8 +139,8 @@ func typeName(kind string) string {
 	return "a " + kind
 }
 
-// clip keeps an echoed client value short.
-func clip(s string) string {
+// Clip keeps a client value echoed in an error message short.
+func Clip(s string) string {
 	if len(s) > 64 {
 		return s[:64] + "..."
 	}
