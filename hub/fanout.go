@@ -134,7 +134,7 @@ func (srv *Server) fanout(subject string, target subjects.Target, where map[stri
 		delivered++
 	})
 	srv.metrics.pushesDelivered.Add(float64(delivered))
-	srv.metrics.pushesOut.WithLabelValues("backend").Add(float64(delivered))
+	srv.metrics.pushedOut("backend", delivered)
 	for _, s := range slow {
 		srv.metrics.pushesDropped.WithLabelValues("slow_consumer").Inc()
 		s.SlowConsumer()

@@ -21,6 +21,7 @@ type metrics struct {
 	statusCoalesced prometheus.Counter
 	fanout          prometheus.Histogram
 	pushesOut       *prometheus.CounterVec
+	pushesOutBy     map[string]prometheus.Counter // pushesOut's children, resolved once
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -76,6 +77,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Name: "status_coalesced_total", Help: "Status pushes superseded by a later status of the same device within the window.",
 		}),
 	}
+	m.pushesOutBy = make(map[string]prometheus.Counter)
+	for _, l := range []string{"/push/presence", "/push/status", "/push/event", "/push/summary", "backend"} {
+		m.pushesOutBy[l] = m.pushesOut.WithLabelValues(l)
+	}
 	if reg != nil {
 		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
 			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites,
@@ -84,12 +89,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// pushLabel keeps the pushes_out service label bounded: the hub's own push
-// services by name, everything a backend or admin pushes as "backend".
-func pushLabel(service string) string {
-	switch service {
-	case "/push/presence", "/push/status", "/push/event", "/push/summary":
-		return service
+// pushedOut counts n pushes of service. The label stays bounded: the hub's
+// own push services by name, everything a backend or admin pushes as
+// "backend"; the counters are looked up once, not per push.
+func (m *metrics) pushedOut(service string, n int) {
+	c, ok := m.pushesOutBy[service]
+	if !ok {
+		c = m.pushesOutBy["backend"]
 	}
-	return "backend"
+	c.Add(float64(n))
 }

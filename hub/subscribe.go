@@ -155,7 +155,7 @@ func (x *subIndex) deliver(t topic, prio int, sn, typ, group, service, id string
 		}
 	}
 	x.delivered.Add(float64(delivered))
-	x.metrics.pushesOut.WithLabelValues(pushLabel(service)).Add(float64(delivered))
+	x.metrics.pushedOut(service, delivered)
 }
 
 // wants reports whether the session subscribed to topic t under sel, and

@@ -90,7 +90,7 @@ func (srv *Server) summaries(ctx context.Context) {
 					frames[key] = frame
 				}
 				if s.send(frame) {
-					srv.metrics.pushesOut.WithLabelValues("/push/summary").Inc()
+					srv.metrics.pushedOut("/push/summary", 1)
 				}
 			}
 		}
