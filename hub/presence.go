@@ -2,7 +2,6 @@ package hub
 
 import (
 	"bytes"
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -69,7 +69,9 @@ type PresenceRecord struct {
 type localDevice struct {
 	session string
 	rev     uint64
-	gone    bool
+	since   int64 // the entry's since, as this node wrote it
+	gone    bool  // the session ended; its grace runs
+	dropped bool  // no longer this node's: replaced, or reported offline
 	grace   *time.Timer
 	id      *Identity
 	addr    string
@@ -80,6 +82,7 @@ type localDevice struct {
 // presence.mu.
 type deviceView struct {
 	entry        *PresenceEntry // nil while offline
+	local        *localDevice   // the device's session here, if any
 	typ, group   string
 	offlineSince int64           // when it was last reported offline
 	lastSeen     int64           // the latest sign of life this node heard of
@@ -123,6 +126,7 @@ type presence struct {
 	mu      sync.Mutex
 	local   map[string]*localDevice // by sn. Guarded by mu.
 	due     dueQueue                // local entries by refresh time. Guarded by mu.
+	enc     refreshEncoder          // refresh's buffers. Owned by the upkeep goroutine.
 	view    map[string]*deviceView  // by sn. Guarded by mu.
 	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
 	names   map[string]string       // interned node, type and group names. Guarded by mu.
@@ -138,7 +142,7 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 		names: make(map[string]string),
 	}
 	var err error
-	p.kv, err = srv.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	p.kv, err = openSoftBucket(ctx, srv.js, jetstream.KeyValueConfig{
 		Bucket: BucketPresence, Description: "online devices: an entry per device, expiring when no node refreshes it",
 		History: 1, TTL: cfg.PresenceTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	})
@@ -446,7 +450,9 @@ func (p *presence) refreshed(sn string, value []byte, rev uint64) bool {
 	// Readers copy the entry's fields under p.mu, so it is updated in place.
 	v.entry.LastSeen = ls
 	v.lastSeen = max(v.lastSeen, ls)
-	p.tookLocked(sn, v.entry.Session, rev)
+	if ld := v.local; ld != nil && ld.session == v.entry.Session && rev > ld.rev {
+		ld.rev = rev // this node's own refresh: the next one checks against it
+	}
 	return true
 }
 
@@ -455,6 +461,18 @@ func (p *presence) refreshed(sn string, value []byte, rev uint64) bool {
 func (p *presence) tookLocked(sn, session string, rev uint64) {
 	if ld := p.local[sn]; ld != nil && ld.session == session && rev > ld.rev {
 		ld.rev = rev
+	}
+}
+
+// dropLocked forgets a local device session: its entry is no longer this
+// node's to refresh. Caller holds p.mu.
+func (p *presence) dropLocked(sn string, ld *localDevice) {
+	ld.dropped = true
+	if p.local[sn] == ld {
+		delete(p.local, sn)
+	}
+	if v := p.view[sn]; v != nil && v.local == ld {
+		v.local = nil
 	}
 }
 
@@ -535,16 +553,21 @@ func (p *presence) connected(ctx context.Context, s *Session) error {
 		return fmt.Errorf("hub: presence of %s: %w", id.SN, err)
 	}
 	p.mu.Lock()
-	if old := p.local[id.SN]; old != nil && old.grace != nil {
-		old.grace.Stop()
+	if old := p.local[id.SN]; old != nil {
+		if old.grace != nil {
+			old.grace.Stop()
+		}
+		p.dropLocked(id.SN, old)
 	}
 	// Pretend the last write was up to a whole interval earlier than it
 	// was, so that the refreshes of devices that connected together spread
 	// evenly over the interval, this cycle and every later one.
-	jitter := time.Duration(rand.Int64N(int64(refreshAfter(p.srv.cfg.PresenceTTL)) + 1))
-	ld := &localDevice{session: s.id, rev: rev, id: id, addr: s.remote}
+	every := refreshAfter(p.srv.cfg.PresenceTTL)
+	jitter := time.Duration(rand.Int64N(int64(every) + 1))
+	ld := &localDevice{session: s.id, rev: rev, since: entry.Since, id: id, addr: s.remote}
 	p.local[id.SN] = ld
-	heap.Push(&p.due, dueItem{at: now.Add(refreshAfter(p.srv.cfg.PresenceTTL) - jitter), sn: id.SN, ld: ld})
+	p.viewLocked(id.SN).local = ld
+	p.due.push(dueItem{at: now.Add(every - jitter).UnixNano(), ld: ld})
 	p.mu.Unlock()
 	if created {
 		p.publish(ctx, PresenceRecord{SN: id.SN, Type: id.Type, Group: id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}, s.id+"/on")
@@ -563,7 +586,7 @@ func (p *presence) disconnected(s *Session, reason Reason) {
 		return
 	}
 	if reason == ReasonReplaced {
-		delete(p.local, id.SN)
+		p.dropLocked(id.SN, ld)
 		return
 	}
 	ld.gone = true
@@ -581,7 +604,7 @@ func (p *presence) expire(sn, session string, reason Reason) {
 	defer cancel()
 	p.mu.Lock()
 	if ld := p.local[sn]; ld != nil && ld.session == session {
-		delete(p.local, sn)
+		p.dropLocked(sn, ld)
 	}
 	stopped := p.stopped
 	p.mu.Unlock()
@@ -686,71 +709,208 @@ func refreshAfter(ttl time.Duration) time.Duration {
 // one this node wrote (a compare-and-set on its revision), asynchronously.
 // Entries fall due spread out: connected gives each a random first
 // refresh within the interval (see connected), so devices that connected
-// together do not refresh together.
+// together do not refresh together. It runs on the upkeep goroutine only,
+// which owns p.enc.
 func (p *presence) refresh() {
 	now := p.srv.cfg.Now()
-	every := refreshAfter(p.srv.cfg.PresenceTTL)
-	var msgs []*nats.Msg
+	next := now.Add(refreshAfter(p.srv.cfg.PresenceTTL)).UnixNano()
+	nowMs, nowNs := now.UnixMilli(), now.UnixNano()
+	enc := &p.enc
+	enc.buf, enc.ends, enc.revs = enc.buf[:0], enc.ends[:0], enc.revs[:0]
 	p.mu.Lock()
 	// Only the entries due are touched: the queue is ordered by refresh
-	// time, so a sweep costs what it writes, not what the node holds.
-	for len(p.due) > 0 && !p.due[0].at.After(now) && len(msgs) < maxRefreshPerSweep {
-		it := heap.Pop(&p.due).(dueItem)
-		ld := it.ld
-		if p.local[it.sn] != ld || ld.gone {
-			continue // ended or replaced since it was queued
+	// time, so a sweep costs what it writes, not what the node holds. The
+	// entries are encoded into one buffer, with no allocation per entry.
+	for len(p.due) > 0 && p.due[0].at <= nowNs && len(enc.ends) < maxRefreshPerSweep {
+		ld := p.due[0].ld
+		if ld.dropped || ld.gone {
+			p.due.pop() // ended or replaced since it was queued
+			continue
 		}
-		e := PresenceEntry{Node: p.srv.cfg.NodeID, Session: ld.session, Since: 0, LastSeen: now.UnixMilli(), Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group}
-		if v := p.view[it.sn]; v != nil && v.entry != nil && v.entry.Session == ld.session {
-			e.Since = v.entry.Since
-		} else {
-			e.Since = ld.id.AuthAt.UnixMilli()
-		}
-		b, _ := json.Marshal(e)
-		m := nats.NewMsg("$KV." + BucketPresence + "." + it.sn)
-		m.Data = b
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(ld.rev, 10))
-		heap.Push(&p.due, dueItem{at: now.Add(every), sn: it.sn, ld: ld})
-		msgs = append(msgs, m)
+		p.due.replaceTop(dueItem{at: next, ld: ld})
+		enc.buf = append(enc.buf, ld.id.SN...)
+		enc.buf = appendPresenceEntry(enc.buf, &PresenceEntry{
+			Node: p.srv.cfg.NodeID, Session: ld.session, Since: ld.since, LastSeen: nowMs,
+			Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group,
+		})
+		enc.ends = append(enc.ends, [2]int{len(ld.id.SN), len(enc.buf)})
+		enc.revs = append(enc.revs, ld.rev)
 	}
 	p.mu.Unlock()
 	// Published without waiting for acknowledgements: the bucket checks
 	// each write against the revision it names, and this node learns the
-	// new revision from its own watcher (see onEntry), as every node learns
-	// of every write. A write the bucket refuses means the entry changed
-	// (the watcher says how) or is gone (the watcher sees the removal, and
-	// the entry is put back).
-	for _, m := range msgs {
+	// new revision from its own watcher (see refreshed), as every node
+	// learns of every write. A write the bucket refuses means the entry
+	// changed (the watcher says how) or is gone (the watcher sees the
+	// removal, and the entry is put back).
+	m := &enc.msg
+	if m.Header == nil {
+		m.Header = nats.Header{}
+	}
+	rev, vals := make([]byte, 0, 20), []string{""}
+	m.Header[jetstream.ExpectedLastSubjSeqHeader] = vals
+	from := 0
+	for i, end := range enc.ends {
+		rec := enc.buf[from:end[1]]
+		from = end[1]
+		m.Subject = presenceSubjectPrefix + string(rec[:end[0]])
+		m.Data = rec[end[0]:]
+		vals[0] = string(strconv.AppendUint(rev[:0], enc.revs[i], 10))
 		if err := p.srv.nc.PublishMsg(m); err != nil {
 			p.srv.log.Warn("presence refresh not sent", "err", err)
+			p.srv.metrics.presenceWrites.Add(float64(i))
 			return
 		}
 	}
-	p.srv.metrics.presenceWrites.Add(float64(len(msgs)))
+	m.Data = nil
+	p.srv.metrics.presenceWrites.Add(float64(len(enc.ends)))
 }
 
-// dueItem is a local entry's next refresh.
+// presenceSubjectPrefix is that of hub_presence's entries.
+var presenceSubjectPrefix = subjects.KVKeys(BucketPresence)
+
+// refreshEncoder holds refresh's buffers, kept from sweep to sweep.
+type refreshEncoder struct {
+	buf  []byte   // serial number then entry, for each write
+	ends [][2]int // per write: the serial number's length, the end in buf
+	revs []uint64 // per write: the revision it replaces
+	msg  nats.Msg
+}
+
+// appendPresenceEntry appends e as JSON, as encoding/json writes it
+// (without its HTML escaping, which JSON readers do not need).
+func appendPresenceEntry(b []byte, e *PresenceEntry) []byte {
+	b = append(b, `{"node":`...)
+	b = appendJSONString(b, e.Node)
+	b = append(b, `,"session":`...)
+	b = appendJSONString(b, e.Session)
+	b = append(b, `,"since":`...)
+	b = strconv.AppendInt(b, e.Since, 10)
+	b = append(b, `,"last_seen":`...)
+	b = strconv.AppendInt(b, e.LastSeen, 10)
+	b = append(b, `,"addr":`...)
+	b = appendJSONString(b, e.Addr)
+	if e.Type != "" {
+		b = append(b, `,"type":`...)
+		b = appendJSONString(b, e.Type)
+	}
+	if e.Group != "" {
+		b = append(b, `,"group":`...)
+		b = appendJSONString(b, e.Group)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced by U+FFFD, U+2028 and
+// U+2029 escaped, as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// dueItem is a local entry's next refresh, at a time in Unix nanoseconds.
 type dueItem struct {
-	at time.Time
-	sn string
+	at int64
 	ld *localDevice
 }
 
-// dueQueue is a min-heap of refreshes by time (container/heap). Items of
-// devices that ended or were replaced stay until they come up, and are
-// skipped then.
+// dueQueue is a min-heap of refreshes by time. Items of devices that ended
+// or were replaced stay until they come up, and are skipped then.
 type dueQueue []dueItem
 
-func (q dueQueue) Len() int           { return len(q) }
-func (q dueQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
-func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *dueQueue) Push(x any)        { *q = append(*q, x.(dueItem)) }
-func (q *dueQueue) Pop() any {
-	old := *q
-	it := old[len(old)-1]
-	old[len(old)-1] = dueItem{}
-	*q = old[:len(old)-1]
-	return it
+func (q *dueQueue) push(it dueItem) {
+	*q = append(*q, it)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if h[parent].at <= h[i].at {
+			break
+		}
+		h[parent], h[i] = h[i], h[parent]
+		i = parent
+	}
+}
+
+// pop removes the earliest item.
+func (q *dueQueue) pop() {
+	h := *q
+	n := len(h) - 1
+	h[0] = h[n]
+	h[n] = dueItem{}
+	*q = h[:n]
+	q.down(0)
+}
+
+// replaceTop replaces the earliest item with it (a later one).
+func (q *dueQueue) replaceTop(it dueItem) {
+	(*q)[0] = it
+	q.down(0)
+}
+
+func (q dueQueue) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(q) {
+			return
+		}
+		least := l
+		if r := l + 1; r < len(q) && q[r].at < q[l].at {
+			least = r
+		}
+		if q[i].at <= q[least].at {
+			return
+		}
+		q[i], q[least] = q[least], q[i]
+		i = least
+	}
 }
 
 // repair puts back the entry of a device connected here whose entry went
@@ -779,7 +939,7 @@ func (p *presence) repair(ctx context.Context, sn string, ld *localDevice) {
 	}
 	p.mu.Lock()
 	if p.local[sn] == ld {
-		ld.rev = rev
+		ld.rev, ld.since = rev, now.UnixMilli()
 	}
 	p.mu.Unlock()
 	p.publish(ctx, PresenceRecord{SN: sn, Type: ld.id.Type, Group: ld.id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}, ld.session+"/on-"+strconv.FormatInt(now.UnixMilli(), 10))

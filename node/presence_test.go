@@ -380,6 +380,21 @@ func TestPresenceRefreshKeepsEntry(t *testing.T) {
 	if last.Revision() <= first.Revision()+1 {
 		t.Fatalf("entry revision %d → %d: not refreshed", first.Revision(), last.Revision())
 	}
+	// A refresh moves last_seen and nothing else.
+	var was, is hub.PresenceEntry
+	if err := json.Unmarshal(first.Value(), &was); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(last.Value(), &is); err != nil {
+		t.Fatal(err)
+	}
+	if is.LastSeen <= was.LastSeen {
+		t.Fatalf("last_seen %d → %d", was.LastSeen, is.LastSeen)
+	}
+	is.LastSeen = was.LastSeen
+	if is != was {
+		t.Fatalf("refreshed entry %+v, was %+v", is, was)
+	}
 	if recs := rec.of("P-r"); len(recs) != 1 {
 		t.Fatalf("records %+v", recs)
 	}

@@ -105,3 +105,8 @@ func GroupPush(group string) (string, error) {
 func Presence(sn string) (string, error) {
 	return build("sn", sn, Prefix, "presence", sn)
 }
+
+// KVKeys is the subject prefix of a JetStream KV bucket's keys: a key is
+// stored on "$KV.<bucket>.<key>". Keys here are checked tokens (serial
+// numbers, user names), so a key's subject is the prefix and the key.
+func KVKeys(bucket string) string { return "$KV." + bucket + "." }
