@@ -126,7 +126,10 @@ type presence struct {
 	mu      sync.Mutex
 	local   map[string]*localDevice // by sn. Guarded by mu.
 	due     dueQueue                // local entries by refresh time. Guarded by mu.
-	enc     refreshEncoder          // refresh's buffers. Owned by the upkeep goroutine.
+	// refreshMu serialises refresh, which owns enc (the upkeep goroutine
+	// calls it; so do load tests).
+	refreshMu sync.Mutex
+	enc       refreshEncoder
 	view    map[string]*deviceView  // by sn. Guarded by mu.
 	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
 	names   map[string]string       // interned node, type and group names. Guarded by mu.
@@ -171,6 +174,23 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 		return nil, err
 	}
 	srv.goTask(func() { p.upkeep(runCtx) })
+	// After each reconnection, this node's entries are read back: the
+	// server may have lost its last writes (see reassert).
+	reconnected := srv.nc.StatusChanged(nats.CONNECTED)
+	srv.goTask(func() {
+		defer srv.nc.RemoveStatusListener(reconnected)
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case _, ok := <-reconnected:
+				if !ok {
+					return
+				}
+				p.reassert(runCtx)
+			}
+		}
+	})
 	return p, nil
 }
 
@@ -712,6 +732,8 @@ func refreshAfter(ttl time.Duration) time.Duration {
 // together do not refresh together. It runs on the upkeep goroutine only,
 // which owns p.enc.
 func (p *presence) refresh() {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
 	now := p.srv.cfg.Now()
 	next := now.Add(refreshAfter(p.srv.cfg.PresenceTTL)).UnixNano()
 	nowMs, nowNs := now.UnixMilli(), now.UnixNano()
@@ -764,6 +786,99 @@ func (p *presence) refresh() {
 	}
 	m.Data = nil
 	p.srv.metrics.presenceWrites.Add(float64(len(enc.ends)))
+}
+
+// reassert runs after a reconnection to NATS. A NATS server that crashed
+// may have lost its last writes without any watcher being told (see
+// openSoftBucket): the entry of a device that connected just before is
+// gone, or this node learned of a revision that the bucket no longer has,
+// and every refresh of that entry would fail its revision check until the
+// entry expired. Each device held here is read back: a lost entry is
+// written again, with no record (nobody saw it go; a removal that was seen
+// is put back by repair, with one), and a revision beyond the bucket's
+// last is replaced by the entry's own.
+func (p *presence) reassert(ctx context.Context) {
+	info, err := p.srv.js.Stream(ctx, "KV_"+BucketPresence)
+	if err != nil {
+		p.srv.log.Warn("presence entries not checked after reconnecting", "err", err)
+		return
+	}
+	last := info.CachedInfo().State.LastSeq
+	p.mu.Lock()
+	held := make([]*localDevice, 0, len(p.local))
+	for _, ld := range p.local {
+		if !ld.gone {
+			held = append(held, ld)
+		}
+	}
+	p.mu.Unlock()
+	var revised, rewritten int
+	for _, ld := range held {
+		if ctx.Err() != nil || !p.srv.nc.IsConnected() {
+			return // the next reconnection starts over
+		}
+		switch p.reassertOne(ctx, ld, last) {
+		case reassertRevised:
+			revised++
+		case reassertRewritten:
+			rewritten++
+		}
+	}
+	if revised+rewritten > 0 {
+		p.srv.log.Warn("presence entries lost by NATS restored", "rewritten", rewritten, "revisions", revised, "held", len(held))
+	}
+}
+
+const (
+	reassertKept = iota
+	reassertRevised
+	reassertRewritten
+)
+
+func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64) int {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	sn := ld.id.SN
+	e, err := p.kv.Get(ctx, sn)
+	if err == nil {
+		var pe PresenceEntry
+		if json.Unmarshal(e.Value(), &pe) != nil || pe.Session != ld.session {
+			return reassertKept // another session's: the takeover settles it
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		// A refresh checked against a revision the bucket lost fails, so
+		// none can have moved the entry past e meanwhile.
+		if !ld.dropped && ld.rev > last {
+			ld.rev = e.Revision()
+			return reassertRevised
+		}
+		return reassertKept
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return reassertKept
+	}
+	p.mu.Lock()
+	v := p.view[sn]
+	unseen := !ld.dropped && !ld.gone && v != nil && v.entry != nil && v.entry.Session == ld.session
+	p.mu.Unlock()
+	if !unseen {
+		return reassertKept
+	}
+	b := appendPresenceEntry(nil, &PresenceEntry{
+		Node: p.srv.cfg.NodeID, Session: ld.session, Since: ld.since, LastSeen: p.srv.cfg.Now().UnixMilli(),
+		Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group,
+	})
+	rev, err := p.kv.Create(ctx, sn, b)
+	if err != nil {
+		return reassertKept
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !ld.dropped {
+		ld.rev = rev
+	}
+	return reassertRewritten
 }
 
 // presenceSubjectPrefix is that of hub_presence's entries.
