@@ -123,18 +123,19 @@ type presence struct {
 	nodesKV jetstream.KeyValue
 	started time.Time
 
-	mu    sync.Mutex
-	local map[string]*localDevice // by sn. Guarded by mu.
-	due   dueQueue                // local entries by refresh time. Guarded by mu.
+	mu      sync.Mutex
+	local   map[string]*localDevice // by sn. Guarded by mu.
+	due     dueQueue                // local entries by refresh time. Guarded by mu.
+	view    map[string]*deviceView  // by sn. Guarded by mu.
+	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
+	names   map[string]string       // interned node, type and group names. Guarded by mu.
+	caught  bool                    // the record consumer has caught up. Guarded by mu.
+	stopped bool                    // Guarded by mu.
+
 	// refreshMu serialises refresh, which owns enc (the upkeep goroutine
 	// calls it; so do load tests).
 	refreshMu sync.Mutex
 	enc       refreshEncoder
-	view      map[string]*deviceView // by sn. Guarded by mu.
-	nodes     map[string]nodeView    // live nodes by id. Guarded by mu.
-	names     map[string]string      // interned node, type and group names. Guarded by mu.
-	caught    bool                   // the record consumer has caught up. Guarded by mu.
-	stopped   bool                   // Guarded by mu.
 }
 
 func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
