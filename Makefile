@@ -42,6 +42,7 @@ bench:
 ## load: real sockets against a real node process (10,000 sessions by default).
 load:
 	$(GO) test -count=1 -tags load -v -timeout 30m ./internal/loadtest
+	UPKEEP_DEVICES=100000 $(GO) test -count=1 -tags load -run TestPresenceUpkeepSteady -v -timeout 20m ./hub
 
 clean:
 	rm -rf $(BIN) ./data
