@@ -730,8 +730,8 @@ func refreshAfter(ttl time.Duration) time.Duration {
 // one this node wrote (a compare-and-set on its revision), asynchronously.
 // Entries fall due spread out: connected gives each a random first
 // refresh within the interval (see connected), so devices that connected
-// together do not refresh together. It runs on the upkeep goroutine only,
-// which owns p.enc.
+// together do not refresh together. A write that could not be sent is
+// tried again a second later.
 func (p *presence) refresh() {
 	p.refreshMu.Lock()
 	defer p.refreshMu.Unlock()
@@ -739,18 +739,17 @@ func (p *presence) refresh() {
 	next := now.Add(refreshAfter(p.srv.cfg.PresenceTTL)).UnixNano()
 	nowMs, nowNs := now.UnixMilli(), now.UnixNano()
 	enc := &p.enc
-	enc.buf, enc.ends, enc.revs = enc.buf[:0], enc.ends[:0], enc.revs[:0]
+	enc.buf, enc.ends, enc.revs, enc.lds = enc.buf[:0], enc.ends[:0], enc.revs[:0], enc.lds[:0]
 	p.mu.Lock()
 	// Only the entries due are touched: the queue is ordered by refresh
 	// time, so a sweep costs what it writes, not what the node holds. The
 	// entries are encoded into one buffer, with no allocation per entry.
 	for len(p.due) > 0 && p.due[0].at <= nowNs && len(enc.ends) < maxRefreshPerSweep {
 		ld := p.due[0].ld
+		p.due.pop()
 		if ld.dropped || ld.gone {
-			p.due.pop() // ended or replaced since it was queued
-			continue
+			continue // ended or replaced since it was queued
 		}
-		p.due.replaceTop(dueItem{at: next, ld: ld})
 		enc.buf = append(enc.buf, ld.id.SN...)
 		enc.buf = appendPresenceEntry(enc.buf, &PresenceEntry{
 			Node: p.srv.cfg.NodeID, Session: ld.session, Since: ld.since, LastSeen: nowMs,
@@ -758,6 +757,7 @@ func (p *presence) refresh() {
 		})
 		enc.ends = append(enc.ends, [2]int{len(ld.id.SN), len(enc.buf)})
 		enc.revs = append(enc.revs, ld.rev)
+		enc.lds = append(enc.lds, ld)
 	}
 	p.mu.Unlock()
 	// Published without waiting for acknowledgements: the bucket checks
@@ -772,7 +772,7 @@ func (p *presence) refresh() {
 	}
 	rev, vals := make([]byte, 0, 20), []string{""}
 	m.Header[jetstream.ExpectedLastSubjSeqHeader] = vals
-	from := 0
+	from, sent := 0, 0
 	for i, end := range enc.ends {
 		rec := enc.buf[from:end[1]]
 		from = end[1]
@@ -780,13 +780,24 @@ func (p *presence) refresh() {
 		m.Data = rec[end[0]:]
 		vals[0] = string(strconv.AppendUint(rev[:0], enc.revs[i], 10))
 		if err := p.srv.nc.PublishMsg(m); err != nil {
-			p.srv.log.Warn("presence refresh not sent", "err", err)
-			p.srv.metrics.presenceWrites.Add(float64(i))
-			return
+			p.srv.log.Warn("presence refreshes not sent, trying again in a second", "err", err, "entries", len(enc.ends)-i)
+			break
 		}
+		sent++
 	}
 	m.Data = nil
-	p.srv.metrics.presenceWrites.Add(float64(len(enc.ends)))
+	retry := now.Add(time.Second).UnixNano()
+	p.mu.Lock()
+	for i, ld := range enc.lds {
+		at := next
+		if i >= sent {
+			at = retry
+		}
+		p.due.push(dueItem{at: at, ld: ld})
+		enc.lds[i] = nil
+	}
+	p.mu.Unlock()
+	p.srv.metrics.presenceWrites.Add(float64(sent))
 }
 
 // reassert runs after a reconnection to NATS. A NATS server that crashed
@@ -890,6 +901,7 @@ type refreshEncoder struct {
 	buf  []byte   // serial number then entry, for each write
 	ends [][2]int // per write: the serial number's length, the end in buf
 	revs []uint64 // per write: the revision it replaces
+	lds  []*localDevice
 	msg  nats.Msg
 }
 
@@ -1002,12 +1014,6 @@ func (q *dueQueue) pop() {
 	h[0] = h[n]
 	h[n] = dueItem{}
 	*q = h[:n]
-	q.down(0)
-}
-
-// replaceTop replaces the earliest item with it (a later one).
-func (q *dueQueue) replaceTop(it dueItem) {
-	(*q)[0] = it
 	q.down(0)
 }
 

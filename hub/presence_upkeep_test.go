@@ -41,10 +41,9 @@ func TestDueQueueOrder(t *testing.T) {
 			t.Fatalf("item %d at %d after %d", i, q[0].at, last)
 		}
 		last = q[0].at
+		q.pop()
 		if i%3 == 0 {
-			q.replaceTop(dueItem{at: last + rand.Int64N(100)})
-		} else {
-			q.pop()
+			q.push(dueItem{at: last + rand.Int64N(100)})
 		}
 	}
 }
