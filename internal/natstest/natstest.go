@@ -3,6 +3,8 @@
 package natstest
 
 import (
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -21,23 +23,44 @@ func Run(t testing.TB) *server.Server {
 // keeping its data in storeDir.
 func RunAt(t testing.TB, port int, storeDir string) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: storeDir,
 		NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
 	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
+	// Restarting on a port that was just freed, a client redialling it
+	// meanwhile can hold it for a moment (on loopback, a dial whose
+	// ephemeral port equals the target connects to itself), and a server
+	// that cannot bind never becomes ready: wait until the port can be
+	// bound, and start again if the server lost the race for it anyway.
+	for attempt := 1; ; attempt++ {
+		if port > 0 {
+			addr := net.JoinHostPort(opts.Host, strconv.Itoa(port))
+			Eventually(t, 20*time.Second, func() error {
+				l, err := net.Listen("tcp", addr)
+				if err != nil {
+					return err
+				}
+				return l.Close()
+			})
+		}
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("nats server: %v", err)
+		}
+		ns.Start()
+		if ns.ReadyForConnections(10 * time.Second) {
+			t.Cleanup(func() {
+				ns.Shutdown()
+				ns.WaitForShutdown()
+			})
+			return ns
+		}
 		ns.Shutdown()
 		ns.WaitForShutdown()
-	})
-	return ns
+		if port <= 0 || attempt == 3 {
+			t.Fatalf("nats server not ready after %d attempts", attempt)
+		}
+	}
 }
 
 // Connect opens a client connection to ns over TCP, closed when the test
