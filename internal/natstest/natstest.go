@@ -55,11 +55,13 @@ func RunAt(t testing.TB, port int, storeDir string) *server.Server {
 			})
 			return ns
 		}
+		listening := ns.Addr() != nil
 		ns.Shutdown()
 		ns.WaitForShutdown()
 		if port <= 0 || attempt == 3 {
-			t.Fatalf("nats server not ready after %d attempts", attempt)
+			t.Fatalf("nats server on port %d not ready after %d attempts (listening: %v)", port, attempt, listening)
 		}
+		t.Logf("nats server on port %d not ready (listening: %v), starting it again", port, listening)
 	}
 }
 
