@@ -39,7 +39,7 @@ func TestNodeKilledAndRestarted(t *testing.T) {
 		t.Cleanup(func() { _ = h.Stop() })
 		return h
 	}
-	first := start("first")
+	first := start("first", "--listen", fmt.Sprintf("127.0.0.1:%d", natstest.RestartablePort(t))) // the second takes it over
 	u, err := url.Parse(first.WSURL)
 	if err != nil {
 		t.Fatal(err)

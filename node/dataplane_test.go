@@ -234,7 +234,7 @@ func TestSummary(t *testing.T) {
 // was acknowledged is stored.
 func TestJetStreamOutage(t *testing.T) {
 	t.Parallel()
-	ns := natstest.Run(t)
+	ns := natstest.RunAt(t, natstest.RestartablePort(t), t.TempDir()) // restarted below
 	n := hubtest.StartNode(t, ns, "n1", fastPresence, func(h *hub.Config, _ *nodeConfig) { h.StatusBurst = 1000 })
 	dev := hubtest.Device(t, n, "J-1", "retail")
 	admin := hubtest.Admin(t, n, "admin", hubtest.AdminPassword)

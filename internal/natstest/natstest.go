@@ -3,8 +3,11 @@
 package natstest
 
 import (
+	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +66,36 @@ func RunAt(t testing.TB, port int, storeDir string) *server.Server {
 		}
 		t.Logf("nats server on port %d not ready (listening: %v), starting it again", port, listening)
 	}
+}
+
+// RestartablePort returns a free loopback port below the kernel's
+// ephemeral range, for a server that a test stops and starts again on the
+// same port. Meanwhile no outgoing connection can take it as its local
+// port, no server bound to port 0 can be given it, and a client redialling
+// it cannot connect to itself (which on loopback a dial from an ephemeral
+// port equal to the target does).
+func RestartablePort(t testing.TB) int {
+	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
+	}
+	from := min(20000, low/2)
+	for range 100 {
+		p := from + rand.IntN(low-from)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		return p
+	}
+	t.Fatalf("no free port in [%d, %d)", from, low)
+	return 0
 }
 
 // Connect opens a client connection to ns over TCP, closed when the test
