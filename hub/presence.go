@@ -810,12 +810,6 @@ func (p *presence) refresh() {
 // is put back by repair, with one), and a revision beyond the bucket's
 // last is replaced by the entry's own.
 func (p *presence) reassert(ctx context.Context) {
-	info, err := p.srv.js.Stream(ctx, "KV_"+BucketPresence)
-	if err != nil {
-		p.srv.log.Warn("presence entries not checked after reconnecting", "err", err)
-		return
-	}
-	last := info.CachedInfo().State.LastSeq
 	p.mu.Lock()
 	held := make([]*localDevice, 0, len(p.local))
 	for _, ld := range p.local {
@@ -825,19 +819,43 @@ func (p *presence) reassert(ctx context.Context) {
 	}
 	p.mu.Unlock()
 	var revised, rewritten int
-	for _, ld := range held {
+	// Reads that fail (NATS is still settling) are tried again, a few
+	// times, backing off.
+	for attempt := 0; len(held) > 0; attempt++ {
+		if attempt > 0 {
+			if attempt == 6 {
+				p.srv.log.Warn("presence entries not checked after reconnecting", "left", len(held))
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
+			}
+		}
 		if ctx.Err() != nil || !p.srv.nc.IsConnected() {
 			return // the next reconnection starts over
 		}
-		switch p.reassertOne(ctx, ld, last) {
-		case reassertRevised:
-			revised++
-		case reassertRewritten:
-			rewritten++
+		info, err := p.srv.js.Stream(ctx, "KV_"+BucketPresence)
+		if err != nil {
+			continue
 		}
+		last := info.CachedInfo().State.LastSeq
+		failed := held[:0]
+		for _, ld := range held {
+			switch p.reassertOne(ctx, ld, last) {
+			case reassertRevised:
+				revised++
+			case reassertRewritten:
+				rewritten++
+			case reassertFailed:
+				failed = append(failed, ld)
+			}
+		}
+		held = failed
 	}
 	if revised+rewritten > 0 {
-		p.srv.log.Warn("presence entries lost by NATS restored", "rewritten", rewritten, "revisions", revised, "held", len(held))
+		p.srv.log.Warn("presence entries lost by NATS restored", "rewritten", rewritten, "revisions", revised)
 	}
 }
 
@@ -845,6 +863,7 @@ const (
 	reassertKept = iota
 	reassertRevised
 	reassertRewritten
+	reassertFailed
 )
 
 func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64) int {
@@ -868,7 +887,7 @@ func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64
 		return reassertKept
 	}
 	if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return reassertKept
+		return reassertFailed
 	}
 	p.mu.Lock()
 	v := p.view[sn]
@@ -882,8 +901,11 @@ func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64
 		Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group,
 	})
 	rev, err := p.kv.Create(ctx, sn, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return reassertKept // written meanwhile, by whichever session
+	}
 	if err != nil {
-		return reassertKept
+		return reassertFailed
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

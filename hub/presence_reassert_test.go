@@ -43,6 +43,9 @@ func TestPresenceReassertAfterReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
+	if err := obs.Flush(); err != nil { // the subscription is in place
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, sn := range []string{"RA-lost", "RA-rev"} {
@@ -87,7 +90,7 @@ func TestPresenceReassertAfterReconnect(t *testing.T) {
 		}
 		return e, pe, json.Unmarshal(e.Value(), &pe)
 	}
-	natstest.Eventually(t, 5*time.Second, func() error {
+	natstest.Eventually(t, 15*time.Second, func() error {
 		_, pe, err := entry("RA-lost")
 		if err != nil {
 			return err
