@@ -891,7 +891,7 @@ func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64
 	}
 	p.mu.Lock()
 	v := p.view[sn]
-	unseen := !ld.dropped && !ld.gone && v != nil && v.entry != nil && v.entry.Session == ld.session
+	unseen := !p.stopped && !ld.dropped && !ld.gone && v != nil && v.entry != nil && v.entry.Session == ld.session
 	p.mu.Unlock()
 	if !unseen {
 		return reassertKept
