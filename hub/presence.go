@@ -396,7 +396,7 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 		pe.Node, pe.Type, pe.Group = p.intern(pe.Node), p.intern(pe.Type), p.intern(pe.Group)
 		v := p.viewLocked(sn)
 		v.entry = &pe
-		p.tookLocked(sn, pe.Session, e.Revision())
+		v.tookLocked(pe.Session, e.Revision())
 		v.lastSeen = max(v.lastSeen, pe.LastSeen)
 		if pe.Type != "" {
 			v.typ, v.group = pe.Type, pe.Group
@@ -471,16 +471,15 @@ func (p *presence) refreshed(sn string, value []byte, rev uint64) bool {
 	// Readers copy the entry's fields under p.mu, so it is updated in place.
 	v.entry.LastSeen = ls
 	v.lastSeen = max(v.lastSeen, ls)
-	if ld := v.local; ld != nil && ld.session == v.entry.Session && rev > ld.rev {
-		ld.rev = rev // this node's own refresh: the next one checks against it
-	}
+	v.tookLocked(v.entry.Session, rev)
 	return true
 }
 
-// tookLocked records the revision of a write of a local device's entry:
-// the next refresh checks against it. Caller holds p.mu.
-func (p *presence) tookLocked(sn, session string, rev uint64) {
-	if ld := p.local[sn]; ld != nil && ld.session == session && rev > ld.rev {
+// tookLocked records the revision of a write of the entry of session,
+// when that is the device's session here: its next refresh checks against
+// it. Caller holds presence.mu.
+func (v *deviceView) tookLocked(session string, rev uint64) {
+	if ld := v.local; ld != nil && ld.session == session && rev > ld.rev {
 		ld.rev = rev
 	}
 }
@@ -750,12 +749,9 @@ func (p *presence) refresh() {
 		if ld.dropped || ld.gone {
 			continue // ended or replaced since it was queued
 		}
-		enc.buf = append(enc.buf, ld.id.SN...)
-		enc.buf = appendPresenceEntry(enc.buf, &PresenceEntry{
-			Node: p.srv.cfg.NodeID, Session: ld.session, Since: ld.since, LastSeen: nowMs,
-			Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group,
-		})
-		enc.ends = append(enc.ends, [2]int{len(ld.id.SN), len(enc.buf)})
+		e := p.entryOf(ld, nowMs)
+		enc.buf = appendPresenceEntry(enc.buf, &e)
+		enc.ends = append(enc.ends, len(enc.buf))
 		enc.revs = append(enc.revs, ld.rev)
 		enc.lds = append(enc.lds, ld)
 	}
@@ -774,10 +770,9 @@ func (p *presence) refresh() {
 	m.Header[jetstream.ExpectedLastSubjSeqHeader] = vals
 	from, sent := 0, 0
 	for i, end := range enc.ends {
-		rec := enc.buf[from:end[1]]
-		from = end[1]
-		m.Subject = presenceSubjectPrefix + string(rec[:end[0]])
-		m.Data = rec[end[0]:]
+		m.Subject = presenceSubjectPrefix + enc.lds[i].id.SN
+		m.Data = enc.buf[from:end]
+		from = end
 		vals[0] = string(strconv.AppendUint(rev[:0], enc.revs[i], 10))
 		if err := p.srv.nc.PublishMsg(m); err != nil {
 			p.srv.log.Warn("presence refreshes not sent, trying again in a second", "err", err, "entries", len(enc.ends)-i)
@@ -896,11 +891,8 @@ func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64
 	if !unseen {
 		return reassertKept
 	}
-	b := appendPresenceEntry(nil, &PresenceEntry{
-		Node: p.srv.cfg.NodeID, Session: ld.session, Since: ld.since, LastSeen: p.srv.cfg.Now().UnixMilli(),
-		Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group,
-	})
-	rev, err := p.kv.Create(ctx, sn, b)
+	pe := p.entryOf(ld, p.srv.cfg.Now().UnixMilli())
+	rev, err := p.kv.Create(ctx, sn, appendPresenceEntry(nil, &pe))
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return reassertKept // written meanwhile, by whichever session
 	}
@@ -915,15 +907,24 @@ func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64
 	return reassertRewritten
 }
 
+// entryOf is the entry this node writes for a device session it holds.
+// Since and the rest stay as first written; only last_seen moves.
+func (p *presence) entryOf(ld *localDevice, lastSeen int64) PresenceEntry {
+	return PresenceEntry{
+		Node: p.srv.cfg.NodeID, Session: ld.session, Since: ld.since, LastSeen: lastSeen,
+		Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group,
+	}
+}
+
 // presenceSubjectPrefix is that of hub_presence's entries.
 var presenceSubjectPrefix = subjects.KVKeys(BucketPresence)
 
 // refreshEncoder holds refresh's buffers, kept from sweep to sweep.
 type refreshEncoder struct {
-	buf  []byte   // serial number then entry, for each write
-	ends [][2]int // per write: the serial number's length, the end in buf
-	revs []uint64 // per write: the revision it replaces
-	lds  []*localDevice
+	buf  []byte         // the entries, one after the other
+	ends []int          // per write: where its entry ends in buf
+	revs []uint64       // per write: the revision it replaces
+	lds  []*localDevice // per write: whose entry it is
 	msg  nats.Msg
 }
 
