@@ -16,8 +16,7 @@ import (
 
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func cpuNow() time.Duration {
@@ -26,7 +25,7 @@ func cpuNow() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func (srv *Server) metricsValue() float64 { return counterValue(srv.metrics.presenceWrites) }
+func (srv *Server) metricsValue() float64 { return testutil.ToFloat64(srv.metrics.presenceWrites) }
 
 // TestPresenceUpkeepSteady runs the real upkeep loop for a while with a
 // presence TTL scaled so that the node writes as many entries a second as
@@ -154,9 +153,3 @@ func inProcessServer(t *testing.T, presenceTTL time.Duration) *Server {
 	return startTestServer(t, nc, Config{PresenceTTL: presenceTTL})
 }
 
-// counterValue reads a prometheus counter.
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	_ = c.Write(&m)
-	return m.GetCounter().GetValue()
-}

@@ -270,7 +270,7 @@ func TestDataPlaneLoad(t *testing.T) {
 	}
 	rep.ConnectSeconds = time.Since(connectAt).Seconds()
 	t.Logf("connected %d devices to dp-b in %.1fs; admin on dp-a subscribed", n, rep.ConnectSeconds)
-	if err := dpSleepUntil(ctx, time.Now().Add(dpSettle)); err != nil {
+	if err := sleepCtx(ctx, dpSettle); err != nil {
 		fail("settling: %v", err)
 	}
 
@@ -843,7 +843,7 @@ func (r *dpRun) runPhase(ctx context.Context, name string, chatty bool) (*DPPhas
 		s := d.cur
 		wg.Go(func() {
 			for k := range r.secs {
-				if dpSleepUntil(ctx, start.Add(time.Duration(k)*time.Second+off)) != nil {
+				if sleepCtx(ctx, time.Until(start.Add(time.Duration(k)*time.Second+off))) != nil {
 					return
 				}
 				if s.isDone() {
@@ -858,7 +858,7 @@ func (r *dpRun) runPhase(ctx context.Context, name string, chatty bool) (*DPPhas
 		cr = &DPChatty{SN: r.chatty.sn, Rate: dpChattyRate, Closes: map[string]int{}}
 		wg.Go(func() { r.runChatty(ctx, start, dur, cr) })
 	}
-	if err := dpSleepUntil(ctx, start); err != nil {
+	if err := sleepCtx(ctx, time.Until(start)); err != nil {
 		wg.Wait()
 		return nil, err
 	}
@@ -876,7 +876,7 @@ func (r *dpRun) runPhase(ctx context.Context, name string, chatty bool) (*DPPhas
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("phase cut short: %w", err)
 	}
-	if err := dpSleepUntil(ctx, time.Now().Add(dpDrain)); err != nil {
+	if err := sleepCtx(ctx, dpDrain); err != nil {
 		return nil, err
 	}
 	r.admin.phase.Store(nil)
@@ -1028,21 +1028,6 @@ func (r *dpRun) finishChatty(cr *DPChatty, b dpChattyBase, p *dpPhase, start tim
 	}
 }
 
-// dpSleepUntil sleeps until at, unless ctx ends first.
-func dpSleepUntil(ctx context.Context, at time.Time) error {
-	d := time.Until(at)
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // dpStoreMax raises a to v if v is larger.
 func dpStoreMax(a *atomic.Int64, v int64) {

@@ -798,10 +798,11 @@ func quantiles(ds []time.Duration) (p50, p99, mx time.Duration) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// sleepCtx sleeps d (nothing if d <= 0) unless ctx ends first.
+// sleepCtx sleeps d (nothing if d <= 0) unless ctx ends first, and
+// returns ctx's error if it has.
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
-		return nil
+		return ctx.Err()
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
