@@ -29,11 +29,8 @@ var userAddCommand = &command{
 		role := fs.String("role", "", "admin or viewer (required)")
 		groups := fs.String("groups", "", "comma-separated groups the user sees, or * for all (required)")
 		return func(args []string) (*job, error) {
-			if err := wantArgs(args, "NAME"); err != nil {
-				return nil, err
-			}
-			name := args[0]
-			if err := checkUsername(name); err != nil {
+			name, err := usernameArg(args)
+			if err != nil {
 				return nil, err
 			}
 			r, err := auth.ParseRole(*role)
@@ -88,11 +85,8 @@ var userPasswdCommand = &command{
 	setup: func(fs *flag.FlagSet) func([]string) (*job, error) {
 		password := fs.String("password", "", "the new password, 1 to 72 bytes (HUB_PASSWORD)")
 		return func(args []string) (*job, error) {
-			if err := wantArgs(args, "NAME"); err != nil {
-				return nil, err
-			}
-			name := args[0]
-			if err := checkUsername(name); err != nil {
+			name, err := usernameArg(args)
+			if err != nil {
 				return nil, err
 			}
 			hash, err := hashPassword(*password)
@@ -129,6 +123,15 @@ var userPasswdCommand = &command{
 
 // userRmCommand removes an account; the nodes end its sessions.
 var userRmCommand = rmCommand[auth.User]("user rm", "NAME", "user", hub.BucketUsers, checkUsername)
+
+// usernameArg checks that the arguments are exactly one valid user name
+// and returns it.
+func usernameArg(args []string) (string, error) {
+	if err := wantArgs(args, "NAME"); err != nil {
+		return "", err
+	}
+	return args[0], checkUsername(args[0])
+}
 
 func checkUsername(name string) error {
 	if !auth.ValidUsername(name) {
