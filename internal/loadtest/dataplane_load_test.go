@@ -1028,7 +1028,6 @@ func (r *dpRun) finishChatty(cr *DPChatty, b dpChattyBase, p *dpPhase, start tim
 	}
 }
 
-
 // dpStoreMax raises a to v if v is larger.
 func dpStoreMax(a *atomic.Int64, v int64) {
 	for {
