@@ -79,18 +79,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	fs.BoolVar(&cfg.JSON, "json", false, "print the load report as JSON (load mode)")
 	fs.BoolVar(&o.printRegistry, "print-registry", false, "print the hubctl commands that register the simulated devices with their types and groups, and exit")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	if err := cli.ApplyEnv(fs, env); err != nil {
-		fmt.Fprintln(stderr, "devsim:", err)
-		return 2
-	}
-	if rest, err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	} else if len(rest) > 0 {
-		fmt.Fprintf(stderr, "devsim: unexpected argument %q\n", rest[0])
-		return 2
+	if code, ok := cli.ParseFlags("devsim", fs, args, env, stderr); !ok {
+		return code
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {

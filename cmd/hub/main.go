@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -81,18 +80,8 @@ func run(args []string) int {
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ (profiling; keep it off on an untrusted network)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	if err := cli.ApplyEnv(fs, cli.Env); err != nil {
-		fmt.Fprintln(os.Stderr, "hub:", err)
-		return 2
-	}
-	if rest, err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	} else if len(rest) > 0 {
-		fmt.Fprintf(os.Stderr, "hub: unexpected argument %q\n", rest[0])
-		return 2
+	if code, ok := cli.ParseFlags("hub", fs, args, cli.Env, os.Stderr); !ok {
+		return code
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {

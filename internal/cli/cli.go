@@ -3,8 +3,10 @@
 package cli
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -49,6 +51,28 @@ func Parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// ParseFlags sets fs from the environment (lookup) and then from args, for
+// a command that takes flags only. It says what is wrong on stderr, as
+// "prog: ...", and returns false with the exit code when the command
+// should end there: 0 after -h, 2 for a bad flag, value or argument.
+func ParseFlags(prog string, fs *flag.FlagSet, args []string, lookup func(string) (string, bool), stderr io.Writer) (exit int, ok bool) {
+	if err := ApplyEnv(fs, lookup); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		return 2, false
+	}
+	rest, err := Parse(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0, false
+	case err != nil:
+		return 2, false // the flag package has said why
+	case len(rest) > 0:
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", prog, rest[0])
+		return 2, false
+	}
+	return 0, true
 }
 
 // Env is os.LookupEnv, for ApplyEnv.

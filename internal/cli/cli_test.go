@@ -4,6 +4,7 @@ import (
 	"flag"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,5 +50,43 @@ func TestApplyEnv(t *testing.T) {
 	fs2.Duration("pong-wait", time.Second, "")
 	if err := ApplyEnv(fs2, func(string) (string, bool) { return "soon", true }); err == nil {
 		t.Fatal("bad env value accepted")
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	env := map[string]string{"HUB_N": "3"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	cases := []struct {
+		args    []string
+		env     bool
+		code    int
+		ok      bool
+		n       int
+		stderr  string
+		badEnvN string
+	}{
+		{args: nil, env: true, ok: true, n: 3},
+		{args: []string{"--n", "5"}, env: true, ok: true, n: 5},
+		{args: []string{"-h"}, code: 0},
+		{args: []string{"--n", "x"}, code: 2},
+		{args: []string{"extra"}, code: 2, stderr: `prog: unexpected argument "extra"`},
+		{badEnvN: "y", code: 2, stderr: `prog: HUB_N="y"`},
+	}
+	for _, c := range cases {
+		fs := flag.NewFlagSet("prog", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		n := fs.Int("n", 0, "")
+		look := lookup
+		if !c.env {
+			look = func(string) (string, bool) { return "", false }
+		}
+		if c.badEnvN != "" {
+			look = func(string) (string, bool) { return c.badEnvN, true }
+		}
+		var stderr strings.Builder
+		code, ok := ParseFlags("prog", fs, c.args, look, &stderr)
+		if code != c.code || ok != c.ok || (ok && *n != c.n) || !strings.Contains(stderr.String(), c.stderr) {
+			t.Errorf("%v: code %d ok %v n %d stderr %q", c.args, code, ok, *n, stderr.String())
+		}
 	}
 }
