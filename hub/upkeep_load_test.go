@@ -152,4 +152,3 @@ func inProcessServer(t *testing.T, presenceTTL time.Duration) *Server {
 	t.Cleanup(nc.Close)
 	return startTestServer(t, nc, Config{PresenceTTL: presenceTTL})
 }
-
