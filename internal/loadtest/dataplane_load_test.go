@@ -218,15 +218,8 @@ func TestDataPlaneLoad(t *testing.T) {
 			if m, err := h.Metrics(mctx); err == nil {
 				rep.HubMetrics[ids[i]] = dpPick(m)
 			}
-			lines, total := h.LogProblems(5)
-			rep.HubLogProblems[ids[i]] = total
-			for _, l := range lines {
-				rep.HubLogSample = append(rep.HubLogSample, ids[i]+": "+l)
-			}
-			if t.Failed() {
-				t.Logf("%s log tail:\n%s", ids[i], h.LogTail(2048))
-			}
 		}
+		noteLogs(t, ids, r.nodes, rep.HubLogProblems, &rep.HubLogSample)
 		rep.ErrorSample = r.errs.list()
 		rep.Seconds = time.Since(start).Seconds()
 		dpLogReport(t, rep)

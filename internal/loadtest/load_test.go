@@ -346,6 +346,21 @@ func failures(t *testing.T, errs *[]string) (fail, errorf func(format string, ar
 	return fail, errorf
 }
 
+// noteLogs puts each node's count of WARN and ERROR log lines, and a few
+// of them, in a report, and logs each node's log tail if the test failed.
+func noteLogs(t *testing.T, ids []string, nodes []*Hub, counts map[string]int, sample *[]string) {
+	for i, h := range nodes {
+		lines, total := h.LogProblems(5)
+		counts[ids[i]] = total
+		for _, l := range lines {
+			*sample = append(*sample, ids[i]+": "+l)
+		}
+		if t.Failed() {
+			t.Logf("%s log tail:\n%s", ids[i], h.LogTail(2048))
+		}
+	}
+}
+
 func envInt(t *testing.T, name string, def int) int {
 	s := os.Getenv(name)
 	if s == "" {

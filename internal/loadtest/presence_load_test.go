@@ -183,16 +183,7 @@ func TestPresenceLoad(t *testing.T) {
 	var nodes []*Hub
 	ids := []string{"pl-a", "pl-b", "pl-c"}
 	defer func() {
-		for i, h := range nodes {
-			lines, total := h.LogProblems(5)
-			rep.HubLogProblems[ids[i]] = total
-			for _, l := range lines {
-				rep.HubLogSample = append(rep.HubLogSample, ids[i]+": "+l)
-			}
-			if t.Failed() {
-				t.Logf("%s log tail:\n%s", ids[i], h.LogTail(2048))
-			}
-		}
+		noteLogs(t, ids, nodes, rep.HubLogProblems, &rep.HubLogSample)
 		rep.Seconds = time.Since(start).Seconds()
 		logPresenceReport(t, rep)
 		writeReport(t, rep)
