@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/gorilla/websocket"
 )
 
@@ -33,7 +34,7 @@ func newFakeHub(t *testing.T) *fakeHub {
 		if err != nil {
 			return
 		}
-		fc := &fakeConn{ws: ws, msgs: make(chan fakeMsg, 256), ended: make(chan struct{})}
+		fc := &fakeConn{ws: ws, msgs: make(chan hubtest.Msg, 256), ended: make(chan struct{})}
 		go fc.readLoop()
 		h.mu.Lock()
 		h.all = append(h.all, fc)
@@ -74,23 +75,11 @@ func (h *fakeHub) count() int {
 	return len(h.all)
 }
 
-// fakeMsg is a message a client sent.
-type fakeMsg struct {
-	Op        string          `json:"op"`
-	Service   string          `json:"service"`
-	RequestID string          `json:"request_id"`
-	Code      int             `json:"code"`
-	Msg       string          `json:"msg"`
-	Args      json.RawMessage `json:"args"`
-	Values    json.RawMessage `json:"values"`
-	Raw       string          `json:"-"`
-}
-
 // fakeConn is one connection to the fake hub.
 type fakeConn struct {
 	ws    *websocket.Conn
-	msgs  chan fakeMsg  // what the client sent, one per message
-	ended chan struct{} // closed when the reader ends
+	msgs  chan hubtest.Msg // what the client sent, one per message
+	ended chan struct{}    // closed when the reader ends
 	wmu   sync.Mutex
 	close *websocket.CloseError // the client's close frame. Set before ended is closed.
 }
@@ -106,7 +95,7 @@ func (fc *fakeConn) readLoop() {
 			}
 			return
 		}
-		var m fakeMsg
+		var m hubtest.Msg
 		if err := json.Unmarshal(frame, &m); err != nil {
 			m.Op = "invalid"
 		}
@@ -116,7 +105,7 @@ func (fc *fakeConn) readLoop() {
 }
 
 // next waits for the client's next message.
-func (fc *fakeConn) next(t *testing.T) fakeMsg {
+func (fc *fakeConn) next(t *testing.T) hubtest.Msg {
 	t.Helper()
 	select {
 	case m, ok := <-fc.msgs:
@@ -126,7 +115,7 @@ func (fc *fakeConn) next(t *testing.T) fakeMsg {
 		return m
 	case <-time.After(waitFor):
 		t.Fatal("no message from the client")
-		return fakeMsg{}
+		return hubtest.Msg{}
 	}
 }
 
@@ -141,7 +130,7 @@ func (fc *fakeConn) send(t *testing.T, frame string) {
 }
 
 // response encodes the answer to m.
-func response(m fakeMsg, code int, msg, values string) string {
+func response(m hubtest.Msg, code int, msg, values string) string {
 	b, _ := json.Marshal(map[string]any{
 		"op": "response", "service": m.Service, "request_id": m.RequestID,
 		"code": code, "msg": msg, "result": code == 0, "values": json.RawMessage(values),
@@ -150,13 +139,13 @@ func response(m fakeMsg, code int, msg, values string) string {
 }
 
 // reply answers m.
-func (fc *fakeConn) reply(t *testing.T, m fakeMsg, code int, msg, values string) {
+func (fc *fakeConn) reply(t *testing.T, m hubtest.Msg, code int, msg, values string) {
 	t.Helper()
 	fc.send(t, response(m, code, msg, values))
 }
 
 // expect waits for a request to service and returns it.
-func (fc *fakeConn) expect(t *testing.T, service string) fakeMsg {
+func (fc *fakeConn) expect(t *testing.T, service string) hubtest.Msg {
 	t.Helper()
 	m := fc.next(t)
 	if m.Op != "request" || m.Service != service || m.RequestID == "" {
