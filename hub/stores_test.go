@@ -84,4 +84,3 @@ func TestOpenSoftBucket(t *testing.T) {
 		t.Fatalf("existing bucket: max age %v, persist mode %v", c.MaxAge, c.PersistMode)
 	}
 }
-
