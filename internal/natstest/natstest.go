@@ -30,42 +30,33 @@ func RunAt(t testing.TB, port int, storeDir string) *server.Server {
 		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: storeDir,
 		NoLog: true, NoSigs: true,
 	}
-	// Restarting on a port that was just freed, a client redialling it
-	// meanwhile can hold it for a moment (on loopback, a dial whose
-	// ephemeral port equals the target connects to itself), and a server
-	// that cannot bind never becomes ready: wait until the port can be
-	// bound, and start again if the server lost the race for it anyway.
-	for attempt := 1; ; attempt++ {
-		if port > 0 {
-			addr := net.JoinHostPort(opts.Host, strconv.Itoa(port))
-			Eventually(t, 20*time.Second, func() error {
-				l, err := net.Listen("tcp", addr)
-				if err != nil {
-					return err
-				}
-				return l.Close()
-			})
-		}
-		ns, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("nats server: %v", err)
-		}
-		ns.Start()
-		if ns.ReadyForConnections(10 * time.Second) {
-			t.Cleanup(func() {
-				ns.Shutdown()
-				ns.WaitForShutdown()
-			})
-			return ns
-		}
+	if port > 0 {
+		// A server restarted on its port (see RestartablePort) cannot
+		// listen while anything still holds it: wait until it is free.
+		addr := net.JoinHostPort(opts.Host, strconv.Itoa(port))
+		Eventually(t, 20*time.Second, func() error {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			return l.Close()
+		})
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
 		listening := ns.Addr() != nil
 		ns.Shutdown()
-		ns.WaitForShutdown()
-		if port <= 0 || attempt == 3 {
-			t.Fatalf("nats server on port %d not ready after %d attempts (listening: %v)", port, attempt, listening)
-		}
-		t.Logf("nats server on port %d not ready (listening: %v), starting it again", port, listening)
+		t.Fatalf("nats server on port %d not ready (listening: %v)", port, listening)
 	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns
 }
 
 // RestartablePort returns a free loopback port below the kernel's
