@@ -98,6 +98,33 @@ type Config struct {
 	// DispatchQueue is each shard's queue length. Default 8192.
 	DispatchQueue int
 
+	// MaxAnswerBytes bounds one answer as encoded, envelope included. The
+	// answers that grow with the data are built within it: /admin/history
+	// keeps the newest records that fit (with "truncated"), and a device
+	// listing page stops early with "next". Keep it well below the
+	// transport's outbound queue. Default 256 KiB.
+	MaxAnswerBytes int
+	// HistoryReadsPerSession bounds the /admin/history reads one session
+	// has running at once. Default 2.
+	HistoryReadsPerSession int
+	// HistoryReadsPerNode bounds the /admin/history reads running at once
+	// on the node, which bounds what history streams into its NATS
+	// connection. Default 8.
+	HistoryReadsPerNode int
+	// HistoryQueue is how many history reads may wait for a slot,
+	// node-wide; one more is refused with 429. Default 64.
+	HistoryQueue int
+	// HistoryWait is how long a history read waits for a slot before it is
+	// refused with 429. Default 2s.
+	HistoryWait time.Duration
+	// ListBytesRate and ListBytesBurst are a token bucket of the bytes of
+	// device listings (/admin/devices pages and /admin/subscribe snapshots)
+	// one session is given: a page is cut short (with "next") when the
+	// bucket runs low, and a listing is refused with 429 when not one
+	// device fits. Defaults 4 MiB/s and 4 MiB.
+	ListBytesRate  float64
+	ListBytesBurst int
+
 	// Logger receives the hub's logs. Nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the hub's metrics. Nil registers nowhere.
@@ -119,6 +146,7 @@ func (c *Config) Validate() error {
 		"PingInterval": c.PingInterval, "AuthTimeout": c.AuthTimeout, "MaxSkew": c.MaxSkew,
 		"TokenTTL": c.TokenTTL, "ServiceTimeout": c.ServiceTimeout, "CommandTimeout": c.CommandTimeout,
 		"PresenceTTL": c.PresenceTTL, "NodeTTL": c.NodeTTL, "OfflineGrace": c.OfflineGrace, "PresenceHistory": c.PresenceHistory,
+		"HistoryWait": c.HistoryWait,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("hub: %s must not be negative", name))
@@ -129,6 +157,20 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeTTL != 0 && c.NodeTTL < 300*time.Millisecond {
 		errs = append(errs, errors.New("hub: NodeTTL must be at least 300ms"))
+	}
+	for name, v := range map[string]int{
+		"MaxAnswerBytes": c.MaxAnswerBytes, "HistoryReadsPerSession": c.HistoryReadsPerSession,
+		"HistoryReadsPerNode": c.HistoryReadsPerNode, "HistoryQueue": c.HistoryQueue, "ListBytesBurst": c.ListBytesBurst,
+	} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("hub: %s must not be negative", name))
+		}
+	}
+	if c.ListBytesRate < 0 {
+		errs = append(errs, errors.New("hub: ListBytesRate must not be negative"))
+	}
+	if c.MaxAnswerBytes != 0 && c.MaxAnswerBytes < 4<<10 {
+		errs = append(errs, errors.New("hub: MaxAnswerBytes must be at least 4 KiB"))
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, errors.New("hub: Replicas must be 1 to 5"))
@@ -201,6 +243,13 @@ func (c *Config) setDefaults() {
 	if c.DispatchQueue == 0 {
 		c.DispatchQueue = 8192
 	}
+	defInt(&c.MaxAnswerBytes, 256<<10)
+	defInt(&c.HistoryReadsPerSession, 2)
+	defInt(&c.HistoryReadsPerNode, 8)
+	defInt(&c.HistoryQueue, 64)
+	def(&c.HistoryWait, 2*time.Second)
+	defRate(&c.ListBytesRate, 4<<20)
+	defInt(&c.ListBytesBurst, 4<<20)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

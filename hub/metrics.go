@@ -22,6 +22,8 @@ type metrics struct {
 	fanout          prometheus.Histogram
 	pushesOut       *prometheus.CounterVec
 	pushesOutBy     map[string]prometheus.Counter // pushesOut's children, resolved once
+	// admissionRefused counts expensive requests refused by admission.
+	admissionRefused *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -76,6 +78,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		statusCoalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "status_coalesced_total", Help: "Status pushes superseded by a later status of the same device within the window.",
 		}),
+		admissionRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "admission_refused_total", Help: "Expensive requests (history reads, device listings) refused with 429 by admission, by reason.",
+		}, []string{"reason"}),
 	}
 	m.pushesOutBy = make(map[string]prometheus.Counter)
 	for _, l := range []string{"/push/presence", "/push/status", "/push/event", "/push/summary", "backend"} {
@@ -85,6 +90,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
 			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites,
 			m.storeFailures, m.stormLimited, m.statusCoalesced, m.fanout, m.pushesOut)
+		reg.MustRegister(m.admissionRefused)
 	}
 	return m
 }

@@ -41,6 +41,7 @@ type Server struct {
 	coalescer *coalescer
 	stormLog  *rate.Limiter // storm control logs, node-wide
 	services  map[string]service
+	admit     *admission    // cost-based admission of expensive requests
 	bcrypt    chan struct{} // bounds concurrent bcrypt work
 	dummyHash string        // checked for unknown users; same cost as real hashes
 
@@ -98,6 +99,7 @@ func New(cfg Config) (*Server, error) {
 	s.coalescer = newCoalescer(s)
 	s.stormLog = rate.NewLimiter(1, 5)
 	s.services = s.builtinServices()
+	s.admit = newAdmission(&s.cfg, s.metrics)
 	return s, nil
 }
 

@@ -83,6 +83,8 @@ type Session struct {
 	// per idle session.
 	msgLimit   rate.Limiter // requests per second
 	abuseLimit rate.Limiter // failed requests; empty means close with 1008
+
+	cost sessionCost // admission of expensive requests (admission.go)
 }
 
 func newSession(srv *Server, t Transport, remote string) *Session {

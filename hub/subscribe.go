@@ -239,10 +239,14 @@ func (a *subscribeArgs) parse(srv *Server, id *Identity) ([]string, topic, int, 
 var priorities = map[string]int{"normal": 0, "high": 1, "emergency": 2}
 
 // serveSubscribe adds subscriptions and answers with a snapshot of the
-// devices they match.
+// devices they match, one page of them (listing.go).
 func (srv *Server) serveSubscribe(s *Session, m *wire.Message) (any, *wire.Error) {
 	var a subscribeArgs
 	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
+		return nil, werr
+	}
+	limit, werr := snapshotLimit(m.Args)
+	if werr != nil {
 		return nil, werr
 	}
 	id := s.Identity()
@@ -283,17 +287,7 @@ func (srv *Server) serveSubscribe(s *Session, m *wire.Message) (any, *wire.Error
 	for _, sel := range sels {
 		srv.subs.add(sel, s)
 	}
-	want := make(map[string]bool, len(sels))
-	for _, sel := range sels {
-		want[sel] = true
-	}
-	devices := srv.presence.devices(func(sn, typ, group string, _ bool) bool {
-		if !auth.CanSee(id.Groups, group) {
-			return false
-		}
-		return want["all"] || want["sn:"+sn] || want["type:"+typ] || want["group:"+group]
-	})
-	return map[string]any{"devices": devices}, nil
+	return srv.snapshot(s, m, sels, limit)
 }
 
 // serveUnsubscribe removes exactly the topics the args name from the
@@ -351,29 +345,6 @@ func (srv *Server) dropSubscriptions(s *Session) {
 		srv.subs.remove(sel, s)
 	}
 	srv.subs.summaryRemove(s)
-}
-
-type devicesArgs struct {
-	Type   *string `json:"type"`
-	Group  *string `json:"group"`
-	Online *bool   `json:"online"`
-}
-
-// serveDevices lists the known devices the caller may see, from this node's
-// view of presence (no scan of the buckets).
-func (srv *Server) serveDevices(s *Session, m *wire.Message) (any, *wire.Error) {
-	var a devicesArgs
-	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
-		return nil, werr
-	}
-	id := s.Identity()
-	devices := srv.presence.devices(func(_, typ, group string, online bool) bool {
-		return auth.CanSee(id.Groups, group) &&
-			(a.Type == nil || *a.Type == typ) &&
-			(a.Group == nil || *a.Group == group) &&
-			(a.Online == nil || *a.Online == online)
-	})
-	return map[string]any{"devices": devices}, nil
 }
 
 // deviceAttrs is a device's type and group: from the registry, else from
