@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 
 	"github.com/fleethub/fleethub/hub/wire"
 )
@@ -41,13 +40,12 @@ const (
 
 // admission holds the node-wide admission state.
 type admission struct {
-	history  *historyGate
-	refused  map[refusal]prometheus.Counter
-	logLimit *rate.Limiter // warnings about history reads, node-wide
+	history *historyGate
+	refused map[refusal]prometheus.Counter
 }
 
 func newAdmission(cfg *Config, m *metrics) *admission {
-	a := &admission{refused: make(map[refusal]prometheus.Counter), logLimit: rate.NewLimiter(1, 5)}
+	a := &admission{refused: make(map[refusal]prometheus.Counter)}
 	for _, r := range []refusal{refusedHistoryQueue, refusedHistoryWait, refusedListBytes} {
 		a.refused[r] = m.admissionRefused.WithLabelValues(string(r))
 	}

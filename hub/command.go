@@ -76,22 +76,24 @@ func (c *cmdReq) answer(r Reply) {
 			b, _ = json.Marshal(Reply{Code: wire.CodeInternal, Msg: "device sent invalid values", Values: wire.EmptyObject})
 		}
 		if err := c.srv.nc.Publish(c.reply, b); err != nil {
-			c.srv.log.Warn("command reply not sent", "err", err)
+			c.srv.warnLimited("command reply not sent", "err", err)
 		}
 	})
 }
 
 func (c *cmdReq) fail(code int, msg string) { c.answer(Reply{Code: code, Msg: msg}) }
 
+var errNoReply = errors.New("command without reply subject")
+
 // deliverCommand forwards a request on hub.dev.<sn>.cmd to the newest local
 // session of the device.
 func (srv *Server) deliverCommand(sn string, m *nats.Msg) {
 	if m.Reply == "" {
-		srv.log.Warn("command without reply subject dropped", "sn", sn)
+		srv.dropPush(dropInvalid, m.Subject, errNoReply)
 		return
 	}
 	var target *Session
-	for _, s := range srv.interest.members(m.Subject) {
+	for _, s := range srv.interest.members(m.Subject, nil) {
 		id := s.Identity()
 		if id == nil {
 			continue

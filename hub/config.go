@@ -95,8 +95,14 @@ type Config struct {
 	// subject always maps to the same shard, which keeps its order.
 	// Default 8.
 	DispatchShards int
-	// DispatchQueue is each shard's queue length. Default 8192.
+	// DispatchQueue is the length of the channel each shard takes from
+	// nats.go. Default 8192.
 	DispatchQueue int
+	// DispatchBacklog bounds the messages one subject may have waiting for
+	// dispatch, and DispatchBytes their payload bytes per shard; what does
+	// not fit is dropped and counted (reason "backlog"). Defaults 4096 and
+	// 16 MiB.
+	DispatchBacklog, DispatchBytes int
 
 	// MaxAnswerBytes bounds one answer as encoded, envelope included. The
 	// answers that grow with the data are built within it: /admin/history
@@ -242,6 +248,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.DispatchQueue == 0 {
 		c.DispatchQueue = 8192
+	}
+	if c.DispatchBacklog == 0 {
+		c.DispatchBacklog = 4096
+	}
+	if c.DispatchBytes == 0 {
+		c.DispatchBytes = 16 << 20
 	}
 	defInt(&c.MaxAnswerBytes, 256<<10)
 	defInt(&c.HistoryReadsPerSession, 2)

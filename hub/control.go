@@ -39,7 +39,7 @@ func (srv *Server) replaceOlder(id *Identity, s *Session) {
 func (srv *Server) onTakeover(m *nats.Msg) {
 	var t takeover
 	if err := json.Unmarshal(m.Data, &t); err != nil || t.SN == "" {
-		srv.log.Warn("bad takeover announcement", "err", err)
+		srv.warnLimited("bad takeover announcement", "err", err)
 		return
 	}
 	srv.closeOlder(t)
@@ -51,7 +51,7 @@ func (srv *Server) closeOlder(t takeover) {
 	if err != nil {
 		return
 	}
-	for _, s := range srv.interest.members(subj) {
+	for _, s := range srv.interest.members(subj, nil) {
 		id := s.Identity()
 		if id == nil || s.id == t.Session {
 			continue
@@ -69,7 +69,7 @@ func (srv *Server) kickUser(user, reason string) {
 	if err != nil {
 		return
 	}
-	for _, s := range srv.interest.members(subj) {
+	for _, s := range srv.interest.members(subj, nil) {
 		s.Close(wire.CloseKicked, reason)
 	}
 }
@@ -82,7 +82,7 @@ func (srv *Server) registryChanged(sn string, cur *Device) {
 	if err != nil {
 		return
 	}
-	for _, s := range srv.interest.members(subj) {
+	for _, s := range srv.interest.members(subj, nil) {
 		id := s.Identity()
 		if id == nil {
 			continue

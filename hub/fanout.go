@@ -2,6 +2,7 @@ package hub
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -27,10 +28,21 @@ type PushBody struct {
 // whereKeys are the session attributes a conditional push may test.
 var whereKeys = []string{"sn", "user", "role", "type", "group"}
 
+// ownPushes are the pushes only the hub itself sends: no admin or backend
+// may forge them.
+var ownPushes = map[string]bool{"/push/presence": true, "/push/status": true, "/push/event": true, "/push/summary": true}
+
+// ErrReservedService is CheckPush's answer to a push naming one of the
+// hub's own push services.
+var ErrReservedService = errors.New("service: /push/presence, /push/status, /push/event and /push/summary are the hub's own")
+
 // CheckPush validates a push body, naming the first problem.
 func CheckPush(b *PushBody) error {
 	if !subjects.ValidPath(b.Service) {
-		return fmt.Errorf("service: %q is not a valid service path", b.Service)
+		return fmt.Errorf("service: %q is not a valid service path", wire.Clip(b.Service))
+	}
+	if ownPushes[b.Service] {
+		return ErrReservedService
 	}
 	if !wire.IsNull(b.Values) && !wire.IsObject(b.Values) {
 		return fmt.Errorf("values: must be an object")
@@ -59,11 +71,15 @@ func (srv *Server) dispatch(m *nats.Msg) {
 	}
 	var body PushBody
 	if err := json.Unmarshal(m.Data, &body); err != nil {
-		srv.dropPush("malformed", m.Subject, err)
+		srv.dropPush(dropMalformed, m.Subject, err)
 		return
 	}
 	if err := CheckPush(&body); err != nil {
-		srv.dropPush("invalid", m.Subject, err)
+		reason := dropInvalid
+		if errors.Is(err, ErrReservedService) {
+			reason = dropReserved
+		}
+		srv.dropPush(reason, m.Subject, err)
 		return
 	}
 	if body.ID == "" {
@@ -74,7 +90,7 @@ func (srv *Server) dispatch(m *nats.Msg) {
 	}
 	frame, err := wire.EncodePush(body.Service, body.ID, body.Values)
 	if err != nil {
-		srv.dropPush("invalid", m.Subject, err)
+		srv.dropPush(dropInvalid, m.Subject, err)
 		return
 	}
 	start := time.Now()
@@ -82,9 +98,26 @@ func (srv *Server) dispatch(m *nats.Msg) {
 	srv.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
+// Reasons a push is dropped (fleethub_pushes_dropped_total).
+const (
+	dropMalformed    = "malformed"      // not a JSON push body
+	dropInvalid      = "invalid"        // a body that breaks the rules (CheckPush)
+	dropReserved     = "reserved"       // names one of the hub's own services
+	dropBacklog      = "backlog"        // its subject's dispatch backlog was full
+	dropOverflow     = "overflow"       // nats.go's channel was full before dispatch
+	dropSlowConsumer = "slow_consumer"  // the session's outbound queue was full
+	dropClosed       = "session_closed" // the session was closing
+)
+
+// dropReasons are created at start, so that each counter reads 0 before
+// the first drop, not "no data".
+var dropReasons = []string{dropMalformed, dropInvalid, dropReserved, dropBacklog, dropOverflow, dropSlowConsumer, dropClosed}
+
+// dropPush counts a push (or command) that will not be delivered, and logs
+// it at a bounded rate.
 func (srv *Server) dropPush(reason, subject string, err error) {
 	srv.metrics.pushesDropped.WithLabelValues(reason).Inc()
-	srv.log.Warn("push dropped", "reason", reason, "subject", subject, "err", err)
+	srv.warnLimited("push dropped", "reason", reason, "subject", subject, "err", err)
 }
 
 // fanout queues frame to the local sessions of target that match where. It
@@ -118,27 +151,26 @@ func (srv *Server) fanout(subject string, target subjects.Target, where map[stri
 			}
 		}
 	}
+	var buf [smallSet]*Session
+	members := srv.interest.members(walk, buf[:0])
 	delivered := 0
-	var slow []*Session
-	srv.interest.each(walk, func(s *Session) {
+	for _, s := range members {
 		id := s.Identity()
 		if id == nil || !id.matchesTarget(target) || !id.matchesWhere(where) {
-			return
+			continue
 		}
-		if err := s.t.Send(frame); err != nil {
-			if err == ErrQueueFull {
-				slow = append(slow, s)
-			}
-			return
+		switch err := s.t.Send(frame); err {
+		case nil:
+			delivered++
+		case ErrQueueFull:
+			srv.metrics.pushesDropped.WithLabelValues(dropSlowConsumer).Inc()
+			s.SlowConsumer()
+		default:
+			srv.metrics.pushesDropped.WithLabelValues(dropClosed).Inc()
 		}
-		delivered++
-	})
+	}
 	srv.metrics.pushesDelivered.Add(float64(delivered))
 	srv.metrics.pushedOut("backend", delivered)
-	for _, s := range slow {
-		srv.metrics.pushesDropped.WithLabelValues("slow_consumer").Inc()
-		s.SlowConsumer()
-	}
 }
 
 // matchesTarget reports whether a session with this identity is in the

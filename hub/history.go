@@ -95,13 +95,11 @@ func (srv *Server) serveHistory(s *Session, m *wire.Message) (any, *wire.Error) 
 		}
 		defer gate.release(s)
 		err := srv.history(ctx, stream, subj, budget)
-		if budget.skipped > 0 && srv.admit.logLimit.Allow() {
-			srv.log.Warn("history: records that are not JSON skipped", "subject", subj, "skipped", budget.skipped)
+		if budget.skipped > 0 {
+			srv.warnLimited("history: records that are not JSON skipped", "subject", subj, "skipped", budget.skipped)
 		}
 		if err != nil {
-			if srv.admit.logLimit.Allow() {
-				srv.log.Warn("history read failed", "subject", subj, "err", err)
-			}
+			srv.warnLimited("history read failed", "subject", subj, "err", err)
 			return nil, wire.Errorf(wire.CodeUnavailable, "history unavailable")
 		}
 		return budget.values(), nil

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"sync"
@@ -13,17 +14,61 @@ import (
 type interest struct {
 	subject string
 	sub     *nats.Subscription
+	shard   *shard
 
-	mu      sync.RWMutex
-	members memberSet // Guarded by mu.
+	mu      sync.Mutex
+	members memberSet  // Guarded by mu.
+	snap    []*Session // members as of the last change; nil when stale. Guarded by mu.
+
+	// The interest's own dispatch backlog: messages that arrived and wait
+	// for the shard's worker. Bounded, so that a flood on one subject is
+	// dropped (and counted) there and never crowds out another subject.
+	// Guarded by shard.mu.
+	queue     []*nats.Msg
+	scheduled bool // on the shard's run queue, or being dispatched
+	dropped   int  // messages nats.go dropped that are already counted
 }
 
-// registry maps subjects to interests and delivers arriving messages to
-// dispatch shards. A subject always maps to the same shard, and a shard is
-// one goroutine, so messages on one subject keep their order.
+// copyMembers appends the members to buf and returns it. Large sets are
+// copied once per change and shared by every walk after it (copy on
+// write), so a broadcast holds no lock while it sends, and a join or leave
+// never waits for a broadcast.
+func (in *interest) copyMembers(buf []*Session) []*Session {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.members.many == nil {
+		return append(buf, in.members.few...)
+	}
+	if in.snap == nil {
+		in.snap = make([]*Session, 0, len(in.members.many))
+		in.members.each(func(s *Session) { in.snap = append(in.snap, s) })
+	}
+	if len(buf) == 0 {
+		return in.snap // immutable: a change makes a new one
+	}
+	return append(buf, in.snap...)
+}
+
+// size is the member count.
+func (in *interest) size() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.members.len()
+}
+
+// registry maps subjects to interests and dispatches what arrives on them.
+//
+// Each interest's subscription delivers into the channel of one of a few
+// shards (a subject always to the same shard). A shard has two goroutines:
+// its mover, which only files each message in its interest's bounded
+// backlog, so that nats.go's channel never fills; and its worker, which
+// dispatches the backlogs round robin, a batch of each at a time. A
+// subject is dispatched by one worker, in order; a flooded subject fills
+// only its own backlog, and what does not fit is dropped and counted
+// (reason "backlog"), while every other subject keeps flowing.
 type registry struct {
 	srv    *Server
-	shards []chan *nats.Msg
+	shards []*shard
 	wg     sync.WaitGroup
 
 	mu        sync.RWMutex
@@ -31,46 +76,146 @@ type registry struct {
 	stopped   bool                 // Guarded by mu.
 }
 
+// shard is one dispatch lane; see registry.
+type shard struct {
+	in chan *nats.Msg // what nats.go delivers
+
+	mu      sync.Mutex
+	wake    *sync.Cond
+	runq    []*interest // interests with a backlog, in arrival order. Guarded by mu.
+	bytes   int         // payload bytes in every backlog of the shard. Guarded by mu.
+	orphans *interest   // backlog for messages whose interest is gone
+	done    bool        // the mover has ended. Guarded by mu.
+}
+
+// dispatchBatch is how many messages of one interest a worker dispatches
+// before it turns to the next interest with a backlog.
+const dispatchBatch = 32
+
 func newRegistry(srv *Server) *registry {
 	r := &registry{srv: srv, interests: make(map[string]*interest)}
-	r.shards = make([]chan *nats.Msg, srv.cfg.DispatchShards)
+	r.shards = make([]*shard, srv.cfg.DispatchShards)
 	for i := range r.shards {
-		r.shards[i] = make(chan *nats.Msg, srv.cfg.DispatchQueue)
+		sh := &shard{in: make(chan *nats.Msg, srv.cfg.DispatchQueue)}
+		sh.wake = sync.NewCond(&sh.mu)
+		sh.orphans = &interest{shard: sh}
+		r.shards[i] = sh
 	}
 	return r
 }
 
 func (r *registry) start() {
-	for _, ch := range r.shards {
-		r.wg.Add(1)
-		go func(ch chan *nats.Msg) {
-			defer r.wg.Done()
-			for m := range ch {
-				r.srv.dispatch(m)
-			}
-		}(ch)
+	for _, sh := range r.shards {
+		r.wg.Add(2)
+		go func() { defer r.wg.Done(); r.move(sh) }()
+		go func() { defer r.wg.Done(); r.work(sh) }()
 	}
 }
 
-// stop unsubscribes everything and ends the dispatch goroutines.
+// move files each message nats.go delivers in its interest's backlog. It
+// does nothing that can block for long: a message that does not fit is
+// dropped and counted here.
+func (r *registry) move(sh *shard) {
+	cfg := &r.srv.cfg
+	for m := range sh.in {
+		in := r.lookup(m.Subject)
+		if in == nil || in.shard != sh {
+			in = sh.orphans // unsubscribed meanwhile: dispatch answers for nobody
+		}
+		sh.mu.Lock()
+		if len(in.queue) >= cfg.DispatchBacklog || sh.bytes+len(m.Data) > cfg.DispatchBytes {
+			sh.mu.Unlock()
+			r.srv.dropPush(dropBacklog, m.Subject, errBacklogFull)
+			continue
+		}
+		in.queue = append(in.queue, m)
+		sh.bytes += len(m.Data)
+		if !in.scheduled {
+			in.scheduled = true
+			sh.runq = append(sh.runq, in)
+			sh.wake.Signal()
+		}
+		sh.mu.Unlock()
+	}
+	sh.mu.Lock()
+	sh.done = true
+	sh.wake.Signal()
+	sh.mu.Unlock()
+}
+
+var errBacklogFull = errors.New("dispatch backlog full")
+
+// work dispatches the shard's backlogs until the mover has ended and every
+// backlog is empty.
+func (r *registry) work(sh *shard) {
+	var batch []*nats.Msg
+	for {
+		sh.mu.Lock()
+		for len(sh.runq) == 0 && !sh.done {
+			sh.wake.Wait()
+		}
+		if len(sh.runq) == 0 {
+			sh.mu.Unlock()
+			return
+		}
+		in := sh.runq[0]
+		sh.runq[0] = nil
+		sh.runq = sh.runq[1:]
+		n := min(len(in.queue), dispatchBatch)
+		batch = append(batch[:0], in.queue[:n]...)
+		clear(in.queue[:n])
+		in.queue = in.queue[n:]
+		if len(in.queue) == 0 {
+			in.queue = nil
+		}
+		for _, m := range batch {
+			sh.bytes -= len(m.Data)
+		}
+		sh.mu.Unlock()
+
+		for _, m := range batch {
+			r.srv.dispatch(m)
+		}
+		clear(batch)
+
+		// Only now may the interest be scheduled again: one worker
+		// dispatches a subject at a time, in order.
+		sh.mu.Lock()
+		if len(in.queue) > 0 {
+			sh.runq = append(sh.runq, in)
+		} else {
+			in.scheduled = false
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// stop unsubscribes everything, dispatches what is already in the
+// backlogs and ends the dispatch goroutines.
 func (r *registry) stop() {
 	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return
+	}
 	r.stopped = true
+	subs := make([]*interest, 0, len(r.interests))
 	for subj, in := range r.interests {
-		if in.sub != nil {
-			_ = in.sub.Unsubscribe()
-		}
+		subs = append(subs, in)
 		delete(r.interests, subj)
 	}
 	r.mu.Unlock()
-	// Subscriptions are gone, so nothing sends on the shards any more.
-	for _, ch := range r.shards {
-		close(ch)
+	for _, in := range subs {
+		r.unsubscribe(in)
+	}
+	// Subscriptions are gone, so nats.go sends nothing more on the shards.
+	for _, sh := range r.shards {
+		close(sh.in)
 	}
 	r.wg.Wait()
 }
 
-func (r *registry) shard(subject string) chan *nats.Msg {
+func (r *registry) shard(subject string) *shard {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(subject))
 	return r.shards[h.Sum32()%uint32(len(r.shards))]
@@ -88,17 +233,19 @@ func (r *registry) join(subject string, s *Session) (canonical string, created b
 	}
 	in, ok := r.interests[subject]
 	if !ok {
-		sub, err := r.srv.nc.ChanSubscribe(subject, r.shard(subject))
+		sh := r.shard(subject)
+		sub, err := r.srv.nc.ChanSubscribe(subject, sh.in)
 		if err != nil {
 			return "", false, fmt.Errorf("hub: subscribe %s: %w", subject, err)
 		}
-		in = &interest{subject: subject, sub: sub}
+		in = &interest{subject: subject, sub: sub, shard: sh}
 		r.interests[subject] = in
 		r.srv.metrics.interests.Inc()
 		created = true
 	}
 	in.mu.Lock()
 	in.members.add(s)
+	in.snap = nil
 	in.mu.Unlock()
 	return in.subject, created, nil
 }
@@ -107,19 +254,57 @@ func (r *registry) join(subject string, s *Session) (canonical string, created b
 // the last member.
 func (r *registry) leave(subject string, s *Session) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	in, ok := r.interests[subject]
 	if !ok {
+		r.mu.Unlock()
 		return
 	}
 	in.mu.Lock()
 	in.members.remove(s)
+	in.snap = nil
 	empty := in.members.len() == 0
 	in.mu.Unlock()
 	if empty {
-		_ = in.sub.Unsubscribe()
+		// Unsubscribed under the lock: a join that comes next subscribes
+		// after this, so no message reaches both subscriptions.
 		delete(r.interests, subject)
 		r.srv.metrics.interests.Dec()
+		r.unsubscribe(in)
+	}
+	r.mu.Unlock()
+}
+
+// unsubscribe ends an interest's subscription, counting what nats.go
+// dropped for it that was not counted yet.
+func (r *registry) unsubscribe(in *interest) {
+	r.countDropped(in)
+	_ = in.sub.Unsubscribe()
+}
+
+// countDropped counts the messages nats.go dropped for the interest since
+// the last count: its channel was full (the mover fell behind).
+func (r *registry) countDropped(in *interest) {
+	n, err := in.sub.Dropped()
+	if err != nil {
+		return
+	}
+	in.shard.mu.Lock()
+	delta := n - in.dropped
+	in.dropped = n
+	in.shard.mu.Unlock()
+	if delta > 0 {
+		r.srv.metrics.pushesDropped.WithLabelValues(dropOverflow).Add(float64(delta))
+		r.srv.warnLimited("dispatch overflow: messages dropped before dispatch", "subject", in.subject, "dropped", delta)
+	}
+}
+
+// onSlowConsumer is told by nats.go that a subscription dropped messages.
+func (r *registry) onSlowConsumer(sub *nats.Subscription) {
+	if sub == nil {
+		return
+	}
+	if in := r.lookup(sub.Subject); in != nil && in.sub == sub {
+		r.countDropped(in)
 	}
 }
 
@@ -135,33 +320,17 @@ func (r *registry) size(subject string) int {
 	if in == nil {
 		return 0
 	}
-	in.mu.RLock()
-	defer in.mu.RUnlock()
-	return in.members.len()
+	return in.size()
 }
 
-// members copies the members of an interest. For small interests only
-// (one device, one user); fan-out iterates in place with each.
-func (r *registry) members(subject string) []*Session {
+// members copies the members of an interest into buf (which may be nil)
+// and returns it; nil when the interest is absent. The result may be
+// shared: callers must not modify it. No lock is held on return, so the
+// caller may send to the members.
+func (r *registry) members(subject string, buf []*Session) []*Session {
 	in := r.lookup(subject)
 	if in == nil {
-		return nil
+		return buf
 	}
-	in.mu.RLock()
-	defer in.mu.RUnlock()
-	out := make([]*Session, 0, in.members.len())
-	in.members.each(func(s *Session) { out = append(out, s) })
-	return out
-}
-
-// each calls fn for every member of the interest in subject, under the
-// interest's read lock: fn must not block or join or leave interests.
-func (r *registry) each(subject string, fn func(*Session)) {
-	in := r.lookup(subject)
-	if in == nil {
-		return
-	}
-	in.mu.RLock()
-	defer in.mu.RUnlock()
-	in.members.each(fn)
+	return in.copyMembers(buf)
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -15,15 +16,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 )
 
 // Server is one node's hub: it owns the sessions handed to it by a
 // transport and the NATS subscriptions they need.
 //
-// Lock order: Server.mu, then registry.mu, then interest.mu, then
-// subIndex.mu, then Session.mu; presence.mu is taken alone. No lock is
-// held while calling a Transport.
+// Locks are taken in the one order written down in locksordering.txt, and
+// none is held while calling a Transport.
 type Server struct {
 	cfg     Config
 	nc      *nats.Conn
@@ -39,7 +38,7 @@ type Server struct {
 	presence  *presence
 	subs      *subIndex
 	coalescer *coalescer
-	stormLog  *rate.Limiter // storm control logs, node-wide
+	logLimit  *logLimiter // per-message warnings, node-wide
 	services  map[string]service
 	admit     *admission    // cost-based admission of expensive requests
 	bcrypt    chan struct{} // bounds concurrent bcrypt work
@@ -48,9 +47,13 @@ type Server struct {
 	started   atomic.Bool
 	stopping  atomic.Bool
 	takeover  *nats.Subscription
-	tasks     sync.WaitGroup  // async requests and watchers
 	runCtx    context.Context // ends at Shutdown
 	cancelRun context.CancelFunc
+	prevErrCB nats.ErrHandler // the connection's own async error handler
+
+	taskMu      sync.Mutex
+	tasks       sync.WaitGroup // async requests and watchers; Add under taskMu
+	tasksClosed bool           // Shutdown has begun: no new task. Guarded by taskMu.
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{} // Guarded by mu.
@@ -97,7 +100,10 @@ func New(cfg Config) (*Server, error) {
 	s.interest = newRegistry(s)
 	s.subs = newSubIndex(s.metrics)
 	s.coalescer = newCoalescer(s)
-	s.stormLog = rate.NewLimiter(1, 5)
+	s.logLimit = newLogLimiter(time.Second)
+	for _, reason := range dropReasons {
+		s.metrics.pushesDropped.WithLabelValues(reason)
+	}
 	s.services = s.builtinServices()
 	s.admit = newAdmission(&s.cfg, s.metrics)
 	return s, nil
@@ -108,59 +114,82 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 
 // Start creates (or opens) the hub's JetStream buckets, loads the user store
 // and device registry, bootstraps the admin user and subscribes to the
-// node-wide subjects. It returns once the node can serve.
-func (s *Server) Start(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(context.Background())
+// node-wide subjects. It returns once the node can serve. A Start that
+// fails leaves nothing running: what it started is stopped and waited for.
+func (s *Server) Start(ctx context.Context) (err error) {
+	runCtx, cancel := context.WithCancel(context.Background()) // the root of the node's own lifetime
 	s.runCtx, s.cancelRun = runCtx, cancel
+	s.prevErrCB = s.nc.Opts.AsyncErrorCB
+	s.nc.SetErrorHandler(s.onAsyncError)
+	defer func() {
+		if err != nil {
+			s.abortStart()
+		}
+	}()
 	nonces, err := newNonceStore(ctx, s.js, 2*s.cfg.MaxSkew+10*time.Second, s.cfg.Replicas)
 	if err != nil {
-		cancel()
 		return err
 	}
 	s.devices, err = auth.NewDeviceVerifier(auth.DeviceConfig{
 		MasterSecret: s.cfg.MasterSecret, MaxSkew: s.cfg.MaxSkew, Nonces: nonces, Now: s.cfg.Now,
 	})
 	if err != nil {
-		cancel()
 		return fmt.Errorf("hub: device verifier: %w", err)
 	}
 	if s.users, err = openUserStore(ctx, runCtx, s); err != nil {
-		cancel()
 		return err
 	}
 	if err := s.users.bootstrap(ctx, s.cfg.AdminPassword); err != nil {
-		cancel()
 		return err
 	}
 	if s.registry, err = openDeviceRegistry(ctx, runCtx, s); err != nil {
-		cancel()
 		return err
 	}
 	s.interest.start()
 	if s.presence, err = openPresence(ctx, runCtx, s); err != nil {
-		cancel()
 		return err
 	}
 	if err := openDataStreams(ctx, s); err != nil {
-		cancel()
 		return err
 	}
 	if err := s.followStreams(ctx, runCtx); err != nil {
-		cancel()
 		return err
 	}
 	s.goTask(func() { s.summaries(runCtx) })
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
-		cancel()
 		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)
 	}
 	if err := s.nc.FlushWithContext(ctx); err != nil {
-		cancel()
 		return fmt.Errorf("hub: flush: %w", err)
 	}
 	s.started.Store(true)
 	s.log.Info("hub started", "users", s.users.len(), "registered_devices", s.registry.len())
 	return nil
+}
+
+// abortStart undoes a Start that failed: it ends the run context (watchers,
+// upkeep), stops dispatch, and waits for every task.
+func (s *Server) abortStart() {
+	s.stopping.Store(true)
+	if s.takeover != nil {
+		_ = s.takeover.Unsubscribe()
+	}
+	s.cancelRun()
+	s.interest.stop()
+	s.closeTasks()
+	s.tasks.Wait()
+	s.nc.SetErrorHandler(s.prevErrCB)
+}
+
+// onAsyncError counts what nats.go dropped for a subscription of the hub,
+// then hands the error to the connection's own handler.
+func (s *Server) onAsyncError(nc *nats.Conn, sub *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrSlowConsumer) {
+		s.interest.onSlowConsumer(sub)
+	}
+	if s.prevErrCB != nil {
+		s.prevErrCB(nc, sub, err)
+	}
 }
 
 // Ready reports whether the node can serve: started, not stopping, and
@@ -230,11 +259,13 @@ func (s *Server) SessionCount() int {
 //     give the devices their grace, and report those that do not return;
 //  4. stop the watchers and dispatch workers and wait for async requests.
 //
-// The NATS connection belongs to the caller, who drains it afterwards.
+// From its first step no new task starts (goTask refuses). The NATS
+// connection belongs to the caller, who drains it afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.stopping.CompareAndSwap(false, true) {
 		return nil
 	}
+	s.closeTasks()
 	err := s.CloseAll(ctx, wire.CloseRestart, "node restarting")
 	if s.presence != nil {
 		s.presence.stop(ctx)
@@ -255,15 +286,33 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
+	if s.cancelRun != nil {
+		s.nc.SetErrorHandler(s.prevErrCB)
+	}
 	s.log.Info("hub stopped")
 	return err
 }
 
-// goTask runs f on a goroutine that Shutdown waits for.
-func (s *Server) goTask(f func()) {
+// goTask runs f on a goroutine that Shutdown waits for, and reports
+// whether it did: once Shutdown has begun it refuses new work, so that
+// nothing starts that Shutdown would not wait for.
+func (s *Server) goTask(f func()) bool {
+	s.taskMu.Lock()
+	defer s.taskMu.Unlock()
+	if s.tasksClosed {
+		return false
+	}
 	s.tasks.Add(1)
 	go func() {
 		defer s.tasks.Done()
 		f()
 	}()
+	return true
+}
+
+// closeTasks makes goTask refuse new work.
+func (s *Server) closeTasks() {
+	s.taskMu.Lock()
+	s.tasksClosed = true
+	s.taskMu.Unlock()
 }

@@ -91,13 +91,16 @@ func (srv *Server) runAsync(s *Session, m *wire.Message, f func(ctx context.Cont
 		return nil, wire.Errorf(wire.CodeRateLimited, "too many requests in flight")
 	}
 	msg := *m
-	srv.goTask(func() {
+	if !srv.goTask(func() {
 		defer s.endAsync()
 		values, werr := f(srv.runCtx)
 		if !s.isClosed() {
 			s.reply(&msg, values, werr)
 		}
-	})
+	}) {
+		s.endAsync()
+		return nil, errStopping
+	}
 	return nil, errAsync
 }
 
@@ -125,6 +128,9 @@ func codeLabel(code int) string { return strconv.Itoa(code) }
 // from it. nats.go would buffer a publish and retry a request until it
 // times out; the caller is better served by an immediate, honest 503.
 var errBusDown = wire.Errorf(wire.CodeUnavailable, "message bus unavailable")
+
+// errStopping answers requests that arrive while the node shuts down.
+var errStopping = wire.Errorf(wire.CodeUnavailable, "node stopping: reconnect to another node")
 
 // busDown reports whether the node is cut off from NATS.
 func (srv *Server) busDown() bool { return !srv.nc.IsConnected() }

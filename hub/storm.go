@@ -47,9 +47,7 @@ func (st *storm) allowEvent(level int) bool {
 // bounded rate across the node.
 func (srv *Server) stormed(s *Session, kind string) {
 	srv.metrics.stormLimited.WithLabelValues(kind).Inc()
-	if srv.stormLog.Allow() {
-		s.logger().Warn("storm control: report refused", "kind", kind)
-	}
+	srv.warnLimitedTo(s.logger(), "storm control: report refused", "kind", kind)
 }
 
 // coalescer delivers status pushes to admins at most once per window per

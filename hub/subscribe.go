@@ -2,9 +2,6 @@ package hub
 
 import (
 	"fmt"
-	"sync"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
@@ -38,133 +35,10 @@ type subscription struct {
 	minPriority int // for events
 }
 
-// subIndex maps selectors ("sn:R-1", "type:dog", "group:g1", "all") to the
-// local sessions subscribed under them, so that news about a device is
-// routed by looking up at most four selectors, never by a scan.
-type subIndex struct {
-	metrics   *metrics
-	delivered prometheus.Counter // the hub's pushes-delivered counter
-	dropped   prometheus.Counter // pushes to sessions that were closing or slow
-
-	mu      sync.RWMutex
-	sels    map[string]map[*Session]struct{} // Guarded by mu.
-	summary map[*Session]struct{}            // sessions with the summary topic. Guarded by mu.
-}
-
-func newSubIndex(m *metrics) *subIndex {
-	return &subIndex{
-		metrics: m, delivered: m.pushesDelivered, dropped: m.pushesDropped.WithLabelValues("session_closed"),
-		sels: make(map[string]map[*Session]struct{}), summary: make(map[*Session]struct{}),
-	}
-}
-
-func (x *subIndex) summaryAdd(s *Session) {
-	x.mu.Lock()
-	x.summary[s] = struct{}{}
-	x.mu.Unlock()
-}
-
-func (x *subIndex) summaryRemove(s *Session) {
-	x.mu.Lock()
-	delete(x.summary, s)
-	x.mu.Unlock()
-}
-
-// summarySessions copies the sessions that get /push/summary.
-func (x *subIndex) summarySessions() []*Session {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	out := make([]*Session, 0, len(x.summary))
-	for s := range x.summary {
-		out = append(out, s)
-	}
-	return out
-}
-
-func (x *subIndex) add(sel string, s *Session) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	m := x.sels[sel]
-	if m == nil {
-		m = make(map[*Session]struct{}, 1)
-		x.sels[sel] = m
-	}
-	m[s] = struct{}{}
-}
-
-func (x *subIndex) remove(sel string, s *Session) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if m := x.sels[sel]; m != nil {
-		delete(m, s)
-		if len(m) == 0 {
-			delete(x.sels, sel)
-		}
-	}
-}
-
-// deliver pushes news about device sn (of typ and group) to every local
-// session subscribed to it under any selector with topic t (and, for
-// events, a min_priority at or below prio), that may see the device's
-// group. The frame is encoded once.
-func (x *subIndex) deliver(t topic, prio int, sn, typ, group, service, id string, values []byte) {
-	sels := [4]string{"sn:" + sn, "type:" + typ, "group:" + group, "all"}
-	x.mu.RLock()
-	var targets []*Session
-	var seen map[*Session]bool
-	hits := 0
-	for _, sel := range sels {
-		if len(x.sels[sel]) > 0 {
-			hits++
-		}
-	}
-	if hits > 1 {
-		seen = make(map[*Session]bool)
-	}
-	for _, sel := range sels {
-		for s := range x.sels[sel] {
-			if seen != nil {
-				if seen[s] {
-					continue
-				}
-				seen[s] = true
-			}
-			if !s.wants(sel, t, prio) {
-				continue
-			}
-			if id := s.Identity(); id == nil || !auth.CanSee(id.Groups, group) {
-				continue
-			}
-			targets = append(targets, s)
-		}
-	}
-	x.mu.RUnlock()
-	if len(targets) == 0 {
-		return
-	}
-	frame, err := wire.EncodePush(service, id, values)
-	if err != nil {
-		return
-	}
-	delivered := 0
-	for _, s := range targets {
-		if s.send(frame) {
-			delivered++
-		} else {
-			x.dropped.Inc()
-		}
-	}
-	x.delivered.Add(float64(delivered))
-	x.metrics.pushedOut(service, delivered)
-}
-
-// wants reports whether the session subscribed to topic t under sel, and
-// for events whether prio reaches its min_priority.
-func (s *Session) wants(sel string, t topic, prio int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sub, ok := s.subs[sel]
-	return ok && sub.topics&t != 0 && (t != topicEvent || prio >= sub.minPriority)
+// wants reports whether the subscription covers topic t, and for events
+// whether prio reaches its min_priority.
+func (sub subscription) wants(t topic, prio int) bool {
+	return sub.topics&t != 0 && (t != topicEvent || prio >= sub.minPriority)
 }
 
 type subscribeArgs struct {
@@ -254,38 +128,8 @@ func (srv *Server) serveSubscribe(s *Session, m *wire.Message) (any, *wire.Error
 	if werr != nil {
 		return nil, werr
 	}
-	s.mu.Lock()
-	if s.subs == nil {
-		s.subs = make(map[string]subscription)
-	}
-	added := 0
-	for _, sel := range sels {
-		if _, ok := s.subs[sel]; !ok {
-			added++
-		}
-	}
-	if len(s.subs)+added > maxSelectorsPerSession {
-		s.mu.Unlock()
-		return nil, wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("a session may hold at most %d subscriptions", maxSelectorsPerSession))
-	}
-	for _, sel := range sels {
-		sub := s.subs[sel]
-		sub.topics |= topics
-		if topics&topicEvent != 0 {
-			sub.minPriority = minPriority // the latest subscription decides
-		}
-		s.subs[sel] = sub
-	}
-	if topics&topicSummary != 0 {
-		srv.subs.summaryAdd(s)
-	}
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return nil, wire.Errorf(wire.CodeConflict, "session closed")
-	}
-	for _, sel := range sels {
-		srv.subs.add(sel, s)
+	if werr := srv.addSubscriptions(s, sels, topics, minPriority); werr != nil {
+		return nil, werr
 	}
 	return srv.snapshot(s, m, sels, limit)
 }
@@ -303,14 +147,53 @@ func (srv *Server) serveUnsubscribe(s *Session, m *wire.Message) (any, *wire.Err
 	if werr != nil {
 		return nil, werr
 	}
-	var drop []string
+	n := srv.removeSubscriptions(s, sels, topics)
+	return map[string]int{"subscriptions": n}, nil
+}
+
+// addSubscriptions adds topics (and, for events, minPriority: the latest
+// subscription decides) under each selector, in the session and in the
+// index together. Session.mu is held across both, then subIndex.mu, never
+// the other way round: deliver takes no session lock.
+func (srv *Server) addSubscriptions(s *Session, sels []string, topics topic, minPriority int) *wire.Error {
 	s.mu.Lock()
-	summary := false
-	defer func() {
-		if !summary {
-			srv.subs.summaryRemove(s)
+	defer s.mu.Unlock()
+	if s.closed {
+		return wire.Errorf(wire.CodeConflict, "session closed")
+	}
+	if s.subs == nil {
+		s.subs = make(map[string]subscription)
+	}
+	added := 0
+	for _, sel := range sels {
+		if _, ok := s.subs[sel]; !ok {
+			added++
 		}
-	}()
+	}
+	if len(s.subs)+added > maxSelectorsPerSession {
+		return wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("a session may hold at most %d subscriptions", maxSelectorsPerSession))
+	}
+	for _, sel := range sels {
+		sub := s.subs[sel]
+		sub.topics |= topics
+		if topics&topicEvent != 0 {
+			sub.minPriority = minPriority
+		}
+		s.subs[sel] = sub
+		srv.subs.set(sel, s, sub)
+	}
+	if topics&topicSummary != 0 {
+		srv.subs.setSummary(s, true)
+	}
+	return nil
+}
+
+// removeSubscriptions removes topics from each selector, in the session and
+// in the index together, and returns how many selectors the session still
+// holds.
+func (srv *Server) removeSubscriptions(s *Session, sels []string, topics topic) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, sel := range sels {
 		sub, ok := s.subs[sel]
 		if !ok {
@@ -319,32 +202,28 @@ func (srv *Server) serveUnsubscribe(s *Session, m *wire.Message) (any, *wire.Err
 		sub.topics &^= topics
 		if sub.topics == 0 {
 			delete(s.subs, sel)
-			drop = append(drop, sel)
 		} else {
 			s.subs[sel] = sub
 		}
+		srv.subs.set(sel, s, sub)
 	}
-	n := len(s.subs)
+	summary := false
 	for _, sub := range s.subs {
 		summary = summary || sub.topics&topicSummary != 0
 	}
-	s.mu.Unlock()
-	for _, sel := range drop {
-		srv.subs.remove(sel, s)
-	}
-	return map[string]int{"subscriptions": n}, nil
+	srv.subs.setSummary(s, summary)
+	return len(s.subs)
 }
 
 // dropSubscriptions removes a closed session from the index.
 func (srv *Server) dropSubscriptions(s *Session) {
 	s.mu.Lock()
-	subs := s.subs
-	s.subs = nil
-	s.mu.Unlock()
-	for sel := range subs {
-		srv.subs.remove(sel, s)
+	defer s.mu.Unlock()
+	for sel := range s.subs {
+		srv.subs.set(sel, s, subscription{})
 	}
-	srv.subs.summaryRemove(s)
+	s.subs = nil
+	srv.subs.setSummary(s, false)
 }
 
 // deviceAttrs is a device's type and group: from the registry, else from
