@@ -83,6 +83,9 @@ func (srv *Server) serveHistory(s *Session, m *wire.Message) (any, *wire.Error) 
 	if !auth.CanSee(s.Identity().Groups, group) {
 		return nil, wire.Errorf(wire.CodeForbidden, "device "+*a.SN+" is outside your groups")
 	}
+	if !m.HasRequestID {
+		return nil, nil // a success without request_id is not answered: read nothing
+	}
 	budget := newRecordBudget(srv.valuesBudget(m), limit)
 	if budget == nil {
 		return nil, srv.errAnswerTooLarge()

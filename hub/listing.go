@@ -322,7 +322,14 @@ func (srv *Server) listPage(s *Session, m *wire.Message, c *cursor) (json.RawMes
 	for i := range views {
 		b, err := json.Marshal(&views[i])
 		if err != nil {
-			return nil, wire.Errorf(wire.CodeInternal, "internal error")
+			// A status that is not JSON (a hostile writer on HUB_STATUS):
+			// the device is listed without it.
+			srv.warnLimited("device listing: status that is not JSON left out", "sn", views[i].SN)
+			v := views[i]
+			v.Status, v.StatusAt = json.RawMessage("null"), nil
+			if b, err = json.Marshal(&v); err != nil {
+				return nil, wire.Errorf(wire.CodeInternal, "internal error")
+			}
 		}
 		sep := min(n, 1)
 		if used+sep+len(b) > room {
