@@ -84,6 +84,14 @@ type Config struct {
 	// (429 above). Defaults 100/s and 200.
 	MessageRate  float64
 	MessageBurst int
+	// RateLimitClose is how long a session may stay over its rate limit
+	// (refused requests with no break of a second) before it is closed
+	// with 1008. Default 10s.
+	RateLimitClose time.Duration
+	// MaxAnswerBytes bounds the answers to one frame together, and so any
+	// one answer (413 above). Keep it at most the transport's queue bound.
+	// Default 1 MiB.
+	MaxAnswerBytes int
 	// AbuseBurst is how many failed requests (4xx) a session may make in a
 	// burst before it is closed with 1008; they refill at one per second.
 	// Default 50.
@@ -96,7 +104,8 @@ type Config struct {
 	// Default 8.
 	DispatchShards int
 	// DispatchQueue is the length of the channel each shard takes from
-	// nats.go. Default 8192.
+	// nats.go (a pointer a message: 512 KiB a shard at the default).
+	// Default 65536.
 	DispatchQueue int
 	// DispatchBacklog bounds the messages one subject may have waiting for
 	// dispatch, and DispatchBytes their payload bytes per shard; what does
@@ -195,6 +204,12 @@ func (c *Config) setDefaults() {
 	if c.MessageBurst == 0 {
 		c.MessageBurst = 200
 	}
+	if c.RateLimitClose == 0 {
+		c.RateLimitClose = 10 * time.Second
+	}
+	if c.MaxAnswerBytes == 0 {
+		c.MaxAnswerBytes = 1 << 20
+	}
 	if c.AbuseBurst == 0 {
 		c.AbuseBurst = 50
 	}
@@ -205,7 +220,7 @@ func (c *Config) setDefaults() {
 		c.DispatchShards = 8
 	}
 	if c.DispatchQueue == 0 {
-		c.DispatchQueue = 8192
+		c.DispatchQueue = 1 << 16
 	}
 	if c.DispatchBacklog == 0 {
 		c.DispatchBacklog = 4096
