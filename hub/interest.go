@@ -84,9 +84,9 @@ type shard struct {
 	wake    *sync.Cond
 	subs    map[*nats.Subscription]*interest // the shard's interests. Guarded by mu.
 	runq    []*interest                      // interests with a backlog, in arrival order. Guarded by mu.
-	bytes   int         // payload bytes in every backlog of the shard. Guarded by mu.
-	orphans *interest   // backlog for messages whose interest is gone
-	done    bool        // the mover has ended. Guarded by mu.
+	bytes   int                              // payload bytes in every backlog of the shard. Guarded by mu.
+	orphans *interest                        // backlog for messages whose interest is gone
+	done    bool                             // the mover has ended. Guarded by mu.
 }
 
 // dispatchBatch is how many messages of one interest a worker dispatches
