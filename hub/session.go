@@ -449,6 +449,10 @@ func (s *Session) reply(m *wire.Message, values any, e *wire.Error) {
 	s.send(b)
 }
 
+// flushTimeout bounds the wait for the NATS server to confirm new
+// subscriptions.
+const flushTimeout = 5 * time.Second
+
 // joinInterests subscribes the session to each subject. When that made new
 // subscriptions it waits for the NATS server to have them, so that a push
 // published right after the auth answer reaches the session. On failure it
@@ -467,7 +471,7 @@ func (s *Session) joinInterests(ctx context.Context, subjs []string) error {
 		fresh = fresh || created
 	}
 	if fresh {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, flushTimeout)
 		defer cancel()
 		if err := s.srv.nc.FlushWithContext(ctx); err != nil {
 			for _, done := range subjs {
