@@ -375,11 +375,11 @@ func TestRecordBudget(t *testing.T) {
 }
 
 // 200 device listings in one frame, over 100 devices with 15 KB statuses:
-// each answer is well-formed and within the cap, the session's listing
-// bucket refuses the rest with 429, and the node's heap grows by a few
-// MiB where it grew by the whole 300 MB of answers. The clock stands still
-// while the frame is handled, so the bucket cannot refill: however slow
-// the machine, the pages built are its burst.
+// the first is a page cut by bytes (with next) where it was the whole 1.5
+// MB listing, each answer is well-formed and within the cap, and the
+// node's heap grows by a few MiB where it grew by the whole 300 MB of
+// answers. Listing frame after frame, the session's listing bucket gives
+// its burst in pages, then 429.
 func TestDevicesFrameMemory(t *testing.T) {
 	var frozen atomic.Pointer[time.Time]
 	now := func() time.Time {
@@ -409,7 +409,8 @@ func TestDevicesFrameMemory(t *testing.T) {
 	wg.Wait()
 	awaitKnown(t, srv, 100, true)
 
-	_, adm := attach(t, srv, 1000, admin("root", "*"))
+	admSess, adm := attach(t, srv, 1000, admin("root", "*"))
+	answers := collect(adm)
 	var frame [][]byte
 	for i := range 200 {
 		frame = append(frame, requestLine("/admin/devices", fmt.Sprint(i), nil))
@@ -417,10 +418,7 @@ func TestDevicesFrameMemory(t *testing.T) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	at := time.Now()
-	frozen.Store(&at)
-	adm.sess.HandleFrame(bytes.Join(frame, []byte{'\n'}))
-	frozen.Store(nil)
+	admSess.HandleFrame(bytes.Join(frame, []byte{'\n'}))
 	runtime.ReadMemStats(&after)
 	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	allocated := after.TotalAlloc - before.TotalAlloc
@@ -428,54 +426,83 @@ func TestDevicesFrameMemory(t *testing.T) {
 	if grew > 64<<20 {
 		t.Errorf("heap grew %d MiB answering one frame", grew>>20)
 	}
-
-	got := collect(adm).read(t)
+	got := answers.read(t)
 	if len(got) != 200 {
 		t.Fatalf("%d answers, want 200", len(got))
 	}
-	ok, limited, listed, pageBytes := 0, 0, 0, 0
+	// page checks a listing answered 0: a page cut by bytes, within the cap.
+	page := func(name string, a answer) int {
+		t.Helper()
+		var v struct {
+			Devices []DeviceView `json:"devices"`
+			Next    string       `json:"next"`
+		}
+		if err := json.Unmarshal(a.Values, &v); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if a.size > srv.cfg.MaxAnswerBytes {
+			t.Errorf("%s: %d bytes, more than the cap %d", name, a.size, srv.cfg.MaxAnswerBytes)
+		}
+		if len(v.Devices) == 0 || len(v.Devices) == 100 || v.Next == "" {
+			t.Errorf("%s: %d devices, next %q: want a page cut by bytes", name, len(v.Devices), v.Next)
+		}
+		return len(a.Values)
+	}
+	if a := got["0"]; a.Code != 0 {
+		t.Errorf("first listing of the frame: %d %s, want a page", a.Code, a.Msg)
+	}
+	codes := map[int]int{}
 	for i := range 200 {
 		a := got[fmt.Sprint(i)]
+		codes[a.Code]++
 		switch a.Code {
 		case 0:
-			ok++
-			var v struct {
-				Devices []DeviceView `json:"devices"`
-				Next    string       `json:"next"`
-			}
-			if err := json.Unmarshal(a.Values, &v); err != nil {
-				t.Fatalf("answer %d: %v", i, err)
-			}
-			if a.size > srv.cfg.MaxAnswerBytes {
-				t.Errorf("answer %d: %d bytes, more than the cap %d", i, a.size, srv.cfg.MaxAnswerBytes)
-			}
-			if len(v.Devices) == 0 || len(v.Devices) == 100 || v.Next == "" {
-				t.Errorf("answer %d: %d devices, next %q: want a page cut by bytes", i, len(v.Devices), v.Next)
-			}
-			listed += len(v.Devices)
-			pageBytes += len(a.Values)
-		case 429:
-			limited++
-			var v struct {
-				RetryAfter int64 `json:"retry_after_ms"`
-			}
-			if err := json.Unmarshal(a.Values, &v); err != nil || v.RetryAfter <= 0 || a.Msg == "" {
-				t.Errorf("answer %d: 429 %q %s", i, a.Msg, a.Values)
+			page(fmt.Sprint("answer ", i), a)
+		case 413, 429:
+			if a.Msg == "" {
+				t.Errorf("answer %d: %d without a message", i, a.Code)
 			}
 		default:
 			t.Errorf("answer %d: %d %s", i, a.Code, a.Msg)
 		}
 	}
-	if ok == 0 || limited == 0 {
-		t.Errorf("%d answered, %d limited: want both", ok, limited)
-	}
-	if v := testutil.ToFloat64(srv.admit.refused[refusedListBytes]); int(v) != limited {
-		t.Errorf("list_bytes refusals %v, want %d", v, limited)
+	t.Logf("one frame of 200 listings: codes %v", codes)
+
+	// Frame after frame, with the clock standing still so that the bucket
+	// cannot refill however slow the machine: pages until the burst is
+	// spent, then 429 with a retry time.
+	at := time.Now()
+	frozen.Store(&at)
+	defer frozen.Store(nil)
+	refused0 := testutil.ToFloat64(srv.admit.refused[refusedListBytes])
+	pageBytes, pages := 0, 0
+	for i := 0; ; i++ {
+		if i == 20 {
+			t.Fatalf("%d pages (%d bytes), no 429", pages, pageBytes)
+		}
+		id := fmt.Sprint("f", i)
+		admSess.HandleFrame(requestLine("/admin/devices", id, nil))
+		a := answers.await(t, 5*time.Second, id)[id]
+		if a.Code == 0 {
+			pageBytes += page(id, a)
+			pages++
+			continue
+		}
+		var v struct {
+			RetryAfter int64 `json:"retry_after_ms"`
+		}
+		if err := json.Unmarshal(a.Values, &v); a.Code != 429 || err != nil || v.RetryAfter <= 0 || a.Msg == "" {
+			t.Errorf("%s: %d %q %s, want 429 with retry_after_ms", id, a.Code, a.Msg, a.Values)
+		}
+		break
 	}
 	if pageBytes > srv.cfg.ListBytesBurst {
 		t.Errorf("%d bytes of pages, more than the bucket's %d", pageBytes, srv.cfg.ListBytesBurst)
 	}
-	t.Logf("%d pages (%d device views, %d bytes), %d refused", ok, listed, pageBytes, limited)
+	if v := testutil.ToFloat64(srv.admit.refused[refusedListBytes]) - refused0; v != 1 {
+		t.Errorf("list_bytes refusals %v, want 1", v)
+	}
+	t.Logf("frame by frame: %d pages (%d bytes), then 429", pages, pageBytes)
 }
 
 // Paging through 2,500 devices with limit 1000 gives three pages with every

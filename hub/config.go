@@ -84,6 +84,14 @@ type Config struct {
 	// (429 above). Defaults 100/s and 200.
 	MessageRate  float64
 	MessageBurst int
+	// RateLimitClose is how long a session may stay over its rate limit
+	// (refused requests with no break of a second) before it is closed
+	// with 1008. Default 10s.
+	RateLimitClose time.Duration
+	// MaxAnswerBytes bounds the answers to one frame together, and so any
+	// one answer (413 above). Keep it at most the transport's queue bound.
+	// Default 1 MiB.
+	MaxAnswerBytes int
 	// AbuseBurst is how many failed requests (4xx) a session may make in a
 	// burst before it is closed with 1008; they refill at one per second.
 	// Default 50.
@@ -96,7 +104,8 @@ type Config struct {
 	// Default 8.
 	DispatchShards int
 	// DispatchQueue is the length of the channel each shard takes from
-	// nats.go. Default 8192.
+	// nats.go (a pointer a message: 512 KiB a shard at the default).
+	// Default 65536.
 	DispatchQueue int
 	// DispatchBacklog bounds the messages one subject may have waiting for
 	// dispatch, and DispatchBytes their payload bytes per shard; what does
@@ -104,12 +113,11 @@ type Config struct {
 	// 16 MiB.
 	DispatchBacklog, DispatchBytes int
 
-	// MaxAnswerBytes bounds one answer as encoded, envelope included. The
-	// answers that grow with the data are built within it: /admin/history
-	// keeps the newest records that fit (with "truncated"), and a device
-	// listing page stops early with "next". Keep it well below the
-	// transport's outbound queue. Default 256 KiB.
-	MaxAnswerBytes int
+	// The answers that grow with the data are built within MaxAnswerBytes:
+	// /admin/history keeps the newest records that fit (with "truncated"),
+	// a device listing page stops early with "next". The limits below
+	// bound how many are built.
+	//
 	// HistoryReadsPerSession bounds the /admin/history reads one session
 	// has running at once. Default 2.
 	HistoryReadsPerSession int
@@ -165,8 +173,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("hub: NodeTTL must be at least 300ms"))
 	}
 	for name, v := range map[string]int{
-		"MaxAnswerBytes": c.MaxAnswerBytes, "HistoryReadsPerSession": c.HistoryReadsPerSession,
-		"HistoryReadsPerNode": c.HistoryReadsPerNode, "HistoryQueue": c.HistoryQueue, "ListBytesBurst": c.ListBytesBurst,
+		"HistoryReadsPerSession": c.HistoryReadsPerSession, "HistoryReadsPerNode": c.HistoryReadsPerNode,
+		"HistoryQueue": c.HistoryQueue, "ListBytesBurst": c.ListBytesBurst,
 	} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("hub: %s must not be negative", name))
@@ -174,9 +182,6 @@ func (c *Config) Validate() error {
 	}
 	if c.ListBytesRate < 0 {
 		errs = append(errs, errors.New("hub: ListBytesRate must not be negative"))
-	}
-	if c.MaxAnswerBytes != 0 && c.MaxAnswerBytes < 4<<10 {
-		errs = append(errs, errors.New("hub: MaxAnswerBytes must be at least 4 KiB"))
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, errors.New("hub: Replicas must be 1 to 5"))
@@ -237,6 +242,12 @@ func (c *Config) setDefaults() {
 	if c.MessageBurst == 0 {
 		c.MessageBurst = 200
 	}
+	if c.RateLimitClose == 0 {
+		c.RateLimitClose = 10 * time.Second
+	}
+	if c.MaxAnswerBytes == 0 {
+		c.MaxAnswerBytes = 1 << 20
+	}
 	if c.AbuseBurst == 0 {
 		c.AbuseBurst = 50
 	}
@@ -247,7 +258,7 @@ func (c *Config) setDefaults() {
 		c.DispatchShards = 8
 	}
 	if c.DispatchQueue == 0 {
-		c.DispatchQueue = 8192
+		c.DispatchQueue = 1 << 16
 	}
 	if c.DispatchBacklog == 0 {
 		c.DispatchBacklog = 4096
@@ -255,7 +266,6 @@ func (c *Config) setDefaults() {
 	if c.DispatchBytes == 0 {
 		c.DispatchBytes = 16 << 20
 	}
-	defInt(&c.MaxAnswerBytes, 256<<10)
 	defInt(&c.HistoryReadsPerSession, 2)
 	defInt(&c.HistoryReadsPerNode, 8)
 	defInt(&c.HistoryQueue, 64)

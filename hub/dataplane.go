@@ -180,6 +180,9 @@ func (srv *Server) serveEvent(s *Session, m *wire.Message) (any, *wire.Error) {
 	return map[string]int64{"at": rec.At}, nil
 }
 
+// storeTimeout bounds the wait for a stream to acknowledge a record.
+const storeTimeout = 3 * time.Second
+
 // store publishes a record to its stream and waits for the stream to
 // acknowledge it: a record the device was told is stored is stored.
 func (srv *Server) store(subject string, rec any) *wire.Error {
@@ -190,7 +193,7 @@ func (srv *Server) store(subject string, rec any) *wire.Error {
 	if err != nil {
 		return wire.Errorf(wire.CodeBadRequest, "record is not valid JSON")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(srv.runCtx, storeTimeout)
 	defer cancel()
 	_, err = srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {

@@ -82,10 +82,11 @@ type shard struct {
 
 	mu      sync.Mutex
 	wake    *sync.Cond
-	runq    []*interest // interests with a backlog, in arrival order. Guarded by mu.
-	bytes   int         // payload bytes in every backlog of the shard. Guarded by mu.
-	orphans *interest   // backlog for messages whose interest is gone
-	done    bool        // the mover has ended. Guarded by mu.
+	subs    map[*nats.Subscription]*interest // the shard's interests. Guarded by mu.
+	runq    []*interest                      // interests with a backlog, in arrival order. Guarded by mu.
+	bytes   int                              // payload bytes in every backlog of the shard. Guarded by mu.
+	orphans *interest                        // backlog for messages whose interest is gone
+	done    bool                             // the mover has ended. Guarded by mu.
 }
 
 // dispatchBatch is how many messages of one interest a worker dispatches
@@ -96,7 +97,7 @@ func newRegistry(srv *Server) *registry {
 	r := &registry{srv: srv, interests: make(map[string]*interest)}
 	r.shards = make([]*shard, srv.cfg.DispatchShards)
 	for i := range r.shards {
-		sh := &shard{in: make(chan *nats.Msg, srv.cfg.DispatchQueue)}
+		sh := &shard{in: make(chan *nats.Msg, srv.cfg.DispatchQueue), subs: make(map[*nats.Subscription]*interest)}
 		sh.wake = sync.NewCond(&sh.mu)
 		sh.orphans = &interest{shard: sh}
 		r.shards[i] = sh
@@ -113,34 +114,65 @@ func (r *registry) start() {
 }
 
 // move files each message nats.go delivers in its interest's backlog. It
-// does nothing that can block for long: a message that does not fit is
-// dropped and counted here.
+// does nothing that can block for long, and takes what has arrived in
+// batches under one lock: it must stay faster than nats.go's reader, or
+// nats.go drops messages of whichever subject (counted as "overflow"). A
+// message that does not fit its backlog is dropped and counted here.
 func (r *registry) move(sh *shard) {
-	cfg := &r.srv.cfg
+	var drops []string
 	for m := range sh.in {
-		in := r.lookup(m.Subject)
-		if in == nil || in.shard != sh {
-			in = sh.orphans // unsubscribed meanwhile: dispatch answers for nobody
-		}
 		sh.mu.Lock()
-		if len(in.queue) >= cfg.DispatchBacklog || sh.bytes+len(m.Data) > cfg.DispatchBytes {
-			sh.mu.Unlock()
-			r.srv.dropPush(dropBacklog, m.Subject, errBacklogFull)
-			continue
+		wake := r.file(sh, m, &drops)
+	more:
+		for range moveBatch {
+			select {
+			case m, ok := <-sh.in:
+				if !ok {
+					break more
+				}
+				wake = r.file(sh, m, &drops) || wake
+			default:
+				break more
+			}
 		}
-		in.queue = append(in.queue, m)
-		sh.bytes += len(m.Data)
-		if !in.scheduled {
-			in.scheduled = true
-			sh.runq = append(sh.runq, in)
+		if wake {
 			sh.wake.Signal()
 		}
 		sh.mu.Unlock()
+		for _, subj := range drops {
+			r.srv.dropPush(dropBacklog, subj, errBacklogFull)
+		}
+		drops = drops[:0]
 	}
 	sh.mu.Lock()
 	sh.done = true
 	sh.wake.Signal()
 	sh.mu.Unlock()
+}
+
+// moveBatch is how many waiting messages the mover files under one lock.
+const moveBatch = 256
+
+// file adds m to its interest's backlog, or records it in drops when it
+// does not fit; it reports whether the interest was newly scheduled.
+// Called with sh.mu held.
+func (r *registry) file(sh *shard, m *nats.Msg, drops *[]string) bool {
+	in := sh.subs[m.Sub]
+	if in == nil {
+		in = sh.orphans // unsubscribed meanwhile: dispatch answers for nobody
+	}
+	if len(in.queue) >= r.srv.cfg.DispatchBacklog || sh.bytes+len(m.Data) > r.srv.cfg.DispatchBytes {
+		*drops = append(*drops, m.Subject)
+		return false
+	}
+	in.queue = append(in.queue, m)
+	sh.bytes += len(m.Data)
+	if in.scheduled {
+		return false
+	}
+	in.scheduled = true
+	sh.runq = append(sh.runq, in)
+	return true
 }
 
 var errBacklogFull = errors.New("dispatch backlog full")
@@ -240,6 +272,9 @@ func (r *registry) join(subject string, s *Session) (canonical string, created b
 		}
 		in = &interest{subject: subject, sub: sub, shard: sh}
 		r.interests[subject] = in
+		sh.mu.Lock()
+		sh.subs[sub] = in
+		sh.mu.Unlock()
 		r.srv.metrics.interests.Inc()
 		created = true
 	}
@@ -279,6 +314,9 @@ func (r *registry) leave(subject string, s *Session) {
 func (r *registry) unsubscribe(in *interest) {
 	r.countDropped(in)
 	_ = in.sub.Unsubscribe()
+	in.shard.mu.Lock()
+	delete(in.shard.subs, in.sub)
+	in.shard.mu.Unlock()
 }
 
 // countDropped counts the messages nats.go dropped for the interest since

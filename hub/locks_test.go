@@ -239,14 +239,13 @@ func TestFloodOnOneSubjectLosesNothingElsewhere(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	srv := startTestServer(t, nc, Config{
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)), Registerer: reg,
-		DispatchBacklog: 512,
 	})
 	attach(t, srv, -1, device("FLOODED", "dog", "g1")) // a member of hub.all.push
 	sn, unicast := subjectOnShard(t, srv, subjects.AllPush, true)
 	_, target := attach(t, srv, 1<<20, device(sn, "cat", "g2"))
 
 	pub := natstest.Connect(t, ns)
-	const flood, wanted = 100_000, 2_000
+	const flood, wanted = 200_000, 2_000
 	var published atomic.Int64
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -284,7 +283,9 @@ func TestFloodOnOneSubjectLosesNothingElsewhere(t *testing.T) {
 	}
 	natstest.Eventually(t, 60*time.Second, func() error {
 		if got := target.count(); got != wanted {
-			return fmt.Errorf("device got %d of %d pushes", got, wanted)
+			return fmt.Errorf("device got %d of %d pushes (dropped: backlog %v, overflow %v)", got, wanted,
+				testutil.ToFloat64(srv.metrics.pushesDropped.WithLabelValues(dropBacklog)),
+				testutil.ToFloat64(srv.metrics.pushesDropped.WithLabelValues(dropOverflow)))
 		}
 		if got := dropped(); got != flood {
 			return fmt.Errorf("%v of %d flooded messages counted", got, flood)

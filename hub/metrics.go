@@ -13,15 +13,17 @@ type metrics struct {
 	pushesDropped   *prometheus.CounterVec
 	slowConsumers   prometheus.Counter
 	abuseCloses     prometheus.Counter
-	authFailures    *prometheus.CounterVec
-	presence        *prometheus.CounterVec
-	presenceWrites  prometheus.Counter
-	storeFailures   prometheus.Counter
-	stormLimited    *prometheus.CounterVec
-	statusCoalesced prometheus.Counter
-	fanout          prometheus.Histogram
-	pushesOut       *prometheus.CounterVec
-	pushesOutBy     map[string]prometheus.Counter // pushesOut's children, resolved once
+	// Device responses to commands not handled: over the rate limit.
+	responsesDropped prometheus.Counter
+	authFailures     *prometheus.CounterVec
+	presence         *prometheus.CounterVec
+	presenceWrites   prometheus.Counter
+	storeFailures    prometheus.Counter
+	stormLimited     *prometheus.CounterVec
+	statusCoalesced  prometheus.Counter
+	fanout           prometheus.Histogram
+	pushesOut        *prometheus.CounterVec
+	pushesOutBy      map[string]prometheus.Counter // pushesOut's children, resolved once
 	// admissionRefused counts expensive requests refused by admission.
 	admissionRefused *prometheus.CounterVec
 }
@@ -47,6 +49,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		pushesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "pushes_dropped_total", Help: "Pushes not delivered, by reason.",
 		}, []string{"reason"}),
+		responsesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "responses_dropped_total", Help: "Device answers to commands not handled because the session was over its rate limit.",
+		}),
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "slow_consumers_total", Help: "Sessions closed because their outbound queue overflowed.",
 		}),
@@ -88,7 +93,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
-			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites,
+			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.responsesDropped, m.authFailures, m.presence, m.presenceWrites,
 			m.storeFailures, m.stormLimited, m.statusCoalesced, m.fanout, m.pushesOut)
 		reg.MustRegister(m.admissionRefused)
 	}

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -79,6 +80,10 @@ type Session struct {
 	closeAfterReason string
 
 	storm *storm // devices' storm control. Owned by the read goroutine.
+	// The current stretch of time over the rate limit: since when
+	// requests are refused, and when the last one was (Unix ns; 0 when
+	// not over). Owned by the read goroutine.
+	overSince, lastRefused int64
 	// Limiters are held inline: a pointer each would cost an allocation
 	// per idle session.
 	msgLimit   rate.Limiter // requests per second
@@ -237,21 +242,100 @@ func (s *Session) HandleBinary() {
 // their own. When a message makes the hub close the session (repeated
 // abuse), the messages after it are not handled, and the answers due so
 // far go out before the close.
+//
+// Costs are bounded per frame. The answers of one frame together hold at
+// most MaxAnswerBytes: an answer that would pass it is replaced by a 413,
+// and the requests after it are not served (each gets a 413). Once a
+// request is refused for the rate limit, the rest of the frame is not
+// handled either: one 429 answers for them all, and the read goroutine
+// then pauses until the limit lets a request through again, so a flood
+// is shed at the socket instead of answered line by line.
 func (s *Session) HandleFrame(frame []byte) {
-	var out [][]byte
+	var f frameState
+	f.budget = s.srv.cfg.MaxAnswerBytes
 	wire.Lines(frame, func(line []byte) {
 		if s.closeDecided() {
 			return
 		}
-		if b := s.handleLine(line); b != nil {
-			out = append(out, b)
+		if f.limited != nil {
+			f.skipped++
+			return
 		}
+		spent := f.budget <= 0
+		b := s.handleLine(line, &f)
+		if b == nil {
+			return
+		}
+		if !spent {
+			if len(b) > f.budget {
+				b = s.failure(f.service, f.requestID, answerTooLarge(len(b), s.srv.cfg.MaxAnswerBytes))
+				f.budget = 0 // nothing more fits: the requests after it get 413 unserved
+			} else {
+				f.budget -= len(b)
+			}
+		}
+		f.out = append(f.out, b)
 	})
-	if len(out) > 0 {
-		s.send(wire.Join(out))
+	if f.limited != nil {
+		s.srv.metrics.requests.WithLabelValues(serviceLabel(f.limited.Service), codeLabel(wire.CodeRateLimited)).Add(float64(f.skipped))
+		msg := "rate limited: too many requests"
+		if f.skipped > 0 {
+			msg = fmt.Sprintf("rate limited: too many requests; this request and the %d after it in the same frame were not served", f.skipped)
+		}
+		f.out = append(f.out, s.failure(f.limited.Service, f.limited.RequestID, wire.Errorf(wire.CodeRateLimited, msg)))
+	}
+	if len(f.out) > 0 {
+		s.send(wire.Join(f.out))
 	}
 	s.closeIfDecided()
+	if f.limited != nil {
+		s.shed()
+	}
 }
+
+// frameState is what HandleFrame keeps while it handles one frame.
+type frameState struct {
+	out                [][]byte
+	budget             int           // answer bytes still free for the frame
+	service, requestID string        // of the message being handled
+	limited            *wire.Message // the first request refused for the rate limit
+	skipped            int           // requests after it, not handled
+}
+
+// answerTooLarge is the 413 for an answer over the byte limit.
+func answerTooLarge(size, limit int) *wire.Error {
+	return wire.Errorf(wire.CodeTooLarge, fmt.Sprintf(
+		"answer too large: %d bytes, more than the %d bytes a frame's answers may hold; ask for less (a smaller limit, a filter, or fewer requests per frame)", size, limit))
+}
+
+// overLimit records a request refused for the rate limit at now and
+// reports whether the session has been over its limit for longer than
+// RateLimitClose without a second's break.
+func (s *Session) overLimit(now time.Time) bool {
+	ns := now.UnixNano()
+	if s.lastRefused == 0 || ns-s.lastRefused > int64(time.Second) {
+		s.overSince = ns // a new stretch over the limit
+	}
+	s.lastRefused = ns
+	return ns-s.overSince >= int64(s.srv.cfg.RateLimitClose)
+}
+
+// shed pauses the read goroutine after a rate-limited frame until the
+// limit would let one request through (at most maxShed), so that a client
+// sending too much is slowed by TCP back-pressure instead of burning a core
+// on refusals.
+func (s *Session) shed() {
+	r := s.msgLimit.Reserve()
+	d := r.Delay()
+	r.Cancel()
+	if d > 0 {
+		time.Sleep(min(d, maxShed))
+	}
+}
+
+// maxShed bounds shed's pause, so that a close or a pong is never held up
+// for long.
+const maxShed = 100 * time.Millisecond
 
 // closeLater decides to close the session once the answers due are sent.
 func (s *Session) closeLater(code int, reason string) {
@@ -278,17 +362,37 @@ func (s *Session) closeIfDecided() {
 }
 
 // handleLine handles one message and returns its immediate answer, if any.
-func (s *Session) handleLine(line []byte) []byte {
+// Every message, responses and repeated auth requests included, draws from
+// the session's rate limit.
+func (s *Session) handleLine(line []byte, f *frameState) []byte {
 	m, werr := wire.Decode(line)
+	f.service, f.requestID = m.Service, m.RequestID
 	if werr != nil {
 		return s.failure(m.Service, m.RequestID, werr)
+	}
+	if !s.msgLimit.Allow() {
+		if s.overLimit(time.Now()) {
+			s.srv.metrics.abuseCloses.Inc()
+			s.logger().Warn("closing session over its rate limit for too long", "for", s.srv.cfg.RateLimitClose)
+			s.closeLater(wire.ClosePolicy, "rate limit exceeded for too long")
+		}
+		if m.Op == wire.OpResponse {
+			// A device's answer to a command: never answered itself, so
+			// the 429 names no request.
+			s.srv.metrics.responsesDropped.Inc()
+			m = wire.Message{}
+		}
+		f.limited = &m
+		return nil
 	}
 	if m.Op == wire.OpResponse {
 		s.handleResponse(&m)
 		return nil
 	}
-	if !s.msgLimit.Allow() {
-		return s.failure(m.Service, m.RequestID, wire.Errorf(wire.CodeRateLimited, "rate limited: too many requests"))
+	if f.budget <= 0 {
+		// The frame's answers are full: not served, so not paid for.
+		return s.failure(m.Service, m.RequestID, wire.Errorf(wire.CodeTooLarge, fmt.Sprintf(
+			"not served: the answers to this frame already hold the %d bytes a frame's answers may; send it again in a later frame", s.srv.cfg.MaxAnswerBytes)))
 	}
 	values, werr := s.srv.serve(s, &m)
 	if werr == errAsync {
@@ -309,10 +413,11 @@ func (s *Session) handleLine(line []byte) []byte {
 // budget; a session that keeps failing is closed with 1008.
 func (s *Session) failure(service, requestID string, e *wire.Error) []byte {
 	s.srv.metrics.requests.WithLabelValues(serviceLabel(service), codeLabel(e.Code)).Inc()
-	// Bad requests draw from the abuse budget. Rate limiting (429) does
-	// not: it is already the answer to too much, and a device over its
-	// storm limits keeps its session, as the protocol says.
-	if !e.Relayed && e.Code >= 400 && e.Code < 500 && e.Code != wire.CodeTimeout && e.Code != wire.CodeRateLimited {
+	// Bad requests draw from the abuse budget. Rate limiting (429) and
+	// size limits (413) do not: they are already the answer to too much,
+	// bounded on their own, and a device over its storm limits keeps its
+	// session, as the protocol says.
+	if !e.Relayed && e.Code >= 400 && e.Code < 500 && e.Code != wire.CodeTimeout && e.Code != wire.CodeRateLimited && e.Code != wire.CodeTooLarge {
 		if !s.abuseLimit.Allow() && !s.closeDecided() {
 			s.srv.metrics.abuseCloses.Inc()
 			s.logger().Warn("closing abusive session", "last_code", e.Code, "last_msg", e.Msg)
@@ -333,11 +438,22 @@ func (s *Session) reply(m *wire.Message, values any, e *wire.Error) {
 		s.closeIfDecided()
 		return
 	}
-	s.srv.metrics.requests.WithLabelValues(serviceLabel(service), "0").Inc()
-	if has {
-		s.send(wire.EncodeResponse(service, requestID, wire.CodeOK, "", values))
+	if !has {
+		s.srv.metrics.requests.WithLabelValues(serviceLabel(service), "0").Inc()
+		return
 	}
+	b := wire.EncodeResponse(service, requestID, wire.CodeOK, "", values)
+	if len(b) > s.srv.cfg.MaxAnswerBytes {
+		s.send(s.failure(service, requestID, answerTooLarge(len(b), s.srv.cfg.MaxAnswerBytes)))
+		return
+	}
+	s.srv.metrics.requests.WithLabelValues(serviceLabel(service), "0").Inc()
+	s.send(b)
 }
+
+// flushTimeout bounds the wait for the NATS server to confirm new
+// subscriptions.
+const flushTimeout = 5 * time.Second
 
 // joinInterests subscribes the session to each subject. When that made new
 // subscriptions it waits for the NATS server to have them, so that a push
@@ -357,7 +473,7 @@ func (s *Session) joinInterests(ctx context.Context, subjs []string) error {
 		fresh = fresh || created
 	}
 	if fresh {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, flushTimeout)
 		defer cancel()
 		if err := s.srv.nc.FlushWithContext(ctx); err != nil {
 			for _, done := range subjs {

@@ -69,11 +69,21 @@ type pendingStatus struct {
 	offered    uint64 // statuses offered so far
 
 	// Pushes of one device may start on two goroutines (the stream's
-	// consumer and the window's timer); they are delivered one at a time,
-	// and one older than what already went out is dropped, so order holds
-	// end to end.
-	deliverMu sync.Mutex
-	pushed    uint64 // the offer number of the last status delivered. Guarded by deliverMu.
+	// consumer and the window's timer). One of them at a time delivers,
+	// with no lock held while it sends; a status offered meanwhile waits in
+	// next and the deliverer sends it after its own, so order holds end to
+	// end, and one older than what already went out is dropped.
+	deliverMu  sync.Mutex
+	pushed     uint64 // the offer number of the last status delivered. Guarded by deliverMu.
+	delivering bool   // a goroutine is delivering. Guarded by deliverMu.
+	next       *queuedStatus
+}
+
+// queuedStatus is a status waiting for the device's deliverer.
+type queuedStatus struct {
+	n          uint64
+	typ, group string
+	data       []byte
 }
 
 func newCoalescer(srv *Server) *coalescer {
@@ -127,13 +137,34 @@ func (c *coalescer) flush(sn string) {
 // went out.
 func (c *coalescer) push(p *pendingStatus, sn, typ, group string, data []byte, n uint64) {
 	p.deliverMu.Lock()
-	defer p.deliverMu.Unlock()
-	if n <= p.pushed {
+	if n <= p.pushed || (p.next != nil && n <= p.next.n) {
+		p.deliverMu.Unlock()
 		c.srv.metrics.statusCoalesced.Inc()
 		return
 	}
-	p.pushed = n
-	c.srv.subs.deliver(topicStatus, 0, sn, typ, group, "/push/status", nuid.Next(), data)
+	if p.delivering {
+		if p.next != nil {
+			c.srv.metrics.statusCoalesced.Inc()
+		}
+		p.next = &queuedStatus{n: n, typ: typ, group: group, data: data}
+		p.deliverMu.Unlock()
+		return
+	}
+	p.delivering, p.pushed = true, n
+	p.deliverMu.Unlock()
+	for {
+		c.srv.subs.deliver(topicStatus, 0, sn, typ, group, "/push/status", nuid.Next(), data)
+		p.deliverMu.Lock()
+		q := p.next
+		p.next = nil
+		if q == nil {
+			p.delivering = false
+			p.deliverMu.Unlock()
+			return
+		}
+		p.pushed, typ, group, data = q.n, q.typ, q.group, q.data
+		p.deliverMu.Unlock()
+	}
 }
 
 // sweep drops devices that have been quiet for a while, bounding memory.

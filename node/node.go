@@ -129,6 +129,9 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.Serve(ctx, ln)
 }
 
+// shutdownTimeout bounds Serve's shutdown once its context has ended.
+const shutdownTimeout = 10 * time.Second
+
 // Serve serves on ln until ctx ends, then shuts down.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second}
@@ -140,7 +143,8 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("node: serve: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// ctx has ended; the shutdown gets its own bounded time.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	err := n.Shutdown(sctx)
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
