@@ -22,8 +22,10 @@ import (
 //   - History reads are bounded in number: per session and per node
 //     (historyGate), so what streams into the node's NATS connection at
 //     once is bounded, whatever the viewers ask.
-//   - Listing bytes are bounded in rate per session (byteBucket): a frame
-//     of two hundred listings builds a few pages, not two hundred.
+//   - Listing bytes are bounded in rate per session (byteBucket): listing
+//     frame after frame, a session gets its burst in pages, then 429 until
+//     the bucket refills. (The answers of one frame together are bounded
+//     by HandleFrame.)
 //
 // Locks: historyGate.mu and byteBucket.mu are each taken alone, with no
 // other lock held and none taken under them.
