@@ -41,6 +41,7 @@ const S = {
   frame: 0,
   optionsKey: "",
   haveSnapshot: false,
+  snapshotGen: 0, // the snapshot being taken; a newer one supersedes it
 };
 
 // ---- small helpers ---------------------------------------------------------
@@ -180,9 +181,37 @@ function normalize(v) {
   };
 }
 
-function applySnapshot(values, _args, info) {
-  const list = Array.isArray(values && values.devices) ? values.devices : [];
+// applySnapshot takes the subscription's snapshot: its first page, then
+// every further page through /admin/devices while the answer names a next
+// cursor. Devices absent from every page are removed once the last page is
+// in.
+async function applySnapshot(values, _args, info) {
+  const gen = ++S.snapshotGen;
   const seen = new Set();
+  let page = values;
+  for (;;) {
+    takePage(page, seen);
+    const next = page && typeof page.next === "string" ? page.next : "";
+    if (!next) break;
+    try {
+      page = await S.hub.request("/admin/devices", { cursor: next });
+    } catch (err) {
+      console.warn("fleethub: device list incomplete:", err);
+      return; // keep what is shown; the next snapshot completes it
+    }
+    if (gen !== S.snapshotGen) return; // a newer snapshot took over
+  }
+  for (const sn of Array.from(S.devices.keys())) {
+    if (!seen.has(sn)) removeDevice(sn);
+  }
+  S.haveSnapshot = true;
+  S.resort = true;
+  if (info && info.replay) flashConn("Resynchronised after reconnect");
+  schedule();
+}
+
+function takePage(values, seen) {
+  const list = Array.isArray(values && values.devices) ? values.devices : [];
   for (const v of list) {
     if (!obj(v) || typeof v.sn !== "string" || !v.sn) continue;
     const d = normalize(v);
@@ -199,12 +228,7 @@ function applySnapshot(values, _args, info) {
     S.devices.set(d.sn, d);
     markDirty(d.sn);
   }
-  for (const sn of Array.from(S.devices.keys())) {
-    if (!seen.has(sn)) removeDevice(sn);
-  }
-  S.haveSnapshot = true;
   S.resort = true;
-  if (info && info.replay) flashConn("Resynchronised after reconnect");
   schedule();
 }
 
