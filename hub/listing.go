@@ -277,7 +277,9 @@ func (srv *Server) listPage(s *Session, m *wire.Message, c *cursor) (json.RawMes
 	longest := *c
 	longest.After = strings.Repeat("x", maxSerialLen)
 	reserve := len(devicesOpen) + len(devicesClose) + len(nextOpen) + len(srv.encodeCursor(&longest)) + len(nextClose)
-	capRoom := srv.valuesBudget(m) - reserve
+	// A listing is answered on the read goroutine: it joins the answers of
+	// its frame, and takes only what room the frame has left.
+	capRoom := srv.valuesBudget(m) - (srv.cfg.MaxAnswerBytes - s.frameRoom) - reserve
 	if capRoom < 0 {
 		return nil, srv.errAnswerTooLarge()
 	}

@@ -84,6 +84,9 @@ type Session struct {
 	// requests are refused, and when the last one was (Unix ns; 0 when
 	// not over). Owned by the read goroutine.
 	overSince, lastRefused int64
+	// frameRoom is how many answer bytes the frame being handled has left
+	// (MaxAnswerBytes outside HandleFrame). Owned by the read goroutine.
+	frameRoom int
 	// Limiters are held inline: a pointer each would cost an allocation
 	// per idle session.
 	msgLimit   rate.Limiter // requests per second
@@ -99,6 +102,7 @@ func newSession(srv *Server, t Transport, remote string) *Session {
 		t:      t,
 		remote: remote,
 	}
+	s.frameRoom = srv.cfg.MaxAnswerBytes
 	setLimit(&s.msgLimit, srv.cfg.MessageRate, srv.cfg.MessageBurst)
 	setLimit(&s.abuseLimit, 1, srv.cfg.AbuseBurst)
 	s.mu.Lock()
@@ -394,7 +398,9 @@ func (s *Session) handleLine(line []byte, f *frameState) []byte {
 		return s.failure(m.Service, m.RequestID, wire.Errorf(wire.CodeTooLarge, fmt.Sprintf(
 			"not served: the answers to this frame already hold the %d bytes a frame's answers may; send it again in a later frame", s.srv.cfg.MaxAnswerBytes)))
 	}
+	s.frameRoom = f.budget
 	values, werr := s.srv.serve(s, &m)
+	s.frameRoom = s.srv.cfg.MaxAnswerBytes
 	if werr == errAsync {
 		return nil
 	}
