@@ -86,8 +86,7 @@ type deviceView struct {
 
 // nodeView is what this node knows of a live node.
 type nodeView struct {
-	since    int64
-	lastSeen time.Time
+	since int64
 }
 
 // presence keeps device presence in JetStream: an entry per online device

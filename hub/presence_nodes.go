@@ -10,32 +10,29 @@ import (
 
 // onNode follows hub_nodes. A node whose entry goes away, removed at its
 // shutdown or expired after its death, is lost: its devices go offline
-// after the grace, counted from when it was last seen alive.
+// after the grace, counted from now, when it is found lost. Counted from
+// its last refresh instead, the grace would be cut short by up to the
+// node TTL, and a device that needs most of its grace to come back
+// elsewhere would be reported offline; counted from now, node_lost comes
+// at most node TTL + grace after the last refresh.
 func (p *presence) onNode(e jetstream.KeyValueEntry, live bool) {
 	id := e.Key()
 	if e.Operation() == jetstream.KeyValuePut {
 		var ne NodeEntry
 		_ = json.Unmarshal(e.Value(), &ne)
 		p.mu.Lock()
-		p.nodes[id] = nodeView{since: ne.Since, lastSeen: e.Created()}
+		p.nodes[id] = nodeView{since: ne.Since}
 		p.mu.Unlock()
 		return
 	}
 	p.mu.Lock()
-	nv, known := p.nodes[id]
 	delete(p.nodes, id)
 	p.mu.Unlock()
 	if !live || id == p.srv.cfg.NodeID {
 		return
 	}
-	// Removed at shutdown: its sessions closed just now. Expired: they
-	// died with the node, around its last refresh.
-	deadline := p.srv.cfg.Now().Add(p.srv.cfg.OfflineGrace)
-	if e.Operation() == jetstream.KeyValuePurge && known {
-		deadline = nv.lastSeen.Add(p.srv.cfg.OfflineGrace)
-	}
 	p.srv.log.Warn("node lost", "lost", id, "expired", e.Operation() == jetstream.KeyValuePurge)
-	p.afterDeadline(deadline, func() { p.nodeLost(id) })
+	p.afterDeadline(p.srv.cfg.Now().Add(p.srv.cfg.OfflineGrace), func() { p.nodeLost(id) })
 }
 
 // afterDeadline runs f at deadline (at once if it has passed) on a
