@@ -22,6 +22,14 @@ type metrics struct {
 	fanout          prometheus.Histogram
 	pushesOut       *prometheus.CounterVec
 	pushesOutBy     map[string]prometheus.Counter // pushesOut's children, resolved once
+
+	storesRecreated   *prometheus.CounterVec
+	storeHealFailures *prometheus.CounterVec
+	storeFeedRestarts *prometheus.CounterVec
+	storesMissing     prometheus.Gauge
+	presenceRetries   *prometheus.CounterVec
+	presenceAbandoned *prometheus.CounterVec
+	authTimerHeld     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -76,6 +84,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		statusCoalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "status_coalesced_total", Help: "Status pushes superseded by a later status of the same device within the window.",
 		}),
+		storesRecreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "stores_recreated_total", Help: "Buckets and streams this node found missing and created again, by store.",
+		}, []string{"store"}),
+		storeHealFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "store_heal_failures_total", Help: "Failed attempts to create a missing bucket or stream again, by store.",
+		}, []string{"store"}),
+		storeFeedRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "store_feed_restarts_total", Help: "Watchers and consumers started anew because their store was created again (here or by another node), by store.",
+		}, []string{"store"}),
+		storesMissing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "stores_missing", Help: "Buckets and streams found missing at the last check and not created again.",
+		}),
+		presenceRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "presence_retries_total", Help: "Presence writes tried again after a failure or an unknown outcome, by operation.",
+		}, []string{"op"}),
+		presenceAbandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "presence_abandoned_total", Help: "Presence work given up because the node stopped before it succeeded, by operation.",
+		}, []string{"op"}),
+		authTimerHeld: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "auth_timeouts_held_total", Help: "Auth timeouts that fell while the session's auth request was being served, and so did not close it.",
+		}),
 	}
 	m.pushesOutBy = make(map[string]prometheus.Counter)
 	for _, l := range []string{"/push/presence", "/push/status", "/push/event", "/push/summary", "backend"} {
@@ -85,6 +114,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
 			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites,
 			m.storeFailures, m.stormLimited, m.statusCoalesced, m.fanout, m.pushesOut)
+		reg.MustRegister(m.storesRecreated, m.storeHealFailures, m.storeFeedRestarts, m.storesMissing,
+			m.presenceRetries, m.presenceAbandoned, m.authTimerHeld)
 	}
 	return m
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 )
 
 // Presence state in JetStream.
@@ -82,6 +83,11 @@ type deviceView struct {
 	lastSeen     int64           // the latest sign of life this node heard of
 	status       json.RawMessage // the last status record's status, or nil
 	statusAt     int64
+	// The device's last record in HUB_PRESENCE as this node saw it: its
+	// stream sequence (0: none seen) and whether it says online. A guess
+	// that may lag; see record.
+	recSeq    uint64
+	recOnline bool
 }
 
 // nodeView is what this node knows of a live node.
@@ -94,10 +100,17 @@ type nodeView struct {
 // the offline grace; a short-TTL liveness entry per node in hub_nodes; and
 // one record per change in the HUB_PRESENCE stream.
 //
-// Who publishes a record is decided so that there is exactly one:
+// Each device's records alternate strictly: connected, offline,
+// connected... A record is appended only after the device's last one, as
+// this node believes it to be (a compare-and-set on the subject's last
+// sequence), and only when that last one says otherwise; a failed check
+// reads the last record back and decides again (see record).
+//
+// Who publishes a record is decided so that there is one per change:
 //   - connected: the node whose create-only write of the entry succeeded
 //     (only one can; a device that comes back while its entry still exists
-//     overwrites it and nothing is published);
+//     overwrites it and nothing is published, unless its last record says
+//     offline);
 //   - offline (closed, timeout, kicked): the node that held the session,
 //     once the grace has passed and the entry still names that session;
 //   - node_lost: the live node with the smallest id, for every entry that
@@ -110,11 +123,20 @@ type nodeView struct {
 // its connected record always follows the offline one. Should the device
 // come back in between (the removal then fails its revision check), the
 // node publishes a connected record at once.
+//
+// Every write whose outcome is unknown (a timeout: it may have taken
+// effect) is followed by a read: the next attempt looks at the entry and
+// the last record as they are, and does what is left. Work that fails is
+// tried again, backing off, until it is done or the hub stops. On this
+// node, the writes of one device are serialised (lockDevice).
 type presence struct {
 	srv     *Server
 	kv      jetstream.KeyValue
 	nodesKV jetstream.KeyValue
+	records jetstream.Stream // HUB_PRESENCE
 	started time.Time
+	locks   deviceLocks
+	warnLog *rate.Limiter // per-device warnings, node-wide
 
 	mu      sync.Mutex
 	local   map[string]*localDevice // by sn. Guarded by mu.
@@ -134,39 +156,75 @@ type presence struct {
 func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	cfg := srv.cfg
 	p := &presence{
-		srv: srv, started: cfg.Now(),
+		srv: srv, started: cfg.Now(), locks: deviceLocks{m: make(map[string]*deviceLock)}, warnLog: rate.NewLimiter(1, 5),
 		local: make(map[string]*localDevice), view: make(map[string]*deviceView), nodes: make(map[string]nodeView),
 		names: make(map[string]string),
 	}
-	var err error
-	p.kv, err = openSoftBucket(ctx, srv.js, jetstream.KeyValueConfig{
+	entriesCfg := jetstream.KeyValueConfig{
 		Bucket: BucketPresence, Description: "online devices: an entry per device, expiring when no node refreshes it",
 		History: 1, TTL: cfg.PresenceTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", BucketPresence, err)
 	}
-	p.nodesKV, err = srv.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	createEntries := func(ctx context.Context) (jetstream.KeyValue, error) { return openSoftBucket(ctx, srv.js, entriesCfg) }
+	nodesCfg := jetstream.KeyValueConfig{
 		Bucket: BucketNodes, Description: "live nodes: an entry per node, expiring fast when the node stops refreshing it",
 		History: 1, TTL: cfg.NodeTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNodes, err)
 	}
-	if _, err := srv.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	createNodes := func(ctx context.Context) (jetstream.KeyValue, error) {
+		return createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+			return srv.js.CreateOrUpdateKeyValue(ctx, nodesCfg)
+		})
+	}
+	recordsCfg := jetstream.StreamConfig{
 		Name: StreamPresence, Description: "presence history: one record per change",
 		Subjects: []string{subjects.AllPresence}, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 		MaxAge: cfg.PresenceHistory, MaxMsgsPerSubject: 1000, Duplicates: 2 * time.Minute,
 		Discard: jetstream.DiscardOld,
-	}); err != nil {
+	}
+	createRecords := func(ctx context.Context) (jetstream.Stream, error) {
+		return createOrUpdate(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+			return srv.js.CreateOrUpdateStream(ctx, recordsCfg)
+		})
+	}
+	var err error
+	if p.kv, err = createEntries(ctx); err != nil {
+		return nil, fmt.Errorf("hub: bucket %s: %w", BucketPresence, err)
+	}
+	if p.nodesKV, err = createNodes(ctx); err != nil {
+		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNodes, err)
+	}
+	if p.records, err = createRecords(ctx); err != nil {
 		return nil, fmt.Errorf("hub: stream %s: %w", StreamPresence, err)
 	}
 	if err := p.heartbeat(ctx); err != nil {
 		return nil, err
 	}
-	if err := p.watch(ctx, runCtx); err != nil {
-		return nil, err
+	// The stores, with the feeds that keep the view: nodes first, so that
+	// the entries of nodes that are not live can be told apart, then the
+	// entries, then the records. A store created again starts its feeds
+	// anew; this node first writes back the entries of the devices it
+	// holds, and its liveness entry.
+	for _, st := range []*store{
+		{
+			name: BucketNodes, stream: "KV_" + BucketNodes, create: discard(createNodes),
+			recreated: func() { srv.goTask(p.beat) },
+			feeds:     []*feed{{start: p.followNodes}},
+		},
+		{
+			name: BucketPresence, stream: "KV_" + BucketPresence, create: discard(createEntries),
+			recreated: func() { srv.goTask(p.rewriteHeld) },
+			feeds:     []*feed{{start: p.followEntries}},
+		},
+		{
+			name: StreamPresence, stream: StreamPresence, create: discard(createRecords),
+			recreated: p.forgetRecords,
+			feeds:     []*feed{{start: p.followRecords}},
+		},
+	} {
+		if err := srv.stores.add(ctx, runCtx, st); err != nil {
+			return nil, err
+		}
 	}
+	p.reconcile()
 	srv.goTask(func() { p.upkeep(runCtx) })
 	// After each reconnection, this node's entries are read back: the
 	// server may have lost its last writes (see reassert).
@@ -188,38 +246,92 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	return p, nil
 }
 
-// watch starts the watchers and the record consumer and returns once each
-// has delivered what it had at start.
-func (p *presence) watch(ctx, runCtx context.Context) error {
-	nodesReady := make(chan struct{})
-	if err := p.srv.watchKV(runCtx, p.nodesKV, p.onNode, nodesReady); err != nil {
+// discard adapts a create that returns a handle to a store's create.
+func discard[T any](create func(context.Context) (T, error)) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := create(ctx)
 		return err
 	}
-	entriesReady := make(chan struct{})
-	if err := p.srv.watchKV(runCtx, p.kv, p.onEntry, entriesReady); err != nil {
-		return err
+}
+
+// followNodes starts the hub_nodes watcher. Started anew on a bucket
+// created again, it forgets the nodes the new bucket does not name once it
+// has loaded those it does: such a node is found lost now, unless it
+// refreshes its entry within its TTL.
+func (p *presence) followNodes(ctx context.Context, fresh bool) (<-chan struct{}, error) {
+	seen := make(map[string]bool) // owned by the watcher goroutine
+	loaded := make(chan struct{})
+	err := p.srv.watchKV(ctx, p.nodesKV, func(e jetstream.KeyValueEntry, live bool) {
+		if !live {
+			seen[e.Key()] = true
+		}
+		p.onNode(e, live)
+	}, func() {
+		if fresh {
+			p.forgetNodesBut(seen)
+		}
+		close(loaded)
+	})
+	return loaded, err
+}
+
+// followEntries starts the hub_presence watcher. Started anew on a bucket
+// created again, it drops from the view the entries the new bucket does not
+// have once it has loaded those it has, with no record: their nodes write
+// them back (see rewriteHeld), and nobody saw them go.
+func (p *presence) followEntries(ctx context.Context, fresh bool) (<-chan struct{}, error) {
+	seen := make(map[string]bool) // owned by the watcher goroutine
+	loaded := make(chan struct{})
+	err := p.srv.watchKV(ctx, p.kv, func(e jetstream.KeyValueEntry, live bool) {
+		if !live {
+			seen[e.Key()] = true
+		}
+		p.onEntry(e, live)
+	}, func() {
+		if fresh {
+			p.mu.Lock()
+			for sn, v := range p.view {
+				if v.entry != nil && !seen[sn] {
+					v.entry = nil
+				}
+			}
+			p.mu.Unlock()
+		}
+		close(loaded)
+	})
+	return loaded, err
+}
+
+// followRecords starts the consumer of HUB_PRESENCE: at start from each
+// device's last record, which the view needs, pushing only those that come
+// after; started anew on a stream created again, from its first record,
+// all of them new to this node.
+func (p *presence) followRecords(ctx context.Context, fresh bool) (<-chan struct{}, error) {
+	policy := jetstream.DeliverLastPerSubjectPolicy
+	if fresh {
+		policy = jetstream.DeliverAllPolicy
 	}
 	cons, err := p.srv.js.OrderedConsumer(ctx, StreamPresence, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subjects.AllPresence}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		FilterSubjects: []string{subjects.AllPresence}, DeliverPolicy: policy,
 	})
 	if err != nil {
-		return fmt.Errorf("hub: presence records: %w", err)
+		return nil, fmt.Errorf("hub: presence records: %w", err)
 	}
-	info, err := p.srv.js.Stream(ctx, StreamPresence)
+	info, err := p.records.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("hub: presence records: %w", err)
+		return nil, fmt.Errorf("hub: presence records: %w", err)
 	}
-	recordsReady := make(chan struct{})
+	loaded := make(chan struct{})
 	var once sync.Once
 	caughtUp := func() {
 		once.Do(func() {
 			p.mu.Lock()
 			p.caught = true
 			p.mu.Unlock()
-			close(recordsReady)
+			close(loaded)
 		})
 	}
-	if info.CachedInfo().State.Msgs == 0 {
+	if fresh || info.State.Msgs == 0 {
 		caughtUp()
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -233,21 +345,13 @@ func (p *presence) watch(ctx, runCtx context.Context) error {
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("hub: presence records: %w", err)
+		return nil, fmt.Errorf("hub: presence records: %w", err)
 	}
 	p.srv.goTask(func() {
-		<-runCtx.Done()
+		<-ctx.Done()
 		cc.Stop()
 	})
-	for _, ch := range []chan struct{}{nodesReady, entriesReady, recordsReady} {
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("hub: load presence: %w", ctx.Err())
-		}
-	}
-	p.reconcile()
-	return nil
+	return loaded, nil
 }
 
 // stop ends presence upkeep at shutdown: no more records from this node,

@@ -54,18 +54,14 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 		// The entry of a device connected here went away (it expired while
 		// this node was cut off, or another node took this node for lost):
 		// put it back.
-		p.srv.goTask(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			p.repair(ctx, sn, ld)
-		})
+		p.srv.goTask(func() { p.repair(sn, ld) })
 		return
 	}
 	// An entry that expired is the last resort: no node refreshed it, so
 	// the node that held it is gone and nobody reported the device. The
 	// coordinator does, once (the record's id de-duplicates).
 	if live && e.Operation() == jetstream.KeyValuePurge && old != nil && coordinator {
-		p.srv.goTask(func() { p.publishOffline(sn, old, ReasonNodeLost) })
+		p.srv.goTask(func() { p.lastResort(sn, old) })
 	}
 }
 
@@ -143,21 +139,28 @@ var lastSeenKey = []byte(`"last_seen":`)
 // connected records a device session that has just authenticated. It
 // creates the device's entry (publishing a connected record) or, when the
 // entry exists (the device is back within its grace, or replaces a session
-// elsewhere), overwrites it without a record.
+// elsewhere), overwrites it without a record, unless the device's last
+// record says offline. When the entry cannot be written (a missing bucket
+// is created again first), the session is not served; a write that timed
+// out may have taken effect all the same, so the entry is looked at again
+// later and, if it names the session, taken back (see expire).
 func (p *presence) connected(ctx context.Context, s *Session) error {
 	id := s.Identity()
+	unlock, err := p.lockDevice(ctx, id.SN)
+	if err != nil {
+		return fmt.Errorf("hub: presence of %s: %w", id.SN, err)
+	}
+	defer unlock()
 	now := p.srv.cfg.Now()
 	entry := PresenceEntry{
 		Node: p.srv.cfg.NodeID, Session: s.id, Since: now.UnixMilli(), LastSeen: now.UnixMilli(),
 		Addr: s.remote, Type: id.Type, Group: id.Group,
 	}
 	b, _ := json.Marshal(entry)
-	rev, err := p.kv.Create(ctx, id.SN, b)
-	created := err == nil
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		rev, err = p.kv.Put(ctx, id.SN, b)
-	}
+	rev, created, err := p.writeEntry(ctx, id.SN, s.id, b)
 	if err != nil {
+		sn, session := id.SN, s.id
+		p.srv.goTask(func() { p.expire(sn, session, ReasonClosed) })
 		return fmt.Errorf("hub: presence of %s: %w", id.SN, err)
 	}
 	p.mu.Lock()
@@ -177,10 +180,79 @@ func (p *presence) connected(ctx context.Context, s *Session) error {
 	p.viewLocked(id.SN).local = ld
 	p.due.push(dueItem{at: now.Add(every - jitter).UnixNano(), ld: ld})
 	p.mu.Unlock()
-	if created {
-		p.publish(ctx, PresenceRecord{SN: id.SN, Type: id.Type, Group: id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}, s.id+"/on")
+	if created || !p.viewRecord(id.SN).online {
+		rec := PresenceRecord{SN: id.SN, Type: id.Type, Group: id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}
+		if err := p.record(ctx, rec, s.id+"/on"); err != nil {
+			// The session is served: its record follows when it can.
+			p.srv.goTask(func() { p.recordConnected(ld, rec, s.id+"/on") })
+		}
 	}
 	return nil
+}
+
+// writeEntry writes the entry b of session for sn: created if there is
+// none (created true), else over the one there is, checked against its
+// revision so that a removal in between is not undone unseen. An entry
+// that already names session is this session's own earlier write, whose
+// answer was lost. A missing bucket is created again, once.
+func (p *presence) writeEntry(ctx context.Context, sn, session string, b []byte) (rev uint64, created bool, err error) {
+	healed := false
+	for range quickRetries + 1 {
+		rev, err = p.kv.Create(ctx, sn, b)
+		if err == nil {
+			return rev, true, nil
+		}
+		if storeGone(err) && !healed {
+			healed = true
+			if herr := p.srv.stores.heal(ctx, BucketPresence); herr != nil {
+				return 0, false, err
+			}
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, false, err
+		}
+		e, err := p.kv.Get(ctx, sn)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // removed meanwhile: create it
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		var pe PresenceEntry
+		if json.Unmarshal(e.Value(), &pe) == nil && pe.Session == session {
+			return e.Revision(), true, nil
+		}
+		rev, err = p.kv.Update(ctx, sn, b, e.Revision())
+		if err == nil {
+			return rev, false, nil
+		}
+		if !isWrongLastSeq(err) {
+			return 0, false, err
+		}
+	}
+	return 0, false, errPresenceContended
+}
+
+// recordConnected stores the connected record of a session whose record
+// could not be stored while it authenticated, for as long as the session
+// is still this node's.
+func (p *presence) recordConnected(ld *localDevice, rec PresenceRecord, msgID string) {
+	p.retry("connected", func(ctx context.Context) (bool, error) {
+		unlock, err := p.lockDevice(ctx, rec.SN)
+		if err != nil {
+			return false, err
+		}
+		defer unlock()
+		p.mu.Lock()
+		gone := p.stopped || ld.dropped
+		p.mu.Unlock()
+		if gone {
+			return true, nil // expired or replaced meanwhile: what follows settles it
+		}
+		err = p.record(ctx, rec, msgID)
+		return err == nil, err
+	})
 }
 
 // disconnected starts the grace of a device session that ended. A replaced
@@ -204,46 +276,128 @@ func (p *presence) disconnected(s *Session, reason Reason) {
 	})
 }
 
-// expire reports a device offline if its entry still names session:
-// the record first, then the entry's removal, checked against the revision
-// that was read (see presence).
+// expire reports a device offline if its entry still names session: the
+// record first, then the entry's removal, checked against the revision
+// that was read (see presence), tried until done.
 func (p *presence) expire(sn, session string, reason Reason) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	p.mu.Lock()
-	if ld := p.local[sn]; ld != nil && ld.session == session {
-		p.dropLocked(sn, ld)
-	}
-	stopped := p.stopped
-	p.mu.Unlock()
-	if stopped {
-		return
-	}
-	e, err := p.kv.Get(ctx, sn)
-	if err != nil {
-		if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			p.srv.log.Error("presence read failed", "sn", sn, "err", err)
+	p.retry("expire", p.expiry(sn, session, reason))
+}
+
+// expiry is the step of expire. Each attempt reads the entry and does
+// what is left: the offline record (unless the last record says so
+// already: a retry after a write that timed out), then the removal. A
+// device that came back on another session after its offline record was
+// stored is reported connected again.
+func (p *presence) expiry(sn, session string, reason Reason) step {
+	at := p.srv.cfg.Now().UnixMilli()
+	offlined := false
+	return func(ctx context.Context) (bool, error) {
+		unlock, err := p.lockDevice(ctx, sn)
+		if err != nil {
+			return false, err
 		}
-		return
+		defer unlock()
+		p.mu.Lock()
+		stopped := p.stopped
+		ld := p.local[sn]
+		mine := ld != nil && ld.session == session
+		if mine && ld.gone {
+			p.dropLocked(sn, ld)
+		}
+		p.mu.Unlock()
+		if stopped || (mine && !ld.gone) {
+			// Stopped: the other nodes take over. Or the session is served
+			// here after all (its auth was tried again).
+			return true, nil
+		}
+		e, err := p.kv.Get(ctx, sn)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return true, nil // removed, by this expiry or whoever reported it
+		}
+		if err != nil {
+			p.srv.stores.lost(BucketPresence, err)
+			return false, err
+		}
+		var pe PresenceEntry
+		if json.Unmarshal(e.Value(), &pe) != nil {
+			return true, nil // not an entry any node wrote: left to its TTL
+		}
+		if pe.Session != session {
+			if !offlined {
+				return true, nil // the device is back, on a newer session
+			}
+			// It came back after its offline record: say so.
+			err := p.recordBack(ctx, sn, &pe)
+			return err == nil, err
+		}
+		if !offlined {
+			rec := PresenceRecord{SN: sn, Type: pe.Type, Group: pe.Group, Online: false, Reason: reason, Node: pe.Node, At: at}
+			if err := p.record(ctx, rec, session+"/off"); err != nil {
+				return false, err
+			}
+			offlined = true
+		}
+		err = p.kv.Delete(ctx, sn, jetstream.LastRevision(e.Revision()))
+		if err == nil {
+			return true, nil
+		}
+		if isWrongLastSeq(err) {
+			return false, nil // the entry changed: look at it again
+		}
+		p.srv.stores.lost(BucketPresence, err)
+		return false, err // maybe removed, maybe not: look again
 	}
-	var pe PresenceEntry
-	if json.Unmarshal(e.Value(), &pe) != nil || pe.Session != session {
-		return // the device is back, on a newer session
-	}
-	p.publishOffline(sn, &pe, reason)
-	err = p.kv.Delete(ctx, sn, jetstream.LastRevision(e.Revision()))
-	if err == nil {
-		return
-	}
-	// The device came back between the read and the removal: say so.
-	cur, gerr := p.kv.Get(ctx, sn)
-	if gerr != nil {
-		return
-	}
-	var back PresenceEntry
-	if json.Unmarshal(cur.Value(), &back) == nil {
-		p.publish(ctx, PresenceRecord{SN: sn, Type: back.Type, Group: back.Group, Online: true, Reason: ReasonConnected, Node: back.Node, At: p.srv.cfg.Now().UnixMilli()}, back.Session+"/on")
-	}
+}
+
+// recordBack reports connected a device whose entry pe was written (by
+// any node) after its offline record.
+func (p *presence) recordBack(ctx context.Context, sn string, pe *PresenceEntry) error {
+	rec := PresenceRecord{SN: sn, Type: pe.Type, Group: pe.Group, Online: true, Reason: ReasonConnected, Node: pe.Node, At: p.srv.cfg.Now().UnixMilli()}
+	return p.record(ctx, rec, pe.Session+"/on")
+}
+
+// lastResort reports offline, with node_lost, a device whose entry old
+// expired by its TTL, unless the entry was written again meanwhile; once
+// the record is stored, an entry written again in between makes the
+// device connected again.
+func (p *presence) lastResort(sn string, old *PresenceEntry) {
+	at := p.srv.cfg.Now().UnixMilli()
+	offlined := false
+	p.retry("node_lost", func(ctx context.Context) (bool, error) {
+		unlock, err := p.lockDevice(ctx, sn)
+		if err != nil {
+			return false, err
+		}
+		defer unlock()
+		p.mu.Lock()
+		stopped := p.stopped
+		p.mu.Unlock()
+		if stopped {
+			return true, nil
+		}
+		e, err := p.kv.Get(ctx, sn)
+		if err == nil {
+			var pe PresenceEntry
+			if !offlined || json.Unmarshal(e.Value(), &pe) != nil {
+				return true, nil // written again: the device is online
+			}
+			err := p.recordBack(ctx, sn, &pe)
+			return err == nil, err
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			p.srv.stores.lost(BucketPresence, err)
+			return false, err
+		}
+		if offlined {
+			return true, nil
+		}
+		rec := PresenceRecord{SN: sn, Type: old.Type, Group: old.Group, Online: false, Reason: ReasonNodeLost, Node: old.Node, At: at}
+		if err := p.record(ctx, rec, old.Session+"/off"); err != nil {
+			return false, err
+		}
+		offlined = true
+		return false, nil // look at the entry once more: it may be back
+	})
 }
 
 // reassert runs after a reconnection to NATS. A NATS server that crashed
@@ -265,25 +419,24 @@ func (p *presence) reassert(ctx context.Context) {
 	}
 	p.mu.Unlock()
 	var revised, rewritten int
-	// Reads that fail (NATS is still settling) are tried again, a few
-	// times, backing off.
+	// Reads that fail (NATS is still settling) are tried again, backing
+	// off, while the node stays connected.
 	for attempt := 0; len(held) > 0; attempt++ {
 		if attempt > 0 {
-			if attempt == 6 {
-				p.srv.log.Warn("presence entries not checked after reconnecting", "left", len(held))
-				break
-			}
-			select {
-			case <-ctx.Done():
+			p.srv.metrics.presenceRetries.WithLabelValues("reassert").Add(float64(len(held)))
+			if !sleepBackoff(ctx, attempt) {
+				p.srv.metrics.presenceAbandoned.WithLabelValues("reassert").Add(float64(len(held)))
 				return
-			case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
 			}
 		}
 		if ctx.Err() != nil || !p.srv.nc.IsConnected() {
 			return // the next reconnection starts over
 		}
-		info, err := p.srv.js.Stream(ctx, "KV_"+BucketPresence)
+		ictx, cancel := context.WithTimeout(ctx, presenceCallTimeout)
+		info, err := p.srv.js.Stream(ictx, "KV_"+BucketPresence)
+		cancel()
 		if err != nil {
+			p.srv.stores.lost(BucketPresence, err)
 			continue
 		}
 		last := info.CachedInfo().State.LastSeq
@@ -313,9 +466,14 @@ const (
 )
 
 func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64) int {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, presenceCallTimeout)
 	defer cancel()
 	sn := ld.id.SN
+	unlock, err := p.lockDevice(ctx, sn)
+	if err != nil {
+		return reassertFailed
+	}
+	defer unlock()
 	e, err := p.kv.Get(ctx, sn)
 	if err == nil {
 		var pe PresenceEntry
@@ -369,32 +527,120 @@ func (p *presence) entryOf(ld *localDevice, lastSeen int64) PresenceEntry {
 
 // repair puts back the entry of a device connected here whose entry went
 // away (it expired while this node was cut off from NATS, and was reported
-// offline), and reports it connected. If another session holds the entry
-// by then, the takeover closes this one instead.
-func (p *presence) repair(ctx context.Context, sn string, ld *localDevice) {
-	e, err := p.kv.Get(ctx, sn)
-	if err == nil {
-		var pe PresenceEntry
-		if json.Unmarshal(e.Value(), &pe) == nil && pe.Session == ld.session {
-			p.mu.Lock()
-			ld.rev = e.Revision() // ours after all (a write this node lost track of)
-			p.mu.Unlock()
+// offline), and reports it connected (unless its last record says so
+// already: nobody reported it offline). If another session holds the
+// entry by then, the takeover closes this one instead. Tried until done,
+// for as long as the session is this node's.
+func (p *presence) repair(sn string, ld *localDevice) {
+	var since int64 // of the entry written back, once written
+	p.retry("repair", func(ctx context.Context) (bool, error) {
+		unlock, err := p.lockDevice(ctx, sn)
+		if err != nil {
+			return false, err
 		}
-		return
-	}
-	if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return
-	}
-	now := p.srv.cfg.Now()
-	b, _ := json.Marshal(PresenceEntry{Node: p.srv.cfg.NodeID, Session: ld.session, Since: now.UnixMilli(), LastSeen: now.UnixMilli(), Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group})
-	rev, err := p.kv.Create(ctx, sn, b)
-	if err != nil {
-		return
-	}
+		defer unlock()
+		p.mu.Lock()
+		held := !p.stopped && p.local[sn] == ld && !ld.gone && !ld.dropped
+		p.mu.Unlock()
+		if !held {
+			return true, nil
+		}
+		e, err := p.kv.Get(ctx, sn)
+		switch {
+		case err == nil:
+			var pe PresenceEntry
+			if json.Unmarshal(e.Value(), &pe) != nil || pe.Session != ld.session {
+				return true, nil // another session's: the takeover settles it
+			}
+			// This repair's own write, whose answer was lost: its record
+			// is due. Otherwise a write this node lost track of.
+			written := since != 0 && pe.Since == since
+			p.mu.Lock()
+			ld.rev = e.Revision()
+			if written {
+				ld.since = since
+			}
+			p.mu.Unlock()
+			if !written {
+				return true, nil
+			}
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			since = p.srv.cfg.Now().UnixMilli()
+			p.mu.Lock()
+			pe := p.entryOf(ld, since)
+			p.mu.Unlock()
+			pe.Since = since
+			rev, err := p.kv.Create(ctx, sn, appendPresenceEntry(nil, &pe))
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return false, nil // written meanwhile: look again
+			}
+			if err != nil {
+				p.srv.stores.lost(BucketPresence, err)
+				return false, err // maybe written: the next attempt reads it
+			}
+			p.mu.Lock()
+			ld.rev, ld.since = rev, since
+			p.mu.Unlock()
+		default:
+			p.srv.stores.lost(BucketPresence, err)
+			return false, err
+		}
+		rec := PresenceRecord{SN: sn, Type: ld.id.Type, Group: ld.id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: since}
+		err = p.record(ctx, rec, ld.session+"/on-"+strconv.FormatInt(since, 10))
+		return err == nil, err
+	})
+}
+
+// rewriteHeld runs when hub_presence was created again: nobody saw its
+// entries go, so this node writes back those of the devices it holds,
+// including those in their grace (their expiry needs the entry to report
+// them), with no record; each at its own revision in the new bucket.
+func (p *presence) rewriteHeld() {
 	p.mu.Lock()
-	if p.local[sn] == ld {
-		ld.rev, ld.since = rev, now.UnixMilli()
+	var steps []step
+	for sn, ld := range p.local {
+		if !ld.dropped {
+			steps = append(steps, p.rewriting(sn, ld))
+		}
 	}
 	p.mu.Unlock()
-	p.publish(ctx, PresenceRecord{SN: sn, Type: ld.id.Type, Group: ld.id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}, ld.session+"/on-"+strconv.FormatInt(now.UnixMilli(), 10))
+	p.retry("rewrite", steps...)
+}
+
+func (p *presence) rewriting(sn string, ld *localDevice) step {
+	return func(ctx context.Context) (bool, error) {
+		unlock, err := p.lockDevice(ctx, sn)
+		if err != nil {
+			return false, err
+		}
+		defer unlock()
+		p.mu.Lock()
+		held := !p.stopped && p.local[sn] == ld && !ld.dropped
+		pe := p.entryOf(ld, p.srv.cfg.Now().UnixMilli())
+		p.mu.Unlock()
+		if !held {
+			return true, nil
+		}
+		rev, err := p.kv.Create(ctx, sn, appendPresenceEntry(nil, &pe))
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			e, err := p.kv.Get(ctx, sn)
+			if err != nil {
+				return false, err
+			}
+			var cur PresenceEntry
+			if json.Unmarshal(e.Value(), &cur) != nil || cur.Session != ld.session {
+				return true, nil // another session's: the takeover settles it
+			}
+			rev = e.Revision() // this node's write, whose answer was lost
+		} else if err != nil {
+			p.srv.stores.lost(BucketPresence, err)
+			return false, err
+		}
+		p.mu.Lock()
+		if !ld.dropped {
+			ld.rev = rev
+		}
+		p.mu.Unlock()
+		return true, nil
+	}
 }

@@ -62,7 +62,6 @@ func (p *presence) nodeLost(lost string) {
 		p.mu.Unlock()
 		return
 	}
-	type victim struct{ sn, session string }
 	var victims []victim
 	for sn, v := range p.view {
 		if v.entry != nil && v.entry.Node == lost {
@@ -70,9 +69,20 @@ func (p *presence) nodeLost(lost string) {
 		}
 	}
 	p.mu.Unlock()
-	for _, v := range victims {
-		p.expire(v.sn, v.session, ReasonNodeLost)
+	p.expireAll(victims)
+}
+
+// victim is a device session to report offline with node_lost.
+type victim struct{ sn, session string }
+
+// expireAll reports the victims offline with node_lost, each tried until
+// done; one whose writes fail does not hold the others up.
+func (p *presence) expireAll(victims []victim) {
+	steps := make([]step, len(victims))
+	for i, v := range victims {
+		steps[i] = p.expiry(v.sn, v.session, ReasonNodeLost)
 	}
+	p.retry("node_lost", steps...)
 }
 
 func (p *presence) isCoordinatorLocked() bool {
@@ -115,7 +125,6 @@ func (p *presence) reconcile() {
 // restarted, unless they came back.
 func (p *presence) expireStaleOwn() {
 	p.mu.Lock()
-	type victim struct{ sn, session string }
 	var victims []victim
 	for sn, v := range p.view {
 		if v.entry != nil && v.entry.Node == p.srv.cfg.NodeID && v.entry.Since < p.started.UnixMilli() {
@@ -123,13 +132,41 @@ func (p *presence) expireStaleOwn() {
 		}
 	}
 	p.mu.Unlock()
-	for _, v := range victims {
-		p.expire(v.sn, v.session, ReasonNodeLost)
+	p.expireAll(victims)
+}
+
+// beat writes this node's liveness entry now, as upkeep does.
+func (p *presence) beat() {
+	ctx, cancel := context.WithTimeout(p.srv.runCtx, presenceCallTimeout)
+	defer cancel()
+	if err := p.heartbeat(ctx); err != nil && ctx.Err() == nil {
+		p.srv.log.Warn("node liveness not refreshed", "err", err)
+	}
+}
+
+// forgetNodesBut runs when the hub_nodes watcher started anew on a bucket
+// created again has loaded it: a node it does not name is found lost now,
+// unless it writes its entry again within its TTL (a live node refreshes
+// it every third of that).
+func (p *presence) forgetNodesBut(seen map[string]bool) {
+	var gone []string
+	p.mu.Lock()
+	for id := range p.nodes {
+		if !seen[id] && id != p.srv.cfg.NodeID {
+			gone = append(gone, id)
+			delete(p.nodes, id)
+		}
+	}
+	p.mu.Unlock()
+	deadline := p.srv.cfg.Now().Add(p.srv.cfg.NodeTTL + p.srv.cfg.OfflineGrace)
+	for _, id := range gone {
+		p.afterDeadline(deadline, func() { p.nodeLost(id) })
 	}
 }
 
 func (p *presence) heartbeat(ctx context.Context) error {
 	b, _ := json.Marshal(NodeEntry{Addr: p.srv.cfg.NodeAddr, Since: p.started.UnixMilli(), Sessions: p.srv.SessionCount()})
 	_, err := p.nodesKV.Put(ctx, p.srv.cfg.NodeID, b)
+	p.srv.stores.lost(BucketNodes, err)
 	return err
 }

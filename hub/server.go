@@ -37,6 +37,7 @@ type Server struct {
 	registry  *deviceRegistry
 	interest  *registry
 	presence  *presence
+	stores    *storeSet
 	subs      *subIndex
 	coalescer *coalescer
 	stormLog  *rate.Limiter // storm control logs, node-wide
@@ -94,6 +95,7 @@ func New(cfg Config) (*Server, error) {
 		}))
 	}
 	s.interest = newRegistry(s)
+	s.stores = newStoreSet(s)
 	s.subs = newSubIndex(s.metrics)
 	s.coalescer = newCoalescer(s)
 	s.stormLog = rate.NewLimiter(1, 5)
@@ -110,7 +112,7 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 func (s *Server) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.runCtx, s.cancelRun = runCtx, cancel
-	nonces, err := newNonceStore(ctx, s.js, 2*s.cfg.MaxSkew+10*time.Second, s.cfg.Replicas)
+	nonces, err := newNonceStore(ctx, s, 2*s.cfg.MaxSkew+10*time.Second)
 	if err != nil {
 		cancel()
 		return err
@@ -148,6 +150,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.goTask(func() { s.summaries(runCtx) })
+	s.goTask(func() { s.stores.run(runCtx) })
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
 		cancel()
 		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)
