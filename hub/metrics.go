@@ -29,7 +29,6 @@ type metrics struct {
 	storesMissing     prometheus.Gauge
 	presenceRetries   *prometheus.CounterVec
 	presenceAbandoned *prometheus.CounterVec
-	authTimerHeld     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -102,9 +101,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		presenceAbandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "presence_abandoned_total", Help: "Presence work given up because the node stopped before it succeeded, by operation.",
 		}, []string{"op"}),
-		authTimerHeld: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: ns, Name: "auth_timeouts_held_total", Help: "Auth timeouts that fell while the session's auth request was being served, and so did not close it.",
-		}),
 	}
 	m.pushesOutBy = make(map[string]prometheus.Counter)
 	for _, l := range []string{"/push/presence", "/push/status", "/push/event", "/push/summary", "backend"} {
@@ -115,7 +111,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.authFailures, m.presence, m.presenceWrites,
 			m.storeFailures, m.stormLimited, m.statusCoalesced, m.fanout, m.pushesOut)
 		reg.MustRegister(m.storesRecreated, m.storeHealFailures, m.storeFeedRestarts, m.storesMissing,
-			m.presenceRetries, m.presenceAbandoned, m.authTimerHeld)
+			m.presenceRetries, m.presenceAbandoned)
 	}
 	return m
 }

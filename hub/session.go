@@ -67,6 +67,10 @@ type Session struct {
 	closed    bool                    // Guarded by mu.
 	authFails int                     // Guarded by mu.
 	timer     *time.Timer             // auth timeout, then token expiry. Guarded by mu.
+	// When the auth timeout falls, and what is left of it while an auth
+	// request is served (see holdAuthTimeout). Guarded by mu.
+	authDeadline time.Time
+	authLeft     time.Duration
 	interests []string                // subjects joined. Guarded by mu.
 	pending   map[string]*cmdReq      // commands sent to this device. Guarded by mu.
 	inflight  int                     // async requests running. Guarded by mu.
@@ -96,6 +100,7 @@ func newSession(srv *Server, t Transport, remote string) *Session {
 	setLimit(&s.abuseLimit, 1, srv.cfg.AbuseBurst)
 	s.mu.Lock()
 	s.timer = time.AfterFunc(srv.cfg.AuthTimeout, s.authTimedOut)
+	s.authDeadline = time.Now().Add(srv.cfg.AuthTimeout)
 	s.mu.Unlock()
 	return s
 }
