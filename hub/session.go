@@ -64,23 +64,23 @@ type Session struct {
 	ident atomic.Pointer[Identity] // nil until authenticated; never changes after
 
 	mu        sync.Mutex
-	closed    bool        // Guarded by mu.
-	authFails int         // Guarded by mu.
-	timer     *time.Timer // auth timeout, then token expiry. Guarded by mu.
-	// When the auth timeout falls, and what is left of it while an auth
-	// request is served (see holdAuthTimeout). Guarded by mu.
-	authDeadline time.Time
-	authLeft     time.Duration
-	interests    []string                // subjects joined. Guarded by mu.
-	pending      map[string]*cmdReq      // commands sent to this device. Guarded by mu.
-	inflight     int                     // async requests running. Guarded by mu.
-	cmdSeq       uint64                  // Guarded by mu.
-	closeCode    int                     // the code the hub closed with. Guarded by mu.
-	subs         map[string]subscription // admin subscriptions by selector. Guarded by mu.
+	closed    bool                    // Guarded by mu.
+	authFails int                     // Guarded by mu.
+	timer     *time.Timer             // auth timeout, then token expiry. Guarded by mu.
+	interests []string                // subjects joined. Guarded by mu.
+	pending   map[string]*cmdReq      // commands sent to this device. Guarded by mu.
+	inflight  int                     // async requests running. Guarded by mu.
+	cmdSeq    uint64                  // Guarded by mu.
+	closeCode int                     // the code the hub closed with. Guarded by mu.
+	subs      map[string]subscription // admin subscriptions by selector. Guarded by mu.
 	// A close decided while answering (abuse, failed auths): it waits until
 	// the answers already due are queued. Guarded by mu.
 	closeAfterCode   int
 	closeAfterReason string
+	// When the auth timeout falls, and what is left of it while an auth
+	// request is served (see holdAuthTimeout). Guarded by mu.
+	authDeadline time.Time
+	authLeft     time.Duration
 
 	storm *storm // devices' storm control. Owned by the read goroutine.
 	// Limiters are held inline: a pointer each would cost an allocation
