@@ -46,8 +46,21 @@ type authValues struct {
 	Groups         []string  `json:"groups,omitempty"`
 }
 
+// authRequestTimeout bounds one auth request: the nonce claim, the
+// subscriptions and the presence entry it waits for. The auth timeout is
+// held meanwhile, so this is what bounds a session's wait for an answer
+// to an auth request it sent in time.
+const authRequestTimeout = 5 * time.Second
+
+// serveAuth serves an auth request. The auth timeout stops while it is
+// served: a request sent in time is answered, however slow JetStream is
+// (within authRequestTimeout); a failed one restarts what was left of it.
 func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if !s.holdAuthTimeout() {
+		// The timeout fell as the request came: the session is closing.
+		return nil, wire.Errorf(wire.CodeUnauthorized, "authentication timeout")
+	}
+	ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
 	defer cancel()
 	var (
 		values any
@@ -61,6 +74,9 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 	default:
 		values, werr = srv.authToken(ctx, s, m)
 	}
+	if werr != nil {
+		s.resumeAuthTimeout()
+	}
 	if werr != nil && werr.Code == wire.CodeUnauthorized {
 		s.mu.Lock()
 		s.authFails++
@@ -72,6 +88,36 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 		}
 	}
 	return values, werr
+}
+
+// holdAuthTimeout stops the auth timer while an auth request is served,
+// keeping what is left of it. It reports false when the timeout has fallen
+// already.
+func (s *Session) holdAuthTimeout() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timer == nil {
+		return !s.closed // held already: a request before this one failed to resume it
+	}
+	if !s.timer.Stop() {
+		return false
+	}
+	s.timer = nil
+	s.authLeft = time.Until(s.authDeadline)
+	return true
+}
+
+// resumeAuthTimeout restarts the auth timer of a session whose auth
+// request failed, with what was left of it.
+func (s *Session) resumeAuthTimeout() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.timer != nil || s.Identity() != nil {
+		return
+	}
+	left := max(s.authLeft, 0)
+	s.authDeadline = time.Now().Add(left)
+	s.timer = time.AfterFunc(left, s.authTimedOut)
 }
 
 func missing(field string) *wire.Error {

@@ -79,6 +79,10 @@ type Config struct {
 	BcryptCost int
 	// Replicas is the replica count of the hub's JetStream buckets. Default 1.
 	Replicas int
+	// StoreCheckInterval is how often the node looks up every bucket and
+	// stream it needs (one stream-info call each), to create again those
+	// found missing and to report readiness. Default 3s.
+	StoreCheckInterval time.Duration
 
 	// MessageRate and MessageBurst bound the requests a session may send
 	// (429 above). Defaults 100/s and 200.
@@ -160,7 +164,8 @@ func (c *Config) Validate() error {
 		"PingInterval": c.PingInterval, "AuthTimeout": c.AuthTimeout, "MaxSkew": c.MaxSkew,
 		"TokenTTL": c.TokenTTL, "ServiceTimeout": c.ServiceTimeout, "CommandTimeout": c.CommandTimeout,
 		"PresenceTTL": c.PresenceTTL, "NodeTTL": c.NodeTTL, "OfflineGrace": c.OfflineGrace, "PresenceHistory": c.PresenceHistory,
-		"HistoryWait": c.HistoryWait,
+		"HistoryWait":        c.HistoryWait,
+		"StoreCheckInterval": c.StoreCheckInterval,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("hub: %s must not be negative", name))
@@ -208,6 +213,7 @@ func (c *Config) setDefaults() {
 	def(&c.RecordAge, 7*24*time.Hour)
 	def(&c.CoalesceWindow, 250*time.Millisecond)
 	def(&c.SummaryInterval, 5*time.Second)
+	def(&c.StoreCheckInterval, 3*time.Second)
 	defInt := func(v *int, d int) {
 		if *v == 0 {
 			*v = d

@@ -48,9 +48,9 @@ var modelFields = []string{"location", "inspection", "rubbish", "electricity"}
 // stampedFields are replaced by the hub's own values in a status body.
 var stampedFields = []string{"sn", "type", "group", "at"}
 
-// openDataStreams creates the status and event streams.
-func openDataStreams(ctx context.Context, srv *Server) error {
-	for _, sc := range []jetstream.StreamConfig{
+// dataStreams are the configs of the status and event streams.
+func dataStreams(srv *Server) []jetstream.StreamConfig {
+	scs := []jetstream.StreamConfig{
 		{
 			Name: StreamStatus, Description: "device status records, the newest per device",
 			Subjects: []string{subjects.AllDeviceStatus}, MaxMsgsPerSubject: int64(srv.cfg.StatusHistory),
@@ -61,13 +61,26 @@ func openDataStreams(ctx context.Context, srv *Server) error {
 			Subjects: []string{subjects.AllDeviceEvents}, MaxMsgsPerSubject: int64(srv.cfg.EventHistory),
 			MaxAge: srv.cfg.RecordAge, AllowDirect: true,
 		},
-	} {
-		sc.Storage, sc.Replicas, sc.Discard = jetstream.FileStorage, srv.cfg.Replicas, jetstream.DiscardOld
-		if _, err := srv.js.CreateOrUpdateStream(ctx, sc); err != nil {
+	}
+	for i := range scs {
+		scs[i].Storage, scs[i].Replicas, scs[i].Discard = jetstream.FileStorage, srv.cfg.Replicas, jetstream.DiscardOld
+	}
+	return scs
+}
+
+// openDataStreams creates the status and event streams.
+func openDataStreams(ctx context.Context, srv *Server) error {
+	for _, sc := range dataStreams(srv) {
+		if err := createStream(ctx, srv, sc); err != nil {
 			return fmt.Errorf("hub: stream %s: %w", sc.Name, err)
 		}
 	}
 	return nil
+}
+
+func createStream(ctx context.Context, srv *Server, sc jetstream.StreamConfig) error {
+	_, err := createOrUpdate(ctx, func(ctx context.Context) (jetstream.Stream, error) { return srv.js.CreateOrUpdateStream(ctx, sc) })
+	return err
 }
 
 // checkModel validates the device model's known fields of a status body.
@@ -198,8 +211,13 @@ func (srv *Server) store(subject string, rec any) *wire.Error {
 	_, err = srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		// No stream took it: JetStream lost it (a reset store, an
-		// operator's mistake). Create the streams again and retry once.
-		if serr := openDataStreams(ctx, srv); serr == nil {
+		// operator's mistake). Create the stream again (its consumers
+		// start anew) and retry once.
+		stream := StreamStatus
+		if _, ok := rec.(EventRecord); ok {
+			stream = StreamEvents
+		}
+		if serr := srv.stores.heal(ctx, stream); serr == nil {
 			_, err = srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
 		}
 	}
@@ -237,41 +255,71 @@ func (srv *Server) onEvent(data []byte, seq uint64) {
 }
 
 // followStreams starts the node's consumers of the status and event
-// streams. Status starts from each device's last record, so that views and
-// snapshots have it; events start from now.
+// streams, which are stores of their own: created again when found
+// missing, and their consumers started anew. Status starts from each
+// device's last record, so that views and snapshots have it; events start
+// from now. On a stream created again, both start from its first record:
+// everything in it is new to this node.
 func (srv *Server) followStreams(ctx, runCtx context.Context) error {
-	caught := make(chan struct{})
-	info, err := srv.js.Stream(ctx, StreamStatus)
-	if err != nil {
-		return fmt.Errorf("hub: %s: %w", StreamStatus, err)
+	for _, sc := range dataStreams(srv) {
+		var start func(ctx context.Context, fresh bool) (<-chan struct{}, error)
+		if sc.Name == StreamStatus {
+			start = srv.followStatus
+		} else {
+			start = srv.followEvents
+		}
+		st := &store{
+			name: sc.Name, stream: sc.Name,
+			create: func(ctx context.Context) error { return createStream(ctx, srv, sc) },
+			feeds:  []*feed{{start: start}},
+		}
+		if err := srv.stores.add(ctx, runCtx, st); err != nil {
+			return err
+		}
 	}
-	statusLive := info.CachedInfo().State.Msgs == 0
+	return nil
+}
+
+func (srv *Server) followStatus(ctx context.Context, fresh bool) (<-chan struct{}, error) {
+	caught := make(chan struct{})
+	policy := jetstream.DeliverLastPerSubjectPolicy
+	statusLive := fresh
+	if fresh {
+		policy = jetstream.DeliverAllPolicy
+	} else {
+		info, err := srv.js.Stream(ctx, StreamStatus)
+		if err != nil {
+			return nil, fmt.Errorf("hub: %s: %w", StreamStatus, err)
+		}
+		statusLive = info.CachedInfo().State.Msgs == 0
+	}
 	if statusLive {
 		close(caught)
 	}
-	if err := srv.follow(ctx, runCtx, StreamStatus, jetstream.DeliverLastPerSubjectPolicy, func(data []byte, meta *jetstream.MsgMetadata) {
+	err := srv.follow(ctx, StreamStatus, policy, func(data []byte, meta *jetstream.MsgMetadata) {
 		srv.onStatus(data, statusLive)
 		if !statusLive && meta.NumPending == 0 {
 			statusLive = true // consumer callbacks run one at a time
 			close(caught)
 		}
-	}); err != nil {
-		return err
-	}
-	if err := srv.follow(ctx, runCtx, StreamEvents, jetstream.DeliverNewPolicy, func(data []byte, meta *jetstream.MsgMetadata) {
-		srv.onEvent(data, meta.Sequence.Stream)
-	}); err != nil {
-		return err
-	}
-	select {
-	case <-caught:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("hub: load %s: %w", StreamStatus, ctx.Err())
-	}
+	})
+	return caught, err
 }
 
-func (srv *Server) follow(ctx, runCtx context.Context, stream string, policy jetstream.DeliverPolicy, fn func([]byte, *jetstream.MsgMetadata)) error {
+func (srv *Server) followEvents(ctx context.Context, fresh bool) (<-chan struct{}, error) {
+	policy := jetstream.DeliverNewPolicy
+	if fresh {
+		policy = jetstream.DeliverAllPolicy
+	}
+	loaded := make(chan struct{})
+	close(loaded)
+	return loaded, srv.follow(ctx, StreamEvents, policy, func(data []byte, meta *jetstream.MsgMetadata) {
+		srv.onEvent(data, meta.Sequence.Stream)
+	})
+}
+
+// follow consumes stream with an ordered consumer until ctx ends.
+func (srv *Server) follow(ctx context.Context, stream string, policy jetstream.DeliverPolicy, fn func([]byte, *jetstream.MsgMetadata)) error {
 	cons, err := srv.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{DeliverPolicy: policy})
 	if err != nil {
 		return fmt.Errorf("hub: follow %s: %w", stream, err)
@@ -287,7 +335,7 @@ func (srv *Server) follow(ctx, runCtx context.Context, stream string, policy jet
 		return fmt.Errorf("hub: follow %s: %w", stream, err)
 	}
 	srv.goTask(func() {
-		<-runCtx.Done()
+		<-ctx.Done()
 		cc.Stop()
 	})
 	return nil

@@ -26,6 +26,13 @@ type metrics struct {
 	pushesOutBy      map[string]prometheus.Counter // pushesOut's children, resolved once
 	// admissionRefused counts expensive requests refused by admission.
 	admissionRefused *prometheus.CounterVec
+
+	storesRecreated   *prometheus.CounterVec
+	storeHealFailures *prometheus.CounterVec
+	storeFeedRestarts *prometheus.CounterVec
+	storesMissing     prometheus.Gauge
+	presenceRetries   *prometheus.CounterVec
+	presenceAbandoned *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -86,6 +93,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		admissionRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "admission_refused_total", Help: "Expensive requests (history reads, device listings) refused with 429 by admission, by reason.",
 		}, []string{"reason"}),
+		storesRecreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "stores_recreated_total", Help: "Buckets and streams this node found missing and created again, by store.",
+		}, []string{"store"}),
+		storeHealFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "store_heal_failures_total", Help: "Failed attempts to create a missing bucket or stream again, by store.",
+		}, []string{"store"}),
+		storeFeedRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "store_feed_restarts_total", Help: "Watchers and consumers started anew because their store was created again (here or by another node), by store.",
+		}, []string{"store"}),
+		storesMissing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "stores_missing", Help: "Buckets and streams found missing at the last check and not created again.",
+		}),
+		presenceRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "presence_retries_total", Help: "Presence writes tried again after a failure or an unknown outcome, by operation.",
+		}, []string{"op"}),
+		presenceAbandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "presence_abandoned_total", Help: "Presence work given up because the node stopped before it succeeded, by operation.",
+		}, []string{"op"}),
 	}
 	m.pushesOutBy = make(map[string]prometheus.Counter)
 	for _, l := range []string{"/push/presence", "/push/status", "/push/event", "/push/summary", "backend"} {
@@ -96,6 +121,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.responsesDropped, m.authFailures, m.presence, m.presenceWrites,
 			m.storeFailures, m.stormLimited, m.statusCoalesced, m.fanout, m.pushesOut)
 		reg.MustRegister(m.admissionRefused)
+		reg.MustRegister(m.storesRecreated, m.storeHealFailures, m.storeFeedRestarts, m.storesMissing,
+			m.presenceRetries, m.presenceAbandoned)
 	}
 	return m
 }

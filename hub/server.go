@@ -36,6 +36,7 @@ type Server struct {
 	registry  *deviceRegistry
 	interest  *registry
 	presence  *presence
+	stores    *storeSet
 	subs      *subIndex
 	coalescer *coalescer
 	logLimit  *logLimiter // per-message warnings, node-wide
@@ -98,6 +99,7 @@ func New(cfg Config) (*Server, error) {
 		}))
 	}
 	s.interest = newRegistry(s)
+	s.stores = newStoreSet(s)
 	s.subs = newSubIndex(s.metrics)
 	s.coalescer = newCoalescer(s)
 	s.logLimit = newLogLimiter(time.Second)
@@ -126,7 +128,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.abortStart()
 		}
 	}()
-	nonces, err := newNonceStore(ctx, s.js, 2*s.cfg.MaxSkew+10*time.Second, s.cfg.Replicas)
+	nonces, err := newNonceStore(ctx, s, 2*s.cfg.MaxSkew+10*time.Second)
 	if err != nil {
 		return err
 	}
@@ -156,6 +158,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	s.goTask(func() { s.summaries(runCtx) })
+	s.goTask(func() { s.stores.run(runCtx) })
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
 		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)
 	}

@@ -78,6 +78,10 @@ type Session struct {
 	// the answers already due are queued. Guarded by mu.
 	closeAfterCode   int
 	closeAfterReason string
+	// When the auth timeout falls, and what is left of it while an auth
+	// request is served (see holdAuthTimeout). Guarded by mu.
+	authDeadline time.Time
+	authLeft     time.Duration
 
 	storm *storm // devices' storm control. Owned by the read goroutine.
 	// The current stretch of time over the rate limit: since when
@@ -107,6 +111,7 @@ func newSession(srv *Server, t Transport, remote string) *Session {
 	setLimit(&s.abuseLimit, 1, srv.cfg.AbuseBurst)
 	s.mu.Lock()
 	s.timer = time.AfterFunc(srv.cfg.AuthTimeout, s.authTimedOut)
+	s.authDeadline = time.Now().Add(srv.cfg.AuthTimeout)
 	s.mu.Unlock()
 	return s
 }

@@ -33,33 +33,66 @@ type Device struct {
 // the replay window. Create succeeds for exactly one caller across every
 // node, which is what makes a replay on another node fail.
 type nonceStore struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	stores *storeSet
 }
 
-func newNonceStore(ctx context.Context, js jetstream.JetStream, window time.Duration, replicas int) (*nonceStore, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+func newNonceStore(ctx context.Context, srv *Server, window time.Duration) (*nonceStore, error) {
+	cfg := jetstream.KeyValueConfig{
 		Bucket:      BucketNonces,
 		Description: "device auth nonces seen within the clock-skew window",
 		TTL:         window,
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    srv.cfg.Replicas,
+	}
+	kv, err := createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return srv.js.CreateOrUpdateKeyValue(ctx, cfg)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNonces, err)
 	}
-	return &nonceStore{kv: kv}, nil
+	if err := srv.stores.add(ctx, srv.runCtx, kvStore(cfg.Bucket, func(ctx context.Context) error {
+		_, err := createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return srv.js.CreateOrUpdateKeyValue(ctx, cfg) })
+		return err
+	})); err != nil {
+		return nil, err
+	}
+	return &nonceStore{kv: kv, stores: srv.stores}, nil
 }
 
 // Claim implements auth.NonceStore. The key is a hash of the nonce, since a
-// nonce may hold characters a KV key cannot.
+// nonce may hold characters a KV key cannot. When the bucket is gone, it
+// is created again and the claim tried once more.
 func (n *nonceStore) Claim(ctx context.Context, nonce string) error {
 	sum := sha256.Sum256([]byte(nonce))
-	_, err := n.kv.Create(ctx, hex.EncodeToString(sum[:16]), nil)
+	key := hex.EncodeToString(sum[:16])
+	_, err := n.kv.Create(ctx, key, nil)
+	if storeGone(err) {
+		if herr := n.stores.heal(ctx, BucketNonces); herr == nil {
+			_, err = n.kv.Create(ctx, key, nil)
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return auth.ErrReplay
 	}
 	return err
+}
+
+// createOrUpdate runs create, a create-or-update of a bucket or stream,
+// once more when another node created the stream between its look-up and
+// its create with a config that differs: the second time, it updates.
+func createOrUpdate[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
+	v, err := create(ctx)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		v, err = create(ctx)
+	}
+	return v, err
+}
+
+// kvStore is the store of a bucket.
+func kvStore(bucket string, create func(ctx context.Context) error, feeds ...*feed) *store {
+	return &store{name: bucket, stream: "KV_" + bucket, create: create, feeds: feeds}
 }
 
 // watchCache mirrors a KV bucket into memory through a watcher, so lookups
@@ -67,34 +100,84 @@ func (n *nonceStore) Claim(ctx context.Context, nonce string) error {
 type watchCache[T any] struct {
 	kv       jetstream.KeyValue
 	onChange func(key string, old, cur *T) // called without the lock held
+	// reloaded, when set, runs (on a goroutine of its own) once the cache
+	// has loaded a bucket that was created again.
+	reloaded func()
 
 	mu      sync.RWMutex
 	entries map[string]T // Guarded by mu.
 }
 
 func openCache[T any](ctx, runCtx context.Context, srv *Server, cfg jetstream.KeyValueConfig, onChange func(string, *T, *T)) (*watchCache[T], error) {
-	kv, err := srv.js.CreateOrUpdateKeyValue(ctx, cfg)
+	create := func(ctx context.Context) (jetstream.KeyValue, error) { return srv.js.CreateOrUpdateKeyValue(ctx, cfg) }
+	kv, err := createOrUpdate(ctx, create)
 	if err != nil {
 		return nil, fmt.Errorf("hub: bucket %s: %w", cfg.Bucket, err)
 	}
 	c := &watchCache[T]{kv: kv, onChange: onChange, entries: make(map[string]T)}
-	loaded := make(chan struct{})
-	if err := srv.watchKV(runCtx, kv, func(e jetstream.KeyValueEntry, live bool) { c.apply(srv, e, live) }, loaded); err != nil {
+	st := kvStore(cfg.Bucket, func(ctx context.Context) error {
+		_, err := createOrUpdate(ctx, create)
+		return err
+	}, &feed{start: func(ctx context.Context, fresh bool) (<-chan struct{}, error) { return c.follow(ctx, srv, fresh) }})
+	if err := srv.stores.add(ctx, runCtx, st); err != nil {
 		return nil, err
 	}
-	select {
-	case <-loaded:
-		return c, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("hub: load %s: %w", cfg.Bucket, ctx.Err())
+	return c, nil
+}
+
+// follow starts the cache's watcher. Started anew on a bucket created
+// again, it drops the entries the bucket no longer has once it has loaded
+// those it has, telling onChange, as if they had been deleted.
+func (c *watchCache[T]) follow(ctx context.Context, srv *Server, fresh bool) (<-chan struct{}, error) {
+	seen := make(map[string]bool) // owned by the watcher goroutine
+	loaded := make(chan struct{})
+	err := srv.watchKV(ctx, c.kv, func(e jetstream.KeyValueEntry, live bool) {
+		if !live {
+			seen[e.Key()] = true
+		}
+		c.apply(srv, e, live)
+	}, func() {
+		if fresh {
+			c.dropUnseen(seen)
+			if c.reloaded != nil {
+				srv.goTask(c.reloaded)
+			}
+		}
+		close(loaded)
+	})
+	return loaded, err
+}
+
+// dropUnseen removes the entries that are not in seen.
+func (c *watchCache[T]) dropUnseen(seen map[string]bool) {
+	type gone struct {
+		key string
+		v   T
+	}
+	var drop []gone
+	c.mu.Lock()
+	for k, v := range c.entries {
+		if !seen[k] {
+			drop = append(drop, gone{k, v})
+			delete(c.entries, k)
+		}
+	}
+	c.mu.Unlock()
+	if c.onChange == nil {
+		return
+	}
+	for _, g := range drop {
+		c.onChange(g.key, &g.v, nil)
 	}
 }
 
-// watchKV follows every key of a bucket until runCtx ends: apply gets each
-// entry, with live false for those present at start, and ready is closed
-// once those have been applied.
-func (srv *Server) watchKV(runCtx context.Context, kv jetstream.KeyValue, apply func(e jetstream.KeyValueEntry, live bool), ready chan struct{}) error {
-	w, err := kv.WatchAll(runCtx)
+// watchKV follows every key of a bucket until ctx ends: apply gets each
+// entry, with live false for those present at start, and loaded runs once
+// those have been applied, on the watcher's goroutine, before any live
+// one. A watcher that ends by itself (its stream was deleted) has the
+// bucket checked at once.
+func (srv *Server) watchKV(ctx context.Context, kv jetstream.KeyValue, apply func(e jetstream.KeyValueEntry, live bool), loaded func()) error {
+	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("hub: watch %s: %w", kv.Bucket(), err)
 	}
@@ -110,16 +193,20 @@ func (srv *Server) watchKV(runCtx context.Context, kv jetstream.KeyValue, apply 
 		initial := true
 		for {
 			select {
-			case <-runCtx.Done():
+			case <-ctx.Done():
 				return
 			case e, ok := <-w.Updates():
 				if !ok {
+					if ctx.Err() == nil {
+						srv.log.Warn("bucket watcher ended; checking the bucket", "bucket", kv.Bucket())
+						srv.stores.lost(kv.Bucket(), jetstream.ErrStreamNotFound)
+					}
 					return
 				}
 				if e == nil { // end of the initial values
 					if initial {
 						initial = false
-						close(ready)
+						loaded()
 					}
 					continue
 				}
@@ -186,6 +273,15 @@ func openUserStore(ctx, runCtx context.Context, srv *Server) (*userStore, error)
 		return nil, err
 	}
 	us.watchCache = c
+	// A user store created again is empty: the admin user is created as
+	// at the first start (of several nodes doing it at once, one does).
+	c.reloaded = func() {
+		ctx, cancel := context.WithTimeout(runCtx, storeHealTimeout)
+		defer cancel()
+		if err := us.bootstrap(ctx, srv.cfg.AdminPassword); err != nil {
+			srv.log.Error("admin user not created in the user store created again", "err", err)
+		}
+	}
 	return us, nil
 }
 

@@ -154,7 +154,8 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // Shutdown stops the node; it is idempotent. In order:
-//  1. mark not ready: /healthz answers 503 and /ws refuses upgrades;
+//  1. mark not ready: /readyz and /healthz answer 503 and /ws refuses
+//     upgrades;
 //  2. the hub closes every session with 1012 (reconnect elsewhere) and
 //     waits for them to end;
 //  3. http.Server.Shutdown, which does not wait for hijacked connections

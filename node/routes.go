@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub"
 	"github.com/go-chi/chi/v5"
 )
 
@@ -16,6 +17,8 @@ func (n *Node) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Get("/ws", n.serveWS)
 	r.Get("/healthz", n.serveHealth)
+	r.Get("/livez", n.serveLive)
+	r.Get("/readyz", n.serveReady)
 	r.Post("/api/login", n.serveLogin)
 	if n.cfg.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", n.cfg.Metrics)
@@ -32,18 +35,57 @@ func (n *Node) routes() http.Handler {
 	} else {
 		r.Get("/", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			_, _ = w.Write([]byte("fleethub node " + n.hub.NodeID() + ": WebSocket on /ws, health on /healthz, metrics on /metrics\n"))
+			_, _ = w.Write([]byte("fleethub node " + n.hub.NodeID() + ": WebSocket on /ws, health on /livez, /readyz and /healthz, metrics on /metrics\n"))
 		})
 	}
 	return r
 }
 
+// serveHealth is GET /healthz: 200 while the node is connected to NATS,
+// serving, and has every bucket and stream it needs; 503 otherwise.
 func (n *Node) serveHealth(w http.ResponseWriter, _ *http.Request) {
-	if n.stopping.Load() || !n.hub.Ready() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "node": n.hub.NodeID()})
+	h := n.hub.Health()
+	if n.stopping.Load() || !n.hub.Ready() || len(h.Missing) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "node": n.hub.NodeID(), "missing": n.missing(h)})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node": n.hub.NodeID(), "sessions": n.hub.SessionCount()})
+}
+
+// serveLive is GET /livez: 200 while the process runs.
+func (n *Node) serveLive(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "live", "node": n.hub.NodeID()})
+}
+
+// serveReady is GET /readyz: 200 only while the node is connected to NATS,
+// JetStream answers and every bucket and stream the node needs is
+// present; 503 otherwise, naming what is missing.
+func (n *Node) serveReady(w http.ResponseWriter, _ *http.Request) {
+	h := n.hub.Health()
+	if n.stopping.Load() || !h.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "node": n.hub.NodeID(), "missing": n.missing(h)})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "node": n.hub.NodeID()})
+}
+
+// missing names what keeps the node from being ready: "stopping" (the
+// node shuts down) or "serving" (the hub is not started, or stops),
+// "nats", "jetstream", and the missing buckets and streams.
+func (n *Node) missing(h hub.Health) []string {
+	out := []string{}
+	switch {
+	case n.stopping.Load():
+		out = append(out, "stopping")
+	case !h.Serving:
+		out = append(out, "serving")
+	}
+	if !h.Connected {
+		out = append(out, "nats")
+	} else if !h.JetStream {
+		out = append(out, "jetstream")
+	}
+	return append(out, h.Missing...)
 }
 
 type loginRequest struct {
