@@ -265,13 +265,13 @@ func TestFloodOnOneSubjectLosesNothingElsewhere(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%100 == 0 {
-			if err := nc.Flush(); err != nil {
+			if err := nc.FlushTimeout(time.Minute); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	wg.Wait()
-	if err := pub.Flush(); err != nil {
+	if err := pub.FlushTimeout(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	dropped := func() float64 {

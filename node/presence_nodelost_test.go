@@ -90,7 +90,7 @@ func TestNodeLostGraceCountsFromFoundLost(t *testing.T) {
 	if d < grace-early {
 		t.Fatalf("node_lost %v after the node was found lost, before the grace of %v", d, grace)
 	}
-	if d > grace+1500*time.Millisecond {
+	if d > grace+5*time.Second { // generous: a loaded box delays timers, not the rule
 		t.Fatalf("node_lost %v after the node was found lost, want about the grace of %v", d, grace)
 	}
 	// Whatever the coordinator reports about node-b's devices, it reports
