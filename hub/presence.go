@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -437,8 +438,8 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 }
 
 // refreshed handles the common put, a refresh: the entry as the view has
-// it but for last_seen. It recognises one by its node and session and reads
-// only last_seen, with no JSON decoding.
+// it but for last_seen. It reads only last_seen, with no JSON decoding, and
+// takes the put for a refresh only if it is byte for byte that entry.
 func (p *presence) refreshed(sn string, value []byte, rev uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -466,6 +467,15 @@ func (p *presence) refreshed(sn string, value []byte, rev uint64) bool {
 		ls = ls*10 + int64(value[j]-'0')
 	}
 	if j == i {
+		return false
+	}
+	// A refresh is exactly the entry this node would write with that
+	// last_seen; anything else (another field changed, a longer number,
+	// bytes after it) is decoded in full, as any other put.
+	e := *v.entry
+	e.LastSeen = ls
+	var buf [256]byte
+	if !bytes.Equal(appendPresenceEntry(buf[:0], &e), value) {
 		return false
 	}
 	// Readers copy the entry's fields under p.mu, so it is updated in place.
@@ -533,7 +543,8 @@ func (p *presence) viewLocked(sn string) *deviceView {
 // went offline, and subscribed sessions get /push/presence.
 func (p *presence) onRecord(data []byte, seq uint64) {
 	var r PresenceRecord
-	if err := json.Unmarshal(data, &r); err != nil || r.SN == "" {
+	if err := json.Unmarshal(data, &r); err != nil || !r.valid() {
+		p.srv.metrics.pushesDropped.WithLabelValues("invalid_record").Inc()
 		return
 	}
 	p.mu.Lock()
@@ -550,6 +561,17 @@ func (p *presence) onRecord(data []byte, seq uint64) {
 	if caught {
 		p.srv.subs.deliver(topicPresence, 0, r.SN, r.Type, r.Group, "/push/presence", fmt.Sprintf("p%d", seq), data)
 	}
+}
+
+// valid reports whether a record read back from HUB_PRESENCE is one a hub
+// could have stored: any writer of the stream may store others, and those
+// neither change the view nor reach admins (nor add a reason label).
+func (r *PresenceRecord) valid() bool {
+	switch r.Reason {
+	case ReasonConnected, ReasonNodeLost, ReasonClosed, ReasonTimeout, ReasonReplaced, ReasonKicked:
+		return auth.ValidSerial(r.SN)
+	}
+	return false
 }
 
 // connected records a device session that has just authenticated. It
