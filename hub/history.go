@@ -112,6 +112,11 @@ func (srv *Server) history(ctx context.Context, stream, subject string, limit in
 		n := 0
 		for m := range batch.Messages() {
 			n++
+			// Any writer of the stream may have stored something else: one
+			// record that is not a JSON object would void the whole answer.
+			if !wire.IsObject(m.Data()) || !json.Valid(m.Data()) {
+				continue
+			}
 			if len(ring) < limit {
 				ring = append(ring, m.Data())
 			} else {

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -53,6 +54,7 @@ func newFuzzHub(f *testing.F) *fuzzHub {
 	// the rate limiters; the coalescer pushes every status at once.
 	srv := startTestServer(f, natstest.Connect(f, ns), Config{
 		CoalesceWindow: time.Nanosecond, CommandTimeout: 50 * time.Millisecond, ServiceTimeout: time.Second,
+		StatusHistory: 5, EventHistory: 5,
 		MessageRate: 1e9, MessageBurst: 1 << 30, AbuseBurst: 1 << 30,
 		StatusRate: 1e9, StatusBurst: 1 << 30, EventRate: 1e9, EventBurst: 1 << 30, UrgentRate: 1e9, UrgentBurst: 1 << 30,
 	})
@@ -456,6 +458,21 @@ func (h *fuzzHub) command(t *testing.T, dev *fuzzPeer, data []byte) {
 // and the view keeps only statuses that /admin/devices can show.
 func FuzzRecords(f *testing.F) {
 	h := newFuzzHub(f)
+	// Records stored on the streams are about fz-7, whose history an admin
+	// then reads.
+	js, err := jetstream.New(h.nc)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := h.srv.registry.kv.Put(context.Background(), "fz-7", []byte(`{"type":"dog","group":"g1"}`)); err != nil {
+		f.Fatal(err)
+	}
+	natstest.Eventually(f, 5*time.Second, func() error {
+		if _, ok := h.srv.registry.get("fz-7"); !ok {
+			return fmt.Errorf("fz-7 not registered yet")
+		}
+		return nil
+	})
 	for _, seed := range []struct {
 		kind uint8
 		data string
@@ -467,11 +484,21 @@ func FuzzRecords(f *testing.F) {
 		{1, `{"sn":"fz-1","type":"dog","group":"g1","at":1,"event":"abnormal","priority":"emergency","data":{"k":1}}`},
 		{2, `{"sn":"fz-1","type":"dog","group":"g1","online":true,"reason":"connected","node":"n","at":1}`},
 		{2, `{"sn":"fz-4","type":"dog","group":"g2","online":false,"reason":"node_lost","node":"n","at":2}`},
+		{3, `{"sn":"fz-7","type":"dog","group":"g1","at":3,"status":{"rubbish":{"code":1,"msg":"full"}}}`},
+		{4, `{"sn":"fz-7","type":"dog","group":"g1","at":4,"event":"threshold","priority":"high","data":{}}`},
+		{5, `{"sn":"fz-7","type":"dog","group":"g1","online":false,"reason":"closed","node":"n","at":5}`},
 	} {
 		f.Add(seed.kind, []byte(seed.data))
 	}
+	topics := [...]struct{ name, subject string }{
+		{"status", "hub.dev.fz-7.status"}, {"event", "hub.dev.fz-7.event"}, {"presence", "hub.presence.fz-7"},
+	}
 	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {
 		adm, view := h.peer(t, peerAdmin), h.peer(t, peerViewer)
+		// Kinds 0 to 2 go straight to the follower's callback, 3 to 5 are
+		// stored on the stream, reach it from there, and are read back by
+		// /admin/history.
+		stored := kind%6 >= 3
 		var group, service string
 		var valid bool
 		switch kind % 3 {
@@ -479,19 +506,25 @@ func FuzzRecords(f *testing.F) {
 			var rec StatusRecord
 			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN) && wire.IsObject(rec.Status)
 			group, service = rec.Group, "/push/status"
-			h.srv.onStatus(data, true)
-			h.srv.presence.mu.Lock()
-			if v := h.srv.presence.view[rec.SN]; v != nil && v.status != nil && !wire.IsObject(v.status) {
-				t.Errorf("record %q: the view keeps status %s, not an object", data, v.status)
+			if !stored {
+				h.srv.onStatus(data, true)
 			}
-			h.srv.presence.mu.Unlock()
+			defer func() {
+				h.srv.presence.mu.Lock()
+				defer h.srv.presence.mu.Unlock()
+				if v := h.srv.presence.view[rec.SN]; v != nil && v.status != nil && !wire.IsObject(v.status) {
+					t.Errorf("record %q: the view keeps status %s, not an object", data, v.status)
+				}
+			}()
 		case 1:
 			var rec EventRecord
 			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN) && wire.IsObject(rec.Data)
 			_, known := priorities[rec.Priority]
 			valid = valid && known
 			group, service = rec.Group, "/push/event"
-			h.srv.onEvent(data, h.seq.Add(1))
+			if !stored {
+				h.srv.onEvent(data, h.seq.Add(1))
+			}
 		case 2:
 			var rec PresenceRecord
 			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN)
@@ -501,7 +534,16 @@ func FuzzRecords(f *testing.F) {
 				valid = false
 			}
 			group, service = rec.Group, "/push/presence"
-			h.srv.presence.onRecord(data, h.seq.Add(1))
+			if !stored {
+				h.srv.presence.onRecord(data, h.seq.Add(1))
+			}
+		}
+		topic := topics[kind%3]
+		if stored {
+			if _, err := js.Publish(context.Background(), topic.subject, data); err != nil {
+				t.Fatalf("store %q: %v", data, err)
+			}
+			defer h.history(t, adm, topic.name, data)
 		}
 		if valid {
 			// A status may be pushed by the coalescer's timer.
@@ -524,6 +566,38 @@ func FuzzRecords(f *testing.F) {
 			}
 		}
 	})
+}
+
+// history reads fz-7's newest record of topic back as an admin and checks
+// the answer: a list of objects, the newest first, data itself when it is
+// one.
+func (h *fuzzHub) history(t *testing.T, adm *fuzzPeer, topic string, data []byte) {
+	t.Helper()
+	adm.s.HandleFrame([]byte(`{"op":"request","service":"/admin/history","request_id":"h","args":{"sn":"fz-7","topic":"` + topic + `","limit":1}}`))
+	settle(adm.s)
+	var answer *sentLine
+	for _, l := range h.drain(t)[peerAdmin] {
+		if l.Op == wire.OpResponse && l.RequestID == "h" {
+			answer = &l
+		}
+	}
+	if answer == nil || answer.Code != wire.CodeOK {
+		t.Fatalf("history after storing %q: %+v", data, answer)
+	}
+	var v struct {
+		Records []json.RawMessage `json:"records"`
+	}
+	if err := json.Unmarshal(answer.Values, &v); err != nil || v.Records == nil || len(v.Records) > 1 {
+		t.Fatalf("history after storing %q answered %s", data, answer.Values)
+	}
+	for _, r := range v.Records {
+		if !wire.IsObject(r) {
+			t.Fatalf("history after storing %q holds %s", data, r)
+		}
+	}
+	if json.Valid(data) && wire.IsObject(data) && (len(v.Records) != 1 || !sameValues(v.Records[0], data)) {
+		t.Fatalf("history after storing %q answered %s", data, answer.Values)
+	}
 }
 
 // FuzzKVEntries hands the bucket watchers entries as any writer of the

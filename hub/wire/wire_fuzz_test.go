@@ -142,6 +142,21 @@ func FuzzEncode(f *testing.F) {
 			}
 		}
 
+		// Values of any other type are encoded first: a response never
+		// claims success with values it could not encode.
+		wrapped := decodeResponse(t, EncodeResponse(service, id, code, msg, map[string]any{"v": v}))
+		switch {
+		case !usable:
+			if wrapped.Code != CodeInternal || wrapped.Result || string(wrapped.Values) != "{}" {
+				t.Fatalf("values {\"v\":%q} encoded as %+v", values, wrapped)
+			}
+		case !IsNull(values):
+			var back struct{ V json.RawMessage }
+			if err := json.Unmarshal(wrapped.Values, &back); err != nil || wrapped.Code != code || !sameJSON(values, back.V) {
+				t.Fatalf("values {\"v\":%s} encoded as %+v", values, wrapped)
+			}
+		}
+
 		push, err := EncodePush(service, id, v)
 		if (err == nil) != usable {
 			t.Fatalf("EncodePush(%s) error %v", values, err)
