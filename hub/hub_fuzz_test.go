@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -283,26 +284,62 @@ func FuzzRequests(f *testing.F) {
 		f.Add(s.peer, []byte(s.frame))
 	}
 	f.Fuzz(func(t *testing.T, who uint8, frame []byte) {
+		kind := int(who % 4)
 		var s *Session
-		switch kind := int(who % 4); kind {
-		case 3:
-			ft := &fakeTransport{limit: 1 << 20}
+		var ft *fakeTransport
+		if kind == 3 {
+			ft = &fakeTransport{limit: 1 << 20}
 			s = h.srv.Open(ft, "fz")
 			ft.mu.Lock()
 			ft.sess = s
 			ft.mu.Unlock()
-			defer func() {
-				settle(s)
-				checkFrames(t, ft.take())
-				s.Close(wire.CloseRestart, "done")
-			}()
-		default:
-			s = h.peer(t, kind).s
+			defer s.Close(wire.CloseRestart, "done")
+		} else {
+			p := h.peer(t, kind)
+			s, ft = p.s, p.ft
 		}
 		s.HandleFrame(frame)
 		settle(s)
+		lines := checkFrames(t, ft.take())
 		h.drain(t)
+		// No service answers success to a role it is not for, nor to a
+		// session that is not authenticated (an identity, once set, stays:
+		// the one the session ends with is the one it had when it was
+		// answered, if it had one). A session authenticates once.
+		var role auth.Role
+		if id := s.Identity(); id != nil {
+			role = id.Role
+		}
+		auths := 0
+		for _, l := range lines {
+			if l.Op != wire.OpResponse || l.Code != wire.CodeOK {
+				continue
+			}
+			switch allowed, ok := serviceRoles[l.Service]; {
+			case isAuthService(l.Service):
+				if auths++; kind != 3 || auths > 1 {
+					t.Fatalf("authenticated twice: %+v", l)
+				}
+			case role == "":
+				t.Fatalf("%s answered an unauthenticated session: %+v", l.Service, l)
+			case ok && !slices.Contains(allowed, role):
+				t.Fatalf("%s answered success to a %s", l.Service, role)
+			}
+		}
 	})
+}
+
+// serviceRoles are the roles the protocol lets call each service the hub
+// serves itself (/ping: any).
+var serviceRoles = map[string][]auth.Role{
+	"/device/status":     {auth.RoleDevice},
+	"/device/event":      {auth.RoleDevice},
+	"/admin/subscribe":   {auth.RoleAdmin, auth.RoleViewer},
+	"/admin/unsubscribe": {auth.RoleAdmin, auth.RoleViewer},
+	"/admin/devices":     {auth.RoleAdmin, auth.RoleViewer},
+	"/admin/history":     {auth.RoleAdmin, auth.RoleViewer},
+	"/admin/command":     {auth.RoleAdmin},
+	"/admin/push":        {auth.RoleAdmin},
 }
 
 // FuzzBusMessages hands the hub bodies as any publisher on the bus may
