@@ -3,6 +3,7 @@ package hub
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -233,7 +234,7 @@ func FuzzPushArgs(f *testing.F) {
 		if err := CheckPush(&got); err != nil {
 			t.Fatalf("published body %s refused by dispatch: %v", data, err)
 		}
-		if got.Service != body.Service || got.ID != body.ID || !reflect.DeepEqual(got.Where, body.Where) || !sameValues(got.Values, body.Values) {
+		if got.Service != body.Service || got.ID != body.ID || !maps.Equal(got.Where, body.Where) || !sameValues(got.Values, body.Values) {
 			t.Fatalf("published %+v, dispatch read %+v", body, got)
 		}
 		checkPushFrame(t, got)
