@@ -41,7 +41,7 @@ fuzz:
 
 ## fuzz-short: the same for FUZZSHORT each, as make test runs it.
 fuzz-short:
-	GO=$(GO) FUZZMINTIME=1s .ci/fuzz $(FUZZSHORT)
+	GO=$(GO) FUZZMINTIME=1s FUZZLISTFLAGS="$(TESTFLAGS)" .ci/fuzz $(FUZZSHORT)
 
 vet:
 	$(GO) vet ./...
