@@ -6,8 +6,11 @@ BIN     ?= bin
 # The browser tests drive Debian's chromium when it is installed (.ci/run
 # installs it) and say why they skip when it is not.
 TESTFLAGS ?= -race -count=1 -p 2 -timeout 15m -tags browser
+# Fuzzing: each target runs FUZZTIME in make fuzz, FUZZSHORT in make test.
+FUZZTIME  ?= 60s
+FUZZSHORT ?= 1s
 
-.PHONY: all build run test vet fmt bench load clean
+.PHONY: all build run test vet fmt fuzz fuzz-short bench load clean
 
 all: build
 
@@ -23,9 +26,22 @@ run: build
 	$(BIN)/hub --dev --data-dir ./data
 
 ## test: vet, formatting and the whole suite under the race detector,
-## browser tests included.
+## browser tests included (each fuzz target's seeds and testdata/fuzz
+## corpus run as tests), then every fuzz target for FUZZSHORT (1s).
 test: vet fmt
 	$(GO) test $(TESTFLAGS) ./...
+	$(MAKE) fuzz-short
+
+## fuzz: every fuzz target (found by go test -list '^Fuzz') for FUZZTIME
+## (60s) each, one after another; make fuzz FUZZTIME=10m for longer. A
+## failing input lands in the package's testdata/fuzz/FuzzX/: commit it
+## with the fix.
+fuzz:
+	GO=$(GO) .ci/fuzz $(FUZZTIME)
+
+## fuzz-short: the same for FUZZSHORT each, as make test runs it.
+fuzz-short:
+	GO=$(GO) FUZZMINTIME=1s FUZZLISTFLAGS="$(TESTFLAGS)" .ci/fuzz $(FUZZSHORT)
 
 vet:
 	$(GO) vet ./...

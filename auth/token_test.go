@@ -316,34 +316,3 @@ func flipB64(s string) string {
 	}
 	return string(b)
 }
-
-func FuzzTokenVerify(f *testing.F) {
-	c := &clock{testNow}
-	tk := newTestTokens(f, testTokenKey, "", c)
-	// Deterministic (fixed jti, sorted JSON keys) so the fuzzing workers,
-	// which rerun this setup, agree on which single token is genuine.
-	valid := signMap(f, jwt.SigningMethodHS256, testTokenKey, goodClaims(nil))
-	if _, err := tk.Verify(valid); err != nil {
-		f.Fatal(err)
-	}
-	f.Add(valid)
-	f.Add("")
-	f.Add("a.b.c")
-	f.Add(noneHeader() + "." + strings.Split(valid, ".")[1] + ".")
-	f.Add(signMap(f, jwt.SigningMethodHS512, testTokenKey, goodClaims(nil)))
-	f.Add("eyJhbGciOiJIUzI1NiJ9.e30.")
-	f.Fuzz(func(t *testing.T, tok string) {
-		got, err := tk.Verify(tok)
-		if err == nil {
-			// Only the exact issued token may verify: anything else would
-			// be a forgery (strict decoding makes the encoding canonical).
-			if tok != valid {
-				t.Fatalf("verified a token that was never issued: %+v", got)
-			}
-			return
-		}
-		if !errors.Is(err, ErrTokenInvalid) {
-			t.Fatalf("Verify error %v is not ErrTokenInvalid", err)
-		}
-	})
-}

@@ -258,8 +258,10 @@ func (srv *Server) Command(ctx context.Context, sn, service string, args json.Ra
 		}
 		return Reply{}, natsFailure(err, "device "+sn)
 	}
+	// The holder's reply is relayed as it is: its values must be an object,
+	// as every response's are.
 	var r Reply
-	if err := json.Unmarshal(resp.Data, &r); err != nil {
+	if err := json.Unmarshal(resp.Data, &r); err != nil || (!wire.IsNull(r.Values) && !wire.IsObject(r.Values)) {
 		return Reply{}, wire.Errorf(wire.CodeInternal, "invalid command reply")
 	}
 	return r, nil

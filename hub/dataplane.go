@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -38,6 +39,18 @@ type EventRecord struct {
 	Event    string          `json:"event"`
 	Priority string          `json:"priority"`
 	Data     json.RawMessage `json:"data"`
+}
+
+// valid reports whether a status record read back from HUB_STATUS is one
+// the hub could have stored: any writer of the stream may store others,
+// and those are neither kept nor pushed.
+func (r *StatusRecord) valid() bool { return auth.ValidSerial(r.SN) && wire.IsObject(r.Status) }
+
+// valid reports whether an event record read back from HUB_EVENTS is one
+// the hub could have stored.
+func (r *EventRecord) valid() bool {
+	_, known := priorities[r.Priority]
+	return known && auth.ValidSerial(r.SN) && wire.IsObject(r.Data)
 }
 
 // modelFields are the status fields of the device model: each, when
@@ -90,24 +103,19 @@ func checkModel(body map[string]json.RawMessage) *wire.Error {
 		if !ok || wire.IsNull(raw) {
 			continue
 		}
-		var v struct {
-			Code *json.RawMessage `json:"code"`
-			Msg  *json.RawMessage `json:"msg"`
-		}
+		// A map, not a struct: a struct's fields match keys in any case, and
+		// {"code":"x","Code":1} would pass with a string code.
+		var v map[string]json.RawMessage
 		if !wire.IsObject(raw) || json.Unmarshal(raw, &v) != nil {
 			return wire.Errorf(wire.CodeBadRequest, "args."+f+": must be an object {\"code\":int,\"msg\":string}")
 		}
-		if v.Code != nil {
-			var code int64
-			if json.Unmarshal(*v.Code, &code) != nil {
-				return wire.Errorf(wire.CodeBadRequest, "args."+f+".code: must be an integer")
-			}
+		var code int64
+		if c, ok := v["code"]; ok && json.Unmarshal(c, &code) != nil {
+			return wire.Errorf(wire.CodeBadRequest, "args."+f+".code: must be an integer")
 		}
-		if v.Msg != nil {
-			var msg string
-			if json.Unmarshal(*v.Msg, &msg) != nil {
-				return wire.Errorf(wire.CodeBadRequest, "args."+f+".msg: must be a string")
-			}
+		var msg string
+		if m, ok := v["msg"]; ok && json.Unmarshal(m, &msg) != nil {
+			return wire.Errorf(wire.CodeBadRequest, "args."+f+".msg: must be a string")
 		}
 	}
 	return nil
@@ -234,7 +242,8 @@ func (srv *Server) store(subject string, rec any) *wire.Error {
 // coalesced per device.
 func (srv *Server) onStatus(data []byte, live bool) {
 	var rec StatusRecord
-	if err := json.Unmarshal(data, &rec); err != nil || rec.SN == "" {
+	if err := json.Unmarshal(data, &rec); err != nil || !rec.valid() {
+		srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
 	srv.presence.setStatus(rec.SN, rec.Type, rec.Group, rec.Status, rec.At)
@@ -248,7 +257,8 @@ func (srv *Server) onStatus(data []byte, live bool) {
 // coalesced.
 func (srv *Server) onEvent(data []byte, seq uint64) {
 	var rec EventRecord
-	if err := json.Unmarshal(data, &rec); err != nil || rec.SN == "" {
+	if err := json.Unmarshal(data, &rec); err != nil || !rec.valid() {
+		srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
 	srv.subs.deliver(topicEvent, priorities[rec.Priority], rec.SN, rec.Type, rec.Group, "/push/event", fmt.Sprintf("e%d", seq), data)

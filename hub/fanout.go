@@ -107,11 +107,14 @@ const (
 	dropOverflow     = "overflow"       // nats.go's channel was full before dispatch
 	dropSlowConsumer = "slow_consumer"  // the session's outbound queue was full
 	dropClosed       = "session_closed" // the session was closing
+	// A status, event or presence record read back that no hub could have
+	// stored (another writer of the stream): neither kept nor pushed.
+	dropInvalidRecord = "invalid_record"
 )
 
 // dropReasons are created at start, so that each counter reads 0 before
 // the first drop, not "no data".
-var dropReasons = []string{dropMalformed, dropInvalid, dropReserved, dropBacklog, dropOverflow, dropSlowConsumer, dropClosed}
+var dropReasons = []string{dropMalformed, dropInvalid, dropReserved, dropBacklog, dropOverflow, dropSlowConsumer, dropClosed, dropInvalidRecord}
 
 // dropPush counts a push (or command) that will not be delivered, and logs
 // it at a bounded rate.

@@ -272,6 +272,12 @@ func (b *recordBudget) full() bool { return len(b.recs) >= b.limit || b.truncate
 // encode returns rec as it goes out, or nil when it is not valid JSON.
 func (b *recordBudget) encode(rec []byte) []byte {
 	b.scratch.Reset()
+	// Any writer of the stream may have stored something else: only JSON
+	// objects are records.
+	if !wire.IsObject(rec) {
+		b.skipped++
+		return nil
+	}
 	if err := json.Compact(&b.scratch, rec); err != nil {
 		b.skipped++
 		return nil

@@ -66,8 +66,8 @@ func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
 }
 
 // refreshed handles the common put, a refresh: the entry as the view has
-// it but for last_seen. It recognises one by its node and session and reads
-// only last_seen, with no JSON decoding.
+// it but for last_seen. It reads only last_seen, with no JSON decoding, and
+// takes the put for a refresh only if it is byte for byte that entry.
 func (p *presence) refreshed(sn string, value []byte, rev uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -95,6 +95,15 @@ func (p *presence) refreshed(sn string, value []byte, rev uint64) bool {
 		ls = ls*10 + int64(value[j]-'0')
 	}
 	if j == i {
+		return false
+	}
+	// A refresh is exactly the entry this node would write with that
+	// last_seen; anything else (another field changed, a longer number,
+	// bytes after it) is decoded in full, as any other put.
+	e := *v.entry
+	e.LastSeen = ls
+	var buf [256]byte
+	if !bytes.Equal(appendPresenceEntry(buf[:0], &e), value) {
 		return false
 	}
 	// Readers copy the entry's fields under p.mu, so it is updated in place.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fleethub/fleethub/auth"
 	"strconv"
 
 	"github.com/fleethub/fleethub/subjects"
@@ -17,7 +18,8 @@ import (
 // get /push/presence.
 func (p *presence) onRecord(data []byte, seq uint64) {
 	var r PresenceRecord
-	if err := json.Unmarshal(data, &r); err != nil || r.SN == "" {
+	if err := json.Unmarshal(data, &r); err != nil || !r.valid() {
+		p.srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
 	p.mu.Lock()
@@ -37,6 +39,17 @@ func (p *presence) onRecord(data []byte, seq uint64) {
 	if caught {
 		p.srv.subs.deliver(topicPresence, 0, r.SN, r.Type, r.Group, "/push/presence", fmt.Sprintf("p%d", seq), data)
 	}
+}
+
+// valid reports whether a record read back from HUB_PRESENCE is one a hub
+// could have stored: any writer of the stream may store others, and those
+// neither change the view nor reach admins (nor add a reason label).
+func (r *PresenceRecord) valid() bool {
+	switch r.Reason {
+	case ReasonConnected, ReasonNodeLost, ReasonClosed, ReasonTimeout, ReasonReplaced, ReasonKicked:
+		return auth.ValidSerial(r.SN)
+	}
+	return false
 }
 
 // lastRecord is what a device's last presence record says: its stream

@@ -29,6 +29,20 @@ type Device struct {
 	Group string `json:"group"`
 }
 
+// Validate checks a registry entry after it is loaded. The type and group
+// become subject tokens of the device's interests, so an entry that could
+// not stand in a subject would lock its device out; the node ignores it
+// instead, like an entry that is not JSON.
+func (d Device) Validate() error {
+	var errs []error
+	for _, f := range [...]struct{ name, v string }{{"type", d.Type}, {"group", d.Group}} {
+		if !subjects.ValidToken(f.v) || len(f.v) > 64 {
+			errs = append(errs, fmt.Errorf("hub: device %s %q: want 1 to 64 characters without '.', '*', '>' or spaces", f.name, f.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // nonceStore claims device nonces in a KV bucket whose entries expire after
 // the replay window. Create succeeds for exactly one caller across every
 // node, which is what makes a replay on another node fail.
@@ -222,7 +236,11 @@ func (c *watchCache[T]) apply(srv *Server, e jetstream.KeyValueEntry, notify boo
 	var cur *T
 	if e.Operation() == jetstream.KeyValuePut {
 		var v T
-		if err := json.Unmarshal(e.Value(), &v); err != nil {
+		err := json.Unmarshal(e.Value(), &v)
+		if c, ok := any(&v).(interface{ Validate() error }); ok && err == nil {
+			err = c.Validate()
+		}
+		if err != nil {
 			srv.log.Error("bad entry in bucket, ignored", "bucket", e.Bucket(), "key", key, "err", err)
 			return
 		}

@@ -95,8 +95,11 @@ func (a *subscribeArgs) parse(srv *Server, id *Identity) ([]string, topic, int, 
 		}
 		topics |= t
 	}
-	if a.Topics == nil {
+	switch {
+	case a.Topics == nil:
 		topics = defaultTopics
+	case topics == 0:
+		return nil, 0, 0, wire.Errorf(wire.CodeBadRequest, "args.topics: name at least one topic")
 	}
 	minPriority := 0
 	if a.MinPriority != nil {

@@ -60,7 +60,7 @@ func ParseTarget(s string) (Target, error) {
 		return Target{Kind: KindAll}, nil
 	}
 	kind, value, ok := strings.Cut(s, ":")
-	if !ok {
+	if !ok || Kind(kind) == KindAll {
 		return Target{}, fmt.Errorf("%w: target %q is not kind:value or all", ErrNotPush, s)
 	}
 	t := Target{Kind: Kind(kind), Value: value}

@@ -44,7 +44,9 @@ func Service(path string) (string, error) {
 // ServicePath is the inverse of Service.
 func ServicePath(subject string) (string, error) {
 	rest, ok := strings.CutPrefix(subject, Prefix+".svc.")
-	if !ok || rest == "" {
+	// A '/' in a token would read as a segment break: "hub.svc.a/b" is not
+	// what Service("/a/b") builds.
+	if !ok || rest == "" || strings.Contains(rest, "/") {
 		return "", fmt.Errorf("%w: %q is not a service subject", ErrBadPath, subject)
 	}
 	p := "/" + strings.ReplaceAll(rest, ".", "/")

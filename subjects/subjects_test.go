@@ -117,35 +117,3 @@ func TestServicePaths(t *testing.T) {
 		t.Fatalf("ParseDeviceCmd = %q, %v", sn, ok)
 	}
 }
-
-// FuzzRoundTrip checks that every subject a builder accepts parses back to
-// the same target, and that no accepted token widens a subscription.
-func FuzzRoundTrip(f *testing.F) {
-	for _, s := range []string{"R-001", "a.b", "*", ">", " ", "", "ü", "hub"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, tok string) {
-		for _, kind := range []Kind{KindDevice, KindUser, KindRole, KindType, KindGroup} {
-			target := Target{Kind: kind, Value: tok}
-			subj, err := target.Subject()
-			if err != nil {
-				if ValidToken(tok) {
-					t.Fatalf("valid token %q refused: %v", tok, err)
-				}
-				continue
-			}
-			if strings.ContainsAny(subj, "*> ") || strings.Count(subj, ".") != 3 {
-				t.Fatalf("subject %q from %q is not a literal 4-token subject", subj, tok)
-			}
-			back, err := ParsePush(subj)
-			if err != nil || back != target {
-				t.Fatalf("round trip %q: %v, %v", subj, back, err)
-			}
-		}
-		if subj, err := Service("/" + tok); err == nil {
-			if p, err := ServicePath(subj); err != nil || p != "/"+tok {
-				t.Fatalf("service round trip %q: %q, %v", tok, p, err)
-			}
-		}
-	})
-}

@@ -37,8 +37,11 @@ type Request struct {
 // a json.RawMessage or any value encoding/json can marshal to an object.
 func EncodeResponse(service, requestID string, code int, msg string, values any) []byte {
 	r := Response{Op: OpResponse, Service: service, RequestID: requestID, Code: code, Msg: msg, Result: code == CodeOK}
-	r.Values = rawValues(values)
-	b, err := json.Marshal(r)
+	var b []byte
+	var err error
+	if r.Values, err = rawValues(values); err == nil {
+		b, err = json.Marshal(r)
+	}
 	if err != nil {
 		// Only a programmer error (an unmarshalable values type) lands here.
 		r.Code, r.Msg, r.Result, r.Values = CodeInternal, "internal error", false, EmptyObject
@@ -78,21 +81,26 @@ func EncodeRequest(service, requestID string, args json.RawMessage) []byte {
 	return b
 }
 
-func rawValues(v any) json.RawMessage {
+// rawValues encodes values; an error is never hidden behind {}, which
+// would answer success without what the handler meant to send.
+func rawValues(v any) (json.RawMessage, error) {
 	switch x := v.(type) {
 	case nil:
-		return EmptyObject
+		return EmptyObject, nil
 	case json.RawMessage:
 		if IsNull(x) {
-			return EmptyObject
+			return EmptyObject, nil
 		}
-		return x
+		return x, nil
 	}
 	b, err := json.Marshal(v)
-	if err != nil || IsNull(b) {
-		return EmptyObject
+	if err != nil {
+		return nil, err
 	}
-	return b
+	if IsNull(b) {
+		return EmptyObject, nil
+	}
+	return b, nil
 }
 
 // Join packs several encoded messages into one frame, newline-delimited.
