@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/fleethub/fleethub/hub"
 	"github.com/nats-io/nats.go/jetstream"
@@ -248,18 +249,19 @@ func PresenceHistories(ctx context.Context, js jetstream.JetStream) (map[string]
 // CheckAlternation reports the first place where a device's presence
 // history does not alternate strictly: connected, offline, connected, ...
 // starting with connected, every online record of reason connected and
-// every offline one of another reason.
-func CheckAlternation(h []hub.PresenceRecord) error {
+// every offline one of another reason. It returns the index of the record
+// at fault (-1 if none) and an error showing the records around it.
+func CheckAlternation(h []hub.PresenceRecord) (int, error) {
 	for i, r := range h {
 		online := i%2 == 0
 		switch {
 		case r.Online != online:
-			return fmt.Errorf("record %d of %d is %s, want %s: %s", i+1, len(h), onOff(r.Online), onOff(online), DescribeHistory(h))
+			return i, fmt.Errorf("record %d of %d is %s, want %s: %s", i+1, len(h), onOff(r.Online), onOff(online), describeRecords(h, i-4, i+3))
 		case r.Online && r.Reason != hub.ReasonConnected, !r.Online && r.Reason == hub.ReasonConnected:
-			return fmt.Errorf("record %d of %d: %s with reason %q: %s", i+1, len(h), onOff(r.Online), r.Reason, DescribeHistory(h))
+			return i, fmt.Errorf("record %d of %d: %s with reason %q: %s", i+1, len(h), onOff(r.Online), r.Reason, describeRecords(h, i-4, i+3))
 		}
 	}
-	return nil
+	return -1, nil
 }
 
 // Offline returns the offline records of h.
@@ -267,19 +269,20 @@ func Offline(h []hub.PresenceRecord) []hub.PresenceRecord {
 	return slices.DeleteFunc(slices.Clone(h), func(r hub.PresenceRecord) bool { return r.Online })
 }
 
-// DescribeHistory lists a presence history as "on connected a, off closed
-// b, ...", at most the last 12 records.
-func DescribeHistory(h []hub.PresenceRecord) string {
+// DescribeHistory lists the last 12 records of a presence history.
+func DescribeHistory(h []hub.PresenceRecord) string { return describeRecords(h, len(h)-12, len(h)) }
+
+// describeRecords lists h[from:to] (clipped to h) as "#n on connected
+// node at", numbered from 1, at in the node's clock (UTC).
+func describeRecords(h []hub.PresenceRecord, from, to int) string {
+	from, to = max(0, from), min(len(h), to)
 	b := []byte{}
-	from := max(0, len(h)-12)
-	if from > 0 {
-		b = fmt.Appendf(b, "(%d before) ", from)
-	}
-	for i, r := range h[from:] {
-		if i > 0 {
+	for i := from; i < to; i++ {
+		r := h[i]
+		if i > from {
 			b = append(b, ", "...)
 		}
-		b = fmt.Appendf(b, "%s %s %s", onOff(r.Online), r.Reason, r.Node)
+		b = fmt.Appendf(b, "#%d %s %s %s %s", i+1, onOff(r.Online), r.Reason, r.Node, time.UnixMilli(r.At).UTC().Format("15:04:05.000"))
 	}
 	return string(b)
 }

@@ -331,8 +331,38 @@ type soakRun struct {
 type soakDev struct {
 	sn            string
 	rng           *rand.Rand
-	expectOffline int // offline records it must have by now
-	ambiguous     int // quick returns slow enough that an offline record may have come
+	expectOffline int        // offline records it must have by now
+	ambiguous     int        // quick returns slow enough that an offline record may have come
+	steps         []soakStep // its last soakSteps steps, for a report
+}
+
+// soakStep is one step of a device: connected, closed, ...
+type soakStep struct {
+	at   time.Time
+	what string
+}
+
+// soakSteps is how many steps of a device are kept for a report.
+const soakSteps = 5000
+
+// note logs a step of the device.
+func (d *soakDev) note(format string, args ...any) {
+	if len(d.steps) == soakSteps {
+		d.steps = d.steps[1:]
+	}
+	d.steps = append(d.steps, soakStep{time.Now(), fmt.Sprintf(format, args...)})
+}
+
+// stepsAround lists the device's steps from 2 s before from to 2 s after
+// to, stamped in UTC like presence records.
+func (d *soakDev) stepsAround(from, to time.Time) string {
+	var parts []string
+	for _, s := range d.steps {
+		if !s.at.Before(from.Add(-2*time.Second)) && !s.at.After(to.Add(2*time.Second)) {
+			parts = append(parts, s.at.UTC().Format("15:04:05.000")+" "+s.what)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (r *soakRun) anomaly(format string, args ...any) {
@@ -424,8 +454,11 @@ func (r *soakRun) connect(ctx context.Context, d *soakDev, end time.Time) *clien
 		c, err := dialDevice(ctx, d.sn, []string{url}, r.onDeviceState(d.sn))
 		if err == nil {
 			r.deviceConnects.Add(1)
+			s := c.Session()
+			d.note("connected on %s, session %s", s.Node, s.ID)
 			return c
 		}
+		d.note("dial %s failed: %v", url, err)
 		r.errs.add("device dial", err)
 		if !pause(ctx, 500*time.Millisecond) || time.Now().After(end) {
 			return nil
@@ -441,6 +474,7 @@ func (r *soakRun) runDevice(ctx context.Context, d *soakDev, end time.Time) {
 		if c != nil {
 			_ = c.Close()
 			d.expectOffline++ // the phase's end
+			d.note("closed: the phase ends")
 		}
 	}()
 	for ctx.Err() == nil {
@@ -468,6 +502,7 @@ func (r *soakRun) runDevice(ctx context.Context, d *soakDev, end time.Time) {
 		case p < 60: // a quick return: no record
 			_ = c.Close()
 			closed := time.Now()
+			d.note("closed: quick return")
 			c = nil
 			if !pause(ctx, between(d.rng, 0, soakShortGapMax)) {
 				return
@@ -484,11 +519,14 @@ func (r *soakRun) runDevice(ctx context.Context, d *soakDev, end time.Time) {
 			_ = c.Close()
 			c = nil
 			d.expectOffline++
+			d.note("closed: away until offline")
 			if err := r.awaitOffline(ctx, d); err != nil {
 				r.anomaly("%s: after a close: %v", d.sn, err)
 			}
+			d.note("offline record seen")
 			r.long.Add(1)
 		default: // replaced by a second session: no record
+			d.note("replacing")
 			nc := r.connect(ctx, d, end)
 			if nc == nil {
 				return
@@ -740,9 +778,10 @@ func (r *soakRun) judgePresence(ctx context.Context, js jetstream.JetStream) {
 		if len(h) >= soakPresenceKeep {
 			note("%s: %d records, HUB_PRESENCE's limit: older ones are gone, shorten SOAK_DURATION", d.sn, len(h))
 		}
-		if err := CheckAlternation(h); err != nil {
+		if i, err := CheckAlternation(h); err != nil {
 			rep.NotAlternating++
-			note("%s: %v", d.sn, err)
+			from := time.UnixMilli(h[max(0, i-2)].At)
+			note("%s: %v; its steps meanwhile: %s", d.sn, err, d.stepsAround(from, time.UnixMilli(h[i].At)))
 			continue
 		}
 		off := Offline(h)
