@@ -56,8 +56,6 @@ import (
 
 	"github.com/fleethub/fleethub/client"
 	fhub "github.com/fleethub/fleethub/hub"
-	"github.com/fleethub/fleethub/internal/natstest"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -140,11 +138,7 @@ func TestChaos(t *testing.T) {
 	if down < 0 || down > time.Minute {
 		t.Fatalf("CHAOS_NATS_DOWN=%v: want 0 to 1m", down)
 	}
-	budget := chaosBudget
-	if d, ok := t.Deadline(); ok {
-		budget = min(budget, time.Until(d)-deadlineMargin)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	ctx, cancel := testContext(t, chaosBudget)
 	defer cancel()
 
 	start := time.Now()
@@ -174,30 +168,12 @@ func TestChaos(t *testing.T) {
 	fail, errorf := failures(t, &rep.Failures)
 
 	// The nats-server process, the presence watcher, the nodes.
-	dir := t.TempDir()
-	natsBin, err := BuildNATSServer(dir)
+	rg, err := startRig(ctx, t, "chaos")
 	if err != nil {
-		fail("build nats-server: %v", err)
+		fail("%v", err)
 	}
-	hubBin, err := BuildHub(dir)
-	if err != nil {
-		fail("build hub: %v", err)
-	}
-	ns, err := StartNATS(ctx, natsBin, natstest.RestartablePort(t))
-	if err != nil {
-		fail("start nats-server: %v", err)
-	}
-	t.Cleanup(func() { _ = ns.Stop() })
-	nc, err := nats.Connect(ns.URL, nats.Name("chaos"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		fail("connect to nats-server: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	recs, err := watchPresenceRecords(nc)
-	if err != nil {
-		fail("subscribe hub.presence.*: %v", err)
-	}
-	r.nodes, err = startNodes(ctx, t, hubBin, ns.URL, chaosIDs, "--offline-grace", chaosGrace.String(), "--node-ttl", chaosNodeTTL.String(),
+	ns, nc, recs := rg.ns, rg.nc, rg.recs
+	r.nodes, err = startNodes(ctx, t, rg.hubBin, ns.URL, chaosIDs, "--offline-grace", chaosGrace.String(), "--node-ttl", chaosNodeTTL.String(),
 		"--pong-wait", "15s", "--ping-interval", "10s", "--status-history", strconv.Itoa(chaosHistory))
 	if err != nil {
 		fail("%v", err)
@@ -244,6 +220,7 @@ func TestChaos(t *testing.T) {
 	r.setPhase("node kill")
 	killAt := time.Now()
 	a.Kill()
+	deadAt := time.Now() // no ack can come from A after this
 	late, stranded, returners := r.group(groupLate), r.group(groupStranded), r.group(groupReturner)
 	lateDone := make(chan error, 1)
 	go func() {
@@ -253,7 +230,7 @@ func TestChaos(t *testing.T) {
 		}
 		lateDone <- r.moveAll(ctx, late, b.WSURL)
 	}()
-	if err := r.awaitAcks(ctx, returners, killAt, 1, chaosWait); err != nil {
+	if err := r.awaitAcks(ctx, returners, deadAt, 1, chaosWait); err != nil {
 		errorf("returners after the kill: %v", err)
 	}
 	rep.ReturnedMaxMs = r.firstAckAfter(returners, killAt)
@@ -353,14 +330,8 @@ func TestChaos(t *testing.T) {
 	if m := r.ledger.MaxSent(KindStatus); m > chaosHistory {
 		errorf("a device sent %d reports, more than the %d HUB_STATUS keeps", m, chaosHistory)
 	}
-	stored, foreign, err := StoredRecords(ctx, js, func(sn string) bool { return strings.HasPrefix(sn, "ck-") })
-	if err != nil {
+	if rep.Records, err = checkRecords(ctx, js, r.ledger, "ck-", errorf); err != nil {
 		fail("read records: %v", err)
-	}
-	rep.Records = r.ledger.Check(stored)
-	rep.Records.Foreign = foreign
-	if rep.Records.Missing > 0 {
-		errorf("%d acknowledged records missing from HUB_STATUS, e.g. %s", rep.Records.Missing, strings.Join(rep.Records.MissingSample, ", "))
 	}
 	hist, bad, err := PresenceHistories(ctx, js)
 	if err != nil {
@@ -444,23 +415,14 @@ func (r *chaosRun) setPhase(p string) {
 // onState counts, per phase, sessions that ended other than by the test's
 // own Close.
 func (r *chaosRun) onState() func(client.State) {
-	connected := false // callbacks of one client run one at a time
-	return func(s client.State) {
-		switch s.Kind {
-		case client.StateConnected:
-			connected = true
-		case client.StateDisconnected:
-			if connected && s.CloseCode != 1000 {
-				r.mu.Lock()
-				if r.drops == nil {
-					r.drops = map[string]int{}
-				}
-				r.drops[r.phase]++
-				r.mu.Unlock()
-			}
-			connected = false
+	return sessionEnds(func(client.State) {
+		r.mu.Lock()
+		if r.drops == nil {
+			r.drops = map[string]int{}
 		}
-	}
+		r.drops[r.phase]++
+		r.mu.Unlock()
+	})
 }
 
 func (r *chaosRun) group(g string) []*chaosDev {

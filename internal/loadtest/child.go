@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -108,6 +109,28 @@ func (c *child) LogTail(max int64) string {
 	}
 	b, _ := io.ReadAll(io.LimitReader(f, max))
 	return string(b)
+}
+
+// errExited ends a poll at once: the process it waits for has exited.
+var errExited = errors.New("loadtest: the process exited")
+
+// poll calls f every every until it returns nil, returns an error wrapping
+// errExited, or ctx ends; it then returns nil, or f's last error with
+// ctx's.
+func poll(ctx context.Context, every time.Duration, f func() error) error {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		err := f()
+		if err == nil || errors.Is(err, errExited) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
 }
 
 // goBuild runs `go build -o dir/name pkg` from the module root and returns

@@ -194,40 +194,37 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, name string, fn fun
 // ids ("cid" in a status, or in an event's data) of the records of devices
 // for which keep returns true; records without one count as foreign.
 func StoredRecords(ctx context.Context, js jetstream.JetStream, keep func(sn string) bool) (stored [numKinds]map[string]bool, foreign int, err error) {
-	for k := range numKinds {
+	for k, stream := range [numKinds]string{hub.StreamStatus, hub.StreamEvents} {
 		stored[k] = map[string]bool{}
+		_, err = ReadStream(ctx, js, stream, func(_ string, data []byte) {
+			// The fields of hub.StatusRecord and hub.EventRecord that
+			// matter here: the serial, and the body holding the id.
+			var r struct {
+				SN     string          `json:"sn"`
+				Status json.RawMessage `json:"status"`
+				Data   json.RawMessage `json:"data"`
+			}
+			if json.Unmarshal(data, &r) != nil || !keep(r.SN) {
+				return
+			}
+			body := r.Status
+			if RecordKind(k) == KindEvent {
+				body = r.Data
+			}
+			var id struct {
+				CID string `json:"cid"`
+			}
+			if json.Unmarshal(body, &id) != nil || id.CID == "" {
+				foreign++
+				return
+			}
+			stored[k][id.CID] = true
+		})
+		if err != nil {
+			return stored, foreign, err
+		}
 	}
-	var cid struct {
-		CID string `json:"cid"`
-	}
-	_, err = ReadStream(ctx, js, hub.StreamStatus, func(_ string, data []byte) {
-		var r hub.StatusRecord
-		cid.CID = ""
-		if json.Unmarshal(data, &r) != nil || !keep(r.SN) {
-			return
-		}
-		if json.Unmarshal(r.Status, &cid) != nil || cid.CID == "" {
-			foreign++
-			return
-		}
-		stored[KindStatus][cid.CID] = true
-	})
-	if err != nil {
-		return stored, foreign, err
-	}
-	_, err = ReadStream(ctx, js, hub.StreamEvents, func(_ string, data []byte) {
-		var r hub.EventRecord
-		cid.CID = ""
-		if json.Unmarshal(data, &r) != nil || !keep(r.SN) {
-			return
-		}
-		if json.Unmarshal(r.Data, &cid) != nil || cid.CID == "" {
-			foreign++
-			return
-		}
-		stored[KindEvent][cid.CID] = true
-	})
-	return stored, foreign, err
+	return stored, foreign, nil
 }
 
 // PresenceHistories reads HUB_PRESENCE and returns each device's records,

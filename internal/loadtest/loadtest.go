@@ -147,26 +147,20 @@ func freePorts(n int) ([]int, error) {
 // waitHealthy polls /healthz until it answers 200, the child exits or ctx
 // ends.
 func (h *Hub) waitHealthy(ctx context.Context) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		code, err := h.healthCode(ctx)
-		if err == nil && code == http.StatusOK {
-			return nil
+	err := poll(ctx, 50*time.Millisecond, func() error {
+		if exited, werr := h.Exited(); exited {
+			return fmt.Errorf("%w before it was healthy: %v", errExited, werr)
 		}
-		if err == nil {
+		code, err := h.healthCode(ctx)
+		if err == nil && code != http.StatusOK {
 			err = fmt.Errorf("/healthz answered %d", code)
 		}
-		last = err
-		select {
-		case <-h.done:
-			return fmt.Errorf("loadtest: hub exited before it was healthy: %v", h.waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("loadtest: hub not healthy: %w (last: %v)", ctx.Err(), last)
-		case <-tick.C:
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("loadtest: hub not healthy: %w", err)
 	}
+	return nil
 }
 
 func (h *Hub) healthCode(ctx context.Context) (int, error) {

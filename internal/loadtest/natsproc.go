@@ -127,40 +127,32 @@ func (n *NATS) LogTail(max int64) string {
 
 // waitPortFree polls until addr can be listened on, or ctx ends.
 func waitPortFree(ctx context.Context, addr string) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	err := poll(ctx, 20*time.Millisecond, func() error {
 		l, err := net.Listen("tcp", addr)
-		if err == nil {
-			return l.Close()
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("loadtest: %s still taken: %w (%v)", addr, ctx.Err(), err)
-		case <-tick.C:
-		}
+		return l.Close()
+	})
+	if err != nil {
+		return fmt.Errorf("loadtest: %s still taken: %w", addr, err)
 	}
+	return nil
 }
 
 // waitJetStream polls until the server at url answers a JetStream account
 // request, the process p exits, or ctx ends.
 func waitJetStream(ctx context.Context, url string, p *child) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		last = pingJetStream(ctx, url)
-		if last == nil {
-			return nil
+	err := poll(ctx, 50*time.Millisecond, func() error {
+		if exited, werr := p.Exited(); exited {
+			return fmt.Errorf("%w: %v", errExited, werr)
 		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("loadtest: nats-server exited before it was ready: %v", p.waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("loadtest: nats-server not ready: %w (last: %v)", ctx.Err(), last)
-		case <-tick.C:
-		}
+		return pingJetStream(ctx, url)
+	})
+	if err != nil {
+		return fmt.Errorf("loadtest: nats-server not ready: %w", err)
 	}
+	return nil
 }
 
 func pingJetStream(ctx context.Context, url string) error {

@@ -10,8 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +20,10 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/client"
+	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Client settings of the SDK devices and admins.
@@ -85,6 +89,42 @@ func report(ctx context.Context, c *client.Client, l *Ledger, sn string, k Recor
 	return err
 }
 
+// sessionEnds returns an OnState that calls f for every session that ended
+// other than by the client's own Close (close code 1000): a failed attempt
+// to connect is not a session.
+func sessionEnds(f func(client.State)) func(client.State) {
+	connected := false // callbacks of one client run one at a time
+	return func(s client.State) {
+		switch s.Kind {
+		case client.StateConnected:
+			connected = true
+		case client.StateDisconnected:
+			if connected && s.CloseCode != 1000 {
+				f(s)
+			}
+			connected = false
+		}
+	}
+}
+
+// checkRecords reads the streams and checks l against them, for the
+// devices whose serials start with prefix; errorf is told what is wrong.
+func checkRecords(ctx context.Context, js jetstream.JetStream, l *Ledger, prefix string, errorf func(string, ...any)) (LedgerCheck, error) {
+	stored, foreign, err := StoredRecords(ctx, js, func(sn string) bool { return strings.HasPrefix(sn, prefix) })
+	if err != nil {
+		return LedgerCheck{}, err
+	}
+	c := l.Check(stored)
+	c.Foreign = foreign
+	if c.Missing > 0 {
+		errorf("%d acknowledged records missing from the streams, e.g. %s", c.Missing, strings.Join(c.MissingSample, ", "))
+	}
+	if foreign > 0 {
+		errorf("%d records of the test's devices without a content id", foreign)
+	}
+	return c, nil
+}
+
 // errCounts counts errors by kind, keeping a few examples.
 type errCounts struct {
 	mu     sync.Mutex
@@ -117,11 +157,7 @@ func (e *errCounts) total() int {
 func (e *errCounts) snapshot() (map[string]int, []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	m := make(map[string]int, len(e.n))
-	for k, v := range e.n {
-		m[k] = v
-	}
-	return m, append([]string(nil), e.sample...)
+	return maps.Clone(e.n), slices.Clone(e.sample)
 }
 
 // errKind names an error of the SDK briefly: the hub's code, or the SDK's
@@ -149,21 +185,21 @@ func errKind(err error) string {
 	return s
 }
 
-// fmtCounts prints counts as "k=v, ..." sorted by key.
+// fmtCounts prints counts as "k=v, ..." sorted by key, or "none".
 func fmtCounts(m map[string]int) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
-	}
-	if len(parts) == 0 {
+	if len(m) == 0 {
 		return "none"
 	}
-	return strings.Join(parts, ", ")
+	return fmtSorted(m, ", ")
+}
+
+// fmtSorted prints m as "k=v" pairs sorted by key, joined by sep.
+func fmtSorted[V int | float64](m map[string]V, sep string) string {
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s=%v", k, m[k]))
+	}
+	return strings.Join(parts, sep)
 }
 
 // awaitCond polls f every every until it returns nil, timeout passes or
@@ -171,19 +207,57 @@ func fmtCounts(m map[string]int) string {
 func awaitCond(ctx context.Context, timeout, every time.Duration, f func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not within %v: %w", timeout, err)
-		case <-tick.C:
-		}
+	if err := poll(ctx, every, f); err != nil {
+		return fmt.Errorf("not within %v: %w", timeout, err)
 	}
+	return nil
+}
+
+// testContext is the context of a load test: it ends after budget, or
+// deadlineMargin before go test's -timeout, whichever comes first.
+func testContext(t *testing.T, budget time.Duration) (context.Context, context.CancelFunc) {
+	if d, ok := t.Deadline(); ok {
+		budget = min(budget, time.Until(d)-deadlineMargin)
+	}
+	return context.WithTimeout(context.Background(), budget)
+}
+
+// rig is what the soak and the chaos test run on: a nats-server process,
+// the hub binary, and the test's own connection to the server with a
+// watcher of every presence record published.
+type rig struct {
+	ns     *NATS
+	hubBin string
+	nc     *nats.Conn
+	recs   *presenceRecords
+}
+
+// startRig builds nats-server and the hub into a temporary directory,
+// starts the server on a port it can be restarted on, and connects to it
+// as name. Everything stops when the test ends.
+func startRig(ctx context.Context, t *testing.T, name string) (*rig, error) {
+	dir := t.TempDir()
+	natsBin, err := BuildNATSServer(dir)
+	if err != nil {
+		return nil, err
+	}
+	r := &rig{}
+	if r.hubBin, err = BuildHub(dir); err != nil {
+		return nil, err
+	}
+	if r.ns, err = StartNATS(ctx, natsBin, natstest.RestartablePort(t)); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = r.ns.Stop() })
+	r.nc, err = nats.Connect(r.ns.URL, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats-server: %w", err)
+	}
+	t.Cleanup(r.nc.Close)
+	if r.recs, err = watchPresenceRecords(r.nc); err != nil {
+		return nil, fmt.Errorf("subscribe hub.presence.*: %w", err)
+	}
+	return r, nil
 }
 
 // startNodes starts the hub binary once per id, on natsURL; each stops
@@ -251,13 +325,5 @@ func openFiles(pid int) (int, error) {
 }
 
 func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		t.Fatalf("%s=%q: %v", name, s, err)
-	}
-	return v
+	return envValue(t, name, def, time.ParseDuration)
 }

@@ -52,6 +52,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -64,8 +65,6 @@ import (
 
 	"github.com/fleethub/fleethub/client"
 	fhub "github.com/fleethub/fleethub/hub"
-	"github.com/fleethub/fleethub/internal/natstest"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -161,11 +160,7 @@ func TestSoak(t *testing.T) {
 	if nDev < 1 || nDev > soakMaxDevices || nAdm < 0 || nAdm > 100 {
 		t.Fatalf("SOAK_DEVICES=%d, SOAK_ADMINS=%d: want 1 to %d devices and 0 to 100 admins", nDev, nAdm, soakMaxDevices)
 	}
-	budget := dur + soakWarmup + 15*time.Minute
-	if d, ok := t.Deadline(); ok {
-		budget = min(budget, time.Until(d)-deadlineMargin)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	ctx, cancel := testContext(t, dur+soakWarmup+15*time.Minute)
 	defer cancel()
 
 	// Every report is at least soakPaceMin after the device's previous
@@ -191,29 +186,13 @@ func TestSoak(t *testing.T) {
 
 	// The nats-server process, the presence watcher, then the nodes.
 	// Cleanups run in reverse: clients close, nodes stop, NATS stops.
-	dir := t.TempDir()
-	natsBin, err := BuildNATSServer(dir)
+	rg, err := startRig(ctx, t, "soak")
 	if err != nil {
-		fail("build nats-server: %v", err)
+		fail("%v", err)
 	}
-	hubBin, err := BuildHub(dir)
-	if err != nil {
-		fail("build hub: %v", err)
-	}
-	ns, err := StartNATS(ctx, natsBin, natstest.RestartablePort(t))
-	if err != nil {
-		fail("start nats-server: %v", err)
-	}
-	t.Cleanup(func() { _ = ns.Stop() })
-	nc, err := nats.Connect(ns.URL, nats.Name("soak"), nats.MaxReconnects(-1))
-	if err != nil {
-		fail("connect to nats-server: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	if r.recs, err = watchPresenceRecords(nc); err != nil {
-		fail("subscribe hub.presence.*: %v", err)
-	}
-	r.nodes, err = startNodes(ctx, t, hubBin, ns.URL, soakIDs, "--pprof", "--offline-grace", soakGrace.String(),
+	ns, nc := rg.ns, rg.nc
+	r.recs = rg.recs
+	r.nodes, err = startNodes(ctx, t, rg.hubBin, ns.URL, soakIDs, "--pprof", "--offline-grace", soakGrace.String(),
 		"--pong-wait", "15s", "--ping-interval", "10s",
 		"--status-history", strconv.Itoa(history), "--event-history", strconv.Itoa(history))
 	if err != nil {
@@ -272,17 +251,8 @@ func TestSoak(t *testing.T) {
 	if m := max(r.ledger.MaxSent(KindStatus), r.ledger.MaxSent(KindEvent)); m > history {
 		errorf("a device sent %d reports of one kind, more than the %d the streams keep: the check below may miss none legitimately aged out", m, history)
 	}
-	stored, foreign, err := StoredRecords(ctx, js, func(sn string) bool { return strings.HasPrefix(sn, "sk-") })
-	if err != nil {
+	if rep.Records, err = checkRecords(ctx, js, r.ledger, "sk-", errorf); err != nil {
 		fail("read records: %v", err)
-	}
-	rep.Records = r.ledger.Check(stored)
-	rep.Records.Foreign = foreign
-	if rep.Records.Missing > 0 {
-		errorf("%d acknowledged records missing from the streams, e.g. %s", rep.Records.Missing, strings.Join(rep.Records.MissingSample, ", "))
-	}
-	if foreign > 0 {
-		errorf("%d records of the soak's devices without a content id", foreign)
 	}
 	r.judgePresence(ctx, js)
 	if rep.NotAlternating > 0 || rep.WrongCount > 0 || rep.PresenceBad > 0 {
@@ -389,11 +359,7 @@ func (r *soakRun) onPush(p client.Push) {
 func (r *soakRun) pushCounts() map[string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m := make(map[string]int, len(r.pushes))
-	for k, v := range r.pushes {
-		m[k] = v
-	}
-	return m
+	return maps.Clone(r.pushes)
 }
 
 func (r *soakRun) ledgerAcked() int {
@@ -409,21 +375,14 @@ func (r *soakRun) fillCounts() {
 }
 
 // onDeviceState notes a device session that ended other than by the
-// test's own Close (1000) or a replacement (4001): with no fault injected,
-// none should. (A failed attempt is a dial error, counted as such.)
+// test's own Close or a replacement (4001): with no fault injected, none
+// should.
 func (r *soakRun) onDeviceState(sn string) func(client.State) {
-	connected := false // callbacks of one client run one at a time
-	return func(s client.State) {
-		switch s.Kind {
-		case client.StateConnected:
-			connected = true
-		case client.StateDisconnected:
-			if connected && s.CloseCode != 1000 && s.CloseCode != 4001 {
-				r.anomaly("%s: session on %s ended with %d: %v", sn, s.URL, s.CloseCode, s.Err)
-			}
-			connected = false
+	return sessionEnds(func(s client.State) {
+		if s.CloseCode != 4001 {
+			r.anomaly("%s: session on %s ended with %d: %v", sn, s.URL, s.CloseCode, s.Err)
 		}
-	}
+	})
 }
 
 // churn runs every device and admin until d has passed; each then leaves.
