@@ -42,7 +42,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -1106,18 +1105,7 @@ func dpLogReport(t *testing.T, r *DPReport) {
 	t.Log(b.String())
 }
 
-func dpFmtMetrics(m map[string]float64) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s=%g", k, m[k]))
-	}
-	return strings.Join(parts, " ")
-}
+func dpFmtMetrics(m map[string]float64) string { return fmtSorted(m, " ") }
 
 func dpOK(ok bool) string {
 	if ok {

@@ -4,6 +4,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/fleethub/fleethub/hub"
 )
 
 func TestParseMetrics(t *testing.T) {
@@ -57,5 +59,53 @@ func TestProcSelf(t *testing.T) {
 	}
 	if rss, err := RSS(os.Getpid()); err != nil || rss <= 0 {
 		t.Fatalf("RSS = %d, %v", rss, err)
+	}
+}
+
+func TestCheckAlternation(t *testing.T) {
+	on := hub.PresenceRecord{Online: true, Reason: hub.ReasonConnected}
+	off := hub.PresenceRecord{Reason: hub.ReasonClosed}
+	lost := hub.PresenceRecord{Reason: hub.ReasonNodeLost}
+	for _, tc := range []struct {
+		name string
+		h    []hub.PresenceRecord
+		bad  int // index of the record at fault, -1 for none
+	}{
+		{"empty", nil, -1},
+		{"alternating", []hub.PresenceRecord{on, off, on, lost, on}, -1},
+		{"starts offline", []hub.PresenceRecord{off, on}, 0},
+		{"two offline", []hub.PresenceRecord{on, off, off, on}, 2},
+		{"two connected", []hub.PresenceRecord{on, on}, 1},
+		{"offline named connected", []hub.PresenceRecord{on, {Reason: hub.ReasonConnected}}, 1},
+		{"online of another reason", []hub.PresenceRecord{{Online: true, Reason: hub.ReasonClosed}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			i, err := CheckAlternation(tc.h)
+			if i != tc.bad || (err != nil) != (tc.bad >= 0) {
+				t.Errorf("CheckAlternation = %d, %v; want %d", i, err, tc.bad)
+			}
+		})
+	}
+}
+
+func TestLedgerCheck(t *testing.T) {
+	l := NewLedger()
+	s1 := l.Next("d", KindStatus)
+	s2 := l.Next("d", KindStatus) // sent, never acknowledged
+	e1 := l.Next("d", KindEvent)
+	l.Acked("d", KindStatus, s1)
+	l.Acked("d", KindEvent, e1)
+	if s1 == s2 || s1 == e1 {
+		t.Fatalf("content ids not unique: %s %s %s", s1, s2, e1)
+	}
+	c := l.Check([numKinds]map[string]bool{{s1: true, s2: true}, {}})
+	if c.Missing != 1 || c.MissingSample[0] != "event "+e1 {
+		t.Errorf("missing = %d %v, want the event %s", c.Missing, c.MissingSample, e1)
+	}
+	if c.Sent != [numKinds]int{2, 1} || c.Acked != [numKinds]int{1, 1} || c.StoredUnacked[KindStatus] != 1 {
+		t.Errorf("check = %+v", c)
+	}
+	if got := l.MaxSent(KindStatus); got != 2 {
+		t.Errorf("MaxSent = %d, want 2", got)
 	}
 }

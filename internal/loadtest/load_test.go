@@ -361,12 +361,15 @@ func noteLogs(t *testing.T, ids []string, nodes []*Hub, counts map[string]int, s
 	}
 }
 
-func envInt(t *testing.T, name string, def int) int {
+func envInt(t *testing.T, name string, def int) int { return envValue(t, name, def, strconv.Atoi) }
+
+// envValue parses the environment variable name, def when it is unset.
+func envValue[T any](t *testing.T, name string, def T, parse func(string) (T, error)) T {
 	s := os.Getenv(name)
 	if s == "" {
 		return def
 	}
-	v, err := strconv.Atoi(s)
+	v, err := parse(s)
 	if err != nil {
 		t.Fatalf("%s=%q: %v", name, s, err)
 	}

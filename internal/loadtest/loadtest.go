@@ -19,12 +19,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -61,35 +59,17 @@ func ModuleRoot() (string, error) {
 
 // BuildHub runs `go build -o dir/hub ./cmd/hub` from the module root and
 // returns the binary's path.
-func BuildHub(dir string) (string, error) {
-	root, err := ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "hub")
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/hub")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("loadtest: go build ./cmd/hub: %w\n%s", err, b)
-	}
-	return out, nil
-}
+func BuildHub(dir string) (string, error) { return goBuild(dir, "hub", "./cmd/hub") }
 
-// Hub is a running hub child process.
+// Hub is a running hub child process. Its PID, LogPath, Exited, Kill,
+// Signal, Wait and LogTail are those of the child.
 type Hub struct {
-	PID     int
+	*child
 	HTTPURL string // http://127.0.0.1:port, for /healthz and /metrics
 	WSURL   string // ws://127.0.0.1:port/ws
 	NATSURL string // nats://127.0.0.1:port, the embedded NATS server
 	Dir     string // temporary directory: JetStream data and hub.log
-	LogPath string // the child's stdout and stderr
 
-	cmd      *exec.Cmd
-	logFile  *os.File
-	done     chan struct{} // closed when the child has exited
-	waitErr  error         // valid once done is closed
 	stopOnce sync.Once
 	stopErr  error
 	client   *http.Client
@@ -121,14 +101,7 @@ func StartHub(ctx context.Context, path string, args ...string) (*Hub, error) {
 		WSURL:   "ws://" + listen + "/ws",
 		NATSURL: fmt.Sprintf("nats://127.0.0.1:%d", ports[1]),
 		Dir:     dir,
-		LogPath: filepath.Join(dir, "hub.log"),
-		done:    make(chan struct{}),
 		client:  &http.Client{Timeout: httpTimeout},
-	}
-	h.logFile, err = os.Create(h.LogPath)
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
 	}
 	all := []string{
 		"--listen", listen,
@@ -139,20 +112,11 @@ func StartHub(ctx context.Context, path string, args ...string) (*Hub, error) {
 		"--pong-wait", "60s",
 		"--ping-interval", "30s",
 	}
-	h.cmd = exec.Command(path, append(all, args...)...)
-	h.cmd.Stdout = h.logFile
-	h.cmd.Stderr = h.logFile
-	h.cmd.Dir = dir
-	if err := h.cmd.Start(); err != nil {
-		_ = h.logFile.Close()
+	h.child, err = startChild(path, append(all, args...), dir, filepath.Join(dir, "hub.log"))
+	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("loadtest: start hub: %w", err)
 	}
-	h.PID = h.cmd.Process.Pid
-	go func() {
-		h.waitErr = h.cmd.Wait()
-		close(h.done)
-	}()
 
 	hctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
@@ -183,26 +147,20 @@ func freePorts(n int) ([]int, error) {
 // waitHealthy polls /healthz until it answers 200, the child exits or ctx
 // ends.
 func (h *Hub) waitHealthy(ctx context.Context) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		code, err := h.healthCode(ctx)
-		if err == nil && code == http.StatusOK {
-			return nil
+	err := poll(ctx, 50*time.Millisecond, func() error {
+		if exited, werr := h.Exited(); exited {
+			return fmt.Errorf("%w before it was healthy: %v", errExited, werr)
 		}
-		if err == nil {
+		code, err := h.healthCode(ctx)
+		if err == nil && code != http.StatusOK {
 			err = fmt.Errorf("/healthz answered %d", code)
 		}
-		last = err
-		select {
-		case <-h.done:
-			return fmt.Errorf("loadtest: hub exited before it was healthy: %v", h.waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("loadtest: hub not healthy: %w (last: %v)", ctx.Err(), last)
-		case <-tick.C:
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("loadtest: hub not healthy: %w", err)
 	}
+	return nil
 }
 
 func (h *Hub) healthCode(ctx context.Context) (int, error) {
@@ -219,72 +177,15 @@ func (h *Hub) healthCode(ctx context.Context) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// Exited reports whether the child has exited, and its Wait error if so.
-func (h *Hub) Exited() (bool, error) {
-	select {
-	case <-h.done:
-		return true, h.waitErr
-	default:
-		return false, nil
-	}
-}
-
 // Stop sends SIGTERM, waits for the child to exit, sends SIGKILL after 10 s,
 // and removes the hub's directory. It returns the child's exit error (nil
 // after a clean exit). Safe to call more than once.
 func (h *Hub) Stop() error {
 	h.stopOnce.Do(func() {
-		if exited, _ := h.Exited(); !exited {
-			_ = h.cmd.Process.Signal(syscall.SIGTERM)
-			timer := time.NewTimer(stopGrace)
-			select {
-			case <-h.done:
-				timer.Stop()
-			case <-timer.C:
-				_ = h.cmd.Process.Kill()
-				<-h.done // Wait returns promptly once the child is killed
-			}
-		}
-		h.stopErr = h.waitErr
-		_ = h.logFile.Close()
+		h.stopErr = h.terminate(stopGrace)
 		_ = os.RemoveAll(h.Dir)
 	})
 	return h.stopErr
-}
-
-// Kill ends the hub with SIGKILL, as a crash would: no cleanup runs.
-func (h *Hub) Kill() {
-	if exited, _ := h.Exited(); !exited {
-		_ = h.cmd.Process.Kill()
-		<-h.done
-	}
-}
-
-// Signal sends sig to the hub.
-func (h *Hub) Signal(sig os.Signal) error { return h.cmd.Process.Signal(sig) }
-
-// Wait waits for the hub to exit, at most d, and reports whether it did.
-func (h *Hub) Wait(d time.Duration) bool {
-	select {
-	case <-h.done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
-// LogTail returns up to the last max bytes of the child's output.
-func (h *Hub) LogTail(max int64) string {
-	f, err := os.Open(h.LogPath)
-	if err != nil {
-		return "(log unavailable: " + err.Error() + ")"
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > max {
-		_, _ = f.Seek(st.Size()-max, io.SeekStart)
-	}
-	b, _ := io.ReadAll(io.LimitReader(f, max))
-	return string(b)
 }
 
 // LogProblems returns the child's WARN and ERROR log lines, except the
