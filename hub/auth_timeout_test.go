@@ -10,7 +10,6 @@ import (
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/natstest"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 )
 
@@ -57,15 +56,8 @@ func (f *fakeTransport) answerCode() (int, bool) {
 // request restarts what was left of the timeout.
 func TestAuthTimeoutHeldWhileServed(t *testing.T) {
 	t.Parallel()
-	ns := natstest.Run(t)
-	px := newNATSProxy(t, ns.Addr().String())
-	nc, err := nats.Connect(px.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	const authTimeout = 300 * time.Millisecond
-	srv := startTestServer(t, nc, Config{AuthTimeout: authTimeout})
+	srv, px, _ := proxiedServer(t, Config{AuthTimeout: authTimeout})
 
 	open := func() (*Session, *fakeTransport) {
 		ft := &fakeTransport{limit: 16}

@@ -8,6 +8,10 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/fleethub/fleethub/internal/natstest"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // natsProxy sits between one NATS client and its server, on loopback, to
@@ -54,6 +58,20 @@ func newNATSProxy(t testing.TB, target string) *natsProxy {
 }
 
 // URL is the address clients dial instead of the server's.
+// proxiedServer starts a hub whose NATS connection goes through a proxy
+// in front of a fresh in-process server, and returns the three.
+func proxiedServer(t *testing.T, cfg Config) (*Server, *natsProxy, *server.Server) {
+	t.Helper()
+	ns := natstest.Run(t)
+	px := newNATSProxy(t, ns.Addr().String())
+	nc, err := nats.Connect(px.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return startTestServer(t, nc, cfg), px, ns
+}
+
 func (p *natsProxy) URL() string { return "nats://" + p.ln.Addr().String() }
 
 // stall holds what the server sends until resume.

@@ -64,15 +64,8 @@ func alternation(recs []PresenceRecord) error {
 // after each, and ends offline with the device.
 func TestPresenceHistoryUnderSlowJetStream(t *testing.T) {
 	t.Parallel()
-	ns := natstest.Run(t)
-	px := newNATSProxy(t, ns.Addr().String())
-	nc, err := nats.Connect(px.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	const grace = 200 * time.Millisecond
-	srv := startTestServer(t, nc, Config{OfflineGrace: grace, PresenceTTL: time.Minute})
+	srv, px, ns := proxiedServer(t, Config{OfflineGrace: grace, PresenceTTL: time.Minute})
 	js, err := jetstream.New(natstest.Connect(t, ns))
 	if err != nil {
 		t.Fatal(err)
