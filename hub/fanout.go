@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -24,9 +23,6 @@ type PushBody struct {
 	// across retries; otherwise each node gives the push a unique id.
 	ID string `json:"id,omitempty"`
 }
-
-// whereKeys are the session attributes a conditional push may test.
-var whereKeys = []string{"sn", "user", "role", "type", "group"}
 
 // ownPushes are the pushes only the hub itself sends: no admin or backend
 // may forge them.
@@ -174,55 +170,4 @@ func (srv *Server) fanout(subject string, target subjects.Target, where map[stri
 	}
 	srv.metrics.pushesDelivered.Add(float64(delivered))
 	srv.metrics.pushedOut("backend", delivered)
-}
-
-// matchesTarget reports whether a session with this identity is in the
-// audience of target. It mirrors interestsOf.
-func (id *Identity) matchesTarget(t subjects.Target) bool {
-	switch t.Kind {
-	case subjects.KindAll:
-		return true
-	case subjects.KindRole:
-		return string(id.Role) == t.Value
-	case subjects.KindDevice:
-		return id.Role == auth.RoleDevice && id.SN == t.Value
-	case subjects.KindType:
-		return id.Role == auth.RoleDevice && id.Type == t.Value
-	case subjects.KindUser:
-		return id.Role != auth.RoleDevice && id.User == t.Value
-	case subjects.KindGroup:
-		return id.hasGroup(t.Value)
-	}
-	return false
-}
-
-// hasGroup: a device's own group, or a group an admin names explicitly.
-func (id *Identity) hasGroup(g string) bool {
-	if id.Role == auth.RoleDevice {
-		return id.Group == g
-	}
-	return auth.NamesGroup(id.Groups, g)
-}
-
-// matchesWhere reports whether the session has every attribute of where.
-func (id *Identity) matchesWhere(where map[string]string) bool {
-	for k, v := range where {
-		var ok bool
-		switch k {
-		case "sn":
-			ok = id.Role == auth.RoleDevice && id.SN == v
-		case "user":
-			ok = id.Role != auth.RoleDevice && id.User == v
-		case "role":
-			ok = string(id.Role) == v
-		case "type":
-			ok = id.Role == auth.RoleDevice && id.Type == v
-		case "group":
-			ok = id.hasGroup(v)
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
