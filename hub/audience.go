@@ -1,7 +1,11 @@
 package hub
 
 import (
+	"fmt"
+	"sort"
+
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 )
 
@@ -98,4 +102,47 @@ func (id *Identity) matchesWhere(where map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// mayPush enforces group scope: an admin whose groups are not "*" may push
+// only where every device it reaches is in its groups. Pushes to admin
+// users and roles are not about devices and are allowed; pushes that could
+// reach devices of any group (all, a type, the device role) need a where
+// group of the admin's.
+func (srv *Server) mayPush(id *Identity, t subjects.Target, where map[string]string) *wire.Error {
+	if auth.CanSee(id.Groups, "*") {
+		return nil
+	}
+	if g, ok := where["group"]; ok && auth.CanSee(id.Groups, g) {
+		return nil
+	}
+	switch t.Kind {
+	case subjects.KindUser:
+		return nil
+	case subjects.KindRole:
+		if t.Value != string(auth.RoleDevice) {
+			return nil
+		}
+	case subjects.KindGroup:
+		if auth.CanSee(id.Groups, t.Value) {
+			return nil
+		}
+	case subjects.KindDevice:
+		if auth.CanSee(id.Groups, srv.deviceGroup(t.Value)) {
+			return nil
+		}
+		return wire.Errorf(wire.CodeForbidden, "device "+t.Value+" is outside your groups")
+	}
+	groups := append([]string(nil), id.Groups...)
+	sort.Strings(groups)
+	return wire.Errorf(wire.CodeForbidden, fmt.Sprintf("push to %s may reach devices outside your groups %v; add a where group", t, groups))
+}
+
+// deviceGroup is the group of a device: its registry entry's, or "default"
+// for an unregistered device.
+func (srv *Server) deviceGroup(sn string) string {
+	if d, ok := srv.registry.get(sn); ok {
+		return d.Group
+	}
+	return "default"
 }
