@@ -146,3 +146,9 @@ func (srv *Server) deviceGroup(sn string) string {
 	}
 	return "default"
 }
+
+// wants reports whether the subscription covers topic t, and for events
+// whether prio reaches its min_priority.
+func (sub subscription) wants(t topic, prio int) bool {
+	return sub.topics&t != 0 && (t != topicEvent || prio >= sub.minPriority)
+}

@@ -35,12 +35,6 @@ type subscription struct {
 	minPriority int // for events
 }
 
-// wants reports whether the subscription covers topic t, and for events
-// whether prio reaches its min_priority.
-func (sub subscription) wants(t topic, prio int) bool {
-	return sub.topics&t != 0 && (t != topicEvent || prio >= sub.minPriority)
-}
-
 type subscribeArgs struct {
 	Devices     []string `json:"devices"`
 	Types       []string `json:"types"`
