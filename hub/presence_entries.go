@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -189,7 +190,7 @@ func (p *presence) connected(ctx context.Context, s *Session) error {
 	p.viewLocked(id.SN).local = ld
 	p.due.push(dueItem{at: now.Add(every - jitter).UnixNano(), ld: ld})
 	p.mu.Unlock()
-	if created || !p.viewRecord(id.SN).online {
+	if created || !p.lastSaysOnline(ctx, id.SN) {
 		rec := PresenceRecord{SN: id.SN, Type: id.Type, Group: id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}
 		if err := p.record(ctx, rec, s.id+"/on"); err != nil {
 			// The session is served: its record follows when it can.
@@ -197,6 +198,25 @@ func (p *presence) connected(ctx context.Context, s *Session) error {
 		}
 	}
 	return nil
+}
+
+// lastSaysOnline reports whether the device's last presence record says
+// online, for a session that took over an entry (the device came back
+// within its grace): then no record is due. The view may lag behind the
+// stream (another node's connected record not yet seen), so a view that
+// does not say online is checked against the stream itself before a
+// record is written: a write the stream refuses still reaches the core
+// subscribers of hub.presence.<sn>, so it must not be tried in vain.
+func (p *presence) lastSaysOnline(ctx context.Context, sn string) bool {
+	if p.viewRecord(sn).online {
+		return true
+	}
+	subj, err := subjects.Presence(sn)
+	if err != nil {
+		return true
+	}
+	last, err := p.readRecord(ctx, sn, subj)
+	return err == nil && last.says(true)
 }
 
 // writeEntry writes the entry b of session for sn: created if there is
