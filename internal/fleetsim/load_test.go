@@ -23,6 +23,8 @@ import (
 // session at all while the simulator plays a fleet on other nodes of its
 // NATS: status every 10 s per device, 2 events per device per hour,
 // presence at the default TTLs, 1% of the devices reconnecting per minute.
+// It measures twice: with no session, then with one admin subscribed to
+// one group of 100 devices (status, event and presence topics).
 // Each fleet size gets a fresh nats-server and hub process; after the
 // devices have connected (the ramp) and the hub has caught up (the
 // settle), CPU is read from /proc over the window. Run it with:
@@ -47,11 +49,11 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 		t.Fatalf("build hub: %v", err)
 	}
 	type row struct {
-		devices                 int
-		hub, nats, sim, usPerDS float64
-		msgsPerSec              float64
-		rssKiB                  int64
-		stats                   fleetsim.Stats
+		devices     int
+		bare, admin span
+		adminFrames int
+		rssKiB      int64
+		stats       fleetsim.Stats
 	}
 	var rows []row
 	for _, n := range sizes {
@@ -62,7 +64,7 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 			t.Fatalf("start nats-server: %v", err)
 		}
 		h, err := loadtest.StartHub(ctx, hubBin, "--nats-url", ns.URL, "--node-id", "hub-a",
-			"--master-secret", string(hubtest.MasterSecret))
+			"--master-secret", string(hubtest.MasterSecret), "--admin-password", hubtest.AdminPassword)
 		if err != nil {
 			_ = ns.Stop()
 			cancel()
@@ -73,7 +75,7 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 			t.Fatalf("connect: %v", err)
 		}
 		ramp := max(10*time.Second, time.Duration(n)*200*time.Microsecond) // at most 5,000 connects a second
-		sim, err := fleetsim.New(fleetsim.Config{Conn: nc, Devices: n, Nodes: nodes, Ramp: ramp})
+		sim, err := fleetsim.New(fleetsim.Config{Conn: nc, Devices: n, Nodes: nodes, Groups: max(1, n/100), Ramp: ramp})
 		if err != nil {
 			t.Fatalf("fleetsim.New: %v", err)
 		}
@@ -86,13 +88,19 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 		}()
 		sleep(ctx, ramp+settle)
 
-		self := os.Getpid()
-		hub0, nats0, sim0 := cpu(t, h.PID), cpu(t, ns.PID()), cpu(t, self)
-		st0, at0 := sim.Stats(), time.Now()
-		sleep(ctx, window)
-		hub1, nats1, sim1 := cpu(t, h.PID), cpu(t, ns.PID()), cpu(t, self)
-		st1, wall := sim.Stats(), time.Since(at0)
-		rss, _ := loadtest.RSS(h.PID)
+		// The window with no session on the hub, then the same with one
+		// admin subscribed to one group of 100 devices.
+		r := row{devices: n}
+		r.bare = measure(ctx, t, window, h.PID, ns.PID(), sim)
+		admin := hubtest.Dial(t, h.WSURL, nil)
+		admin.MustOK("/auth/login", map[string]any{"username": "admin", "password": hubtest.AdminPassword})
+		admin.MustOK("/admin/subscribe", map[string]any{"groups": []string{sim.Group(0)}, "topics": []string{"status", "event", "presence"}})
+		frames0 := admin.Frames()
+		r.admin = measure(ctx, t, window, h.PID, ns.PID(), sim)
+		r.adminFrames = admin.Frames() - frames0
+		_ = admin.Conn.Close()
+		r.rssKiB, _ = loadtest.RSS(h.PID)
+		r.stats = sim.Stats()
 
 		stopSim()
 		wg.Wait()
@@ -104,28 +112,50 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 		_ = ns.Stop()
 		cancel()
 
-		pct := func(d time.Duration) float64 { return 100 * d.Seconds() / wall.Seconds() }
-		r := row{
-			devices: n, hub: pct(hub1 - hub0), nats: pct(nats1 - nats0), sim: pct(sim1 - sim0),
-			usPerDS:    (sim1 - sim0).Seconds() * 1e6 / (float64(n) * wall.Seconds()),
-			msgsPerSec: float64(st1.Published()-st0.Published()) / wall.Seconds(),
-			rssKiB:     rss, stats: st1,
-		}
 		rows = append(rows, r)
-		if st1.Failed != 0 || st1.PublishErrors != 0 {
-			t.Errorf("%d devices: %d publishes failed, %d not sent", n, st1.Failed, st1.PublishErrors)
+		if r.stats.Failed != 0 || r.stats.PublishErrors != 0 {
+			t.Errorf("%d devices: %d publishes failed, %d not sent", n, r.stats.Failed, r.stats.PublishErrors)
 		}
-		t.Logf("%d devices: hub %.2f%% of a core (RSS %d MiB), nats-server %.1f%%, simulator %.1f%% (%.3f µs per device-second), %.0f msgs/s; stats %+v",
-			n, r.hub, r.rssKiB/1024, r.nats, r.sim, r.usPerDS, r.msgsPerSec, st1)
+		t.Logf("%d devices, no session: %s", n, r.bare)
+		t.Logf("%d devices, one admin on a group of 100 (%d frames): %s", n, r.adminFrames, r.admin)
+		t.Logf("%d devices: hub RSS %d MiB, stats %+v", n, r.rssKiB/1024, r.stats)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "window %v, %d simulated nodes, no session on the hub\n", window, nodes)
-	fmt.Fprintf(&b, "| devices | hub %%core | hub RSS MiB | nats-server %%core | simulator %%core | sim µs/device-s | msgs/s |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "windows of %v, %d simulated nodes, groups of 100 devices\n", window, nodes)
+	fmt.Fprintf(&b, "| devices | hub %%core, no session | hub %%core, admin on 100 | hub RSS MiB | nats-server %%core | simulator %%core | sim µs/device-s | msgs/s |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %d | %.2f | %d | %.1f | %.1f | %.3f | %.0f |\n", r.devices, r.hub, r.rssKiB/1024, r.nats, r.sim, r.usPerDS, r.msgsPerSec)
+		fmt.Fprintf(&b, "| %d | %.2f | %.2f | %d | %.1f | %.1f | %.3f | %.0f |\n", r.devices, r.bare.hub, r.admin.hub, r.rssKiB/1024,
+			r.bare.nats, r.bare.sim, r.bare.sim*1e4/float64(r.devices), r.bare.msgsPerSec)
 	}
 	t.Log("\n" + b.String())
+}
+
+// span is what one measuring window found: CPU in % of one core.
+type span struct {
+	hub, nats, sim float64
+	msgsPerSec     float64
+}
+
+func (w span) String() string {
+	return fmt.Sprintf("hub %.2f%% of a core, nats-server %.1f%%, simulator %.1f%%, %.0f msgs/s", w.hub, w.nats, w.sim, w.msgsPerSec)
+}
+
+// measure reads the CPU of the hub, the nats-server and this process (the
+// simulator) over d.
+func measure(ctx context.Context, t *testing.T, d time.Duration, hubPID, natsPID int, sim *fleetsim.Sim) span {
+	t.Helper()
+	self := os.Getpid()
+	hub0, nats0, sim0 := cpu(t, hubPID), cpu(t, natsPID), cpu(t, self)
+	st0, at0 := sim.Stats(), time.Now()
+	sleep(ctx, d)
+	hub1, nats1, sim1 := cpu(t, hubPID), cpu(t, natsPID), cpu(t, self)
+	st1, wall := sim.Stats(), time.Since(at0)
+	pct := func(d time.Duration) float64 { return 100 * d.Seconds() / wall.Seconds() }
+	return span{
+		hub: pct(hub1 - hub0), nats: pct(nats1 - nats0), sim: pct(sim1 - sim0),
+		msgsPerSec: float64(st1.Published()-st0.Published()) / wall.Seconds(),
+	}
 }
 
 func cpu(t *testing.T, pid int) time.Duration {
