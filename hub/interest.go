@@ -265,16 +265,20 @@ func (r *registry) join(subject string, s *Session) (canonical string, created b
 	}
 	in, ok := r.interests[subject]
 	if !ok {
+		// Subscribed under the shard's lock: the mover files the first
+		// message only once the shard knows its interest, so no message of
+		// the subject goes to the orphans' backlog ahead of the others.
 		sh := r.shard(subject)
+		sh.mu.Lock()
 		sub, err := r.srv.nc.ChanSubscribe(subject, sh.in)
 		if err != nil {
+			sh.mu.Unlock()
 			return "", false, fmt.Errorf("hub: subscribe %s: %w", subject, err)
 		}
 		in = &interest{subject: subject, sub: sub, shard: sh}
-		r.interests[subject] = in
-		sh.mu.Lock()
 		sh.subs[sub] = in
 		sh.mu.Unlock()
+		r.interests[subject] = in
 		r.srv.metrics.interests.Inc()
 		created = true
 	}
