@@ -267,7 +267,9 @@ func TestHistoryGate(t *testing.T) {
 	}
 	mustAcquire(s2) // the node's third slot
 	// The node is at its bound: one read waits (the queue holds one) and
-	// gets the slot s1 frees; another finds the queue full.
+	// gets the slot s1 frees; another finds the queue full. The wait is
+	// long now, so that the waiter is still waiting however slow the box.
+	g.wait = time.Minute
 	done := make(chan error, 1)
 	go func() {
 		_, werr := g.acquire(ctx, a, s2)
