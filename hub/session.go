@@ -255,19 +255,16 @@ func (s *Session) HandleBinary() {
 // Costs are bounded per frame. The answers of one frame together hold at
 // most MaxAnswerBytes: an answer that would pass it is replaced by a 413,
 // and the requests after it are not served (each gets a 413). Once a
-// request is refused for the rate limit, the rest of the frame is not
-// handled either: one 429 answers for them all, and the read goroutine
-// then pauses until the limit lets a request through again, so a flood
-// is shed at the socket instead of answered line by line.
+// message is refused for the rate limit, the rest of the frame is not
+// served either: each request still gets its answer, a 429, as the
+// protocol promises one answer per request, and the read goroutine then
+// pauses until the limit lets a request through again, so a flood is shed
+// at the socket.
 func (s *Session) HandleFrame(frame []byte) {
 	var f frameState
 	f.budget = s.srv.cfg.MaxAnswerBytes
 	wire.Lines(frame, func(line []byte) {
 		if s.closeDecided() {
-			return
-		}
-		if f.limited != nil {
-			f.skipped++
 			return
 		}
 		spent := f.budget <= 0
@@ -285,19 +282,11 @@ func (s *Session) HandleFrame(frame []byte) {
 		}
 		f.out = append(f.out, b)
 	})
-	if f.limited != nil {
-		s.srv.metrics.requests.WithLabelValues(serviceLabel(f.limited.Service), codeLabel(wire.CodeRateLimited)).Add(float64(f.skipped))
-		msg := "rate limited: too many requests"
-		if f.skipped > 0 {
-			msg = fmt.Sprintf("rate limited: too many requests; this request and the %d after it in the same frame were not served", f.skipped)
-		}
-		f.out = append(f.out, s.failure(f.limited.Service, f.limited.RequestID, wire.Errorf(wire.CodeRateLimited, msg)))
-	}
 	if len(f.out) > 0 {
 		s.send(wire.Join(f.out))
 	}
 	s.closeIfDecided()
-	if f.limited != nil {
+	if f.limited {
 		s.shed()
 	}
 }
@@ -307,9 +296,11 @@ type frameState struct {
 	out                [][]byte
 	budget             int           // answer bytes still free for the frame
 	service, requestID string        // of the message being handled
-	limited            *wire.Message // the first request refused for the rate limit
-	skipped            int           // requests after it, not handled
+	limited            bool          // a message was refused for the rate limit
 }
+
+// errRateLimited answers a request over the session's rate limit.
+var errRateLimited = wire.Errorf(wire.CodeRateLimited, "rate limited: too many requests")
 
 // answerTooLarge is the 413 for an answer over the byte limit.
 func answerTooLarge(size, limit int) *wire.Error {
@@ -379,20 +370,21 @@ func (s *Session) handleLine(line []byte, f *frameState) []byte {
 	if werr != nil {
 		return s.failure(m.Service, m.RequestID, werr)
 	}
-	if !s.msgLimit.Allow() {
-		if s.overLimit(time.Now()) {
+	if f.limited || !s.msgLimit.Allow() {
+		// Past the limit, the rest of the frame is refused without asking
+		// the limiter again: the frame is already over it.
+		if !f.limited && s.overLimit(time.Now()) {
 			s.srv.metrics.abuseCloses.Inc()
 			s.logger().Warn("closing session over its rate limit for too long", "for", s.srv.cfg.RateLimitClose)
 			s.closeLater(wire.ClosePolicy, "rate limit exceeded for too long")
 		}
+		f.limited = true
 		if m.Op == wire.OpResponse {
-			// A device's answer to a command: never answered itself, so
-			// the 429 names no request.
+			// A device's answer to a command is never answered itself.
 			s.srv.metrics.responsesDropped.Inc()
-			m = wire.Message{}
+			return nil
 		}
-		f.limited = &m
-		return nil
+		return s.failure(m.Service, m.RequestID, errRateLimited)
 	}
 	if m.Op == wire.OpResponse {
 		s.handleResponse(&m)
