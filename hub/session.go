@@ -294,9 +294,9 @@ func (s *Session) HandleFrame(frame []byte) {
 // frameState is what HandleFrame keeps while it handles one frame.
 type frameState struct {
 	out                [][]byte
-	budget             int           // answer bytes still free for the frame
-	service, requestID string        // of the message being handled
-	limited            bool          // a message was refused for the rate limit
+	budget             int    // answer bytes still free for the frame
+	service, requestID string // of the message being handled
+	limited            bool   // a message was refused for the rate limit
 }
 
 // errRateLimited answers a request over the session's rate limit.
