@@ -267,21 +267,16 @@ func (p *presence) writeEntry(ctx context.Context, sn, session string, b []byte)
 // could not be stored while it authenticated, for as long as the session
 // is still this node's.
 func (p *presence) recordConnected(ld *localDevice, rec PresenceRecord, msgID string) {
-	p.retry("connected", func(ctx context.Context) (bool, error) {
-		unlock, err := p.lockDevice(ctx, rec.SN)
-		if err != nil {
-			return false, err
-		}
-		defer unlock()
+	p.retry("connected", p.forDevice(rec.SN, func(ctx context.Context) (bool, error) {
 		p.mu.Lock()
 		gone := p.stopped || ld.dropped
 		p.mu.Unlock()
 		if gone {
 			return true, nil // expired or replaced meanwhile: what follows settles it
 		}
-		err = p.record(ctx, rec, msgID)
+		err := p.record(ctx, rec, msgID)
 		return err == nil, err
-	})
+	}))
 }
 
 // disconnected starts the grace of a device session that ended. A replaced
@@ -320,12 +315,7 @@ func (p *presence) expire(sn, session string, reason Reason) {
 func (p *presence) expiry(sn, session string, reason Reason) step {
 	at := p.srv.cfg.Now().UnixMilli()
 	offlined := false
-	return func(ctx context.Context) (bool, error) {
-		unlock, err := p.lockDevice(ctx, sn)
-		if err != nil {
-			return false, err
-		}
-		defer unlock()
+	return p.forDevice(sn, func(ctx context.Context) (bool, error) {
 		p.mu.Lock()
 		stopped := p.stopped
 		ld := p.local[sn]
@@ -375,7 +365,7 @@ func (p *presence) expiry(sn, session string, reason Reason) step {
 		}
 		p.srv.stores.lost(BucketPresence, err)
 		return false, err // maybe removed, maybe not: look again
-	}
+	})
 }
 
 // recordBack reports connected a device whose entry pe was written (by
@@ -392,12 +382,7 @@ func (p *presence) recordBack(ctx context.Context, sn string, pe *PresenceEntry)
 func (p *presence) lastResort(sn string, old *PresenceEntry) {
 	at := p.srv.cfg.Now().UnixMilli()
 	offlined := false
-	p.retry("node_lost", func(ctx context.Context) (bool, error) {
-		unlock, err := p.lockDevice(ctx, sn)
-		if err != nil {
-			return false, err
-		}
-		defer unlock()
+	p.retry("node_lost", p.forDevice(sn, func(ctx context.Context) (bool, error) {
 		p.mu.Lock()
 		stopped := p.stopped
 		p.mu.Unlock()
@@ -426,7 +411,7 @@ func (p *presence) lastResort(sn string, old *PresenceEntry) {
 		}
 		offlined = true
 		return false, nil // look at the entry once more: it may be back
-	})
+	}))
 }
 
 // reassert runs after a reconnection to NATS. A NATS server that crashed
@@ -562,12 +547,7 @@ func (p *presence) entryOf(ld *localDevice, lastSeen int64) PresenceEntry {
 // for as long as the session is this node's.
 func (p *presence) repair(sn string, ld *localDevice) {
 	var since int64 // of the entry written back, once written
-	p.retry("repair", func(ctx context.Context) (bool, error) {
-		unlock, err := p.lockDevice(ctx, sn)
-		if err != nil {
-			return false, err
-		}
-		defer unlock()
+	p.retry("repair", p.forDevice(sn, func(ctx context.Context) (bool, error) {
 		p.mu.Lock()
 		held := !p.stopped && p.local[sn] == ld && !ld.gone && !ld.dropped
 		p.mu.Unlock()
@@ -617,7 +597,7 @@ func (p *presence) repair(sn string, ld *localDevice) {
 		rec := PresenceRecord{SN: sn, Type: ld.id.Type, Group: ld.id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: since}
 		err = p.record(ctx, rec, ld.session+"/on-"+strconv.FormatInt(since, 10))
 		return err == nil, err
-	})
+	}))
 }
 
 // rewriteHeld runs when hub_presence was created again: nobody saw its
@@ -636,13 +616,20 @@ func (p *presence) rewriteHeld() {
 	p.retry("rewrite", steps...)
 }
 
-func (p *presence) rewriting(sn string, ld *localDevice) step {
+// forDevice makes f a step that runs holding sn's device lock.
+func (p *presence) forDevice(sn string, f step) step {
 	return func(ctx context.Context) (bool, error) {
 		unlock, err := p.lockDevice(ctx, sn)
 		if err != nil {
 			return false, err
 		}
 		defer unlock()
+		return f(ctx)
+	}
+}
+
+func (p *presence) rewriting(sn string, ld *localDevice) step {
+	return p.forDevice(sn, func(ctx context.Context) (bool, error) {
 		p.mu.Lock()
 		held := !p.stopped && p.local[sn] == ld && !ld.dropped
 		pe := p.entryOf(ld, p.srv.cfg.Now().UnixMilli())
@@ -671,5 +658,5 @@ func (p *presence) rewriting(sn string, ld *localDevice) step {
 		}
 		p.mu.Unlock()
 		return true, nil
-	}
+	})
 }
