@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"maps"
 	"reflect"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/subjects"
 )
 
@@ -21,11 +23,19 @@ import (
 // outside the caller's groups, and a caller's groups make no difference
 // but a 403.
 func FuzzSubscribeArgs(f *testing.F) {
+	// R-3 is known by its presence entry alone, which presence reads from
+	// its bucket.
+	ns := natstest.Run(f)
+	bus := startTestServer(f, natstest.Connect(f, ns), Config{})
+	entry, _ := json.Marshal(PresenceEntry{Node: "other", Session: "s", Type: "dog", Group: "g2"})
+	if _, err := bus.presence.kv.Put(context.Background(), "R-3", entry); err != nil {
+		f.Fatal(err)
+	}
 	srv := &Server{
 		registry: &deviceRegistry{&watchCache[Device]{entries: map[string]Device{
 			"R-1": {Type: "dog", Group: "g1"}, "R-2": {Type: "cat", Group: "g2"},
 		}}},
-		presence: &presence{view: map[string]*deviceView{"R-3": {typ: "dog", group: "g2"}}},
+		presence: bus.presence,
 	}
 	root := admin("root", "*")
 	limited := admin("alice", "g1")

@@ -549,13 +549,6 @@ func FuzzRecords(f *testing.F) {
 			if !stored {
 				h.srv.onStatus(data, true)
 			}
-			defer func() {
-				h.srv.presence.mu.Lock()
-				defer h.srv.presence.mu.Unlock()
-				if v := h.srv.presence.view[rec.SN]; v != nil && v.status != nil && !wire.IsObject(v.status) {
-					t.Errorf("record %q: the view keeps status %s, not an object", data, v.status)
-				}
-			}()
 		case 1:
 			var rec EventRecord
 			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN) && wire.IsObject(rec.Data)
@@ -575,7 +568,11 @@ func FuzzRecords(f *testing.F) {
 			}
 			group, service = rec.Group, "/push/presence"
 			if !stored {
-				h.srv.presence.onRecord(data, h.seq.Add(1))
+				h.srv.presence.onRecord(data, fmt.Sprintf("p%d", h.seq.Add(1)))
+			} else {
+				// Nodes do not follow HUB_PRESENCE: a record stored by
+				// another writer reaches nobody but history readers.
+				valid = false
 			}
 		}
 		topic := topics[kind%3]

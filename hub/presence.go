@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -15,9 +14,10 @@ import (
 
 // Presence state in JetStream.
 const (
-	BucketPresence = "hub_presence"
-	BucketNodes    = "hub_nodes"
-	StreamPresence = "HUB_PRESENCE"
+	BucketPresence    = "hub_presence"
+	BucketNodes       = "hub_nodes"
+	BucketNodeDevices = "hub_node_devices"
+	StreamPresence    = "HUB_PRESENCE"
 )
 
 // Reasons in presence records, besides the session end reasons.
@@ -70,24 +70,7 @@ type localDevice struct {
 	grace   *time.Timer
 	id      *Identity
 	addr    string
-}
-
-// deviceView is what this node knows of one device, kept current by the
-// hub_presence watcher and the HUB_PRESENCE records. Guarded by
-// presence.mu.
-type deviceView struct {
-	entry        *PresenceEntry // nil while offline
-	local        *localDevice   // the device's session here, if any
-	typ, group   string
-	offlineSince int64           // when it was last reported offline
-	lastSeen     int64           // the latest sign of life this node heard of
-	status       json.RawMessage // the last status record's status, or nil
-	statusAt     int64
-	// The device's last record in HUB_PRESENCE as this node saw it: its
-	// stream sequence (0: none seen) and whether it says online. A guess
-	// that may lag; see record.
-	recSeq    uint64
-	recOnline bool
+	dueAt   int64 // when its refresh is queued (see schedule)
 }
 
 // nodeView is what this node knows of a live node.
@@ -97,14 +80,23 @@ type nodeView struct {
 
 // presence keeps device presence in JetStream: an entry per online device
 // in hub_presence, written on connect, refreshed rarely and removed after
-// the offline grace; a short-TTL liveness entry per node in hub_nodes; and
-// one record per change in the HUB_PRESENCE stream.
+// the offline grace; a short-TTL liveness entry per node in hub_nodes; a
+// key per device a node holds in hub_node_devices; and one record per
+// change in the HUB_PRESENCE stream.
+//
+// A node pays only for its own devices: it keeps the state of the devices
+// it holds in memory (localDevice), and neither watches hub_presence nor
+// consumes HUB_PRESENCE. What it needs of other devices it reads when it
+// needs it: the last record of a device before appending one, the entry
+// of a device before taking it over or reporting it offline, the index of
+// a node's devices when that node is lost. Only hub_nodes, small, is
+// watched by every node.
 //
 // Each device's records alternate strictly: connected, offline,
 // connected... A record is appended only after the device's last one, as
-// this node believes it to be (a compare-and-set on the subject's last
+// read from the stream (a compare-and-set on the subject's last
 // sequence), and only when that last one says otherwise; a failed check
-// reads the last record back and decides again (see record).
+// reads the last record again and decides again (see record).
 //
 // Who publishes a record is decided so that there is one per change:
 //   - connected: the node whose create-only write of the entry succeeded
@@ -113,16 +105,23 @@ type nodeView struct {
 //     offline);
 //   - offline (closed, timeout, kicked): the node that held the session,
 //     once the grace has passed and the entry still names that session;
-//   - node_lost: the live node with the smallest id, for every entry that
-//     names a node whose liveness entry is gone; records carry a
-//     Nats-Msg-Id, so that should two nodes briefly disagree on who is the
-//     smallest, the stream keeps one.
+//   - node_lost: the live node with the smallest id (the coordinator), for
+//     every device that the lost node's index names and whose entry still
+//     names that node; records carry a Nats-Msg-Id, so that should two
+//     nodes briefly disagree on who is the smallest, the stream keeps one.
 //
 // An offline record is published before the entry is removed, so a device
 // that comes back must wait for the removal before its create can succeed:
 // its connected record always follows the offline one. Should the device
 // come back in between (the removal then fails its revision check), the
 // node publishes a connected record at once.
+//
+// A node learns that an entry it holds changed under it from its own
+// writes: each refresh is checked against the revision the node last
+// wrote, and a refresh refused reads the entry back. Gone (reported
+// offline while this node was cut off, or lost by NATS), it is written
+// again, with a connected record if the last record says offline; taken
+// by another session, the takeover announcement closes this one.
 //
 // Every write whose outcome is unknown (a timeout: it may have taken
 // effect) is followed by a read: the next attempt looks at the entry and
@@ -133,7 +132,9 @@ type presence struct {
 	srv     *Server
 	kv      jetstream.KeyValue
 	nodesKV jetstream.KeyValue
-	records jetstream.Stream // HUB_PRESENCE
+	index   jetstream.KeyValue  // hub_node_devices
+	records jetstream.Stream    // HUB_PRESENCE
+	pubJS   jetstream.JetStream // for refreshes: acknowledgements that time out
 	started time.Time
 	locks   deviceLocks
 	warnLog *rate.Limiter // per-device warnings, node-wide
@@ -141,11 +142,10 @@ type presence struct {
 	mu      sync.Mutex
 	local   map[string]*localDevice // by sn. Guarded by mu.
 	due     dueQueue                // local entries by refresh time. Guarded by mu.
-	view    map[string]*deviceView  // by sn. Guarded by mu.
 	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
-	names   map[string]string       // interned node, type and group names. Guarded by mu.
-	caught  bool                    // the record consumer has caught up. Guarded by mu.
 	stopped bool                    // Guarded by mu.
+
+	watchOnce sync.Once // see watchPresence
 
 	// refreshMu serialises refresh, which owns enc (the upkeep goroutine
 	// calls it; so do load tests).
@@ -157,8 +157,7 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	cfg := srv.cfg
 	p := &presence{
 		srv: srv, started: cfg.Now(), locks: deviceLocks{m: make(map[string]*deviceLock)}, warnLog: rate.NewLimiter(1, 5),
-		local: make(map[string]*localDevice), view: make(map[string]*deviceView), nodes: make(map[string]nodeView),
-		names: make(map[string]string),
+		local: make(map[string]*localDevice), nodes: make(map[string]nodeView),
 	}
 	entriesCfg := jetstream.KeyValueConfig{
 		Bucket: BucketPresence, Description: "online devices: an entry per device, expiring when no node refreshes it",
@@ -174,11 +173,22 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 			return srv.js.CreateOrUpdateKeyValue(ctx, nodesCfg)
 		})
 	}
+	// The index has no TTL: a key lives as long as its node holds the
+	// device, and the coordinator removes those of a lost node.
+	indexCfg := jetstream.KeyValueConfig{
+		Bucket: BucketNodeDevices, Description: "the devices each node holds: a key <node>.<sn>, read when the node is lost",
+		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+	}
+	createIndex := func(ctx context.Context) (jetstream.KeyValue, error) {
+		return createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+			return srv.js.CreateOrUpdateKeyValue(ctx, indexCfg)
+		})
+	}
 	recordsCfg := jetstream.StreamConfig{
 		Name: StreamPresence, Description: "presence history: one record per change",
 		Subjects: []string{subjects.AllPresence}, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 		MaxAge: cfg.PresenceHistory, MaxMsgsPerSubject: 1000, Duplicates: 2 * time.Minute,
-		Discard: jetstream.DiscardOld,
+		Discard: jetstream.DiscardOld, AllowDirect: true,
 	}
 	createRecords := func(ctx context.Context) (jetstream.Stream, error) {
 		return createOrUpdate(ctx, func(ctx context.Context) (jetstream.Stream, error) {
@@ -186,11 +196,20 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 		})
 	}
 	var err error
+	// Refreshes are published asynchronously; one whose acknowledgement
+	// never comes must not stay pending for ever (see settle).
+	if p.pubJS, err = jetstream.New(srv.nc, jetstream.WithPublishAsyncTimeout(presenceCallTimeout),
+		jetstream.WithPublishAsyncMaxPending(2*maxRefreshPerSweep)); err != nil {
+		return nil, fmt.Errorf("hub: presence: %w", err)
+	}
 	if p.kv, err = createEntries(ctx); err != nil {
 		return nil, fmt.Errorf("hub: bucket %s: %w", BucketPresence, err)
 	}
 	if p.nodesKV, err = createNodes(ctx); err != nil {
 		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNodes, err)
+	}
+	if p.index, err = createIndex(ctx); err != nil {
+		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNodeDevices, err)
 	}
 	if p.records, err = createRecords(ctx); err != nil {
 		return nil, fmt.Errorf("hub: stream %s: %w", StreamPresence, err)
@@ -198,11 +217,10 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	if err := p.heartbeat(ctx); err != nil {
 		return nil, err
 	}
-	// The stores, with the feeds that keep the view: nodes first, so that
-	// the entries of nodes that are not live can be told apart, then the
-	// entries, then the records. A store created again starts its feeds
-	// anew; this node first writes back the entries of the devices it
-	// holds, and its liveness entry.
+	// The stores. Only hub_nodes has a feed: the live nodes, so that a
+	// lost one is found. A store created again starts its feeds anew; this
+	// node first writes back what it holds: its liveness entry, its
+	// devices' entries and their index keys.
 	for _, st := range []*store{
 		{
 			name: BucketNodes, stream: "KV_" + BucketNodes, create: discard(createNodes),
@@ -212,19 +230,18 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 		{
 			name: BucketPresence, stream: "KV_" + BucketPresence, create: discard(createEntries),
 			recreated: func() { srv.goTask(p.rewriteHeld) },
-			feeds:     []*feed{{start: p.followEntries}},
 		},
 		{
-			name: StreamPresence, stream: StreamPresence, create: discard(createRecords),
-			recreated: p.forgetRecords,
-			feeds:     []*feed{{start: p.followRecords}},
+			name: BucketNodeDevices, stream: "KV_" + BucketNodeDevices, create: discard(createIndex),
+			recreated: func() { srv.goTask(p.reindexHeld) },
 		},
+		{name: StreamPresence, stream: StreamPresence, create: discard(createRecords)},
 	} {
 		if err := srv.stores.add(ctx, runCtx, st); err != nil {
 			return nil, err
 		}
 	}
-	p.reconcile()
+	srv.goTask(func() { p.reconcile(runCtx) })
 	srv.goTask(func() { p.upkeep(runCtx) })
 	// After each reconnection, this node's entries are read back: the
 	// server may have lost its last writes (see reassert).
@@ -273,85 +290,6 @@ func (p *presence) followNodes(ctx context.Context, fresh bool) (<-chan struct{}
 		close(loaded)
 	})
 	return loaded, err
-}
-
-// followEntries starts the hub_presence watcher. Started anew on a bucket
-// created again, it drops from the view the entries the new bucket does not
-// have once it has loaded those it has, with no record: their nodes write
-// them back (see rewriteHeld), and nobody saw them go.
-func (p *presence) followEntries(ctx context.Context, fresh bool) (<-chan struct{}, error) {
-	seen := make(map[string]bool) // owned by the watcher goroutine
-	loaded := make(chan struct{})
-	err := p.srv.watchKV(ctx, p.kv, func(e jetstream.KeyValueEntry, live bool) {
-		if !live {
-			seen[e.Key()] = true
-		}
-		p.onEntry(e, live)
-	}, func() {
-		if fresh {
-			p.mu.Lock()
-			for sn, v := range p.view {
-				if v.entry != nil && !seen[sn] {
-					v.entry = nil
-				}
-			}
-			p.mu.Unlock()
-		}
-		close(loaded)
-	})
-	return loaded, err
-}
-
-// followRecords starts the consumer of HUB_PRESENCE: at start from each
-// device's last record, which the view needs, pushing only those that come
-// after; started anew on a stream created again, from its first record,
-// all of them new to this node.
-func (p *presence) followRecords(ctx context.Context, fresh bool) (<-chan struct{}, error) {
-	policy := jetstream.DeliverLastPerSubjectPolicy
-	if fresh {
-		policy = jetstream.DeliverAllPolicy
-	}
-	cons, err := p.srv.js.OrderedConsumer(ctx, StreamPresence, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subjects.AllPresence}, DeliverPolicy: policy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("hub: presence records: %w", err)
-	}
-	info, err := p.records.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("hub: presence records: %w", err)
-	}
-	loaded := make(chan struct{})
-	var once sync.Once
-	caughtUp := func() {
-		once.Do(func() {
-			p.mu.Lock()
-			p.caught = true
-			p.mu.Unlock()
-			close(loaded)
-		})
-	}
-	if fresh || info.State.Msgs == 0 {
-		caughtUp()
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		meta, err := m.Metadata()
-		if err != nil {
-			return
-		}
-		p.onRecord(m.Data(), meta.Sequence.Stream)
-		if meta.NumPending == 0 {
-			caughtUp()
-		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("hub: presence records: %w", err)
-	}
-	p.srv.goTask(func() {
-		<-ctx.Done()
-		cc.Stop()
-	})
-	return loaded, nil
 }
 
 // stop ends presence upkeep at shutdown: no more records from this node,

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,115 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// onEntry follows hub_presence.
-func (p *presence) onEntry(e jetstream.KeyValueEntry, live bool) {
-	sn := e.Key()
-	if e.Operation() == jetstream.KeyValuePut {
-		if p.refreshed(sn, e.Value(), e.Revision()) {
-			return
-		}
-		var pe PresenceEntry
-		if err := json.Unmarshal(e.Value(), &pe); err != nil {
-			return
-		}
-		p.mu.Lock()
-		// Nodes, types and groups are few: one copy of each name.
-		pe.Node, pe.Type, pe.Group = p.intern(pe.Node), p.intern(pe.Type), p.intern(pe.Group)
-		v := p.viewLocked(sn)
-		v.entry = &pe
-		v.tookLocked(pe.Session, e.Revision())
-		v.lastSeen = max(v.lastSeen, pe.LastSeen)
-		if pe.Type != "" {
-			v.typ, v.group = pe.Type, pe.Group
-		}
-		p.mu.Unlock()
-		return
-	}
-	p.mu.Lock()
-	v := p.viewLocked(sn)
-	old := v.entry
-	v.entry = nil
-	if old != nil && v.offlineSince < old.Since {
-		// The offline record normally comes first; until it does, the
-		// removal is the best time there is.
-		v.offlineSince = p.srv.cfg.Now().UnixMilli()
-	}
-	coordinator := p.isCoordinatorLocked()
-	ld := p.local[sn]
-	held := ld != nil && !ld.gone && !p.stopped
-	p.mu.Unlock()
-	if held && live {
-		// The entry of a device connected here went away (it expired while
-		// this node was cut off, or another node took this node for lost):
-		// put it back.
-		p.srv.goTask(func() { p.repair(sn, ld) })
-		return
-	}
-	// An entry that expired is the last resort: no node refreshed it, so
-	// the node that held it is gone and nobody reported the device. The
-	// coordinator does, once (the record's id de-duplicates).
-	if live && e.Operation() == jetstream.KeyValuePurge && old != nil && coordinator {
-		p.srv.goTask(func() { p.lastResort(sn, old) })
-	}
-}
-
-// refreshed handles the common put, a refresh: the entry as the view has
-// it but for last_seen. It reads only last_seen, with no JSON decoding, and
-// takes the put for a refresh only if it is byte for byte that entry.
-func (p *presence) refreshed(sn string, value []byte, rev uint64) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	v := p.view[sn]
-	if v == nil || v.entry == nil {
-		return false
-	}
-	// {"node":"<node>","session":"<session>",...: compared piece by piece,
-	// without building the prefix.
-	rest := value
-	for _, piece := range [...]string{`{"node":"`, v.entry.Node, `","session":"`, v.entry.Session, `",`} {
-		var ok bool
-		if rest, ok = cutPrefix(rest, piece); !ok {
-			return false
-		}
-	}
-	i := bytes.Index(value, lastSeenKey)
-	if i < 0 {
-		return false
-	}
-	i += len(lastSeenKey)
-	var ls int64
-	j := i
-	for ; j < len(value) && value[j] >= '0' && value[j] <= '9' && j-i < 18; j++ {
-		ls = ls*10 + int64(value[j]-'0')
-	}
-	if j == i {
-		return false
-	}
-	// A refresh is exactly the entry this node would write with that
-	// last_seen; anything else (another field changed, a longer number,
-	// bytes after it) is decoded in full, as any other put.
-	e := *v.entry
-	e.LastSeen = ls
-	var buf [256]byte
-	if !bytes.Equal(appendPresenceEntry(buf[:0], &e), value) {
-		return false
-	}
-	// Readers copy the entry's fields under p.mu, so it is updated in place.
-	v.entry.LastSeen = ls
-	v.lastSeen = max(v.lastSeen, ls)
-	v.tookLocked(v.entry.Session, rev)
-	return true
-}
-
-// tookLocked records the revision of a write of the entry of session,
-// when that is the device's session here: its next refresh checks against
-// it. Caller holds presence.mu.
-func (v *deviceView) tookLocked(session string, rev uint64) {
-	if ld := v.local; ld != nil && ld.session == session && rev > ld.rev {
-		ld.rev = rev
-	}
-}
-
 // dropLocked forgets a local device session: its entry is no longer this
 // node's to refresh. Caller holds p.mu.
 func (p *presence) dropLocked(sn string, ld *localDevice) {
@@ -130,30 +20,19 @@ func (p *presence) dropLocked(sn string, ld *localDevice) {
 	if p.local[sn] == ld {
 		delete(p.local, sn)
 	}
-	if v := p.view[sn]; v != nil && v.local == ld {
-		v.local = nil
-	}
 }
-
-// cutPrefix reports whether b starts with s (compared without allocating)
-// and returns the rest.
-func cutPrefix(b []byte, s string) ([]byte, bool) {
-	if len(b) < len(s) || string(b[:len(s)]) != s {
-		return b, false
-	}
-	return b[len(s):], true
-}
-
-var lastSeenKey = []byte(`"last_seen":`)
 
 // connected records a device session that has just authenticated. It
-// creates the device's entry (publishing a connected record) or, when the
-// entry exists (the device is back within its grace, or replaces a session
-// elsewhere), overwrites it without a record, unless the device's last
-// record says offline. When the entry cannot be written (a missing bucket
-// is created again first), the session is not served; a write that timed
-// out may have taken effect all the same, so the entry is looked at again
-// later and, if it names the session, taken back (see expire).
+// puts the device in this node's index (so that node_lost finds it should
+// this node die), then creates the device's entry (publishing a connected
+// record) or, when the entry exists (the device is back within its grace,
+// or replaces a session elsewhere), overwrites it without a record, unless
+// the device's last record says offline. When the index key or the entry
+// cannot be written (a missing bucket is created again first), the session
+// is not served; a write that timed out may have taken effect all the
+// same, so the entry is looked at again later and, if it names the
+// session, taken back (see expire). An index key left behind names a
+// device whose entry does not name this node: node_lost passes it over.
 func (p *presence) connected(ctx context.Context, s *Session) error {
 	id := s.Identity()
 	unlock, err := p.lockDevice(ctx, id.SN)
@@ -161,6 +40,9 @@ func (p *presence) connected(ctx context.Context, s *Session) error {
 		return fmt.Errorf("hub: presence of %s: %w", id.SN, err)
 	}
 	defer unlock()
+	if err := p.putIndex(ctx, id.SN, s.id); err != nil {
+		return fmt.Errorf("hub: presence of %s: %w", id.SN, err)
+	}
 	now := p.srv.cfg.Now()
 	entry := PresenceEntry{
 		Node: p.srv.cfg.NodeID, Session: s.id, Since: now.UnixMilli(), LastSeen: now.UnixMilli(),
@@ -187,8 +69,7 @@ func (p *presence) connected(ctx context.Context, s *Session) error {
 	jitter := time.Duration(rand.Int64N(int64(every) + 1))
 	ld := &localDevice{session: s.id, rev: rev, since: entry.Since, id: id, addr: s.remote}
 	p.local[id.SN] = ld
-	p.viewLocked(id.SN).local = ld
-	p.due.push(dueItem{at: now.Add(every - jitter).UnixNano(), ld: ld})
+	p.schedule(ld, now.Add(every-jitter).UnixNano())
 	p.mu.Unlock()
 	if created || !p.lastSaysOnline(ctx, id.SN) {
 		rec := PresenceRecord{SN: id.SN, Type: id.Type, Group: id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}
@@ -202,15 +83,10 @@ func (p *presence) connected(ctx context.Context, s *Session) error {
 
 // lastSaysOnline reports whether the device's last presence record says
 // online, for a session that took over an entry (the device came back
-// within its grace): then no record is due. The view may lag behind the
-// stream (another node's connected record not yet seen), so a view that
-// does not say online is checked against the stream itself before a
-// record is written: a write the stream refuses still reaches the core
-// subscribers of hub.presence.<sn>, so it must not be tried in vain.
+// within its grace): then no record is due. It is read from the stream,
+// not guessed, before a record is written: a write the stream refuses
+// must not be tried in vain.
 func (p *presence) lastSaysOnline(ctx context.Context, sn string) bool {
-	if p.viewRecord(sn).online {
-		return true
-	}
 	subj, err := subjects.Presence(sn)
 	if err != nil {
 		return true
@@ -280,7 +156,8 @@ func (p *presence) recordConnected(ld *localDevice, rec PresenceRecord, msgID st
 }
 
 // disconnected starts the grace of a device session that ended. A replaced
-// session has no grace: the newer one owns the entry.
+// session has no grace: the newer one owns the entry; the device leaves
+// this node's index unless the newer session is here too.
 func (p *presence) disconnected(s *Session, reason Reason) {
 	id := s.Identity()
 	p.mu.Lock()
@@ -289,12 +166,13 @@ func (p *presence) disconnected(s *Session, reason Reason) {
 	if ld == nil || ld.session != s.id || p.stopped {
 		return
 	}
+	sn, session := id.SN, s.id
 	if reason == ReasonReplaced {
-		p.dropLocked(id.SN, ld)
+		p.dropLocked(sn, ld)
+		p.srv.goTask(func() { p.retry("unindex", p.unindexing(sn, p.srv.cfg.NodeID)) })
 		return
 	}
 	ld.gone = true
-	sn, session := id.SN, s.id
 	ld.grace = time.AfterFunc(p.srv.cfg.OfflineGrace, func() {
 		p.srv.goTask(func() { p.expire(sn, session, reason) })
 	})
@@ -302,9 +180,10 @@ func (p *presence) disconnected(s *Session, reason Reason) {
 
 // expire reports a device offline if its entry still names session: the
 // record first, then the entry's removal, checked against the revision
-// that was read (see presence), tried until done.
+// that was read (see presence), tried until done; then the device leaves
+// this node's index.
 func (p *presence) expire(sn, session string, reason Reason) {
-	p.retry("expire", p.expiry(sn, session, reason))
+	p.retry("expire", p.then(p.expiry(sn, session, reason), p.unindexing(sn, p.srv.cfg.NodeID)))
 }
 
 // expiry is the step of expire. Each attempt reads the entry and does
@@ -375,43 +254,20 @@ func (p *presence) recordBack(ctx context.Context, sn string, pe *PresenceEntry)
 	return p.record(ctx, rec, pe.Session+"/on")
 }
 
-// lastResort reports offline, with node_lost, a device whose entry old
-// expired by its TTL, unless the entry was written again meanwhile; once
-// the record is stored, an entry written again in between makes the
-// device connected again.
-func (p *presence) lastResort(sn string, old *PresenceEntry) {
-	at := p.srv.cfg.Now().UnixMilli()
-	offlined := false
-	p.retry("node_lost", p.forDevice(sn, func(ctx context.Context) (bool, error) {
-		p.mu.Lock()
-		stopped := p.stopped
-		p.mu.Unlock()
-		if stopped {
-			return true, nil
-		}
-		e, err := p.kv.Get(ctx, sn)
-		if err == nil {
-			var pe PresenceEntry
-			if !offlined || json.Unmarshal(e.Value(), &pe) != nil {
-				return true, nil // written again: the device is online
+// then makes a step that runs first until done, then second: each attempt
+// runs what is left.
+func (p *presence) then(first, second step) step {
+	firstDone := false
+	return func(ctx context.Context) (bool, error) {
+		if !firstDone {
+			done, err := first(ctx)
+			if !done {
+				return false, err
 			}
-			err := p.recordBack(ctx, sn, &pe)
-			return err == nil, err
+			firstDone = true
 		}
-		if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			p.srv.stores.lost(BucketPresence, err)
-			return false, err
-		}
-		if offlined {
-			return true, nil
-		}
-		rec := PresenceRecord{SN: sn, Type: old.Type, Group: old.Group, Online: false, Reason: ReasonNodeLost, Node: old.Node, At: at}
-		if err := p.record(ctx, rec, old.Session+"/off"); err != nil {
-			return false, err
-		}
-		offlined = true
-		return false, nil // look at the entry once more: it may be back
-	}))
+		return second(ctx)
+	}
 }
 
 // reassert runs after a reconnection to NATS. A NATS server that crashed
@@ -420,9 +276,9 @@ func (p *presence) lastResort(sn string, old *PresenceEntry) {
 // gone, or this node learned of a revision that the bucket no longer has,
 // and every refresh of that entry would fail its revision check until the
 // entry expired. Each device held here is read back: a lost entry is
-// written again, with no record (nobody saw it go; a removal that was seen
-// is put back by repair, with one), and a revision beyond the bucket's
-// last is replaced by the entry's own.
+// written again, with a connected record only if the last record says
+// offline (the coordinator took this node for lost while it was cut off),
+// and a revision beyond the bucket's last is replaced by the entry's own.
 func (p *presence) reassert(ctx context.Context) {
 	p.mu.Lock()
 	held := make([]*localDevice, 0, len(p.local))
@@ -508,13 +364,13 @@ func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64
 		return reassertFailed
 	}
 	p.mu.Lock()
-	v := p.view[sn]
-	unseen := !p.stopped && !ld.dropped && !ld.gone && v != nil && v.entry != nil && v.entry.Session == ld.session
+	held := !p.stopped && !ld.dropped && !ld.gone
+	since := p.srv.cfg.Now().UnixMilli()
+	pe := p.entryOf(ld, since)
 	p.mu.Unlock()
-	if !unseen {
+	if !held {
 		return reassertKept
 	}
-	pe := p.entryOf(ld, p.srv.cfg.Now().UnixMilli())
 	rev, err := p.kv.Create(ctx, sn, appendPresenceEntry(nil, &pe))
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return reassertKept // written meanwhile, by whichever session
@@ -523,9 +379,17 @@ func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64
 		return reassertFailed
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if !ld.dropped {
 		ld.rev = rev
+	}
+	p.mu.Unlock()
+	// Lost by NATS, nobody saw it go, and the last record still says
+	// online: no record. Reported offline meanwhile (this node was taken
+	// for lost while cut off): connected again. record decides which.
+	rec := PresenceRecord{SN: sn, Type: ld.id.Type, Group: ld.id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: since}
+	msgID := ld.session + "/on-" + strconv.FormatInt(since, 10)
+	if err := p.record(ctx, rec, msgID); err != nil {
+		p.srv.goTask(func() { p.recordConnected(ld, rec, msgID) })
 	}
 	return reassertRewritten
 }
@@ -546,8 +410,13 @@ func (p *presence) entryOf(ld *localDevice, lastSeen int64) PresenceEntry {
 // entry by then, the takeover closes this one instead. Tried until done,
 // for as long as the session is this node's.
 func (p *presence) repair(sn string, ld *localDevice) {
+	p.retry("repair", p.repairing(sn, ld))
+}
+
+// repairing is the step of repair.
+func (p *presence) repairing(sn string, ld *localDevice) step {
 	var since int64 // of the entry written back, once written
-	p.retry("repair", p.forDevice(sn, func(ctx context.Context) (bool, error) {
+	return p.forDevice(sn, func(ctx context.Context) (bool, error) {
 		p.mu.Lock()
 		held := !p.stopped && p.local[sn] == ld && !ld.gone && !ld.dropped
 		p.mu.Unlock()
@@ -559,7 +428,13 @@ func (p *presence) repair(sn string, ld *localDevice) {
 		case err == nil:
 			var pe PresenceEntry
 			if json.Unmarshal(e.Value(), &pe) != nil || pe.Session != ld.session {
-				return true, nil // another session's: the takeover settles it
+				// Another session's: no longer this node's to refresh; the
+				// takeover announcement closes this one.
+				p.mu.Lock()
+				p.dropLocked(sn, ld)
+				p.mu.Unlock()
+				p.srv.goTask(func() { p.retry("unindex", p.unindexing(sn, p.srv.cfg.NodeID)) })
+				return true, nil
 			}
 			// This repair's own write, whose answer was lost: its record
 			// is due. Otherwise a write this node lost track of.
@@ -597,7 +472,7 @@ func (p *presence) repair(sn string, ld *localDevice) {
 		rec := PresenceRecord{SN: sn, Type: ld.id.Type, Group: ld.id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: since}
 		err = p.record(ctx, rec, ld.session+"/on-"+strconv.FormatInt(since, 10))
 		return err == nil, err
-	}))
+	})
 }
 
 // rewriteHeld runs when hub_presence was created again: nobody saw its

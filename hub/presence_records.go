@@ -13,37 +13,22 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// onRecord follows the HUB_PRESENCE stream: the view learns when a device
-// went offline, and what its last record says, and subscribed sessions
-// get /push/presence.
-func (p *presence) onRecord(data []byte, seq uint64) {
+// onRecord delivers a presence record that reached this node on its
+// watch subject to the local sessions subscribed to its device, as
+// /push/presence; id is the push id. A record no hub could have stored
+// is dropped and counted.
+func (p *presence) onRecord(data []byte, id string) {
 	var r PresenceRecord
 	if err := json.Unmarshal(data, &r); err != nil || !r.valid() {
 		p.srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
-	p.mu.Lock()
-	v := p.viewLocked(r.SN)
-	if r.Type != "" {
-		v.typ, v.group = r.Type, r.Group
-	}
-	if !r.Online {
-		v.offlineSince = r.At
-	}
-	if seq > v.recSeq {
-		v.recSeq, v.recOnline = seq, r.Online
-	}
-	caught := p.caught
-	p.mu.Unlock()
-	p.srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
-	if caught {
-		p.srv.subs.deliver(topicPresence, 0, r.SN, r.Type, r.Group, "/push/presence", fmt.Sprintf("p%d", seq), data)
-	}
+	p.srv.subs.deliver(topicPresence, 0, r.SN, r.Type, r.Group, "/push/presence", id, data)
 }
 
-// valid reports whether a record read back from HUB_PRESENCE is one a hub
-// could have stored: any writer of the stream may store others, and those
-// neither change the view nor reach admins (nor add a reason label).
+// valid reports whether a presence record is one a hub could have
+// stored: any writer of the bus may publish others, and those do not
+// reach admins.
 func (r *PresenceRecord) valid() bool {
 	switch r.Reason {
 	case ReasonConnected, ReasonNodeLost, ReasonClosed, ReasonTimeout, ReasonReplaced, ReasonKicked:
@@ -53,10 +38,12 @@ func (r *PresenceRecord) valid() bool {
 }
 
 // lastRecord is what a device's last presence record says: its stream
-// sequence (0: there is none) and whether it says online.
+// sequence (0: there is none), whether it says online, and the record.
 type lastRecord struct {
 	seq    uint64
 	online bool
+	msgID  string // its Nats-Msg-Id
+	data   []byte
 }
 
 // says reports whether the last record already states online (or, for
@@ -69,79 +56,60 @@ func (l lastRecord) says(online bool) bool {
 	return l.online == online
 }
 
-// viewRecord is the device's last record as the view has it.
-func (p *presence) viewRecord(sn string) lastRecord {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if v := p.view[sn]; v != nil {
-		return lastRecord{v.recSeq, v.recOnline}
-	}
-	return lastRecord{}
-}
-
-// noteRecord tells the view of a record this node stored or read back.
-func (p *presence) noteRecord(sn string, l lastRecord) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if v := p.viewLocked(sn); l.seq > v.recSeq {
-		v.recSeq, v.recOnline = l.seq, l.online
-	}
-}
-
-// forgetRecords runs when HUB_PRESENCE was created again: the sequences
-// the view has belong to the stream that is gone.
-func (p *presence) forgetRecords() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, v := range p.view {
-		v.recSeq, v.recOnline = 0, false
-	}
-}
-
 // record makes r (connected or offline) the device's last record in
 // HUB_PRESENCE, unless the last one already says the same: that keeps the
 // history alternating, whoever else writes and whatever earlier attempts
-// did. The record is appended only if the device's last record is still
-// the one decided on (a compare-and-set on the subject's last sequence):
-// first the view's, which costs no round trip but may lag; when that one
-// says the same as r, or the stream has another, the last record is read
-// back from the stream and the decision made again. One attempt: an error
-// (a timeout, which may have stored the record all the same) is for the
-// caller to retry, and the retry reads back what the first one did. msgID
-// (under the Nats-Msg-Id header) lets the stream drop the same record
-// written by two nodes.
+// did. The last record is read back from the stream (a direct get), and r
+// appended only if it is still the last (a compare-and-set on the
+// subject's last sequence); a failed check reads it again and decides
+// again. One attempt: an error (a timeout, which may have stored the
+// record all the same) is for the caller to retry, and the retry reads
+// back what the first one did. msgID (under the Nats-Msg-Id header) lets
+// the stream drop the same record written by two nodes.
+//
+// Once stored, the record goes out on its watch subject too, to the nodes
+// whose sessions watch the device. A retry that finds its own earlier
+// append stored (its id is the last record's) sends it then.
 func (p *presence) record(ctx context.Context, r PresenceRecord, msgID string) error {
 	subj, err := subjects.Presence(r.SN)
 	if err != nil {
 		return nil // no such subject: no record can be kept for it
 	}
-	last, read := p.viewRecord(r.SN), false
+	id := r.SN + "/" + msgID
 	for range quickRetries {
-		if !read && last.says(r.Online) {
-			if last, err = p.readRecord(ctx, r.SN, subj); err != nil {
-				return err
-			}
-			read = true
+		last, err := p.readRecord(ctx, r.SN, subj)
+		if err != nil {
+			return err
 		}
 		if last.says(r.Online) {
+			if last.msgID == id && last.data != nil {
+				// This record, stored by an attempt whose answer was lost.
+				p.stored(r, last.seq, last.data)
+			}
 			return nil
 		}
-		seq, err := p.appendRecord(ctx, subj, r, msgID, last.seq)
+		b, _ := json.Marshal(r)
+		ack, err := p.appendRecord(ctx, subj, b, id, last.seq)
 		if err == nil {
-			p.noteRecord(r.SN, lastRecord{seq, r.Online})
+			if !ack.Duplicate {
+				p.stored(r, ack.Sequence, b)
+			}
 			return nil
 		}
 		if !isWrongLastSeq(err) {
 			p.srv.stores.lost(StreamPresence, err)
 			return fmt.Errorf("hub: presence record of %s: %w", r.SN, err)
 		}
-		// Another record came first, or the view lagged: look again.
-		if last, err = p.readRecord(ctx, r.SN, subj); err != nil {
-			return err
-		}
-		read = true
+		// Another record came first: look again.
 	}
 	return errPresenceContended
+}
+
+// stored runs once per record this node appended to HUB_PRESENCE: it
+// counts it and sends it to the watchers of its device.
+func (p *presence) stored(r PresenceRecord, seq uint64, data []byte) {
+	p.srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
+	p.srv.publishWatch("presence", r.Group, r.Type, r.SN, data)
 }
 
 // readRecord reads the device's last record back from HUB_PRESENCE.
@@ -158,22 +126,15 @@ func (p *presence) readRecord(ctx context.Context, sn, subj string) (lastRecord,
 		Online bool `json:"online"`
 	}
 	_ = json.Unmarshal(m.Data, &r) // a record that does not say online says offline
-	l := lastRecord{m.Sequence, r.Online}
-	p.noteRecord(sn, l)
-	return l, nil
+	return lastRecord{seq: m.Sequence, online: r.Online, msgID: m.Header.Get(jetstream.MsgIDHeader), data: m.Data}, nil
 }
 
-// appendRecord stores r if the subject's last record is at sequence after
-// (0: none), and returns its sequence.
-func (p *presence) appendRecord(ctx context.Context, subj string, r PresenceRecord, msgID string, after uint64) (uint64, error) {
-	b, _ := json.Marshal(r)
+// appendRecord stores the record b if the subject's last record is at
+// sequence after (0: none).
+func (p *presence) appendRecord(ctx context.Context, subj string, b []byte, msgID string, after uint64) (*jetstream.PubAck, error) {
 	m := nats.NewMsg(subj)
 	m.Data = b
-	m.Header.Set(jetstream.MsgIDHeader, r.SN+"/"+msgID)
+	m.Header.Set(jetstream.MsgIDHeader, msgID)
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(after, 10))
-	ack, err := p.srv.js.PublishMsg(ctx, m)
-	if err != nil {
-		return 0, err
-	}
-	return ack.Sequence, nil
+	return p.srv.js.PublishMsg(ctx, m)
 }

@@ -51,11 +51,12 @@ func refreshAfter(ttl time.Duration) time.Duration {
 }
 
 // refresh rewrites the entries due for it, each only if it is still the
-// one this node wrote (a compare-and-set on its revision), asynchronously.
-// Entries fall due spread out: connected gives each a random first
-// refresh within the interval (see connected), so devices that connected
-// together do not refresh together. A write that could not be sent is
-// tried again a second later.
+// one this node wrote (a compare-and-set on its revision), published
+// without waiting: the acknowledgements are read by a task of their own
+// (see settle). Entries fall due spread out: connected gives each a random
+// first refresh within the interval (see connected), so devices that
+// connected together do not refresh together. A write that could not be
+// sent is tried again a second later.
 func (p *presence) refresh() {
 	p.refreshMu.Lock()
 	defer p.refreshMu.Unlock()
@@ -66,13 +67,13 @@ func (p *presence) refresh() {
 	enc.buf, enc.ends, enc.revs, enc.lds = enc.buf[:0], enc.ends[:0], enc.revs[:0], enc.lds[:0]
 	p.mu.Lock()
 	// Only the entries due are touched: the queue is ordered by refresh
-	// time, so a sweep costs what it writes, not what the node holds. The
-	// entries are encoded into one buffer, with no allocation per entry.
+	// time, so a sweep costs what it writes, not what the node holds.
 	for len(p.due) > 0 && p.due[0].at <= nowNs && len(enc.ends) < maxRefreshPerSweep {
-		ld := p.due[0].ld
+		it := p.due[0]
 		p.due.pop()
-		if ld.dropped || ld.gone {
-			continue // ended or replaced since it was queued
+		ld := it.ld
+		if ld.dropped || ld.gone || ld.dueAt != it.at {
+			continue // ended, replaced or queued again since
 		}
 		e := p.entryOf(ld, nowMs)
 		enc.buf = appendPresenceEntry(enc.buf, &e)
@@ -81,31 +82,29 @@ func (p *presence) refresh() {
 		enc.lds = append(enc.lds, ld)
 	}
 	p.mu.Unlock()
-	// Published without waiting for acknowledgements: the bucket checks
-	// each write against the revision it names, and this node learns the
-	// new revision from its own watcher (see refreshed), as every node
-	// learns of every write. A write the bucket refuses means the entry
-	// changed (the watcher says how) or is gone (the watcher sees the
-	// removal, and the entry is put back).
-	m := &enc.msg
-	if m.Header == nil {
-		m.Header = nats.Header{}
+	if len(enc.lds) == 0 {
+		return
 	}
-	rev, vals := make([]byte, 0, 20), []string{""}
-	m.Header[jetstream.ExpectedLastSubjSeqHeader] = vals
+	// Each write names the revision it replaces. Its acknowledgement
+	// gives the new one; a refusal means the entry changed under this
+	// node (another session took it, or it is gone), and is looked at.
+	writes := make([]refreshWrite, 0, len(enc.lds))
 	from, sent := 0, 0
 	for i, end := range enc.ends {
-		m.Subject = presenceSubjectPrefix + enc.lds[i].id.SN
-		m.Data = enc.buf[from:end]
+		m := &nats.Msg{
+			Subject: presenceSubjectPrefix + enc.lds[i].id.SN,
+			Data:    append([]byte(nil), enc.buf[from:end]...), // the publisher may send it again
+			Header:  nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(enc.revs[i], 10)}},
+		}
 		from = end
-		vals[0] = string(strconv.AppendUint(rev[:0], enc.revs[i], 10))
-		if err := p.srv.nc.PublishMsg(m); err != nil {
+		f, err := p.pubJS.PublishMsgAsync(m)
+		if err != nil {
 			p.srv.log.Warn("presence refreshes not sent, trying again in a second", "err", err, "entries", len(enc.ends)-i)
 			break
 		}
+		writes = append(writes, refreshWrite{ld: enc.lds[i], rev: enc.revs[i], ack: f})
 		sent++
 	}
-	m.Data = nil
 	retry := now.Add(time.Second).UnixNano()
 	p.mu.Lock()
 	for i, ld := range enc.lds {
@@ -113,11 +112,82 @@ func (p *presence) refresh() {
 		if i >= sent {
 			at = retry
 		}
-		p.due.push(dueItem{at: at, ld: ld})
+		p.schedule(ld, at)
 		enc.lds[i] = nil
 	}
 	p.mu.Unlock()
 	p.srv.metrics.presenceWrites.Add(float64(sent))
+	if len(writes) > 0 && !p.srv.goTask(func() { p.settle(writes) }) {
+		return // stopping
+	}
+}
+
+// refreshWrite is a refresh sent, waiting for its acknowledgement.
+type refreshWrite struct {
+	ld  *localDevice
+	rev uint64 // the revision it replaces
+	ack jetstream.PubAckFuture
+}
+
+// settle reads the acknowledgements of a sweep's refreshes. Stored: the
+// entry's new revision is the one the next refresh checks against.
+// Refused for its revision: the entry changed under this node, and repair
+// looks at it. No answer (NATS is slow, or the node is cut off): the write
+// may have taken effect or not, so it is tried again in a second, against
+// the same revision; should it have taken effect, that retry is refused,
+// and repair reads the entry's revision back.
+func (p *presence) settle(writes []refreshWrite) {
+	timeout := time.NewTimer(presenceCallTimeout)
+	defer timeout.Stop()
+	var refused, unknown []refreshWrite
+	timedOut := false
+	for _, w := range writes {
+		if timedOut {
+			unknown = append(unknown, w)
+			continue
+		}
+		select {
+		case ack := <-w.ack.Ok():
+			p.mu.Lock()
+			if w.ld.rev == w.rev {
+				w.ld.rev = ack.Sequence
+			}
+			p.mu.Unlock()
+		case err := <-w.ack.Err():
+			if isWrongLastSeq(err) {
+				refused = append(refused, w)
+			} else {
+				unknown = append(unknown, w)
+			}
+		case <-timeout.C:
+			timedOut = true
+			unknown = append(unknown, w)
+		case <-p.srv.runCtx.Done():
+			return
+		}
+	}
+	if len(unknown) > 0 {
+		retry := p.srv.cfg.Now().Add(time.Second).UnixNano()
+		p.mu.Lock()
+		for _, w := range unknown {
+			if !w.ld.dropped && !w.ld.gone && w.ld.rev == w.rev {
+				p.schedule(w.ld, retry)
+			}
+		}
+		p.mu.Unlock()
+	}
+	steps := make([]step, len(refused))
+	for i, w := range refused {
+		steps[i] = p.repairing(w.ld.id.SN, w.ld)
+	}
+	p.retry("repair", steps...)
+}
+
+// schedule queues ld's next refresh at at (Unix nanoseconds), replacing
+// the one it had. Caller holds p.mu.
+func (p *presence) schedule(ld *localDevice, at int64) {
+	ld.dueAt = at
+	p.due.push(dueItem{at: at, ld: ld})
 }
 
 // presenceSubjectPrefix is that of hub_presence's entries.
@@ -129,7 +199,6 @@ type refreshEncoder struct {
 	ends []int          // per write: where its entry ends in buf
 	revs []uint64       // per write: the revision it replaces
 	lds  []*localDevice // per write: whose entry it is
-	msg  nats.Msg
 }
 
 // appendPresenceEntry appends e as JSON, as encoding/json writes it
@@ -218,7 +287,8 @@ type dueItem struct {
 }
 
 // dueQueue is a min-heap of refreshes by time. Items of devices that ended
-// or were replaced stay until they come up, and are skipped then.
+// or were replaced, or that were queued again, stay until they come up,
+// and are skipped then.
 type dueQueue []dueItem
 
 func (q *dueQueue) push(it dueItem) {

@@ -33,20 +33,14 @@ type step func(ctx context.Context) (done bool, err error)
 
 // retry runs steps until each is done, or the hub stops. Each pass gives
 // every step still pending one attempt (so that one device whose writes
-// fail does not hold the others up), then backs off, doubling from
-// retryFirst to retryMax. op names the work in metrics and logs.
+// fail does not hold the others up), up to retryParallel of them side by
+// side, then backs off, doubling from retryFirst to retryMax. op names the
+// work in metrics and logs.
 func (p *presence) retry(op string, steps ...step) {
 	runCtx := p.srv.runCtx
 	pending := steps
 	for failures := 0; len(pending) > 0; {
-		var failed []step
-		var lastErr error
-		for _, st := range pending {
-			if err := p.attempt(runCtx, st); err != nil {
-				failed = append(failed, st)
-				lastErr = err
-			}
-		}
+		failed, lastErr := p.pass(runCtx, pending)
 		pending = failed
 		if len(pending) == 0 {
 			if failures > 0 {
@@ -64,6 +58,49 @@ func (p *presence) retry(op string, steps ...step) {
 			return
 		}
 	}
+}
+
+// retryParallel bounds the steps of one retry attempted at once: the
+// devices of a lost node are reported in pipelined calls, not one round
+// trip after the other.
+const retryParallel = 64
+
+// pass attempts each step once, up to retryParallel at a time, on
+// goroutines it waits for, and returns those that failed (in their order)
+// with the last error.
+func (p *presence) pass(runCtx context.Context, steps []step) ([]step, error) {
+	if len(steps) == 1 {
+		if err := p.attempt(runCtx, steps[0]); err != nil {
+			return steps, err
+		}
+		return nil, nil
+	}
+	errs := make([]error, len(steps))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(retryParallel, len(steps)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				errs[i] = p.attempt(runCtx, steps[i])
+			}
+		}()
+	}
+	for i := range steps {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	var failed []step
+	var lastErr error
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, steps[i])
+			lastErr = err
+		}
+	}
+	return failed, lastErr
 }
 
 // attempt runs st with a fresh timeout, again at once while it reports

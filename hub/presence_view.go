@@ -1,31 +1,14 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
 	"sort"
+	"time"
+
+	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go/jetstream"
 )
-
-// intern returns the view's copy of a low-cardinality name. Caller holds
-// p.mu.
-func (p *presence) intern(name string) string {
-	if x, ok := p.names[name]; ok {
-		return x
-	}
-	if len(p.names) < 10000 {
-		p.names[name] = name
-	}
-	return name
-}
-
-// viewLocked returns the device's view, creating it. Caller holds p.mu.
-func (p *presence) viewLocked(sn string) *deviceView {
-	v := p.view[sn]
-	if v == nil {
-		v = &deviceView{}
-		p.view[sn] = v
-	}
-	return v
-}
 
 // DeviceView is a device as /admin/devices and snapshots show it.
 type DeviceView struct {
@@ -40,72 +23,112 @@ type DeviceView struct {
 	StatusAt *int64          `json:"status_at"`
 }
 
-// devices lists the known devices (online, or in the presence history)
-// that match, sorted by serial number.
+// devices lists the known devices (online, or with an offline record)
+// that match, sorted by serial number, read from JetStream: each device's
+// last record in HUB_PRESENCE and the entries of hub_presence. A stand-in
+// that reads the whole fleet on every call, until listings and snapshots
+// are answered by the directory; a node keeps no fleet-wide view.
 func (p *presence) devices(match func(sn, typ, group string, online bool) bool) []DeviceView {
-	p.mu.Lock()
-	out := make([]DeviceView, 0, 16)
-	for sn, v := range p.view {
-		online := v.entry != nil
-		if !online && v.offlineSince == 0 {
-			continue // only a status so far: not in the presence history
+	ctx, cancel := context.WithTimeout(p.srv.runCtx, presenceCallTimeout)
+	defer cancel()
+	known := make(map[string]*DeviceView)
+	p.lastRecords(ctx, func(r *PresenceRecord) {
+		if !r.Online {
+			known[r.SN] = &DeviceView{SN: r.SN, Type: r.Type, Group: r.Group, Since: r.At}
 		}
-		if !match(sn, v.typ, v.group, online) {
-			continue
+	})
+	if w, err := p.kv.WatchAll(ctx, jetstream.IgnoreDeletes()); err == nil {
+		for e := range w.Updates() {
+			if e == nil {
+				break
+			}
+			var pe PresenceEntry
+			if json.Unmarshal(e.Value(), &pe) != nil {
+				continue
+			}
+			known[e.Key()] = &DeviceView{SN: e.Key(), Type: pe.Type, Group: pe.Group, Online: true, Node: pe.Node, Since: pe.Since, LastSeen: pe.LastSeen}
 		}
-		dv := DeviceView{SN: sn, Type: v.typ, Group: v.group, Online: online, Since: v.offlineSince, LastSeen: v.lastSeen, Status: json.RawMessage("null")}
-		if v.status != nil {
-			at := v.statusAt
-			dv.Status, dv.StatusAt = v.status, &at
-		}
-		if online {
-			dv.Node, dv.Since = v.entry.Node, v.entry.Since
-			dv.LastSeen = max(v.lastSeen, v.entry.LastSeen)
-		}
-		out = append(out, dv)
+		_ = w.Stop()
 	}
-	p.mu.Unlock()
+	out := make([]DeviceView, 0, len(known))
+	for _, v := range known {
+		if match(v.SN, v.Type, v.Group, v.Online) {
+			v.Status = json.RawMessage("null")
+			out = append(out, *v)
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].SN < out[j].SN })
 	return out
 }
 
-// setStatus records a device's last status in the view.
-func (p *presence) setStatus(sn, typ, group string, status json.RawMessage, at int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	v := p.viewLocked(sn)
-	if at < v.statusAt {
+// lastRecords calls fn with each device's last record in HUB_PRESENCE.
+func (p *presence) lastRecords(ctx context.Context, fn func(*PresenceRecord)) {
+	info, err := p.records.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
 		return
 	}
-	v.status, v.statusAt = status, at
-	if v.typ == "" {
-		v.typ, v.group = p.intern(typ), p.intern(group)
+	cons, err := p.srv.js.OrderedConsumer(ctx, StreamPresence, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subjects.AllPresence}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var r PresenceRecord
+			if json.Unmarshal(m.Data(), &r) == nil && r.valid() {
+				fn(&r)
+			}
+			if meta, err := m.Metadata(); err == nil && meta.NumPending == 0 {
+				return
+			}
+		}
+		if n == 0 {
+			return
+		}
 	}
 }
 
-// each calls fn for every device in the view that is known (online, or
-// with a presence record) and returns the set it visited.
+// setStatus was the view's last-status cache, gone with the view.
+func (p *presence) setStatus(sn, typ, group string, status json.RawMessage, at int64) {}
+
+// each calls fn for every known device (see devices) and returns the set
+// it visited.
 func (p *presence) each(fn func(sn, typ, group string, online bool)) map[string]bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	seen := make(map[string]bool, len(p.view))
-	for sn, v := range p.view {
-		if v.entry == nil && v.offlineSince == 0 {
-			continue // only a status so far
-		}
-		seen[sn] = true
-		fn(sn, v.typ, v.group, v.entry != nil)
+	seen := make(map[string]bool)
+	for _, v := range p.devices(func(string, string, string, bool) bool { return true }) {
+		seen[v.SN] = true
+		fn(v.SN, v.Type, v.Group, v.Online)
 	}
 	return seen
 }
 
-// known returns a device's type and group as the view has them.
+// known returns a device's type and group as presence has them: from its
+// entry while it is online, else from its last presence record. Two reads
+// at most, for a device the registry does not know.
 func (p *presence) known(sn string) (typ, group string, ok bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	v := p.view[sn]
-	if v == nil {
+	ctx, cancel := context.WithTimeout(p.srv.runCtx, presenceCallTimeout)
+	defer cancel()
+	var v struct {
+		Type  string `json:"type"`
+		Group string `json:"group"`
+	}
+	if e, err := p.kv.Get(ctx, sn); err == nil && json.Unmarshal(e.Value(), &v) == nil {
+		return v.Type, v.Group, true
+	}
+	subj, err := subjects.Presence(sn)
+	if err != nil {
 		return "", "", false
 	}
-	return v.typ, v.group, true
+	m, err := p.records.GetLastMsgForSubject(ctx, subj)
+	if err != nil || json.Unmarshal(m.Data, &v) != nil {
+		return "", "", false
+	}
+	return v.Type, v.Group, true
 }

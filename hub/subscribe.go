@@ -182,6 +182,9 @@ func (srv *Server) addSubscriptions(s *Session, sels []string, topics topic, min
 	if topics&topicSummary != 0 {
 		srv.subs.setSummary(s, true)
 	}
+	if topics&topicPresence != 0 {
+		srv.watchPresence()
+	}
 	return nil
 }
 
