@@ -147,6 +147,11 @@ type presence struct {
 
 	watchOnce sync.Once // see watchPresence
 
+	// The stand-in listing's last read (see allDevices).
+	readMu sync.Mutex
+	read   []DeviceView // Guarded by readMu.
+	readAt time.Time    // Guarded by readMu.
+
 	// refreshMu serialises refresh, which owns enc (the upkeep goroutine
 	// calls it; so do load tests).
 	refreshMu sync.Mutex

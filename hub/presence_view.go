@@ -29,6 +29,28 @@ type DeviceView struct {
 // that reads the whole fleet on every call, until listings and snapshots
 // are answered by the directory; a node keeps no fleet-wide view.
 func (p *presence) devices(match func(sn, typ, group string, online bool) bool) []DeviceView {
+	all := p.allDevices()
+	out := make([]DeviceView, 0, len(all))
+	for _, v := range all {
+		if match(v.SN, v.Type, v.Group, v.Online) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// allDevices reads every known device, at most every 50 ms: a burst of
+// snapshots shares one read.
+func (p *presence) allDevices() []DeviceView {
+	p.readMu.Lock()
+	defer p.readMu.Unlock()
+	if now := time.Now(); now.Sub(p.readAt) > 50*time.Millisecond {
+		p.read, p.readAt = p.readAll(), now
+	}
+	return p.read
+}
+
+func (p *presence) readAll() []DeviceView {
 	ctx, cancel := context.WithTimeout(p.srv.runCtx, presenceCallTimeout)
 	defer cancel()
 	known := make(map[string]*DeviceView)
@@ -37,7 +59,9 @@ func (p *presence) devices(match func(sn, typ, group string, online bool) bool) 
 			known[r.SN] = &DeviceView{SN: r.SN, Type: r.Type, Group: r.Group, Since: r.At}
 		}
 	})
-	if w, err := p.kv.WatchAll(ctx, jetstream.IgnoreDeletes()); err == nil {
+	if st, err := p.kv.Status(ctx); err != nil || st.Values() == 0 {
+		// Nothing online.
+	} else if w, err := p.kv.WatchAll(ctx, jetstream.IgnoreDeletes()); err == nil {
 		for e := range w.Updates() {
 			if e == nil {
 				break
@@ -52,10 +76,8 @@ func (p *presence) devices(match func(sn, typ, group string, online bool) bool) 
 	}
 	out := make([]DeviceView, 0, len(known))
 	for _, v := range known {
-		if match(v.SN, v.Type, v.Group, v.Online) {
-			v.Status = json.RawMessage("null")
-			out = append(out, *v)
-		}
+		v.Status = json.RawMessage("null")
+		out = append(out, *v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].SN < out[j].SN })
 	return out
