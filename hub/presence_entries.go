@@ -192,6 +192,12 @@ func (p *presence) expire(sn, session string, reason Reason) {
 // device that came back on another session after its offline record was
 // stored is reported connected again.
 func (p *presence) expiry(sn, session string, reason Reason) step {
+	return p.expiryFrom(sn, session, reason, nil)
+}
+
+// expiryFrom is expiry whose first attempt takes the entry as read (by a
+// caller that has just read it) instead of reading it again.
+func (p *presence) expiryFrom(sn, session string, reason Reason, read jetstream.KeyValueEntry) step {
 	at := p.srv.cfg.Now().UnixMilli()
 	offlined := false
 	return p.forDevice(sn, func(ctx context.Context) (bool, error) {
@@ -208,7 +214,10 @@ func (p *presence) expiry(sn, session string, reason Reason) step {
 			// here after all (its auth was tried again).
 			return true, nil
 		}
-		e, err := p.kv.Get(ctx, sn)
+		e, err := read, error(nil)
+		if read = nil; e == nil {
+			e, err = p.kv.Get(ctx, sn)
+		}
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return true, nil // removed, by this expiry or whoever reported it
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -126,4 +127,14 @@ func (p *presence) indexedNodes(ctx context.Context) (map[string]bool, error) {
 		}
 	}
 	return nodes, ctx.Err()
+}
+
+// purgeIndex removes every key of node's index at once.
+func (p *presence) purgeIndex(ctx context.Context, node string) error {
+	st, err := p.srv.js.Stream(ctx, "KV_"+BucketNodeDevices)
+	if err == nil {
+		err = st.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(BucketNodeDevices)+indexKey(node, ">")))
+	}
+	p.srv.stores.lost(BucketNodeDevices, err)
+	return err
 }

@@ -78,11 +78,21 @@ func (p *presence) nodeLost(lost string) {
 		steps[i] = p.lostDevice(sn, lost, nil)
 	}
 	p.retry("node_lost", steps...)
+	if p.srv.runCtx.Err() != nil {
+		return // not all done: the next coordinator reads the index again
+	}
+	// All reported: the lost node's index goes in one purge.
+	p.retry("node_lost", func(ctx context.Context) (bool, error) {
+		err := p.purgeIndex(ctx, lost)
+		return err == nil, err
+	})
 }
 
 // lostDevice is the step that reports device sn of node's index offline
-// with node_lost, if its entry still names node (and, when stale says so,
-// the entry is one this step should report), then removes the index key.
+// with node_lost, if its entry still names node (and, when stale is set,
+// stale says the entry is one to report). Of a lost node's index, the
+// caller purges the keys once all are done; of this node's own (stale
+// set), each key goes once its device is settled.
 func (p *presence) lostDevice(sn, node string, stale func(*PresenceEntry) bool) step {
 	var expiry step // once the entry has named the session to report
 	return func(ctx context.Context) (bool, error) {
@@ -93,12 +103,19 @@ func (p *presence) lostDevice(sn, node string, stale func(*PresenceEntry) bool) 
 				return false, err
 			}
 			var pe PresenceEntry
-			if err != nil || json.Unmarshal(e.Value(), &pe) != nil || pe.Node != node || (stale != nil && !stale(&pe)) {
-				// Offline already, or held by another node (or by this
-				// node's current run): only the key goes.
+			report := err == nil && json.Unmarshal(e.Value(), &pe) == nil && pe.Node == node && (stale == nil || stale(&pe))
+			switch {
+			case report && stale == nil:
+				expiry = p.expiryFrom(sn, pe.Session, ReasonNodeLost, e)
+			case report:
+				expiry = p.then(p.expiryFrom(sn, pe.Session, ReasonNodeLost, e), p.unindexing(sn, node))
+			case stale == nil:
+				return true, nil // offline already, or held by another node
+			default:
+				// Offline already, or held by another node or by this
+				// node's current run: only the key goes, if it is not
+				// this run's.
 				expiry = p.unindexing(sn, node)
-			} else {
-				expiry = p.then(p.expiry(sn, pe.Session, ReasonNodeLost), p.unindexing(sn, node))
 			}
 		}
 		return expiry(ctx)
