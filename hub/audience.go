@@ -50,9 +50,6 @@ func interestsOf(id *Identity) ([]string, error) {
 	return subjs, nil
 }
 
-// whereKeys are the session attributes a conditional push may test.
-var whereKeys = []string{"sn", "user", "role", "type", "group"}
-
 // matchesTarget reports whether a session with this identity is in the
 // audience of target. It mirrors interestsOf.
 func (id *Identity) matchesTarget(t subjects.Target) bool {
