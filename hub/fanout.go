@@ -86,20 +86,7 @@ func (srv *Server) fanout(subject string, target subjects.Target, where map[stri
 	if len(where) > 0 {
 		best := srv.interest.size(subject)
 		for k, v := range where {
-			var alt string
-			var err error
-			switch k {
-			case "sn":
-				alt, err = subjects.DevicePush(v)
-			case "user":
-				alt, err = subjects.UserPush(v)
-			case "role":
-				alt, err = subjects.RolePush(v)
-			case "type":
-				alt, err = subjects.TypePush(v)
-			case "group":
-				alt, err = subjects.GroupPush(v)
-			}
+			alt, err := whereInterest(k, v)
 			if err != nil {
 				return // no session can have that attribute
 			}
