@@ -6,57 +6,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 )
-
-// Presence state in JetStream.
-const (
-	BucketPresence    = "hub_presence"
-	BucketNodes       = "hub_nodes"
-	BucketNodeDevices = "hub_node_devices"
-	StreamPresence    = "HUB_PRESENCE"
-)
-
-// Reasons in presence records, besides the session end reasons.
-const (
-	ReasonConnected Reason = "connected"
-	ReasonNodeLost  Reason = "node_lost"
-)
-
-// PresenceEntry is a device's entry in the hub_presence bucket, present
-// while the device is online. Type and group are extra fields beyond the
-// protocol's, so that a reader needs no second lookup.
-type PresenceEntry struct {
-	Node     string `json:"node"`
-	Session  string `json:"session"`
-	Since    int64  `json:"since"`
-	LastSeen int64  `json:"last_seen"`
-	Addr     string `json:"addr"`
-	Type     string `json:"type,omitempty"`
-	Group    string `json:"group,omitempty"`
-}
-
-// NodeEntry is a node's liveness entry in the hub_nodes bucket.
-type NodeEntry struct {
-	Addr     string `json:"addr"`
-	Since    int64  `json:"since"`
-	Sessions int    `json:"sessions"`
-}
-
-// PresenceRecord is published on hub.presence.<sn> once per change, and
-// pushed to subscribed admins as /push/presence.
-type PresenceRecord struct {
-	SN     string `json:"sn"`
-	Type   string `json:"type"`
-	Group  string `json:"group"`
-	Online bool   `json:"online"`
-	Reason Reason `json:"reason"`
-	Node   string `json:"node"`
-	At     int64  `json:"at"`
-}
 
 // localDevice is this node's bookkeeping for a device session it holds or
 // held: the revision of the entry it wrote, and the grace timer once the
@@ -181,7 +136,7 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	// The index has no TTL: a key lives as long as its node holds the
 	// device, and the coordinator removes those of a lost node.
 	indexCfg := jetstream.KeyValueConfig{
-		Bucket: BucketNodeDevices, Description: "the devices each node holds: a key <node>.<sn>, read when the node is lost",
+		Bucket: schema.BucketNodeDevices, Description: "the devices each node holds: a key <node>.<sn>, read when the node is lost",
 		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	}
 	createIndex := func(ctx context.Context) (jetstream.KeyValue, error) {
@@ -214,7 +169,7 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNodes, err)
 	}
 	if p.index, err = createIndex(ctx); err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNodeDevices, err)
+		return nil, fmt.Errorf("hub: bucket %s: %w", schema.BucketNodeDevices, err)
 	}
 	if p.records, err = createRecords(ctx); err != nil {
 		return nil, fmt.Errorf("hub: stream %s: %w", StreamPresence, err)
@@ -237,7 +192,7 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 			recreated: func() { srv.goTask(p.rewriteHeld) },
 		},
 		{
-			name: BucketNodeDevices, stream: "KV_" + BucketNodeDevices, create: discard(createIndex),
+			name: schema.BucketNodeDevices, stream: "KV_" + schema.BucketNodeDevices, create: discard(createIndex),
 			recreated: func() { srv.goTask(p.reindexHeld) },
 		},
 		{name: StreamPresence, stream: StreamPresence, create: discard(createRecords)},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -26,11 +27,11 @@ func (p *presence) putIndex(ctx context.Context, sn, session string) error {
 	key := indexKey(p.srv.cfg.NodeID, sn)
 	_, err := p.index.Put(ctx, key, []byte(session))
 	if err != nil && storeGone(err) {
-		if herr := p.srv.stores.heal(ctx, BucketNodeDevices); herr == nil {
+		if herr := p.srv.stores.heal(ctx, schema.BucketNodeDevices); herr == nil {
 			_, err = p.index.Put(ctx, key, []byte(session))
 		}
 	}
-	p.srv.stores.lost(BucketNodeDevices, err)
+	p.srv.stores.lost(schema.BucketNodeDevices, err)
 	return err
 }
 
@@ -50,7 +51,7 @@ func (p *presence) unindexing(sn, node string) step {
 		}
 		err := p.index.Delete(ctx, indexKey(node, sn))
 		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			p.srv.stores.lost(BucketNodeDevices, err)
+			p.srv.stores.lost(schema.BucketNodeDevices, err)
 			return false, err
 		}
 		return true, nil
@@ -88,7 +89,7 @@ func (p *presence) indexed(ctx context.Context, node string) ([]string, error) {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil, nil
 		}
-		p.srv.stores.lost(BucketNodeDevices, err)
+		p.srv.stores.lost(schema.BucketNodeDevices, err)
 		return nil, err
 	}
 	defer func() { _ = lister.Stop() }()
@@ -111,7 +112,7 @@ func (p *presence) indexedNodes(ctx context.Context) (map[string]bool, error) {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil, nil
 		}
-		p.srv.stores.lost(BucketNodeDevices, err)
+		p.srv.stores.lost(schema.BucketNodeDevices, err)
 		return nil, err
 	}
 	defer func() { _ = lister.Stop() }()
@@ -131,10 +132,10 @@ func (p *presence) indexedNodes(ctx context.Context) (map[string]bool, error) {
 
 // purgeIndex removes every key of node's index at once.
 func (p *presence) purgeIndex(ctx context.Context, node string) error {
-	st, err := p.srv.js.Stream(ctx, "KV_"+BucketNodeDevices)
+	st, err := p.srv.js.Stream(ctx, "KV_"+schema.BucketNodeDevices)
 	if err == nil {
-		err = st.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(BucketNodeDevices)+indexKey(node, ">")))
+		err = st.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(schema.BucketNodeDevices)+indexKey(node, ">")))
 	}
-	p.srv.stores.lost(BucketNodeDevices, err)
+	p.srv.stores.lost(schema.BucketNodeDevices, err)
 	return err
 }

@@ -19,23 +19,17 @@ import (
 // is dropped and counted.
 func (p *presence) onRecord(data []byte, id string) {
 	var r PresenceRecord
-	if err := json.Unmarshal(data, &r); err != nil || !r.valid() {
+	if err := json.Unmarshal(data, &r); err != nil || !validPresence(&r) {
 		p.srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
 	p.srv.subs.deliver(topicPresence, 0, r.SN, r.Type, r.Group, "/push/presence", id, data)
 }
 
-// valid reports whether a presence record is one a hub could have
-// stored: any writer of the bus may publish others, and those do not
+// validPresence reports whether a presence record is one a hub could
+// have stored: any writer of the bus may publish others, and those do not
 // reach admins.
-func (r *PresenceRecord) valid() bool {
-	switch r.Reason {
-	case ReasonConnected, ReasonNodeLost, ReasonClosed, ReasonTimeout, ReasonReplaced, ReasonKicked:
-		return auth.ValidSerial(r.SN)
-	}
-	return false
-}
+func validPresence(r *PresenceRecord) bool { return r.Reason.Known() && auth.ValidSerial(r.SN) }
 
 // lastRecord is what a device's last presence record says: its stream
 // sequence (0: there is none), whether it says online, and the record.

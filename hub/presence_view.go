@@ -10,19 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// DeviceView is a device as /admin/devices and snapshots show it.
-type DeviceView struct {
-	SN       string          `json:"sn"`
-	Type     string          `json:"type"`
-	Group    string          `json:"group"`
-	Online   bool            `json:"online"`
-	Node     string          `json:"node"`
-	Since    int64           `json:"since"`
-	LastSeen int64           `json:"last_seen"`
-	Status   json.RawMessage `json:"status"`
-	StatusAt *int64          `json:"status_at"`
-}
-
 // devices lists the known devices (online, or with an offline record)
 // that match, sorted by serial number, read from JetStream: each device's
 // last record in HUB_PRESENCE and the entries of hub_presence. A stand-in
@@ -104,7 +91,7 @@ func (p *presence) lastRecords(ctx context.Context, fn func(*PresenceRecord)) {
 		for m := range batch.Messages() {
 			n++
 			var r PresenceRecord
-			if json.Unmarshal(m.Data(), &r) == nil && r.valid() {
+			if json.Unmarshal(m.Data(), &r) == nil && validPresence(&r) {
 				fn(&r)
 			}
 			if meta, err := m.Metadata(); err == nil && meta.NumPending == 0 {
