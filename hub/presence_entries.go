@@ -192,14 +192,17 @@ func (p *presence) expire(sn, session string, reason Reason) {
 // device that came back on another session after its offline record was
 // stored is reported connected again.
 func (p *presence) expiry(sn, session string, reason Reason) step {
-	return p.expiryFrom(sn, session, reason, nil)
+	return p.expiryStep(sn, session, reason, nil, false, false)
 }
 
-// expiryFrom is expiry whose first attempt takes the entry as read (by a
-// caller that has just read it) instead of reading it again.
-func (p *presence) expiryFrom(sn, session string, reason Reason, read jetstream.KeyValueEntry) step {
+// expiryStep is expiry, for callers that know more: read, when set, is
+// the entry as just read, which the first attempt takes instead of reading
+// it again; offlined says the offline record is stored already; maybe
+// says it may be (an append whose answer was lost), so that a device back
+// on a newer session is recorded back (record, reading the last record,
+// writes nothing if none is due).
+func (p *presence) expiryStep(sn, session string, reason Reason, read jetstream.KeyValueEntry, offlined, maybe bool) step {
 	at := p.srv.cfg.Now().UnixMilli()
-	offlined := false
 	return p.forDevice(sn, func(ctx context.Context) (bool, error) {
 		p.mu.Lock()
 		stopped := p.stopped
@@ -230,7 +233,7 @@ func (p *presence) expiryFrom(sn, session string, reason Reason, read jetstream.
 			return true, nil // not an entry any node wrote: left to its TTL
 		}
 		if pe.Session != session {
-			if !offlined {
+			if !offlined && !maybe {
 				return true, nil // the device is back, on a newer session
 			}
 			// It came back after its offline record: say so.

@@ -54,8 +54,9 @@ func (p *presence) afterDeadline(deadline time.Time, f func()) {
 // nodeLost reports offline, with node_lost, every device of the lost
 // node's index whose entry still names that node, if this node is the
 // coordinator (smallest live id) and the lost node has not come back.
-// The devices are worked on side by side (see retry): a node that held
-// 10,000 devices has them all reported within seconds.
+// The devices are worked on in batches (see bulkLost), and what that
+// leaves side by side (see retry): a node that held 10,000 devices has
+// them all reported within seconds.
 func (p *presence) nodeLost(lost string) {
 	p.mu.Lock()
 	if p.stopped || !p.isCoordinatorLocked() {
@@ -73,11 +74,7 @@ func (p *presence) nodeLost(lost string) {
 		sns, err = p.indexed(ctx, lost)
 		return err == nil, err
 	})
-	steps := make([]step, len(sns))
-	for i, sn := range sns {
-		steps[i] = p.lostDevice(sn, lost, nil)
-	}
-	p.retry("node_lost", steps...)
+	p.retry("node_lost", p.bulkLost(lost, sns)...)
 	if p.srv.runCtx.Err() != nil {
 		return // not all done: the next coordinator reads the index again
 	}
@@ -106,9 +103,9 @@ func (p *presence) lostDevice(sn, node string, stale func(*PresenceEntry) bool) 
 			report := err == nil && json.Unmarshal(e.Value(), &pe) == nil && pe.Node == node && (stale == nil || stale(&pe))
 			switch {
 			case report && stale == nil:
-				expiry = p.expiryFrom(sn, pe.Session, ReasonNodeLost, e)
+				expiry = p.expiryStep(sn, pe.Session, ReasonNodeLost, e, false, false)
 			case report:
-				expiry = p.then(p.expiryFrom(sn, pe.Session, ReasonNodeLost, e), p.unindexing(sn, node))
+				expiry = p.then(p.expiryStep(sn, pe.Session, ReasonNodeLost, e, false, false), p.unindexing(sn, node))
 			case stale == nil:
 				return true, nil // offline already, or held by another node
 			default:

@@ -1,0 +1,222 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The first pass of node_lost over a lost node's devices, pipelined: a
+// node that held 10,000 devices is reported in a few dozen round trips,
+// not tens of thousands. Per chunk of devices: their entries in one
+// batched direct get, their last records in another, the offline records
+// published together, then (once each is stored: an offline record
+// always comes before its entry's removal) the removals together. Every
+// write keeps its compare-and-set, so what changed meanwhile is refused;
+// whatever the pass did not settle is left to the per-device steps (see
+// lostDevice), which read the state again and do what is left.
+
+// lostChunk is how many devices one pass of bulkLost takes at once: under
+// the 1,024 answers a batched direct get gives.
+const lostChunk = 500
+
+// bulkLost reports offline with node_lost the devices sns of lost's index
+// whose entries still name lost, and returns the steps left for those it
+// did not settle.
+func (p *presence) bulkLost(lost string, sns []string) []step {
+	var left []step
+	for from := 0; from < len(sns); from += lostChunk {
+		chunk := sns[from:min(from+lostChunk, len(sns))]
+		ctx, cancel := context.WithTimeout(p.srv.runCtx, presenceCallTimeout)
+		left = append(left, p.bulkLostChunk(ctx, lost, chunk)...)
+		cancel()
+	}
+	return left
+}
+
+// lostVictim is a device of a lost node on its way through bulkLost.
+type lostVictim struct {
+	sn    string
+	entry PresenceEntry
+	rev   uint64 // the entry's revision
+	last  lastRecord
+	rec   []byte
+	ack   jetstream.PubAckFuture
+}
+
+func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string) []step {
+	fallback := func(sns []string) []step {
+		steps := make([]step, len(sns))
+		for i, sn := range sns {
+			steps[i] = p.lostDevice(sn, lost, nil)
+		}
+		return steps
+	}
+	// The entries: a device whose entry is gone, or names another node,
+	// is settled.
+	entrySubj := make([]string, len(sns))
+	for i, sn := range sns {
+		entrySubj[i] = presenceSubjectPrefix + sn
+	}
+	var victims []*lostVictim
+	err := p.lastOf(ctx, "KV_"+BucketPresence, entrySubj, func(subj string, seq uint64, h nats.Header, data []byte) {
+		if h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != "" {
+			return // removed
+		}
+		v := &lostVictim{sn: subj[len(presenceSubjectPrefix):], rev: seq}
+		if json.Unmarshal(data, &v.entry) == nil && v.entry.Node == lost {
+			victims = append(victims, v)
+		}
+	})
+	if err != nil {
+		p.srv.stores.lost(BucketPresence, err)
+		return fallback(sns)
+	}
+	if len(victims) == 0 {
+		return nil
+	}
+	// Their last records.
+	recSubj := make([]string, len(victims))
+	bySubj := make(map[string]*lostVictim, len(victims))
+	for i, v := range victims {
+		subj, err := subjects.Presence(v.sn)
+		if err != nil {
+			return fallback(sns)
+		}
+		recSubj[i], bySubj[subj] = subj, v
+	}
+	err = p.lastOf(ctx, StreamPresence, recSubj, func(subj string, seq uint64, h nats.Header, data []byte) {
+		if v := bySubj[subj]; v != nil {
+			var r struct {
+				Online bool `json:"online"`
+			}
+			_ = json.Unmarshal(data, &r)
+			v.last = lastRecord{seq: seq, online: r.Online}
+		}
+	})
+	if err != nil {
+		p.srv.stores.lost(StreamPresence, err)
+		return fallback(sns)
+	}
+	var left []step
+	at := p.srv.cfg.Now().UnixMilli()
+	// The offline records, where the last record does not say so.
+	for i, v := range victims {
+		if v.last.says(false) {
+			continue
+		}
+		r := PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Online: false, Reason: ReasonNodeLost, Node: lost, At: at}
+		v.rec, _ = json.Marshal(r)
+		m := nats.NewMsg(recSubj[i])
+		m.Data = v.rec
+		m.Header.Set(jetstream.MsgIDHeader, v.sn+"/"+v.entry.Session+"/off")
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(v.last.seq, 10))
+		if v.ack, err = p.pubJS.PublishMsgAsync(m); err != nil {
+			v.ack = nil
+		}
+	}
+	stored := victims[:0]
+	for _, v := range victims {
+		switch {
+		case v.rec == nil:
+			stored = append(stored, v) // said offline already
+		case v.ack == nil:
+			left = append(left, p.expiryStep(v.sn, v.entry.Session, ReasonNodeLost, nil, false, false))
+		default:
+			select {
+			case ack := <-v.ack.Ok():
+				if !ack.Duplicate {
+					p.stored(PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Reason: ReasonNodeLost}, ack.Sequence, v.rec)
+				}
+				stored = append(stored, v)
+			case <-v.ack.Err():
+				// Refused (another record came first) or unknown: the
+				// step reads again. The record may be stored: should the
+				// device be back by then, it is recorded back.
+				left = append(left, p.expiryStep(v.sn, v.entry.Session, ReasonNodeLost, nil, false, true))
+			case <-ctx.Done():
+				return append(left, fallback(sns)...)
+			}
+		}
+	}
+	// The removals, each checked against the revision read.
+	for _, v := range stored {
+		m := nats.NewMsg(presenceSubjectPrefix + v.sn)
+		m.Header.Set("KV-Operation", "DEL")
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(v.rev, 10))
+		if v.ack, err = p.pubJS.PublishMsgAsync(m); err != nil {
+			v.ack = nil
+		}
+	}
+	for _, v := range stored {
+		if v.ack == nil {
+			left = append(left, p.lostAfterRecord(v.sn, v.entry.Session))
+			continue
+		}
+		select {
+		case <-v.ack.Ok():
+		case <-v.ack.Err():
+			// The entry changed after its offline record (the device came
+			// back), or the answer was lost: the step looks again.
+			left = append(left, p.lostAfterRecord(v.sn, v.entry.Session))
+		case <-ctx.Done():
+			return append(left, fallback(sns)...)
+		}
+	}
+	return left
+}
+
+// lostAfterRecord is the step left for a device whose offline record is
+// stored (or was already) but whose entry was not removed: it removes the
+// entry if it still names session, or records the device back if a newer
+// session wrote it.
+func (p *presence) lostAfterRecord(sn, session string) step {
+	return p.expiryStep(sn, session, ReasonNodeLost, nil, true, false)
+}
+
+// lastOf reads the last message of each subject of stream in one batched
+// direct get, calling fn for each that has one.
+func (p *presence) lastOf(ctx context.Context, stream string, subjs []string, fn func(subj string, seq uint64, h nats.Header, data []byte)) error {
+	nc := p.srv.nc
+	inbox := nc.NewRespInbox()
+	msgs := make(chan *nats.Msg, len(subjs)+1)
+	sub, err := nc.ChanSubscribe(inbox, msgs)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	req, _ := json.Marshal(struct {
+		MultiLast []string `json:"multi_last"`
+		Batch     int      `json:"batch"`
+	}{subjs, len(subjs)})
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, req); err != nil {
+		return err
+	}
+	for {
+		select {
+		case m := <-msgs:
+			switch status := m.Header.Get("Status"); status {
+			case "":
+			case "204":
+				return nil // end of batch
+			case "404":
+				return nil // none of them has a message
+			default:
+				return fmt.Errorf("hub: last messages of %s: status %s %s", stream, status, m.Header.Get("Description"))
+			}
+			seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+			if err != nil {
+				return errors.New("hub: last messages of " + stream + ": no sequence")
+			}
+			fn(m.Header.Get(jetstream.SubjectHeader), seq, m.Header, m.Data)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
