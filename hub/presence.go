@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -91,14 +92,14 @@ type presence struct {
 	records jetstream.Stream    // HUB_PRESENCE
 	pubJS   jetstream.JetStream // for refreshes: acknowledgements that time out
 	started time.Time
-	locks   deviceLocks
+	locks   pres.Locks
 	warnLog *rate.Limiter // per-device warnings, node-wide
 
 	mu      sync.Mutex
-	local   map[string]*localDevice // by sn. Guarded by mu.
-	due     dueQueue                // local entries by refresh time. Guarded by mu.
-	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
-	stopped bool                    // Guarded by mu.
+	local   map[string]*localDevice  // by sn. Guarded by mu.
+	due     pres.Queue[*localDevice] // local entries by refresh time. Guarded by mu.
+	nodes   map[string]nodeView      // live nodes by id. Guarded by mu.
+	stopped bool                     // Guarded by mu.
 
 	watchOnce sync.Once // see watchPresence
 
@@ -116,7 +117,7 @@ type presence struct {
 func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	cfg := srv.cfg
 	p := &presence{
-		srv: srv, started: cfg.Now(), locks: deviceLocks{m: make(map[string]*deviceLock)}, warnLog: rate.NewLimiter(1, 5),
+		srv: srv, started: cfg.Now(), warnLog: rate.NewLimiter(1, 5),
 		local: make(map[string]*localDevice), nodes: make(map[string]nodeView),
 	}
 	entriesCfg := jetstream.KeyValueConfig{

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -383,7 +384,7 @@ func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64
 	if !held {
 		return reassertKept
 	}
-	rev, err := p.kv.Create(ctx, sn, appendPresenceEntry(nil, &pe))
+	rev, err := p.kv.Create(ctx, sn, pres.AppendEntry(nil, &pe))
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return reassertKept // written meanwhile, by whichever session
 	}
@@ -466,7 +467,7 @@ func (p *presence) repairing(sn string, ld *localDevice) step {
 			pe := p.entryOf(ld, since)
 			p.mu.Unlock()
 			pe.Since = since
-			rev, err := p.kv.Create(ctx, sn, appendPresenceEntry(nil, &pe))
+			rev, err := p.kv.Create(ctx, sn, pres.AppendEntry(nil, &pe))
 			if errors.Is(err, jetstream.ErrKeyExists) {
 				return false, nil // written meanwhile: look again
 			}
@@ -524,7 +525,7 @@ func (p *presence) rewriting(sn string, ld *localDevice) step {
 		if !held {
 			return true, nil
 		}
-		rev, err := p.kv.Create(ctx, sn, appendPresenceEntry(nil, &pe))
+		rev, err := p.kv.Create(ctx, sn, pres.AppendEntry(nil, &pe))
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			e, err := p.kv.Get(ctx, sn)
 			if err != nil {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,13 +42,9 @@ func (p *presence) upkeep(ctx context.Context) {
 // keeps 400,000 devices refreshed at the default two-minute TTL.
 const maxRefreshPerSweep = 4000
 
-// refreshAfter is how long after its last write an entry is refreshed:
-// the TTL less a margin for a late sweep or a slow write (a tenth of the
-// TTL, at least a third of it or 3 s for short test TTLs). At the default
-// 2m TTL an entry is written every 108 s.
-func refreshAfter(ttl time.Duration) time.Duration {
-	return ttl - max(ttl/10, min(ttl/3, 3*time.Second))
-}
+// refreshAfter is how long after its last write an entry is refreshed
+// (see presence.RefreshAfter).
+func refreshAfter(ttl time.Duration) time.Duration { return pres.RefreshAfter(ttl) }
 
 // refresh rewrites the entries due for it, each only if it is still the
 // one this node wrote (a compare-and-set on its revision), published
@@ -68,15 +64,14 @@ func (p *presence) refresh() {
 	p.mu.Lock()
 	// Only the entries due are touched: the queue is ordered by refresh
 	// time, so a sweep costs what it writes, not what the node holds.
-	for len(p.due) > 0 && p.due[0].at <= nowNs && len(enc.ends) < maxRefreshPerSweep {
-		it := p.due[0]
-		p.due.pop()
-		ld := it.ld
-		if ld.dropped || ld.gone || ld.dueAt != it.at {
+	for p.due.Len() > 0 && p.due.Peek().At <= nowNs && len(enc.ends) < maxRefreshPerSweep {
+		it := p.due.Pop()
+		ld := it.Item
+		if ld.dropped || ld.gone || ld.dueAt != it.At {
 			continue // ended, replaced or queued again since
 		}
 		e := p.entryOf(ld, nowMs)
-		enc.buf = appendPresenceEntry(enc.buf, &e)
+		enc.buf = pres.AppendEntry(enc.buf, &e)
 		enc.ends = append(enc.ends, len(enc.buf))
 		enc.revs = append(enc.revs, ld.rev)
 		enc.lds = append(enc.lds, ld)
@@ -187,7 +182,7 @@ func (p *presence) settle(writes []refreshWrite) {
 // the one it had. Caller holds p.mu.
 func (p *presence) schedule(ld *localDevice, at int64) {
 	ld.dueAt = at
-	p.due.push(dueItem{at: at, ld: ld})
+	p.due.Push(pres.Due[*localDevice]{At: at, Item: ld})
 }
 
 // presenceSubjectPrefix is that of hub_presence's entries.
@@ -199,135 +194,4 @@ type refreshEncoder struct {
 	ends []int          // per write: where its entry ends in buf
 	revs []uint64       // per write: the revision it replaces
 	lds  []*localDevice // per write: whose entry it is
-}
-
-// appendPresenceEntry appends e as JSON, as encoding/json writes it
-// (without its HTML escaping, which JSON readers do not need).
-func appendPresenceEntry(b []byte, e *PresenceEntry) []byte {
-	b = append(b, `{"node":`...)
-	b = appendJSONString(b, e.Node)
-	b = append(b, `,"session":`...)
-	b = appendJSONString(b, e.Session)
-	b = append(b, `,"since":`...)
-	b = strconv.AppendInt(b, e.Since, 10)
-	b = append(b, `,"last_seen":`...)
-	b = strconv.AppendInt(b, e.LastSeen, 10)
-	b = append(b, `,"addr":`...)
-	b = appendJSONString(b, e.Addr)
-	if e.Type != "" {
-		b = append(b, `,"type":`...)
-		b = appendJSONString(b, e.Type)
-	}
-	if e.Group != "" {
-		b = append(b, `,"group":`...)
-		b = appendJSONString(b, e.Group)
-	}
-	return append(b, '}')
-}
-
-// appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, invalid UTF-8 replaced by U+FFFD, U+2028 and
-// U+2029 escaped, as encoding/json does.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-// dueItem is a local entry's next refresh, at a time in Unix nanoseconds.
-type dueItem struct {
-	at int64
-	ld *localDevice
-}
-
-// dueQueue is a min-heap of refreshes by time. Items of devices that ended
-// or were replaced, or that were queued again, stay until they come up,
-// and are skipped then.
-type dueQueue []dueItem
-
-func (q *dueQueue) push(it dueItem) {
-	*q = append(*q, it)
-	h := *q
-	for i := len(h) - 1; i > 0; {
-		parent := (i - 1) / 2
-		if h[parent].at <= h[i].at {
-			break
-		}
-		h[parent], h[i] = h[i], h[parent]
-		i = parent
-	}
-}
-
-// pop removes the earliest item.
-func (q *dueQueue) pop() {
-	h := *q
-	n := len(h) - 1
-	h[0] = h[n]
-	h[n] = dueItem{}
-	*q = h[:n]
-	q.down(0)
-}
-
-func (q dueQueue) down(i int) {
-	for {
-		l := 2*i + 1
-		if l >= len(q) {
-			return
-		}
-		least := l
-		if r := l + 1; r < len(q) && q[r].at < q[l].at {
-			least = r
-		}
-		if q[i].at <= q[least].at {
-			return
-		}
-		q[i], q[least] = q[least], q[i]
-		i = least
-	}
 }
