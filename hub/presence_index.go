@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,13 +19,10 @@ import (
 // and a key whose entry names another node (or none) is passed over and
 // removed.
 
-// indexKey is the index key of device sn on node.
-func indexKey(node, sn string) string { return node + "." + sn }
-
 // putIndex puts device sn in this node's index, for session. A missing
 // bucket is created again, once.
 func (p *presence) putIndex(ctx context.Context, sn, session string) error {
-	key := indexKey(p.srv.cfg.NodeID, sn)
+	key := pres.IndexKey(p.srv.cfg.NodeID, sn)
 	_, err := p.index.Put(ctx, key, []byte(session))
 	if err != nil && storeGone(err) {
 		if herr := p.srv.stores.heal(ctx, schema.BucketNodeDevices); herr == nil {
@@ -49,7 +47,7 @@ func (p *presence) unindexing(sn, node string) step {
 				return true, nil // back here; or stopped, and the key is for node_lost
 			}
 		}
-		err := p.index.Delete(ctx, indexKey(node, sn))
+		err := p.index.Delete(ctx, pres.IndexKey(node, sn))
 		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			p.srv.stores.lost(schema.BucketNodeDevices, err)
 			return false, err
@@ -84,7 +82,7 @@ func (p *presence) reindexHeld() {
 
 // indexed lists the devices of node's index.
 func (p *presence) indexed(ctx context.Context, node string) ([]string, error) {
-	lister, err := p.index.ListKeysFiltered(ctx, indexKey(node, ">"))
+	lister, err := p.index.ListKeysFiltered(ctx, pres.IndexFilter(node))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil, nil
@@ -118,13 +116,8 @@ func (p *presence) indexedNodes(ctx context.Context) (map[string]bool, error) {
 	defer func() { _ = lister.Stop() }()
 	nodes := make(map[string]bool)
 	for key := range lister.Keys() {
-		// A serial number has no '.': the node id is what comes before
-		// the last one.
-		for i := len(key) - 1; i > 0; i-- {
-			if key[i] == '.' {
-				nodes[key[:i]] = true
-				break
-			}
+		if node, _, ok := pres.SplitIndexKey(key); ok {
+			nodes[node] = true
 		}
 	}
 	return nodes, ctx.Err()
@@ -134,7 +127,7 @@ func (p *presence) indexedNodes(ctx context.Context) (map[string]bool, error) {
 func (p *presence) purgeIndex(ctx context.Context, node string) error {
 	st, err := p.srv.js.Stream(ctx, "KV_"+schema.BucketNodeDevices)
 	if err == nil {
-		err = st.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(schema.BucketNodeDevices)+indexKey(node, ">")))
+		err = st.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(schema.BucketNodeDevices)+pres.IndexFilter(node)))
 	}
 	p.srv.stores.lost(schema.BucketNodeDevices, err)
 	return err

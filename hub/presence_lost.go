@@ -3,10 +3,9 @@ package hub
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"strconv"
 
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,7 +23,7 @@ import (
 
 // lostChunk is how many devices one pass of bulkLost takes at once: under
 // the 1,024 answers a batched direct get gives.
-const lostChunk = 500
+const lostChunk = 500 // at most presence.MaxBatch
 
 // bulkLost reports offline with node_lost the devices sns of lost's index
 // whose entries still name lost, and returns the steps left for those it
@@ -65,7 +64,7 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		entrySubj[i] = presenceSubjectPrefix + sn
 	}
 	var victims []*lostVictim
-	err := p.lastOf(ctx, "KV_"+BucketPresence, entrySubj, func(subj string, seq uint64, h nats.Header, data []byte) {
+	err := pres.LastMessages(ctx, p.srv.nc, "KV_"+BucketPresence, entrySubj, func(subj string, seq uint64, h nats.Header, data []byte) {
 		if h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != "" {
 			return // removed
 		}
@@ -91,7 +90,7 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		}
 		recSubj[i], bySubj[subj] = subj, v
 	}
-	err = p.lastOf(ctx, StreamPresence, recSubj, func(subj string, seq uint64, h nats.Header, data []byte) {
+	err = pres.LastMessages(ctx, p.srv.nc, StreamPresence, recSubj, func(subj string, seq uint64, h nats.Header, data []byte) {
 		if v := bySubj[subj]; v != nil {
 			var r struct {
 				Online bool `json:"online"`
@@ -178,45 +177,4 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 // session wrote it.
 func (p *presence) lostAfterRecord(sn, session string) step {
 	return p.expiryStep(sn, session, ReasonNodeLost, nil, true, false)
-}
-
-// lastOf reads the last message of each subject of stream in one batched
-// direct get, calling fn for each that has one.
-func (p *presence) lastOf(ctx context.Context, stream string, subjs []string, fn func(subj string, seq uint64, h nats.Header, data []byte)) error {
-	nc := p.srv.nc
-	inbox := nc.NewRespInbox()
-	msgs := make(chan *nats.Msg, len(subjs)+1)
-	sub, err := nc.ChanSubscribe(inbox, msgs)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	req, _ := json.Marshal(struct {
-		MultiLast []string `json:"multi_last"`
-		Batch     int      `json:"batch"`
-	}{subjs, len(subjs)})
-	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, req); err != nil {
-		return err
-	}
-	for {
-		select {
-		case m := <-msgs:
-			switch status := m.Header.Get("Status"); status {
-			case "":
-			case "204":
-				return nil // end of batch
-			case "404":
-				return nil // none of them has a message
-			default:
-				return fmt.Errorf("hub: last messages of %s: status %s %s", stream, status, m.Header.Get("Description"))
-			}
-			seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-			if err != nil {
-				return errors.New("hub: last messages of " + stream + ": no sequence")
-			}
-			fn(m.Header.Get(jetstream.SubjectHeader), seq, m.Header, m.Data)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
