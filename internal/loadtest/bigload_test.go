@@ -12,7 +12,9 @@
 // holding at most 17,000 of them, and the nodes (BIGLOAD_NODES, default 6)
 // hold at most 18,000 each. Device i is on node i mod nodes; its type is
 // one of BIGLOAD_TYPES (default 4) types, spread evenly over every node
-// and child. The nodes run with --node-ttl BIGLOAD_NODE_TTL (default 2s)
+// and child; the children start BIGLOAD_RATE dials a second (default
+// 400) in all, a device refused with 503 trying again as a device would.
+// The nodes run with --node-ttl BIGLOAD_NODE_TTL (default 2s)
 // and --offline-grace BIGLOAD_GRACE (default 1s), so that node_lost comes
 // within 10 s of a kill: at most node TTL + grace after the node's last
 // refresh (PROTOCOL §6), plus the server's expiry and the records' writing.
@@ -69,6 +71,7 @@ const (
 	bigPerChild       = 17_000 // sockets per device child
 	bigPerNode        = 18_000 // sessions per node (20,000 files each)
 	bigDialers        = 24     // concurrent dials per child
+	bigDefaultRate    = 400    // dials started per second, over all children
 	bigNodeLostGoal   = 10 * time.Second
 	bigNodeLostWait   = 60 * time.Second // how long the test waits for node_lost records (the goal is judged apart)
 	bigQuiet          = 3 * time.Second  // no record for this long ends the wait for stray records
@@ -134,6 +137,8 @@ type BigReport struct {
 	Grace          string             `json:"offline_grace"`
 	ConnectS       float64            `json:"connect_seconds"` // first dial to every device online
 	ConnectPerSec  float64            `json:"connects_per_second"`
+	RateGoal       int                `json:"connects_paced_per_second"` // BIGLOAD_RATE
+	Auth503        int64              `json:"auth_503"`                  // auth refusals with 503, tried again
 	DialRetries    int64              `json:"dial_retries"`
 	PresenceKV     uint64             `json:"hub_presence_values"` // once all are online
 	OfflineBefore  map[string]int     `json:"offline_records_before_kill,omitempty"`
@@ -162,6 +167,7 @@ func TestBigLoad(t *testing.T) {
 	types := envInt(t, "BIGLOAD_TYPES", bigDefaultTypes)
 	nodeTTL := envDuration(t, "BIGLOAD_NODE_TTL", 2*time.Second)
 	grace := envDuration(t, "BIGLOAD_GRACE", time.Second)
+	connRate := envInt(t, "BIGLOAD_RATE", bigDefaultRate)
 	children := (n + bigPerChild - 1) / bigPerChild
 	perNode := (n + nodes - 1) / nodes
 	switch {
@@ -181,7 +187,7 @@ func TestBigLoad(t *testing.T) {
 	start := time.Now()
 	rep := &BigReport{
 		Start: start, GoVersion: runtime.Version(), NumCPU: runtime.NumCPU(), Devices: n, Nodes: nodes,
-		Children: children, Types: types, NodeTTL: nodeTTL.String(), Grace: grace.String(),
+		Children: children, Types: types, NodeTTL: nodeTTL.String(), Grace: grace.String(), RateGoal: connRate,
 		PhaseSeconds: map[string]float64{}, logProblemsMap: map[string]int{},
 	}
 	phaseAt := start
@@ -275,7 +281,7 @@ func TestBigLoad(t *testing.T) {
 	specs := make([]ChildSpec, children)
 	for c := range specs {
 		specs[c] = ChildSpec{NATSURL: ns.URL, Control: control + "." + strconv.Itoa(c), URLs: urls,
-			Dialers: bigDialers, Deadline: time.Now().Add(bigBudget + time.Minute)}
+			Dialers: bigDialers, Rate: float64(connRate) / float64(children), Deadline: time.Now().Add(bigBudget + time.Minute)}
 		if d, ok := ctx.Deadline(); ok {
 			specs[c].Deadline = d.Add(time.Minute)
 		}
@@ -306,7 +312,8 @@ func TestBigLoad(t *testing.T) {
 		}
 		kids = append(kids, k)
 	}
-	connectWait := time.Minute + time.Duration(n)*5*time.Millisecond // 200 a second at the slowest
+	// Half the paced rate at the slowest.
+	connectWait := time.Minute + 2*time.Duration(n)*time.Second/time.Duration(max(connRate, 1))
 	lastLog := time.Now()
 	err = awaitCond(ctx, connectWait, time.Second, func() error {
 		if time.Since(lastLog) >= 30*time.Second {
@@ -372,6 +379,7 @@ func TestBigLoad(t *testing.T) {
 	for _, k := range kids {
 		if s, err := k.Stats(ctx); err == nil {
 			rep.DialRetries += s.DialRetries
+			rep.Auth503 += s.Unavailable
 		}
 	}
 	phase("connect")
@@ -769,7 +777,8 @@ func logBigReport(t *testing.T, r *BigReport) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nfleethub big load: %s, %d CPUs, %.1fs; %d devices over %d node processes and %d device processes on one nats-server; node TTL %s, offline grace %s\n",
 		r.GoVersion, r.NumCPU, r.Seconds, r.Devices, r.Nodes, r.Children, r.NodeTTL, r.Grace)
-	fmt.Fprintf(&b, "connect: %.1fs, %.0f devices/s, %d dial retries; hub_presence values %d\n", r.ConnectS, r.ConnectPerSec, r.DialRetries, r.PresenceKV)
+	fmt.Fprintf(&b, "connect: %.1fs, %.0f devices/s (paced at %d/s), %d dial retries, %d auth answers 503; hub_presence values %d\n",
+		r.ConnectS, r.ConnectPerSec, r.RateGoal, r.DialRetries, r.Auth503, r.PresenceKV)
 	fmt.Fprintf(&b, "%-6s %7s %8s %8s %9s %6s %8s %9s %7s %9s %8s %8s %5s\n",
 		"node", "devices", "sessions", "RSS MiB", "idle MiB", "files", "start s", "connect s", "idle %", "pushes s", "lost s", "total s", "logs")
 	for _, n := range r.NodeList {

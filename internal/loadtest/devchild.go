@@ -17,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 )
 
 // A device child is a process of its own (the test binary run again, with
@@ -52,6 +53,10 @@ const (
 	childParentPoll = time.Second      // how often the child checks its parent
 	childErrSample  = 5                // error messages kept per kind
 	childSample     = 5                // serial numbers listed per check outcome
+
+	// unavailableAttempts bounds the attempts of a device refused with
+	// 503 (unavailable, try again), backing off up to 3 s between them.
+	unavailableAttempts = 20
 )
 
 // ChildDevice is one device of a child: its serial number, the type it
@@ -69,6 +74,7 @@ type ChildSpec struct {
 	URLs     []string      `json:"urls"`    // the nodes' ws:// URLs
 	Devices  []ChildDevice `json:"devices"`
 	Dialers  int           `json:"dialers"` // concurrent dials
+	Rate     float64       `json:"rate"`    // dials started per second; 0 is unpaced
 	Deadline time.Time     `json:"deadline"`
 }
 
@@ -82,6 +88,7 @@ type ChildStats struct {
 	Dropped      int            `json:"dropped"`   // authenticated, then ended
 	DroppedByURL []int          `json:"dropped_by_url"`
 	DialRetries  int64          `json:"dial_retries"`
+	Unavailable  int64          `json:"auth_503"` // auth refusals with 503, each tried again
 	DialDone     bool           `json:"dial_done"` // every device attempted
 	DialSeconds  float64        `json:"dial_seconds"`
 	Endings      map[string]int `json:"endings,omitempty"` // why dropped connections ended
@@ -138,7 +145,8 @@ type deviceChild struct {
 
 	readers sync.WaitGroup
 	closing atomic.Bool
-	retries atomic.Int64
+	retries     atomic.Int64 // attempts repeated
+	unavailable atomic.Int64 // auth refusals with 503
 
 	dialDone    atomic.Bool
 	dialSeconds atomic.Int64 // float64 bits
@@ -282,9 +290,14 @@ func reply(m *nats.Msg, v any) {
 	_ = m.Respond(b)
 }
 
-// dialAll connects every device once, spec.Dialers at a time.
+// dialAll connects every device once, spec.Dialers at a time and at
+// most spec.Rate a second.
 func (c *deviceChild) dialAll(ctx context.Context) {
 	start := time.Now()
+	pace := rate.NewLimiter(rate.Inf, 1)
+	if c.spec.Rate > 0 {
+		pace = rate.NewLimiter(rate.Limit(c.spec.Rate), max(1, int(c.spec.Rate/10)))
+	}
 	next := make(chan *childDev)
 	var wg sync.WaitGroup
 	for range max(1, c.spec.Dialers) {
@@ -296,6 +309,9 @@ func (c *deviceChild) dialAll(ctx context.Context) {
 	}
 feed:
 	for _, d := range c.devs {
+		if pace.Wait(ctx) != nil {
+			break
+		}
 		select {
 		case next <- d:
 		case <-ctx.Done():
@@ -308,25 +324,21 @@ feed:
 	c.dialDone.Store(true)
 }
 
-// dial connects and authenticates d, retrying a failed attempt (never a
-// refused auth) up to dialAttempts times, and starts its reader.
+// dial connects and authenticates d and starts its reader. As a device
+// would, it tries again after a failed dial (up to dialAttempts times) and
+// after a refusal with 503, which asks for that (up to unavailableAttempts
+// times); any other refusal is final.
 func (c *deviceChild) dial(ctx context.Context, d *childDev) {
 	var err error
-	for attempt := range dialAttempts {
-		if attempt > 0 {
-			c.retries.Add(1)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
-			}
-		}
+	failed, unavailable := 0, 0
+	for {
 		if ctx.Err() != nil || c.closing.Load() {
-			err = errors.New("child stopping")
+			err = errors.Join(err, errors.New("child stopping"))
 			break
 		}
 		var conn *websocket.Conn
-		var refused bool
-		conn, refused, err = c.dialOnce(ctx, d)
+		var code int
+		conn, code, err = c.dialOnce(ctx, d)
 		if err == nil {
 			d.conn = conn
 			d.state.Store(devConnected)
@@ -337,15 +349,38 @@ func (c *deviceChild) dial(ctx context.Context, d *childDev) {
 			}
 			return
 		}
-		if refused {
+		var wait time.Duration
+		switch code {
+		case 0:
+			failed++
+			if failed >= dialAttempts {
+				break
+			}
+			wait = time.Duration(failed) * 200 * time.Millisecond
+		case 503:
+			unavailable++
+			c.unavailable.Add(1)
+			if unavailable >= unavailableAttempts {
+				break
+			}
+			wait = min(time.Duration(unavailable)*500*time.Millisecond, 3*time.Second)
+		}
+		if wait == 0 {
 			break
+		}
+		c.retries.Add(1)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
 		}
 	}
 	d.state.Store(devFailed)
 	c.noteErr("dial", fmt.Sprintf("%s: %v", d.SN, err))
 }
 
-func (c *deviceChild) dialOnce(ctx context.Context, d *childDev) (conn *websocket.Conn, refused bool, err error) {
+// dialOnce makes one attempt. code is the auth response's code when the
+// hub refused the device, 0 when the attempt failed otherwise.
+func (c *deviceChild) dialOnce(ctx context.Context, d *childDev) (conn *websocket.Conn, code int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	conn, resp, err := c.dialer.DialContext(ctx, c.spec.URLs[d.URL], nil)
@@ -353,7 +388,7 @@ func (c *deviceChild) dialOnce(ctx context.Context, d *childDev) (conn *websocke
 		if resp != nil {
 			err = fmt.Errorf("%w (HTTP %d)", err, resp.StatusCode)
 		}
-		return nil, false, err
+		return nil, 0, err
 	}
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetWriteDeadline(deadline)
@@ -364,13 +399,13 @@ func (c *deviceChild) dialOnce(ctx context.Context, d *childDev) (conn *websocke
 	}
 	if err != nil {
 		_ = conn.Close()
-		return nil, false, err
+		return nil, 0, err
 	}
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
 			_ = conn.Close()
-			return nil, false, fmt.Errorf("awaiting auth response: %w", err)
+			return nil, 0, fmt.Errorf("awaiting auth response: %w", err)
 		}
 		for line := range bytes.SplitSeq(data, []byte{'\n'}) {
 			var m struct {
@@ -386,11 +421,11 @@ func (c *deviceChild) dialOnce(ctx context.Context, d *childDev) (conn *websocke
 			}
 			if m.Code != 0 || !m.Result {
 				_ = conn.Close()
-				return nil, true, fmt.Errorf("/auth/device refused: code %d %q", m.Code, m.Msg)
+				return nil, m.Code, fmt.Errorf("/auth/device refused: code %d %q", m.Code, m.Msg)
 			}
 			_ = conn.SetReadDeadline(time.Time{})
 			_ = conn.SetWriteDeadline(time.Time{})
-			return conn, false, nil
+			return conn, 0, nil
 		}
 	}
 }
@@ -490,7 +525,7 @@ func (c *deviceChild) closeAll() {
 func (c *deviceChild) stats() ChildStats {
 	s := ChildStats{
 		PID: os.Getpid(), NoFile: c.noFile, Devices: len(c.devs), DroppedByURL: make([]int, len(c.spec.URLs)),
-		DialRetries: c.retries.Load(), DialDone: c.dialDone.Load(),
+		DialRetries: c.retries.Load(), Unavailable: c.unavailable.Load(), DialDone: c.dialDone.Load(),
 		DialSeconds: time.Duration(c.dialSeconds.Load()).Seconds(),
 	}
 	for _, d := range c.devs {
