@@ -88,7 +88,7 @@ type ChildStats struct {
 	Dropped      int            `json:"dropped"`   // authenticated, then ended
 	DroppedByURL []int          `json:"dropped_by_url"`
 	DialRetries  int64          `json:"dial_retries"`
-	Unavailable  int64          `json:"auth_503"` // auth refusals with 503, each tried again
+	Unavailable  int64          `json:"auth_503"`  // auth refusals with 503, each tried again
 	DialDone     bool           `json:"dial_done"` // every device attempted
 	DialSeconds  float64        `json:"dial_seconds"`
 	Endings      map[string]int `json:"endings,omitempty"` // why dropped connections ended
@@ -143,8 +143,8 @@ type deviceChild struct {
 	devs   []*childDev
 	noFile uint64
 
-	readers sync.WaitGroup
-	closing atomic.Bool
+	readers     sync.WaitGroup
+	closing     atomic.Bool
 	retries     atomic.Int64 // attempts repeated
 	unavailable atomic.Int64 // auth refusals with 503
 
@@ -374,8 +374,8 @@ func (c *deviceChild) dial(ctx context.Context, d *childDev) {
 		case <-time.After(wait):
 		}
 	}
-	d.state.Store(devFailed)
 	c.noteErr("dial", fmt.Sprintf("%s: %v", d.SN, err))
+	d.state.Store(devFailed)
 }
 
 // dialOnce makes one attempt. code is the auth response's code when the
@@ -441,8 +441,8 @@ func (c *deviceChild) read(d *childDev) {
 		}
 		if err != nil {
 			if !c.closing.Load() {
+				c.ended(err) // before the state, so stats that count the drop give its reason
 				d.state.Store(devDropped)
-				c.ended(err)
 			}
 			return
 		}
