@@ -4,7 +4,7 @@
 // over several node processes on one nats-server process on this machine.
 // `make load` runs it; at a small scale, alone:
 //
-//	BIGLOAD_DEVICES=6000 BIGLOAD_NODES=3 LOAD_REPORT=/tmp/bigload.json \
+//	BIGLOAD_DEVICES=6000 BIGLOAD_NODES=3 LOAD_REPORT=/tmp/bigload.json LOAD_LOG_DIR=/tmp/bigload-logs \
 //	  go test -count=1 -tags load -run TestBigLoad -v -timeout 20m ./internal/loadtest
 //
 // A process may hold at most 20,000 files here, so the devices come from
@@ -32,6 +32,9 @@
 //     reconnect them. Each of them must get exactly one presence record
 //     after the kill, offline with reason node_lost, within 10 s of the
 //     kill; no other device may get any record.
+//
+// LOAD_REPORT names a file for the JSON report; LOAD_LOG_DIR, a directory
+// where the nodes' and the children's logs are kept when the test fails.
 
 package loadtest
 
@@ -40,6 +43,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -216,6 +220,9 @@ func TestBigLoad(t *testing.T) {
 		}
 		wg.Wait()
 		noteLogs(t, ids[:len(hubs)], hubs, rep.logProblemsMap, &rep.LogSample)
+		if keep := os.Getenv("LOAD_LOG_DIR"); keep != "" && t.Failed() {
+			keepLogs(t, keep, ids, hubs, kids)
+		}
 		for _, nf := range rep.NodeList {
 			nf.LogProblems = rep.logProblemsMap[nf.ID]
 		}
@@ -502,6 +509,32 @@ func TestBigLoad(t *testing.T) {
 	}
 	rep.Undecodable = pres.undecodable()
 	phase("node_lost")
+}
+
+// keepLogs copies the nodes' and the device children's logs into dir, as
+// <node id>.log and child-<i>.log, before their directories go.
+func keepLogs(t *testing.T, dir string, ids []string, hubs []*Hub, kids []*DeviceChild) {
+	var from, to []string
+	for i, h := range hubs {
+		from, to = append(from, h.LogPath), append(to, ids[i]+".log")
+	}
+	for i, k := range kids {
+		from, to = append(from, k.LogPath), append(to, "child-"+strconv.Itoa(i)+".log")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("LOAD_LOG_DIR: %v", err)
+		return
+	}
+	for i := range from {
+		b, err := os.ReadFile(from[i])
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, to[i]), b, 0o644)
+		}
+		if err != nil {
+			t.Logf("LOAD_LOG_DIR: %v", err)
+		}
+	}
+	t.Logf("logs kept in %s", dir)
 }
 
 // portRange is the kernel's ephemeral port range.

@@ -49,7 +49,8 @@ const MaxProbes = 8
 
 // Bounds of a device child.
 const (
-	childCloseWait  = 10 * time.Second // stop waits this long for readers
+	childCloseWait  = 30 * time.Second // stop waits this long for readers
+	childClosers    = 8                // connections closed in parallel
 	childParentPoll = time.Second      // how often the child checks its parent
 	childErrSample  = 5                // error messages kept per kind
 	childSample     = 5                // serial numbers listed per check outcome
@@ -110,6 +111,7 @@ type ProbeResult struct {
 	Expected         int      `json:"expected"`
 	Once             int      `json:"once"`
 	Missing          int      `json:"missing"`
+	MissingClosed    int      `json:"missing_not_connected"` // of Missing, devices not connected (failed or dropped)
 	Dup              int      `json:"dup"`
 	Unexpected       int      `json:"unexpected"`
 	Pushes           int64    `json:"pushes"` // probe pushes received in all
@@ -218,9 +220,10 @@ func runDeviceChild(spec ChildSpec, log *slog.Logger) error {
 			reply(m, c.check(pc))
 		},
 		"stop": func(m *nats.Msg) {
-			stopOnce.Do(func() { close(stopped) })
-			c.closeAll()
+			// Answered at once: closing thousands of connections on a
+			// busy machine may take longer than a request waits.
 			reply(m, c.stats())
+			stopOnce.Do(func() { close(stopped) })
 		},
 	}
 	for op, h := range handlers {
@@ -508,18 +511,25 @@ func (c *deviceChild) noteErr(kind, msg string) {
 	}
 }
 
-// closeAll closes every device's connection (a normal close first).
+// closeAll closes every device's connection (a normal close first),
+// childClosers at a time.
 func (c *deviceChild) closeAll() {
 	if !c.closing.CompareAndSwap(false, true) {
 		return
 	}
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-	for _, d := range c.devs {
-		if d.state.Load() == devConnected {
-			_ = d.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(100*time.Millisecond))
-			_ = d.conn.Close()
-		}
+	var wg sync.WaitGroup
+	for w := range childClosers {
+		wg.Go(func() {
+			for i := w; i < len(c.devs); i += childClosers {
+				if d := c.devs[i]; d.state.Load() == devConnected {
+					_ = d.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(100*time.Millisecond))
+					_ = d.conn.Close()
+				}
+			}
+		})
 	}
+	wg.Wait()
 }
 
 func (c *deviceChild) stats() ChildStats {
@@ -576,7 +586,12 @@ func (c *deviceChild) check(pc ProbeCheck) ProbeResult {
 		switch {
 		case n == 0:
 			r.Missing++
-			sample(&r.MissingSample, d.SN)
+			state := "connected"
+			if st := d.state.Load(); st != devConnected {
+				r.MissingClosed++
+				state = map[int32]string{devPending: "pending", devFailed: "failed", devDropped: "dropped"}[st]
+			}
+			sample(&r.MissingSample, d.SN+" ("+state+")")
 		case n == 1:
 			r.Once++
 		default:

@@ -17,7 +17,7 @@ import (
 const (
 	childReadyTimeout = 30 * time.Second // StartDeviceChild waits this long for the first answer
 	childCallTimeout  = 10 * time.Second // one control request
-	childStopWait     = 20 * time.Second // Stop waits this long for the child to exit
+	childStopWait     = time.Minute      // Stop waits this long for the child to exit
 )
 
 // DeviceChild is a running device child process (see RunDeviceChild),
@@ -81,7 +81,7 @@ func (c *DeviceChild) Check(ctx context.Context, pc ProbeCheck) (ProbeResult, er
 }
 
 // Stop tells the child to close its devices and exit, and waits for it
-// (at most 20 s, then SIGKILL). It returns the child's last stats, when
+// (at most a minute, then SIGKILL). It returns the child's last stats, when
 // it answered, and its exit error.
 func (c *DeviceChild) Stop(ctx context.Context) (ChildStats, error) {
 	var s ChildStats
