@@ -130,8 +130,9 @@ const (
 
 type childDev struct {
 	ChildDevice
-	state  atomic.Int32
-	probes [MaxProbes]atomic.Uint32
+	state    atomic.Int32
+	attempts atomic.Int32 // dial attempts, refused ones included
+	probes   [MaxProbes]atomic.Uint32
 	conn   *websocket.Conn // set before state becomes devConnected
 }
 
@@ -341,6 +342,7 @@ func (c *deviceChild) dial(ctx context.Context, d *childDev) {
 		}
 		var conn *websocket.Conn
 		var code int
+		d.attempts.Add(1)
 		conn, code, err = c.dialOnce(ctx, d)
 		if err == nil {
 			d.conn = conn
@@ -591,7 +593,7 @@ func (c *deviceChild) check(pc ProbeCheck) ProbeResult {
 				r.MissingClosed++
 				state = map[int32]string{devPending: "pending", devFailed: "failed", devDropped: "dropped"}[st]
 			}
-			sample(&r.MissingSample, d.SN+" ("+state+")")
+			sample(&r.MissingSample, fmt.Sprintf("%s (%s, %d dial attempts)", d.SN, state, d.attempts.Load()))
 		case n == 1:
 			r.Once++
 		default:
