@@ -133,7 +133,7 @@ type childDev struct {
 	state    atomic.Int32
 	attempts atomic.Int32 // dial attempts, refused ones included
 	probes   [MaxProbes]atomic.Uint32
-	conn   *websocket.Conn // set before state becomes devConnected
+	conn     *websocket.Conn // set before state becomes devConnected
 }
 
 // deviceChild is the running child. Its dial and reader goroutines are
