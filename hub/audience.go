@@ -9,6 +9,10 @@ import (
 	"github.com/fleethub/fleethub/subjects"
 )
 
+// Who receives a push, in one place: the interests (push subjects) a
+// session joins for its identity, whether it is in a target's audience,
+// whether it meets a push's where condition, and who may push where.
+
 // interestsOf lists the push subjects a session with identity id receives.
 func interestsOf(id *Identity) ([]string, error) {
 	var subjs []string
@@ -50,9 +54,6 @@ func interestsOf(id *Identity) ([]string, error) {
 	return subjs, nil
 }
 
-// whereKeys are the session attributes a conditional push may test.
-var whereKeys = []string{"sn", "user", "role", "type", "group"}
-
 // matchesTarget reports whether a session with this identity is in the
 // audience of target. It mirrors interestsOf.
 func (id *Identity) matchesTarget(t subjects.Target) bool {
@@ -81,7 +82,8 @@ func (id *Identity) hasGroup(g string) bool {
 	return auth.NamesGroup(id.Groups, g)
 }
 
-// matchesWhere reports whether the session has every attribute of where.
+// matchesWhere reports whether the session has every attribute of where
+// (the keys are schema.WhereKeys; PushBody.Check refuses others).
 func (id *Identity) matchesWhere(where map[string]string) bool {
 	for k, v := range where {
 		var ok bool
@@ -102,6 +104,26 @@ func (id *Identity) matchesWhere(where map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// whereInterest is the interest (push subject) that holds every session
+// with attribute key = value: a smaller set to walk than the target's, for
+// a push with that where condition. An error means no session can have
+// that attribute.
+func whereInterest(key, value string) (string, error) {
+	switch key {
+	case "sn":
+		return subjects.DevicePush(value)
+	case "user":
+		return subjects.UserPush(value)
+	case "role":
+		return subjects.RolePush(value)
+	case "type":
+		return subjects.TypePush(value)
+	case "group":
+		return subjects.GroupPush(value)
+	}
+	return "", fmt.Errorf("where: unknown attribute %q", key)
 }
 
 // mayPush enforces group scope: an admin whose groups are not "*" may push

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/subjects"
@@ -400,8 +401,8 @@ func FuzzBusMessages(f *testing.F) {
 		case 0, 1, 2, 3:
 			ps := pushSubjects[kind%8]
 			h.srv.dispatch(&nats.Msg{Subject: ps.subject, Data: data, Header: nats.Header{}})
-			var body PushBody
-			accepted := json.Unmarshal(data, &body) == nil && CheckPush(&body) == nil
+			var body schema.PushBody
+			accepted := json.Unmarshal(data, &body) == nil && body.Check() == nil
 			got := h.drain(t)
 			for i, lines := range got {
 				to := false
@@ -436,7 +437,7 @@ func FuzzBusMessages(f *testing.F) {
 			if len(got) != 1 || got[0].RequestID != "r" {
 				t.Fatalf("reply %q relayed as %+v", data, got)
 			}
-			var r Reply
+			var r schema.Reply
 			if json.Unmarshal(data, &r) == nil && r.Code == wire.CodeOK && wire.IsObject(r.Values) &&
 				(got[0].Code != wire.CodeOK || !sameValues(got[0].Values, r.Values)) {
 				t.Fatalf("reply %q relayed as %+v", data, got[0])
@@ -460,9 +461,9 @@ func FuzzBusMessages(f *testing.F) {
 func (h *fuzzHub) command(t *testing.T, dev *fuzzPeer, data []byte) {
 	// A long holder's timeout: the device answers at once, however slow
 	// the box.
-	m := &nats.Msg{Subject: "hub.dev.fz-1.cmd", Reply: "fz.replies", Data: data, Header: nats.Header{HeaderTimeoutMS: {"10000"}}}
+	m := &nats.Msg{Subject: "hub.dev.fz-1.cmd", Reply: "fz.replies", Data: data, Header: nats.Header{schema.HeaderTimeoutMS: {"10000"}}}
 	h.srv.deliverCommand("fz-1", m)
-	var body CommandBody
+	var body schema.CommandBody
 	accepted := json.Unmarshal(data, &body) == nil && subjects.ValidPath(body.Service) &&
 		(wire.IsNull(body.Args) || wire.IsObject(body.Args))
 	sent := h.drain(t)[peerDevice]
@@ -476,7 +477,7 @@ func (h *fuzzHub) command(t *testing.T, dev *fuzzPeer, data []byte) {
 		}
 		dev.s.HandleFrame([]byte(`{"op":"response","request_id":"` + l.RequestID + `","code":0,"values":{"done":true}}`))
 	}
-	var r Reply
+	var r schema.Reply
 	select {
 	case m := <-h.replies:
 		if err := json.Unmarshal(m.Data, &r); err != nil || !wire.IsObject(r.Values) {
@@ -569,7 +570,7 @@ func FuzzRecords(f *testing.F) {
 			var rec PresenceRecord
 			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN)
 			switch rec.Reason {
-			case ReasonConnected, ReasonNodeLost, ReasonClosed, ReasonTimeout, ReasonReplaced, ReasonKicked:
+			case ReasonConnected, ReasonNodeLost, ReasonClosed, schema.ReasonTimeout, ReasonReplaced, schema.ReasonKicked:
 			default:
 				valid = false
 			}
@@ -683,12 +684,12 @@ func FuzzKVEntries(f *testing.F) {
 				t.Fatalf("node entry %q: node not live", data)
 			}
 		case 1:
-			h.srv.registry.apply(h.srv, kvEntry{bucket: BucketDevices, key: "fz-2", value: data, op: jetstream.KeyValuePut}, true)
+			h.srv.registry.apply(h.srv, kvEntry{bucket: schema.BucketDevices, key: "fz-2", value: data, op: jetstream.KeyValuePut}, true)
 			d, registered := h.srv.registry.get("fz-2")
 			// A device whose entry the node keeps logs in with it.
 			h.deviceLogin(t, "fz-2", registered, d)
 		case 2:
-			h.srv.users.apply(h.srv, kvEntry{bucket: BucketUsers, key: "fz-user", value: data, op: jetstream.KeyValuePut}, true)
+			h.srv.users.apply(h.srv, kvEntry{bucket: schema.BucketUsers, key: "fz-user", value: data, op: jetstream.KeyValuePut}, true)
 			if u, ok := h.srv.users.get("fz-user"); ok {
 				if err := u.Validate(); err != nil {
 					t.Fatalf("user entry %q kept: %v", data, err)
@@ -703,7 +704,7 @@ func FuzzKVEntries(f *testing.F) {
 
 // deviceLogin authenticates sn with a valid proof on a new session and
 // checks it gets in, with the type and group of its registry entry.
-func (h *fuzzHub) deviceLogin(t *testing.T, sn string, registered bool, d Device) {
+func (h *fuzzHub) deviceLogin(t *testing.T, sn string, registered bool, d schema.Device) {
 	t.Helper()
 	ft := &fakeTransport{limit: 1 << 10}
 	s := h.srv.Open(ft, "fz")

@@ -18,7 +18,7 @@ import (
 // get /push/presence.
 func (p *presence) onRecord(data []byte, seq uint64) {
 	var r PresenceRecord
-	if err := json.Unmarshal(data, &r); err != nil || !r.valid() {
+	if err := json.Unmarshal(data, &r); err != nil || !validPresence(&r) {
 		p.srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
@@ -41,16 +41,10 @@ func (p *presence) onRecord(data []byte, seq uint64) {
 	}
 }
 
-// valid reports whether a record read back from HUB_PRESENCE is one a hub
-// could have stored: any writer of the stream may store others, and those
-// neither change the view nor reach admins (nor add a reason label).
-func (r *PresenceRecord) valid() bool {
-	switch r.Reason {
-	case ReasonConnected, ReasonNodeLost, ReasonClosed, ReasonTimeout, ReasonReplaced, ReasonKicked:
-		return auth.ValidSerial(r.SN)
-	}
-	return false
-}
+// validPresence reports whether a record read back from HUB_PRESENCE is one
+// a hub could have stored: any writer of the stream may store others, and
+// those neither change the view nor reach admins (nor add a reason label).
+func validPresence(r *PresenceRecord) bool { return r.Reason.Known() && auth.ValidSerial(r.SN) }
 
 // lastRecord is what a device's last presence record says: its stream
 // sequence (0: there is none) and whether it says online.

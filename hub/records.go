@@ -15,40 +15,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Streams of device records.
-const (
-	StreamStatus = "HUB_STATUS"
-	StreamEvents = "HUB_EVENTS"
-)
-
-// StatusRecord is a device's status as the hub stores and pushes it.
-type StatusRecord struct {
-	SN     string          `json:"sn"`
-	Type   string          `json:"type"`
-	Group  string          `json:"group"`
-	At     int64           `json:"at"`
-	Status json.RawMessage `json:"status"`
-}
-
-// EventRecord is a device's event as the hub stores and pushes it.
-type EventRecord struct {
-	SN       string          `json:"sn"`
-	Type     string          `json:"type"`
-	Group    string          `json:"group"`
-	At       int64           `json:"at"`
-	Event    string          `json:"event"`
-	Priority string          `json:"priority"`
-	Data     json.RawMessage `json:"data"`
-}
-
-// valid reports whether a status record read back from HUB_STATUS is one
-// the hub could have stored: any writer of the stream may store others,
+// validStatus reports whether a status record read back from HUB_STATUS is
+// one the hub could have stored: any writer of the stream may store others,
 // and those are neither kept nor pushed.
-func (r *StatusRecord) valid() bool { return auth.ValidSerial(r.SN) && wire.IsObject(r.Status) }
+func validStatus(r *StatusRecord) bool { return auth.ValidSerial(r.SN) && wire.IsObject(r.Status) }
 
-// valid reports whether an event record read back from HUB_EVENTS is one
-// the hub could have stored.
-func (r *EventRecord) valid() bool {
+// validEvent reports whether an event record read back from HUB_EVENTS is
+// one the hub could have stored.
+func validEvent(r *EventRecord) bool {
 	_, known := priorities[r.Priority]
 	return known && auth.ValidSerial(r.SN) && wire.IsObject(r.Data)
 }
@@ -242,7 +216,7 @@ func (srv *Server) store(subject string, rec any) *wire.Error {
 // coalesced per device.
 func (srv *Server) onStatus(data []byte, live bool) {
 	var rec StatusRecord
-	if err := json.Unmarshal(data, &rec); err != nil || !rec.valid() {
+	if err := json.Unmarshal(data, &rec); err != nil || !validStatus(&rec) {
 		srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
@@ -257,7 +231,7 @@ func (srv *Server) onStatus(data []byte, live bool) {
 // coalesced.
 func (srv *Server) onEvent(data []byte, seq uint64) {
 	var rec EventRecord
-	if err := json.Unmarshal(data, &rec); err != nil || !rec.valid() {
+	if err := json.Unmarshal(data, &rec); err != nil || !validEvent(&rec) {
 		srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
