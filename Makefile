@@ -58,10 +58,12 @@ bench:
 ## load: real sockets against real node processes: one node under 10,000
 ## sessions, presence and data-plane timings on several nodes, the chaos
 ## test (a node, then the NATS server, killed under load) and the soak's
-## short form (2 minutes; SOAK_DURATION changes it), and a node with no
-## session under a simulated bus-level fleet of 10,000 and 100,000 devices.
+## short form (2 minutes; SOAK_DURATION changes it), 100,000 devices over
+## 6 node processes (TestBigLoad; BIGLOAD_DEVICES changes it), and a node
+## with no session under a simulated bus-level fleet of 10,000 and 100,000
+## devices.
 load:
-	$(GO) test -count=1 -tags load -v -timeout 45m ./internal/loadtest
+	$(GO) test -count=1 -tags load -v -timeout 60m ./internal/loadtest
 	UPKEEP_DEVICES=100000 $(GO) test -count=1 -tags load -run TestPresenceUpkeepSteady -v -timeout 20m ./hub
 	$(GO) test -count=1 -tags load -run TestNodeCostUnderBusFleet -v -timeout 30m ./internal/fleetsim
 

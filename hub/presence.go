@@ -106,7 +106,7 @@ type presence struct {
 	// The stand-in listing's last read (see allDevices).
 	readMu sync.Mutex
 	read   []DeviceView // Guarded by readMu.
-	readAt time.Time    // Guarded by readMu.
+	readAt time.Time    // when the last read started. Guarded by readMu.
 
 	// refreshMu serialises refresh, which owns enc (the upkeep goroutine
 	// calls it; so do load tests).

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -26,13 +27,16 @@ func (p *presence) devices(match func(sn, typ, group string, online bool) bool) 
 	return out
 }
 
-// allDevices reads every known device, at most every 50 ms: a burst of
-// snapshots shares one read.
+// allDevices reads every known device. Calls that come while a read runs
+// share the next one, which starts after they came: a burst of snapshots
+// costs two reads, and none answers with what was read before it asked.
 func (p *presence) allDevices() []DeviceView {
+	asked := time.Now()
 	p.readMu.Lock()
 	defer p.readMu.Unlock()
-	if now := time.Now(); now.Sub(p.readAt) > 50*time.Millisecond {
-		p.read, p.readAt = p.readAll(), now
+	if !p.readAt.After(asked) {
+		start := time.Now()
+		p.read, p.readAt = p.readAll(), start
 	}
 	return p.read
 }
@@ -41,26 +45,20 @@ func (p *presence) readAll() []DeviceView {
 	ctx, cancel := context.WithTimeout(p.srv.runCtx, presenceCallTimeout)
 	defer cancel()
 	known := make(map[string]*DeviceView)
-	p.lastRecords(ctx, func(r *PresenceRecord) {
-		if !r.Online {
+	p.lastPerSubject(ctx, StreamPresence, subjects.AllPresence, func(_ string, h nats.Header, data []byte) {
+		var r PresenceRecord
+		if json.Unmarshal(data, &r) == nil && validPresence(&r) && !r.Online {
 			known[r.SN] = &DeviceView{SN: r.SN, Type: r.Type, Group: r.Group, Since: r.At}
 		}
 	})
-	if st, err := p.kv.Status(ctx); err != nil || st.Values() == 0 {
-		// Nothing online.
-	} else if w, err := p.kv.WatchAll(ctx, jetstream.IgnoreDeletes()); err == nil {
-		for e := range w.Updates() {
-			if e == nil {
-				break
-			}
-			var pe PresenceEntry
-			if json.Unmarshal(e.Value(), &pe) != nil {
-				continue
-			}
-			known[e.Key()] = &DeviceView{SN: e.Key(), Type: pe.Type, Group: pe.Group, Online: true, Node: pe.Node, Since: pe.Since, LastSeen: pe.LastSeen}
+	p.lastPerSubject(ctx, "KV_"+BucketPresence, presenceSubjectPrefix+">", func(subj string, h nats.Header, data []byte) {
+		var pe PresenceEntry
+		if h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != "" || json.Unmarshal(data, &pe) != nil {
+			return
 		}
-		_ = w.Stop()
-	}
+		sn := subj[len(presenceSubjectPrefix):]
+		known[sn] = &DeviceView{SN: sn, Type: pe.Type, Group: pe.Group, Online: true, Node: pe.Node, Since: pe.Since, LastSeen: pe.LastSeen}
+	})
 	out := make([]DeviceView, 0, len(known))
 	for _, v := range known {
 		v.Status = json.RawMessage("null")
@@ -70,16 +68,26 @@ func (p *presence) readAll() []DeviceView {
 	return out
 }
 
-// lastRecords calls fn with each device's last record in HUB_PRESENCE.
-func (p *presence) lastRecords(ctx context.Context, fn func(*PresenceRecord)) {
-	info, err := p.records.Info(ctx)
-	if err != nil || info.State.Msgs == 0 {
+// lastPerSubject calls fn with the last message of each subject of stream
+// that matches filter, read by a consumer that is removed once done.
+func (p *presence) lastPerSubject(ctx context.Context, stream, filter string, fn func(subj string, h nats.Header, data []byte)) {
+	st, err := p.srv.js.Stream(ctx, stream)
+	if err != nil || st.CachedInfo().State.Msgs == 0 {
 		return
 	}
-	cons, err := p.srv.js.OrderedConsumer(ctx, StreamPresence, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subjects.AllPresence}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject: filter, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: 10 * time.Second, MemoryStorage: true,
 	})
 	if err != nil {
+		return
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(p.srv.runCtx, presenceCallTimeout)
+		defer cancel()
+		_ = st.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	if cons.CachedInfo().NumPending == 0 {
 		return
 	}
 	for ctx.Err() == nil {
@@ -90,10 +98,7 @@ func (p *presence) lastRecords(ctx context.Context, fn func(*PresenceRecord)) {
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			var r PresenceRecord
-			if json.Unmarshal(m.Data(), &r) == nil && validPresence(&r) {
-				fn(&r)
-			}
+			fn(m.Subject(), m.Headers(), m.Data())
 			if meta, err := m.Metadata(); err == nil && meta.NumPending == 0 {
 				return
 			}

@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -421,6 +422,9 @@ func (s *Sim) connect(i int, now time.Time) {
 	d.gen++
 	d.online, d.since = true, now.UnixMilli()
 	s.nodes[d.node].sessions++
+	// The node's index of its devices, which the coordinator reads when
+	// the node is lost, before the entry, as the hub writes them.
+	s.publishJS(&nats.Msg{Subject: s.indexSubject(d), Data: []byte(s.session(d))})
 	s.writeEntry(d, now)
 	rec := hub.PresenceRecord{SN: d.sn, Type: s.cfg.Type, Group: d.group, Online: true, Reason: hub.ReasonConnected, Node: s.nodes[d.node].id, At: d.since}
 	s.record(rec, s.session(d)+"/on")
@@ -439,6 +443,9 @@ func (s *Sim) disconnect(d *device, now time.Time) {
 	m := nats.NewMsg(subjects.KVKeys(hub.BucketPresence) + d.sn)
 	m.Header.Set("KV-Operation", "DEL")
 	s.publishJS(m)
+	m = nats.NewMsg(s.indexSubject(d))
+	m.Header.Set("KV-Operation", "DEL")
+	s.publishJS(m)
 	d.online = false
 	s.nodes[d.node].sessions--
 	s.entryDeletes.Add(1)
@@ -455,6 +462,15 @@ func (s *Sim) writeEntry(d *device, now time.Time) {
 	s.entryWrites.Add(1)
 }
 
+// indexSubject is the subject of device d's key in its node's index
+// (bucket hub_node_devices, key <node>.<sn>).
+func (s *Sim) indexSubject(d *device) string {
+	return subjects.KVKeys(schema.BucketNodeDevices) + s.nodes[d.node].id + "." + d.sn
+}
+
+// record stores r in HUB_PRESENCE and sends it on its watch subject, for
+// the nodes whose sessions watch the device, as the hub does once a record
+// is stored (the simulator does not wait for the acknowledgement).
 func (s *Sim) record(r hub.PresenceRecord, msgID string) {
 	subj, _ := subjects.Presence(r.SN) // checked in New
 	b, _ := json.Marshal(r)
@@ -462,6 +478,15 @@ func (s *Sim) record(r hub.PresenceRecord, msgID string) {
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, r.SN+"/"+msgID)
 	s.publishJS(m)
+	tok := func(v string) string {
+		if v == "" {
+			return "_"
+		}
+		return v
+	}
+	if err := s.cfg.Conn.Publish("hub.watch."+tok(r.Group)+"."+tok(r.Type)+"."+r.SN+".presence", b); err != nil {
+		s.pubErrors.Add(1)
+	}
 }
 
 func (s *Sim) sendStatus(d *device, now time.Time) {
