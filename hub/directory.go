@@ -461,8 +461,8 @@ func (srv *Server) askDirectory(ctx context.Context, subj string, req any) (*dir
 	ctx, cancel := context.WithTimeout(ctx, dirWait)
 	defer cancel()
 	backoff := 10 * time.Millisecond
+	reason := dirTimeout // why the last try failed
 	for {
-		reason := ""
 		m, err := srv.nc.RequestWithContext(ctx, subj, data)
 		switch {
 		case err == nil:
@@ -483,7 +483,7 @@ func (srv *Server) askDirectory(ctx context.Context, subj string, req any) (*dir
 			}
 		case errors.Is(err, nats.ErrNoResponders):
 			reason = dirNoResponder
-		default:
+		case ctx.Err() == nil: // else the try before says why
 			reason = dirTimeout
 		}
 		select {

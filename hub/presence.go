@@ -178,7 +178,7 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 		Name: StreamPresence, Description: "presence history: one record per change",
 		Subjects: []string{subjects.AllPresence}, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 		MaxAge: cfg.PresenceHistory, MaxMsgsPerSubject: 1000, Duplicates: 2 * time.Minute,
-		Discard: jetstream.DiscardOld,
+		Discard: jetstream.DiscardOld, AllowDirect: true, // listings read last records by direct get
 	}
 	createRecords := func(ctx context.Context) (jetstream.Stream, error) {
 		return createOrUpdate(ctx, func(ctx context.Context) (jetstream.Stream, error) {
