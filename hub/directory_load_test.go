@@ -1,0 +1,197 @@
+//go:build load
+
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleethub/fleethub/internal/natstest"
+	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestDirectoryLatency measures listings at a fleet of 100,000 known
+// devices on other nodes (written straight to JetStream: a presence record,
+// a hub_presence entry for the online ones, a status record each), from a
+// node that is not the directory: p50 and p99 of a 1,000-device
+// /admin/devices page, of a 1,000-device subscribe snapshot of a group
+// (directory) and of 1,000 serial numbers (direct gets alone), then how
+// long a new directory takes to load when the holder stops. Run it with:
+//
+//	go test -count=1 -tags load -run TestDirectoryLatency -v -timeout 20m ./hub
+//
+// DIRECTORY_DEVICES (default 100000) changes the fleet.
+func TestDirectoryLatency(t *testing.T) {
+	n := 100000
+	if v := os.Getenv("DIRECTORY_DEVICES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const groups, simNodes = 100, 10
+	ns := natstest.Run(t)
+	cfg := Config{ListBytesRate: 1 << 30, ListBytesBurst: 1 << 30}
+	a := startNodeServer(t, natstest.Connect(t, ns), "a", cfg)
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if !isDirectory(a) {
+			return fmt.Errorf("a is not the directory yet")
+		}
+		return nil
+	})
+	b := startNodeServer(t, natstest.Connect(t, ns), "b", cfg)
+
+	// The simulated nodes stay live, so that nobody reports their devices
+	// lost.
+	wc := natstest.Connect(t, ns)
+	js, err := jetstream.New(wc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var beats sync.WaitGroup
+	beats.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			for k := range simNodes {
+				b, _ := json.Marshal(NodeEntry{Addr: "127.0.0.1:1", Since: time.Now().UnixMilli()})
+				_, _ = js.PublishAsync(subjects.KVKeys(BucketNodes)+"sim-"+strconv.Itoa(k), b)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	defer beats.Wait()
+	defer cancel()
+
+	sn := func(i int) string { return fmt.Sprintf("L-%07d", i) }
+	group := func(i int) string { return "grp-" + strconv.Itoa(i%groups) }
+	start := time.Now()
+	now := time.Now().UnixMilli()
+	for i := range n {
+		node := "sim-" + strconv.Itoa(i%simNodes)
+		online := i%10 != 0
+		typ := []string{"dog", "cat", "bin"}[i%3]
+		rec := PresenceRecord{SN: sn(i), Type: typ, Group: group(i), Online: online, Reason: ReasonConnected, Node: node, At: now - int64(i)}
+		if !online {
+			rec.Reason, rec.Node = ReasonClosed, ""
+		}
+		rb, _ := json.Marshal(rec)
+		subj, _ := subjects.Presence(sn(i))
+		pub(t, js, subj, rb)
+		if online {
+			eb, _ := json.Marshal(PresenceEntry{Node: node, Session: "s" + strconv.Itoa(i), Since: rec.At, LastSeen: now, Addr: "127.0.0.1:2", Type: typ, Group: group(i)})
+			pub(t, js, subjects.KVKeys(BucketPresence)+sn(i), eb)
+		}
+		sb, _ := json.Marshal(StatusRecord{SN: sn(i), Type: typ, Group: group(i), At: now, Status: json.RawMessage(`{"electricity":{"code":0,"msg":"ok","percent":87},"location":{"code":0,"msg":"31.2,121.4"}}`)})
+		subj, _ = subjects.DeviceStatus(sn(i))
+		pub(t, js, subj, sb)
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		t.Fatal("writes not acknowledged")
+	}
+	t.Logf("%d devices written in %v", n, time.Since(start).Round(time.Millisecond))
+	natstest.Eventually(t, 2*time.Minute, func() error {
+		a.dir.mu.Lock()
+		defer a.dir.mu.Unlock()
+		if a.dir.idx == nil || len(a.dir.idx.sorted) != n {
+			return fmt.Errorf("directory not caught up")
+		}
+		return nil
+	})
+
+	adm, ft := attach(t, b, 1000, admin("root", "*"))
+	answers := collect(ft)
+	seq := 0
+	measure := func(name string, rounds int, args func(i int) (string, any), want int) {
+		t.Helper()
+		var d []time.Duration
+		for i := range rounds {
+			seq++
+			id := strconv.Itoa(seq)
+			service, arg := args(i)
+			began := time.Now()
+			adm.HandleFrame(requestLine(service, id, arg))
+			d = append(d, time.Since(began))
+			got := answers.await(t, 10*time.Second, id)[id]
+			if got.Code != 0 {
+				t.Fatalf("%s: %d %s", name, got.Code, got.Msg)
+			}
+			var p devicesPage
+			if err := json.Unmarshal(got.Values, &p); err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Devices) != want {
+				t.Fatalf("%s: %d devices, want %d", name, len(p.Devices), want)
+			}
+			if name == "devices" && i == 0 && p.Devices[1].StatusAt == nil {
+				t.Fatalf("%s: no status: %+v", name, p.Devices[1])
+			}
+			delete(answers.got, id)
+		}
+		slices.Sort(d)
+		t.Logf("%-28s n=%d p50=%v p99=%v max=%v", name, len(d), d[len(d)/2].Round(10*time.Microsecond),
+			d[len(d)*99/100].Round(10*time.Microsecond), d[len(d)-1].Round(10*time.Microsecond))
+	}
+	rounds := 200
+	measure("devices", rounds, func(i int) (string, any) {
+		// Pages at every place in the listing: walk by the serial number
+		// the page starts after, through a cursor made for it.
+		c := &cursor{Limit: 1000, After: sn((i * 997) % (n - 1000))}
+		return "/admin/devices", map[string]any{"cursor": b.encodeCursor(c)}
+	}, 1000)
+	measure("snapshot group", rounds, func(i int) (string, any) {
+		return "/admin/subscribe", map[string]any{"groups": []string{group(i)}, "limit": 1000, "topics": []string{"presence"}}
+	}, min(1000, n/groups))
+	measure("snapshot 1000 serials", rounds, func(i int) (string, any) {
+		sns := make([]string, 1000)
+		for k := range sns {
+			sns[k] = sn((i*1000 + k*7) % n)
+		}
+		return "/admin/subscribe", map[string]any{"devices": sns, "topics": []string{"status"}}
+	}, 1000)
+
+	// The holder stops: how long until b has loaded the fleet and serves.
+	stopped := time.Now()
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	if err := a.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, time.Minute, func() error {
+		if !isDirectory(b) {
+			return fmt.Errorf("b not the directory yet")
+		}
+		return nil
+	})
+	t.Logf("holder stopped: b elected and loaded %d devices in %v", n, time.Since(stopped).Round(time.Millisecond))
+}
+
+func pub(t *testing.T, js jetstream.JetStream, subj string, data []byte) {
+	t.Helper()
+	for {
+		_, err := js.PublishAsync(subj, data)
+		if err == nil {
+			return
+		}
+		if err != jetstream.ErrTooManyStalledMsgs {
+			t.Fatal(err)
+		}
+	}
+}
+
