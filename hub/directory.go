@@ -123,12 +123,37 @@ type dirTerm struct {
 	presenceCreated, registryCreated time.Time
 }
 
+// first is the node's first try at the election, at Start: a node that
+// wins it loads the index before it serves, within ctx (a fleet's index
+// loads in a second or two), so that a hub's first node answers listings
+// from its first request. The term, if any, goes on in run.
+func (d *directory) first(ctx, runCtx context.Context) *dirTerm {
+	t := d.take(runCtx)
+	if t == nil {
+		return nil
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		d.mu.Lock()
+		ready := d.ready
+		d.mu.Unlock()
+		if ready {
+			return t
+		}
+		select {
+		case <-ctx.Done():
+			return t // loading goes on; the service says so meanwhile
+		case <-tick.C:
+		}
+	}
+}
+
 // run takes part in the election until ctx ends, and is the directory
-// while it holds the lease.
-func (d *directory) run(ctx context.Context) {
+// while it holds the lease; term is the one first won, if any.
+func (d *directory) run(ctx context.Context, term *dirTerm) {
 	tick := time.NewTicker(max(d.ttl/4, 50*time.Millisecond))
 	defer tick.Stop()
-	var term *dirTerm
 	defer func() {
 		if term != nil {
 			d.end(term)

@@ -161,7 +161,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.dir, err = openDirectory(ctx, s); err != nil {
 		return err
 	}
-	s.goTask(func() { s.dir.run(runCtx) })
+	dirTerm := s.dir.first(ctx, runCtx)
+	s.goTask(func() { s.dir.run(runCtx, dirTerm) })
 	s.goTask(func() { s.summaries(runCtx) })
 	s.goTask(func() { s.stores.run(runCtx) })
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
