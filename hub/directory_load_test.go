@@ -194,4 +194,3 @@ func pub(t *testing.T, js jetstream.JetStream, subj string, data []byte) {
 		}
 	}
 }
-
