@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -120,24 +122,28 @@ func isMarker(m *nats.Msg) bool {
 // deviceViews completes the entries of a page into device views: each
 // one's last status (HUB_STATUS) and, for an online device, its presence
 // entry (node, since, last_seen), by direct gets sent together.
-func (srv *Server) deviceViews(ctx context.Context, es []dirEntry) ([]DeviceView, error) {
-	statusSubjs := make([]string, 0, len(es))
-	var entrySubjs []string
-	for _, e := range es {
-		if s, err := subjects.DeviceStatus(e.SN); err == nil {
-			statusSubjs = append(statusSubjs, s)
-		}
-		if e.Online {
-			if s, err := subjects.KVKey(BucketPresence, e.SN); err == nil {
-				entrySubjs = append(entrySubjs, s)
+// With pre, the reads are those already made (explicitEntries).
+func (srv *Server) deviceViews(ctx context.Context, es []dirEntry, pre *viewReads) ([]DeviceView, error) {
+	if pre == nil {
+		statusSubjs := make([]string, 0, len(es))
+		var entrySubjs []string
+		for _, e := range es {
+			if s, err := subjects.DeviceStatus(e.SN); err == nil {
+				statusSubjs = append(statusSubjs, s)
+			}
+			if e.Online {
+				if s, err := subjects.KVKey(BucketPresence, e.SN); err == nil {
+					entrySubjs = append(entrySubjs, s)
+				}
 			}
 		}
+		got, err := srv.lastMessages(ctx, []lastOf{{StreamStatus, statusSubjs}, {"KV_" + BucketPresence, entrySubjs}})
+		if err != nil {
+			return nil, err
+		}
+		pre = &viewReads{statuses: got[0], entries: got[1]}
 	}
-	got, err := srv.lastMessages(ctx, []lastOf{{StreamStatus, statusSubjs}, {"KV_" + BucketPresence, entrySubjs}})
-	if err != nil {
-		return nil, err
-	}
-	statuses, entries := got[0], got[1]
+	statuses, entries := pre.statuses, pre.entries
 	views := make([]DeviceView, len(es))
 	for i, e := range es {
 		v := DeviceView{SN: e.SN, Type: e.Type, Group: e.Group, Online: e.Online, Since: e.Since, LastSeen: e.Since, Status: json.RawMessage("null")}
@@ -165,6 +171,12 @@ func (srv *Server) deviceViews(ctx context.Context, es []dirEntry) ([]DeviceView
 	return views, nil
 }
 
+// viewReads are the last status records and presence entries of a
+// page's devices, by subject.
+type viewReads struct {
+	statuses, entries map[string][]byte
+}
+
 // explicitEntries are the known devices among sns (sorted, all after the
 // cursor) that mt matches, at most limit of them, read straight from
 // JetStream without the directory: their last presence record
@@ -172,28 +184,32 @@ func (srv *Server) deviceViews(ctx context.Context, es []dirEntry) ([]DeviceView
 // it has either; it is online while it has an entry. more says that
 // others follow. ok false means HUB_PRESENCE allows no direct gets: the
 // directory must answer.
-func (srv *Server) explicitEntries(ctx context.Context, mt *matcher, sns []string, limit int) (es []dirEntry, more, ok bool, err error) {
-	st, err := srv.js.Stream(ctx, StreamPresence)
-	if err != nil {
-		return nil, false, false, err
+//
+// Their status records are read in the same round, and returned in pre for
+// deviceViews.
+func (srv *Server) explicitEntries(ctx context.Context, mt *matcher, sns []string, limit int) (es []dirEntry, pre *viewReads, more, ok bool, err error) {
+	direct, err := srv.presenceDirect(ctx)
+	if err != nil || !direct {
+		return nil, nil, false, false, err
 	}
-	if !st.CachedInfo().Config.AllowDirect {
-		return nil, false, false, nil
-	}
+	pre = &viewReads{statuses: map[string][]byte{}, entries: map[string][]byte{}}
 	for batch := range slices.Chunk(sns, maxMultiLast) {
-		var names, recSubjs, entrySubjs []string
+		var names, recSubjs, entrySubjs, statusSubjs []string
 		for _, sn := range batch {
 			rs, err1 := subjects.Presence(sn)
 			ks, err2 := subjects.KVKey(BucketPresence, sn)
-			if err1 != nil || err2 != nil {
+			ss, err3 := subjects.DeviceStatus(sn)
+			if err1 != nil || err2 != nil || err3 != nil {
 				continue
 			}
-			names, recSubjs, entrySubjs = append(names, sn), append(recSubjs, rs), append(entrySubjs, ks)
+			names, recSubjs, entrySubjs, statusSubjs = append(names, sn), append(recSubjs, rs), append(entrySubjs, ks), append(statusSubjs, ss)
 		}
-		got, err := srv.lastMessages(ctx, []lastOf{{StreamPresence, recSubjs}, {"KV_" + BucketPresence, entrySubjs}})
+		got, err := srv.lastMessages(ctx, []lastOf{{StreamPresence, recSubjs}, {"KV_" + BucketPresence, entrySubjs}, {StreamStatus, statusSubjs}})
 		if err != nil {
-			return nil, false, true, err
+			return nil, nil, false, true, err
 		}
+		maps.Copy(pre.entries, got[1])
+		maps.Copy(pre.statuses, got[2])
 		for i := range recSubjs {
 			sn := names[i]
 			var r PresenceRecord
@@ -221,10 +237,35 @@ func (srv *Server) explicitEntries(ctx context.Context, mt *matcher, sns []strin
 				continue
 			}
 			if len(es) == limit {
-				return es, true, true, nil
+				return es, pre, true, true, nil
 			}
 			es = append(es, e)
 		}
 	}
-	return es, false, true, nil
+	return es, pre, false, true, nil
 }
+
+// presenceDirect reports whether HUB_PRESENCE allows direct gets, asking
+// the stream at most every presenceDirectAge.
+func (srv *Server) presenceDirect(ctx context.Context) (bool, error) {
+	now := time.Now()
+	srv.dir.directMu.Lock()
+	if now.Before(srv.dir.directUntil) {
+		v := srv.dir.direct
+		srv.dir.directMu.Unlock()
+		return v, nil
+	}
+	srv.dir.directMu.Unlock()
+	st, err := srv.js.Stream(ctx, StreamPresence)
+	if err != nil {
+		return false, err
+	}
+	v := st.CachedInfo().Config.AllowDirect
+	srv.dir.directMu.Lock()
+	srv.dir.direct, srv.dir.directUntil = v, now.Add(presenceDirectAge)
+	srv.dir.directMu.Unlock()
+	return v, nil
+}
+
+// presenceDirectAge is how long presenceDirect trusts what it read.
+const presenceDirectAge = 10 * time.Second

@@ -56,6 +56,12 @@ type directory struct {
 	unavailable *prometheus.CounterVec
 	held        prometheus.Gauge
 
+	// Whether HUB_PRESENCE allows direct gets, as last read, and until
+	// when to trust it (presenceDirect). Guarded by directMu.
+	directMu    sync.Mutex
+	direct      bool
+	directUntil time.Time
+
 	mu    sync.Mutex
 	idx   *dirIndex // while this node holds the lease. Guarded by mu.
 	ready bool      // idx is loaded. Guarded by mu.
@@ -185,8 +191,15 @@ func (d *directory) take(ctx context.Context) *dirTerm {
 	cancel()
 	switch {
 	case err == nil:
-	case errors.Is(err, jetstream.ErrKeyExists), ctx.Err() != nil:
+	case ctx.Err() != nil:
 		return nil
+	case errors.Is(err, jetstream.ErrKeyExists):
+		// Ours all the same when an earlier create that timed out took
+		// effect, or this node's previous run held it.
+		var ok bool
+		if rev, ok = d.ours(ctx); !ok {
+			return nil
+		}
 	case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrNoStreamResponse):
 		d.srv.log.Warn("directory: lease bucket missing, creating it again", "err", err)
 		cctx, cancel := context.WithTimeout(ctx, d.ttl)
@@ -227,6 +240,12 @@ func (d *directory) keep(ctx context.Context, t *dirTerm) (resign, ok bool) {
 	case ctx.Err() != nil:
 		return true, false
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound):
+		// An earlier refresh that timed out may have taken effect: the
+		// lease is still ours if it names this node.
+		if rev, ok := d.ours(ctx); ok {
+			t.rev, t.refreshed = rev, time.Now()
+			break
+		}
 		d.srv.log.Warn("directory: lease lost to another node")
 		return false, false
 	default:
@@ -245,7 +264,9 @@ func (d *directory) keep(ctx context.Context, t *dirTerm) (resign, ok bool) {
 	}
 	// A stream created again (stores heal it) has other sequences and
 	// devices: load again.
-	pc, rc, err := d.created(ctx)
+	cctx, cancel = context.WithTimeout(ctx, d.ttl/4)
+	pc, rc, err := d.created(cctx)
+	cancel()
 	if err == nil && (!pc.Equal(t.presenceCreated) || !rc.Equal(t.registryCreated)) {
 		d.srv.log.Info("directory: a stream was created again; reloading")
 		return true, false
@@ -253,10 +274,20 @@ func (d *directory) keep(ctx context.Context, t *dirTerm) (resign, ok bool) {
 	return false, true
 }
 
-// created is when HUB_PRESENCE and the registry's stream were created.
-func (d *directory) created(ctx context.Context) (presence, registry time.Time, err error) {
+// ours returns the lease's revision when it names this node (node ids
+// are unique in a hub: no other node writes this one's).
+func (d *directory) ours(ctx context.Context) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, d.ttl/4)
 	defer cancel()
+	e, err := d.kv.Get(ctx, dirLeaseKey)
+	if err != nil || e.Operation() != jetstream.KeyValuePut || string(e.Value()) != d.srv.cfg.NodeID {
+		return 0, false
+	}
+	return e.Revision(), true
+}
+
+// created is when HUB_PRESENCE and the registry's stream were created.
+func (d *directory) created(ctx context.Context) (presence, registry time.Time, err error) {
 	st, err := d.srv.js.Stream(ctx, StreamPresence)
 	if err != nil {
 		return presence, registry, err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestDirectoryLatency measures listings at a fleet of 100,000 known
@@ -39,7 +41,9 @@ func TestDirectoryLatency(t *testing.T) {
 	}
 	const groups, simNodes = 100, 10
 	ns := natstest.Run(t)
-	cfg := Config{ListBytesRate: 1 << 30, ListBytesBurst: 1 << 30}
+	// A long node TTL: the writes below keep JetStream busy, and the
+	// simulated nodes' liveness must not lapse meanwhile.
+	cfg := Config{NodeTTL: 30 * time.Second, ListBytesRate: 1 << 30, ListBytesBurst: 1 << 30, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	a := startNodeServer(t, natstest.Connect(t, ns), "a", cfg)
 	natstest.Eventually(t, 10*time.Second, func() error {
 		if !isDirectory(a) {
@@ -51,8 +55,11 @@ func TestDirectoryLatency(t *testing.T) {
 
 	// The simulated nodes stay live, so that nobody reports their devices
 	// lost.
-	wc := natstest.Connect(t, ns)
-	js, err := jetstream.New(wc, jetstream.WithPublishAsyncMaxPending(4096))
+	js, err := jetstream.New(natstest.Connect(t, ns), jetstream.WithPublishAsyncMaxPending(256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	beatJS, err := jetstream.New(natstest.Connect(t, ns))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +72,7 @@ func TestDirectoryLatency(t *testing.T) {
 		for {
 			for k := range simNodes {
 				b, _ := json.Marshal(NodeEntry{Addr: "127.0.0.1:1", Since: time.Now().UnixMilli()})
-				_, _ = js.PublishAsync(subjects.KVKeys(BucketNodes)+"sim-"+strconv.Itoa(k), b)
+				_, _ = beatJS.Publish(ctx, subjects.KVKeys(BucketNodes)+"sim-"+strconv.Itoa(k), b)
 			}
 			select {
 			case <-ctx.Done():
@@ -115,6 +122,29 @@ func TestDirectoryLatency(t *testing.T) {
 		return nil
 	})
 
+	{ // Where a page's time goes.
+		var td, tv []time.Duration
+		mt := (&listFilter{}).compile([]string{"*"})
+		for i := range 50 {
+			c := &cursor{Limit: 1000, After: sn((i * 997) % (n - 1000))}
+			ctx, cancel := context.WithTimeout(b.runCtx, 10*time.Second)
+			began := time.Now()
+			es, _, _, werr := b.pageEntries(ctx, mt, c, []string{"*"})
+			td = append(td, time.Since(began))
+			if werr != nil {
+				t.Fatal(werr)
+			}
+			began = time.Now()
+			if _, err := b.deviceViews(ctx, es, nil); err != nil {
+				t.Fatal(err)
+			}
+			tv = append(tv, time.Since(began))
+			cancel()
+		}
+		slices.Sort(td)
+		slices.Sort(tv)
+		t.Logf("directory page p50=%v p99=%v; views p50=%v p99=%v", td[25], td[49], tv[25], tv[49])
+	}
 	adm, ft := attach(t, b, 1000, admin("root", "*"))
 	answers := collect(ft)
 	seq := 0
@@ -130,6 +160,10 @@ func TestDirectoryLatency(t *testing.T) {
 			d = append(d, time.Since(began))
 			got := answers.await(t, 10*time.Second, id)[id]
 			if got.Code != 0 {
+				for _, r := range []string{dirNoResponder, dirLoading, dirTimeout, dirBadAnswer, dirViews} {
+					t.Logf("unavailable %s: %v", r, testutil.ToFloat64(b.dir.unavailable.WithLabelValues(r)))
+				}
+				t.Logf("a directory: %v, b directory: %v", isDirectory(a), isDirectory(b))
 				t.Fatalf("%s: %d %s", name, got.Code, got.Msg)
 			}
 			var p devicesPage
@@ -143,6 +177,11 @@ func TestDirectoryLatency(t *testing.T) {
 				t.Fatalf("%s: no status: %+v", name, p.Devices[1])
 			}
 			delete(answers.got, id)
+			if service == "/admin/subscribe" {
+				adm.HandleFrame(requestLine("/admin/unsubscribe", "u", arg))
+				answers.await(t, 10*time.Second, "u")
+				delete(answers.got, "u")
+			}
 		}
 		slices.Sort(d)
 		t.Logf("%-28s n=%d p50=%v p99=%v max=%v", name, len(d), d[len(d)/2].Round(10*time.Microsecond),

@@ -342,7 +342,7 @@ func knownViews(srv *Server) ([]DeviceView, error) {
 		if werr != nil {
 			return nil, werr
 		}
-		vs, err := srv.deviceViews(ctx, r.D)
+		vs, err := srv.deviceViews(ctx, r.D, nil)
 		if err != nil {
 			return nil, err
 		}

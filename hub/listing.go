@@ -297,7 +297,7 @@ func (srv *Server) listPage(s *Session, m *wire.Message, c *cursor) (json.RawMes
 
 	ctx, cancel := context.WithTimeout(srv.runCtx, listTimeout)
 	defer cancel()
-	entries, more, werr := srv.pageEntries(ctx, mt, c, s.Identity().Groups)
+	entries, pre, more, werr := srv.pageEntries(ctx, mt, c, s.Identity().Groups)
 	if werr != nil {
 		return nil, werr
 	}
@@ -307,7 +307,7 @@ func (srv *Server) listPage(s *Session, m *wire.Message, c *cursor) (json.RawMes
 	out = append(out, devicesOpen...)
 	used, n, last := 0, 0, ""
 	for chunk := range slices.Chunk(entries, viewChunk) {
-		views, err := srv.deviceViews(ctx, chunk)
+		views, err := srv.deviceViews(ctx, chunk, pre)
 		if err != nil {
 			srv.dir.unavailable.WithLabelValues(dirViews).Inc()
 			srv.warnLimited("device listing: device views not read", "err", err)
@@ -378,7 +378,7 @@ const maxSerialLen = 64
 const listTimeout = dirWait + 3*time.Second
 
 // viewChunk is how many device views a page reads at a time.
-const viewChunk = 500
+const viewChunk = 1000
 
 // errViewsUnavailable answers a page whose device views could not be read.
 var errViewsUnavailable = wire.Errorf(wire.CodeUnavailable, "device views unavailable (JetStream did not answer); retry later")
@@ -395,20 +395,20 @@ func (f *listFilter) snsOnly() bool {
 // c.Limit, and whether more follow: for serial numbers alone straight from
 // JetStream, otherwise from the directory, asked again while its answers
 // are cut short by their byte limit.
-func (srv *Server) pageEntries(ctx context.Context, mt *matcher, c *cursor, groups []string) ([]dirEntry, bool, *wire.Error) {
+func (srv *Server) pageEntries(ctx context.Context, mt *matcher, c *cursor, groups []string) ([]dirEntry, *viewReads, bool, *wire.Error) {
 	if c.Filter.snsOnly() {
 		i, found := slices.BinarySearch(c.Filter.SNs, c.After)
 		if found {
 			i++
 		}
-		es, more, ok, err := srv.explicitEntries(ctx, mt, c.Filter.SNs[i:], c.Limit)
+		es, pre, more, ok, err := srv.explicitEntries(ctx, mt, c.Filter.SNs[i:], c.Limit)
 		if err != nil {
 			srv.dir.unavailable.WithLabelValues(dirViews).Inc()
 			srv.warnLimited("device listing: presence not read", "err", err)
-			return nil, false, errViewsUnavailable
+			return nil, nil, false, errViewsUnavailable
 		}
 		if ok {
-			return es, more, nil
+			return es, pre, more, nil
 		}
 	}
 	req := dirListRequest{Filter: c.Filter, Groups: groups, After: c.After, Limit: c.Limit}
@@ -416,14 +416,14 @@ func (srv *Server) pageEntries(ctx context.Context, mt *matcher, c *cursor, grou
 	for {
 		r, werr := srv.askDirectory(ctx, subjects.DirList, &req)
 		if werr != nil {
-			return nil, false, werr
+			return nil, nil, false, werr
 		}
 		es = append(es, r.D...)
 		if !r.More || len(es) >= c.Limit || len(r.D) == 0 {
 			if len(es) > c.Limit {
 				es = es[:c.Limit]
 			}
-			return es, r.More, nil
+			return es, nil, r.More, nil
 		}
 		req.After, req.Limit = es[len(es)-1].SN, c.Limit-len(es)
 	}
