@@ -316,6 +316,19 @@ func TestDirectoryUnavailable(t *testing.T) {
 	if got := call(t, adm, answers, "2", "/admin/subscribe", map[string]any{"devices": []string{"U-1"}}); got.Code != 0 || !strings.Contains(string(got.Values), `"sn":"U-1"`) {
 		t.Errorf("serial numbers snapshot without a directory: %d %s %s", got.Code, got.Msg, got.Values)
 	}
+	// A snapshot that needs the directory: the subscription holds, the
+	// listing is left to /admin/devices.
+	got = call(t, adm, answers, "2b", "/admin/subscribe", map[string]any{"groups": []string{"g1"}})
+	var deferred devicesPage
+	if err := json.Unmarshal(got.Values, &deferred); got.Code != 0 || err != nil || len(deferred.Devices) != 0 || deferred.Next == nil {
+		t.Errorf("group snapshot without a directory: %d %s %s, want no device and a next", got.Code, got.Msg, got.Values)
+	}
+	adm.mu.Lock()
+	_, subscribed := adm.subs["group:g1"]
+	adm.mu.Unlock()
+	if !subscribed {
+		t.Error("group snapshot without a directory: not subscribed")
+	}
 	// Once the lease goes, this node takes it and answers.
 	release()
 	if err := kv.Delete(ctx, dirLeaseKey, jetstream.LastRevision(<-held)); err != nil {

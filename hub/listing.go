@@ -221,8 +221,8 @@ func (srv *Server) serveDevices(s *Session, m *wire.Message) (any, *wire.Error) 
 }
 
 // snapshot is the answer of /admin/subscribe for sels: the first page of
-// the devices they match. When the session's listing bucket is empty it
-// holds no device and a next that lists them all.
+// the devices they match. When the session's listing bucket is empty, or
+// no directory answers, it holds no device and a next that lists them all.
 func (srv *Server) snapshot(s *Session, m *wire.Message, sels []string, limit int) (any, *wire.Error) {
 	if !m.HasRequestID {
 		return nil, nil
@@ -232,11 +232,18 @@ func (srv *Server) snapshot(s *Session, m *wire.Message, sels []string, limit in
 	}
 	c := &cursor{Limit: limit, Filter: snapshotFilter(sels)}
 	values, werr := srv.listPage(s, m, c)
-	if werr == errNoRoom {
+	switch {
+	case werr == errNoRoom:
 		srv.admit.refuse(refusedListBytes)
-		return json.RawMessage(devicesOpen + "]" + nextOpen + srv.encodeCursor(c) + nextClose + "}"), nil
+	case werr != nil && werr.Code == wire.CodeUnavailable:
+		// No directory (or JetStream) to list from just now: the
+		// subscription is in place all the same, and the listing is left
+		// to /admin/devices, as when the bucket is empty. (Counted in
+		// fleethub_directory_unavailable_total.)
+	default:
+		return values, werr
 	}
-	return values, werr
+	return json.RawMessage(devicesOpen + "]" + nextOpen + srv.encodeCursor(c) + nextClose + "}"), nil
 }
 
 // snapshotLimit reads the optional limit of /admin/subscribe (0: not given).
