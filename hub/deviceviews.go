@@ -19,6 +19,19 @@ import (
 // entry, by direct gets of the last message of many subjects at once
 // (multi_last, nats-server 2.11 and later). No node keeps them in memory.
 
+// DeviceView is a device as /admin/devices and snapshots show it.
+type DeviceView struct {
+	SN       string          `json:"sn"`
+	Type     string          `json:"type"`
+	Group    string          `json:"group"`
+	Online   bool            `json:"online"`
+	Node     string          `json:"node"`
+	Since    int64           `json:"since"`
+	LastSeen int64           `json:"last_seen"`
+	Status   json.RawMessage `json:"status"`
+	StatusAt *int64          `json:"status_at"`
+}
+
 // maxMultiLast is how many subjects one direct get asks for: the server
 // answers at most 1024 messages to one.
 const maxMultiLast = 1000

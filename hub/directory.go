@@ -27,8 +27,9 @@ import (
 // Election is a lease: the key "directory" of the hub_roles bucket, whose
 // entries live NodeTTL. A node creates it (create-only: one succeeds) and
 // refreshes it every quarter TTL with a revision compare-and-set; the
-// others try the create again every quarter TTL, which succeeds once the
-// holder has stopped (it deletes the key) or died (the key expires). A
+// others try the create again every quarter TTL, and at once when they
+// see the key deleted: that succeeds once the holder has stopped (it
+// deletes the key) or died (the key expires). A
 // holder that cannot refresh before its lease would have run out, or finds
 // another revision, drops its index and serves no more.
 
@@ -40,6 +41,9 @@ const (
 	// dirLoadTimeout bounds loading the index once elected: past it the
 	// node gives the lease up, and whoever takes it loads anew.
 	dirLoadTimeout = time.Minute
+	// dirLoadBatch is how many records the presence consumer pulls at a
+	// time: loading a fleet is a stream of small records.
+	dirLoadBatch = 4096
 	// dirQueue makes one holder answer each request, should two briefly
 	// both believe they hold the lease.
 	dirQueue = "directory"
@@ -166,6 +170,18 @@ func (d *directory) run(ctx context.Context, term *dirTerm) {
 			d.resign(ctx, term)
 		}
 	}()
+	// A lease given up is seen at once, so that a directory that stops is
+	// replaced without waiting for the next try; one that expires is
+	// found by the tries.
+	var given <-chan jetstream.KeyValueEntry
+	if w, err := d.kv.Watch(ctx, dirLeaseKey, jetstream.UpdatesOnly()); err == nil {
+		given = w.Updates()
+		defer func() {
+			if d.srv.nc.IsConnected() {
+				_ = w.Stop()
+			}
+		}()
+	}
 	for {
 		if term == nil {
 			term = d.take(ctx)
@@ -176,10 +192,22 @@ func (d *directory) run(ctx context.Context, term *dirTerm) {
 			}
 			term = nil
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				break wait
+			case e, ok := <-given:
+				if !ok {
+					given = nil
+					continue
+				}
+				if term == nil && e != nil && e.Operation() != jetstream.KeyValuePut {
+					break wait
+				}
+			}
 		}
 	}
 }
@@ -367,7 +395,7 @@ func (d *directory) load(t *dirTerm) error {
 		if meta.NumPending == 0 {
 			d.loaded(t.idx, &d.recLoaded)
 		}
-	})
+	}, jetstream.PullMaxMessages(dirLoadBatch))
 	if err != nil {
 		return err
 	}

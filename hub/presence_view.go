@@ -27,19 +27,6 @@ func (p *presence) viewLocked(sn string) *deviceView {
 	return v
 }
 
-// DeviceView is a device as /admin/devices and snapshots show it.
-type DeviceView struct {
-	SN       string          `json:"sn"`
-	Type     string          `json:"type"`
-	Group    string          `json:"group"`
-	Online   bool            `json:"online"`
-	Node     string          `json:"node"`
-	Since    int64           `json:"since"`
-	LastSeen int64           `json:"last_seen"`
-	Status   json.RawMessage `json:"status"`
-	StatusAt *int64          `json:"status_at"`
-}
-
 // devices lists the known devices (online, or in the presence history)
 // that match, sorted by serial number.
 func (p *presence) devices(match func(sn, typ, group string, online bool) bool) []DeviceView {
