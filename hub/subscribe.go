@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
@@ -183,9 +182,20 @@ func (srv *Server) addSubscriptions(s *Session, sels []string, topics topic, min
 	// The watch subscriptions first: when one cannot be made, the request
 	// changes nothing.
 	var refs []watchKey
+	var seen map[string]bool // a request may name a selector twice
 	for _, sel := range sels {
+		if s.subs[sel].topics&topics == topics {
+			continue // the session watches all of it already
+		}
+		if seen == nil {
+			seen = make(map[string]bool, len(sels))
+		}
+		if seen[sel] {
+			continue
+		}
+		seen[sel] = true
 		for _, wt := range watchTopics {
-			if topics&wt.t == 0 || s.subs[sel].topics&wt.t != 0 || slices.Contains(refs, watchKey{sel, wt.t}) {
+			if topics&wt.t == 0 || s.subs[sel].topics&wt.t != 0 {
 				continue
 			}
 			if err := srv.interest.watch.ref(sel, wt.t); err != nil {
