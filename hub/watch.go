@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -27,21 +28,27 @@ const HeaderPushID = "Hub-Push-Id"
 // that group, everything); subIndex.deliver then reaches each local
 // session once. A node whose sessions watch nothing receives no record.
 //
+// A subscription whose last watcher left lingers, then is drained
+// (watchLinger, drainIdle): records NATS routed to it still arrive.
+//
 // Every subscription delivers into one channel, in the order the server
 // sent the messages (a device's records are published by one connection,
 // so they arrive in order). The mover hands each message to the lane of
 // its device, so one device's records are dispatched in order by one
 // worker, whichever subscription carried them.
 type watchSet struct {
-	srv   *Server
-	queue string
-	in    chan *nats.Msg   // what nats.go delivers, for every watch subscription
-	lanes []chan *nats.Msg // bounded; a full lane drops (reason "backlog")
-	wg    sync.WaitGroup
+	srv    *Server
+	queue  string
+	in     chan *nats.Msg   // what nats.go delivers, for every watch subscription
+	lanes  []chan *nats.Msg // bounded; a full lane drops (reason "backlog")
+	linger time.Duration    // how long a subscription outlives its last watcher
+	done   chan struct{}    // closed by stop: ends the sweeper
+	wg     sync.WaitGroup
 
 	mu       sync.Mutex
 	subs     map[watchKey]*watchSub // Guarded by mu.
 	draining []*nats.Subscription   // unsubscribed, still delivering what was routed to them. Guarded by mu.
+	drained  int                    // subscriptions drained so far. Guarded by mu.
 	stopped  bool                   // Guarded by mu.
 }
 
@@ -53,10 +60,21 @@ type watchKey struct {
 }
 
 type watchSub struct {
-	refs    int
+	refs    int // 0: lingering, drained by the sweeper once idle for the linger
+	idle    time.Time
 	sub     *nats.Subscription
 	dropped int // what nats.go dropped for it, as counted so far
 }
+
+// watchLinger is how long a watch subscription outlives its last watcher.
+// The NATS server routes a message by a match it may have made a moment
+// before a subscription change (its per-connection routing cache), so a
+// record can still be on its way to a subscription just left; while the
+// subscription lingers, that record arrives and is dispatched to whoever
+// still watches it through another selector. A selector left and taken
+// again within the linger (a dashboard switching views) reuses the
+// subscription.
+const watchLinger = 2 * time.Second
 
 // watchTopics are the topics that come as records on watch subjects.
 var watchTopics = [...]struct {
@@ -66,11 +84,13 @@ var watchTopics = [...]struct {
 
 func newWatchSet(srv *Server) *watchSet {
 	w := &watchSet{
-		srv:   srv,
-		queue: "node." + nuid.Next(),
-		in:    make(chan *nats.Msg, srv.cfg.DispatchQueue),
-		lanes: make([]chan *nats.Msg, srv.cfg.DispatchShards),
-		subs:  make(map[watchKey]*watchSub),
+		srv:    srv,
+		queue:  "node." + nuid.Next(),
+		in:     make(chan *nats.Msg, srv.cfg.DispatchQueue),
+		lanes:  make([]chan *nats.Msg, srv.cfg.DispatchShards),
+		linger: watchLinger,
+		done:   make(chan struct{}),
+		subs:   make(map[watchKey]*watchSub),
 	}
 	for i := range w.lanes {
 		w.lanes[i] = make(chan *nats.Msg, srv.cfg.DispatchBacklog)
@@ -78,12 +98,16 @@ func newWatchSet(srv *Server) *watchSet {
 	return w
 }
 
-// start runs the mover and one worker per lane, until stop.
+// start runs the mover, one worker per lane and the sweeper, until stop.
 func (w *watchSet) start() {
-	w.wg.Add(1 + len(w.lanes))
+	w.wg.Add(2 + len(w.lanes))
 	go func() {
 		defer w.wg.Done()
 		w.move()
+	}()
+	go func() {
+		defer w.wg.Done()
+		w.sweep()
 	}()
 	for _, lane := range w.lanes {
 		go func() {
@@ -148,8 +172,9 @@ func watchPattern(sel string, t topic) (string, error) {
 	return "", fmt.Errorf("hub: no watch pattern for selector %q", sel)
 }
 
-// ref adds one watcher of sel for topic t, subscribing when it is the
-// first. nats.go's subscribe only buffers the SUB: it does not block.
+// ref adds one watcher of sel for topic t, subscribing when there is no
+// subscription (not even a lingering one). nats.go's subscribe only
+// buffers the SUB: it does not block.
 func (w *watchSet) ref(sel string, t topic) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -174,30 +199,62 @@ func (w *watchSet) ref(sel string, t topic) error {
 	return nil
 }
 
-// unref removes one watcher of sel for topic t. The last one drains the
-// subscription rather than cutting it: what NATS routed to it before the
-// server saw the unsubscribe still arrives and is dispatched (a record
-// that another of the node's patterns also matches went to only one of
-// them, perhaps this one).
+// unref removes one watcher of sel for topic t. The subscription lingers
+// (watchLinger), then the sweeper drains it.
 func (w *watchSet) unref(sel string, t topic) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	k := watchKey{sel, t}
-	e := w.subs[k]
-	if e == nil || w.stopped {
+	if e := w.subs[watchKey{sel, t}]; e != nil && e.refs > 0 {
+		if e.refs--; e.refs == 0 {
+			e.idle = time.Now()
+		}
+	}
+}
+
+// sweep drains, every half linger, the subscriptions no watcher has taken
+// again within the linger, until stop.
+func (w *watchSet) sweep() {
+	tick := time.NewTicker(w.linger / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case now := <-tick.C:
+			w.drainIdle(now)
+		}
+	}
+}
+
+// drainIdle ends the subscriptions idle for the linger by draining them
+// rather than cutting them: what NATS routed to one before the server saw
+// the unsubscribe still arrives and is dispatched.
+func (w *watchSet) drainIdle(now time.Time) {
+	type dropped struct {
+		subject string
+		n       int
+	}
+	var drops []dropped
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
 		return
 	}
-	if e.refs--; e.refs > 0 {
-		return
-	}
-	delete(w.subs, k)
-	w.srv.metrics.interests.Dec()
-	if delta := w.countDropped(e); delta > 0 {
-		defer w.warnDropped(e.sub.Subject, delta) // after w.mu is released
-	}
-	if err := e.sub.Drain(); err != nil {
-		_ = e.sub.Unsubscribe()
-		return
+	for k, e := range w.subs {
+		if e.refs > 0 || now.Sub(e.idle) < w.linger {
+			continue
+		}
+		delete(w.subs, k)
+		w.srv.metrics.interests.Dec()
+		if n := w.countDropped(e); n > 0 {
+			drops = append(drops, dropped{e.sub.Subject, n})
+		}
+		w.drained++
+		if err := e.sub.Drain(); err != nil {
+			_ = e.sub.Unsubscribe()
+			continue
+		}
+		w.draining = append(w.draining, e.sub)
 	}
 	// Forget the drains that have completed, so the list stays short.
 	live := w.draining[:0]
@@ -207,7 +264,11 @@ func (w *watchSet) unref(sel string, t topic) {
 		}
 	}
 	clear(w.draining[len(live):])
-	w.draining = append(live, e.sub)
+	w.draining = live
+	w.mu.Unlock()
+	for _, d := range drops {
+		w.warnDropped(d.subject, d.n)
+	}
 }
 
 // stop ends every watch subscription (drains too), then the mover and the
@@ -232,6 +293,7 @@ func (w *watchSet) stop() {
 	if dropped > 0 {
 		w.warnDropped("", dropped)
 	}
+	close(w.done)
 	// No subscription is left, so nats.go sends nothing more on in.
 	close(w.in)
 	w.wg.Wait()
@@ -277,7 +339,8 @@ func (w *watchSet) onSlowConsumer(sub *nats.Subscription) bool {
 	return true
 }
 
-// size is how many watch subscriptions the node holds.
+// size is how many watch subscriptions the node holds, lingering ones
+// included.
 func (w *watchSet) size() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()

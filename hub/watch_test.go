@@ -18,14 +18,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// watchNode starts a hub named id on its own connection to ns.
-func watchNode(t *testing.T, ns *server.Server, id string, cfg Config) (*Server, *nats.Conn) {
+// watchNode starts a hub named id on its own connection to ns, its watch
+// subscriptions lingering for linger (0: the default) once left.
+func watchNode(t *testing.T, ns *server.Server, id string, cfg Config, linger time.Duration) (*Server, *nats.Conn) {
 	t.Helper()
 	nc := natstest.Connect(t, ns)
 	cfg.Conn, cfg.NodeID, cfg.MasterSecret, cfg.BcryptCost, cfg.AdminPassword = nc, id, []byte("0123456789abcdef0123"), 4, "pw"
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if linger > 0 {
+		srv.interest.watch.linger = linger
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -42,7 +46,8 @@ func watchNode(t *testing.T, ns *server.Server, id string, cfg Config) (*Server,
 
 // pushLog keeps the pushes a fake session got, by service.
 type pushLog struct {
-	ft *fakeTransport
+	ft     *fakeTransport
+	onLine func(sentLine) // sees every line, when set; called by read
 
 	mu    sync.Mutex
 	lines []sentLine
@@ -55,6 +60,9 @@ func (p *pushLog) read(t *testing.T) []sentLine {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range ls {
+		if p.onLine != nil {
+			p.onLine(l)
+		}
 		if l.Op == wire.OpPush {
 			p.lines = append(p.lines, l)
 		}
@@ -131,7 +139,7 @@ func flood(t *testing.T, pub *nats.Conn, topic string, n, seq int) {
 // that type, each once, and the admin gets each once.
 func TestWatchInterestOnly(t *testing.T) {
 	ns := natstest.Run(t)
-	srv, nc := watchNode(t, ns, "watcher", Config{CoalesceWindow: time.Nanosecond})
+	srv, nc := watchNode(t, ns, "watcher", Config{CoalesceWindow: time.Nanosecond}, 0)
 	pub := natstest.Connect(t, ns)
 	const devices = 1000
 
@@ -239,9 +247,13 @@ func TestWatchInterestOnly(t *testing.T) {
 // covers it the whole time; records of g2 at most once.
 func TestWatchChurnExactlyOnce(t *testing.T) {
 	ns := natstest.Run(t)
-	limits := Config{CoalesceWindow: time.Nanosecond, EventRate: 1e6, EventBurst: 1 << 20, StatusRate: 1e6, StatusBurst: 1 << 20}
-	watcher, _ := watchNode(t, ns, "watcher", limits)
-	holder, _ := watchNode(t, ns, "holder", limits)
+	limits := Config{
+		CoalesceWindow: time.Nanosecond, EventRate: 1e6, EventBurst: 1 << 20, StatusRate: 1e6, StatusBurst: 1 << 20,
+		MessageRate: 1e6, MessageBurst: 1 << 20, AbuseBurst: 1 << 20,
+	}
+	// A short linger: subscriptions are drained while the records flow.
+	watcher, _ := watchNode(t, ns, "watcher", limits, 20*time.Millisecond)
+	holder, _ := watchNode(t, ns, "holder", limits, 0)
 
 	type dev struct {
 		sn, typ, group string
@@ -255,8 +267,28 @@ func TestWatchChurnExactlyOnce(t *testing.T) {
 	}
 	s, ft := attach(t, watcher, 1<<20, admin("root", "*"))
 	adm := &pushLog{ft: ft}
+	// Every step must take effect, in order: one refused would leave g1
+	// uncovered for a while.
+	var answered []sentLine
+	adm.onLine = func(l sentLine) {
+		if l.Op == wire.OpResponse {
+			answered = append(answered, l)
+		}
+	}
 	request := func(service string, args map[string]any) {
 		s.HandleFrame(requestLine(service, "x", args))
+		settleFor(s, 5*time.Second)
+		natstest.Eventually(t, 5*time.Second, func() error {
+			adm.read(t)
+			if len(answered) == 0 {
+				return fmt.Errorf("%s not answered", service)
+			}
+			return nil
+		})
+		if l := answered[0]; l.Code != 0 {
+			t.Fatalf("%s %v: %d %s", service, args, l.Code, l.Msg)
+		}
+		answered = answered[1:]
 	}
 	request("/admin/subscribe", map[string]any{"groups": []string{"g1"}, "topics": []string{"event", "status"}})
 	natstest.Eventually(t, 5*time.Second, func() error {
@@ -266,7 +298,7 @@ func TestWatchChurnExactlyOnce(t *testing.T) {
 		return nil
 	})
 
-	const records = 150
+	const records = 300
 	var producers sync.WaitGroup
 	for _, d := range devs {
 		producers.Add(1)
@@ -274,12 +306,16 @@ func TestWatchChurnExactlyOnce(t *testing.T) {
 			defer producers.Done()
 			for i := range records {
 				d.s.HandleFrame(requestLine("/device/event", fmt.Sprint(i), map[string]any{"event": "e", "data": map[string]any{"seq": i}}))
+				d.s.HandleFrame(requestLine("/device/status", fmt.Sprint("s", i), map[string]any{"seq": i}))
 				// One at a time, so the device's records are stored in order.
 				natstest.Eventually(t, 10*time.Second, func() error {
-					if a, ok := d.answers.read(t)[fmt.Sprint(i)]; !ok {
-						return fmt.Errorf("event %d not answered", i)
-					} else if a.Code != 0 {
-						return fmt.Errorf("event %d: %d %s", i, a.Code, a.Msg)
+					got := d.answers.read(t)
+					for _, id := range []string{fmt.Sprint(i), fmt.Sprint("s", i)} {
+						if a, ok := got[id]; !ok {
+							return fmt.Errorf("record %s not answered", id)
+						} else if a.Code != 0 {
+							return fmt.Errorf("record %s: %d %s", id, a.Code, a.Msg)
+						}
 					}
 					return nil
 				})
@@ -289,16 +325,24 @@ func TestWatchChurnExactlyOnce(t *testing.T) {
 	done := make(chan struct{})
 	go func() { producers.Wait(); close(done) }()
 	// Churn: g1 stays covered by the group or by all at every moment.
+	// A step marked drain waits until the subscriptions it left are drained
+	// (the other selectors still covering g1).
 	steps := []struct {
 		service string
 		args    map[string]any
+		drain   bool
 	}{
-		{"/admin/subscribe", map[string]any{"all": true, "topics": []string{"event"}}},
-		{"/admin/unsubscribe", map[string]any{"groups": []string{"g1"}, "topics": []string{"event", "status"}}},
-		{"/admin/subscribe", map[string]any{"devices": []string{"C-1"}, "types": []string{"t"}, "topics": []string{"event"}}},
-		{"/admin/subscribe", map[string]any{"groups": []string{"g1"}, "topics": []string{"event"}}},
-		{"/admin/unsubscribe", map[string]any{"all": true, "topics": []string{"event"}}},
-		{"/admin/unsubscribe", map[string]any{"devices": []string{"C-1"}, "types": []string{"t"}, "topics": []string{"event"}}},
+		{"/admin/subscribe", map[string]any{"all": true, "topics": []string{"event", "status"}}, false},
+		{"/admin/unsubscribe", map[string]any{"groups": []string{"g1"}, "topics": []string{"event", "status"}}, true},
+		{"/admin/subscribe", map[string]any{"devices": []string{"C-1"}, "types": []string{"t"}, "topics": []string{"event", "status"}}, false},
+		{"/admin/subscribe", map[string]any{"groups": []string{"g1"}, "topics": []string{"event", "status"}}, false},
+		{"/admin/unsubscribe", map[string]any{"all": true, "topics": []string{"event", "status"}}, true},
+		{"/admin/unsubscribe", map[string]any{"devices": []string{"C-1"}, "types": []string{"t"}, "topics": []string{"event", "status"}}, false},
+	}
+	drained := func() int {
+		watcher.interest.watch.mu.Lock()
+		defer watcher.interest.watch.mu.Unlock()
+		return watcher.interest.watch.drained
 	}
 	rounds := 0
 churn:
@@ -309,18 +353,44 @@ churn:
 				break churn
 			default:
 			}
+			before := drained()
 			request(st.service, st.args)
-			settleFor(s, 5*time.Second)
+			if st.drain {
+				natstest.Eventually(t, 5*time.Second, func() error {
+					if drained() < before+2 {
+						return fmt.Errorf("not drained yet")
+					}
+					return nil
+				})
+			}
 		}
 		rounds++
 	}
-	t.Logf("%d churn rounds while %d devices sent %d events each", rounds, len(devs), records)
+	t.Logf("%d churn rounds, %d subscriptions drained, while %d devices sent %d events each", rounds, drained(), len(devs), records)
 	var got map[string]int
+	var statuses map[string][]int // by device, in the order pushed
+	defer func() {
+		if t.Failed() {
+			for _, r := range dropReasons {
+				t.Logf("dropped %s: %v", r, testutil.ToFloat64(watcher.metrics.pushesDropped.WithLabelValues(r)))
+			}
+		}
+	}()
 	natstest.Eventually(t, 10*time.Second, func() error {
-		got = map[string]int{}
+		got, statuses = map[string]int{}, map[string][]int{}
 		for _, l := range adm.read(t) {
-			if l.Service == "/push/event" {
+			switch l.Service {
+			case "/push/event":
 				got[eventKey(t, l)]++
+			case "/push/status":
+				var r struct {
+					SN     string `json:"sn"`
+					Status struct{ Seq int }
+				}
+				if err := json.Unmarshal(l.Values, &r); err != nil {
+					t.Fatalf("status push %s", l.Values)
+				}
+				statuses[r.SN] = append(statuses[r.SN], r.Status.Seq)
 			}
 		}
 		for _, d := range devs[:2] {
@@ -328,6 +398,9 @@ churn:
 				if got[fmt.Sprintf("%s/e/%d", d.sn, i)] == 0 {
 					return fmt.Errorf("%s event %d not delivered", d.sn, i)
 				}
+			}
+			if st := statuses[d.sn]; len(st) == 0 || st[len(st)-1] != records-1 {
+				return fmt.Errorf("%s: last status not delivered", d.sn)
 			}
 		}
 		return nil
@@ -337,6 +410,17 @@ churn:
 			t.Errorf("event %s delivered %d times", k, n)
 		}
 	}
+	// Statuses are coalesced (the latest wins), so some may be skipped;
+	// none comes twice or out of order.
+	for sn, st := range statuses {
+		for i := 1; i < len(st); i++ {
+			if st[i] <= st[i-1] {
+				t.Errorf("%s: status %d after %d", sn, st[i], st[i-1])
+			}
+		}
+		t.Logf("%s: %d of %d statuses pushed", sn, len(st), records)
+	}
+	t.Logf("%v statuses coalesced", testutil.ToFloat64(watcher.metrics.statusCoalesced))
 	if rounds == 0 {
 		t.Fatalf("no churn while the records flowed")
 	}
@@ -347,7 +431,7 @@ churn:
 // counted, and reaches nobody.
 func TestWatchMalformed(t *testing.T) {
 	ns := natstest.Run(t)
-	srv, _ := watchNode(t, ns, "watcher", Config{CoalesceWindow: time.Nanosecond})
+	srv, _ := watchNode(t, ns, "watcher", Config{CoalesceWindow: time.Nanosecond}, 0)
 	pub := natstest.Connect(t, ns)
 	s, ft := attach(t, srv, 1<<20, admin("root", "*"))
 	adm := &pushLog{ft: ft}
@@ -395,8 +479,8 @@ func TestWatchMalformed(t *testing.T) {
 func TestWatchAcrossNodes(t *testing.T) {
 	ns := natstest.Run(t)
 	limits := Config{CoalesceWindow: time.Nanosecond}
-	watcher, wnc := watchNode(t, ns, "watcher", limits)
-	holder, _ := watchNode(t, ns, "holder", limits)
+	watcher, wnc := watchNode(t, ns, "watcher", limits, 100*time.Millisecond)
+	holder, _ := watchNode(t, ns, "holder", limits, 0)
 	s, ft := attach(t, watcher, 1<<20, admin("root", "*"))
 	adm := &pushLog{ft: ft}
 	s.HandleFrame(requestLine("/admin/subscribe", "s", map[string]any{"types": []string{"dog"}}))
