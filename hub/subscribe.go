@@ -238,6 +238,9 @@ func (srv *Server) unwatch(sel string, gone topic) {
 // subscribe is answered reaches the session. A bus that is down gets the
 // subscriptions when it is back; the answer does not wait for that.
 func (srv *Server) flushWatch() {
+	if !srv.nc.IsConnected() {
+		return // nats.go makes the subscriptions again on reconnecting
+	}
 	ctx, cancel := context.WithTimeout(srv.runCtx, storeTimeout)
 	defer cancel()
 	if err := srv.nc.FlushWithContext(ctx); err != nil {
