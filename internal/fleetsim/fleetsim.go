@@ -108,7 +108,10 @@ type Config struct {
 	NoNodeIndex bool
 	// CorePublish sends status and event records with core publishes
 	// (the streams capture them) instead of acknowledged JetStream
-	// publishes; their watch copies then follow at once.
+	// publishes; their watch copies then follow at once. It is cheaper
+	// for the simulator (no acks to read), bounded by a flush each tick;
+	// a stream that sheds them under excessive ingest says so only in
+	// its sequence numbers and the server's log.
 	CorePublish bool
 	// MaxPending bounds the JetStream publishes in flight on each
 	// connection. Default 4096.

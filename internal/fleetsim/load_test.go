@@ -14,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleethub/fleethub/hub"
 	"github.com/fleethub/fleethub/internal/fleetsim"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/loadtest"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The node binaries measured come from FLEETHUB_NODE_BIN: a path, or
@@ -76,7 +78,10 @@ func nodeBinaries(t *testing.T, dir string) []nodeBin {
 // FLEETSIM_SIZES (default 10000,100000), FLEETSIM_WINDOW (60s),
 // FLEETSIM_SETTLE (20s), FLEETSIM_NODES (10 simulated nodes),
 // FLEETSIM_CONNS (4 publisher connections), FLEETSIM_CONNECT_RATE (5000
-// connects/s in the ramp) and FLEETHUB_NODE_BIN change the run.
+// connects/s in the ramp), FLEETSIM_CORE_FROM (status and events by core
+// publish from 500000 devices on, cheaper for the simulator; the table
+// says which and how many HUB_STATUS took) and FLEETHUB_NODE_BIN change
+// the run.
 func TestNodeCostUnderBusFleet(t *testing.T) {
 	sizes := envInts(t, "FLEETSIM_SIZES", []int{10000, 100000})
 	window := envDuration(t, "FLEETSIM_WINDOW", 60*time.Second)
@@ -84,6 +89,7 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 	nodes := envInts(t, "FLEETSIM_NODES", []int{10})[0]
 	conns := envInts(t, "FLEETSIM_CONNS", []int{4})[0]
 	connectRate := envInts(t, "FLEETSIM_CONNECT_RATE", []int{5000})[0]
+	coreFrom := envInts(t, "FLEETSIM_CORE_FROM", []int{500000})[0]
 
 	dir := t.TempDir()
 	natsBin, err := loadtest.BuildNATSServer(dir)
@@ -94,6 +100,7 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 	type row struct {
 		bin         string
 		devices     int
+		core        bool
 		bare, admin span
 		adminFrames int
 		rssKiB      int64
@@ -125,9 +132,14 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 					defer pubs[k].Close()
 				}
 				ramp := max(10*time.Second, time.Duration(n)*time.Second/time.Duration(connectRate))
-				sim, err := fleetsim.New(fleetsim.Config{Conn: pubs[0], Conns: pubs[1:], Devices: n, Nodes: nodes, Groups: max(1, n/100), Ramp: ramp})
+				r.core = n >= coreFrom
+				sim, err := fleetsim.New(fleetsim.Config{Conn: pubs[0], Conns: pubs[1:], Devices: n, Nodes: nodes, Groups: max(1, n/100), Ramp: ramp, CorePublish: r.core})
 				if err != nil {
 					t.Fatalf("fleetsim.New: %v", err)
+				}
+				js, err := jetstream.New(pubs[0])
+				if err != nil {
+					t.Fatal(err)
 				}
 				simCtx, stopSim := context.WithCancel(ctx)
 				var wg sync.WaitGroup
@@ -144,12 +156,12 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 
 				// The window with no session on the hub, then the same with
 				// one admin subscribed to one group of 100 devices.
-				r.bare = measure(ctx, t, window, sim, h.PID, ns.PID())
+				r.bare = measure(ctx, t, window, sim, js, h.PID, ns.PID())
 				admin := hubtest.Dial(t, h.WSURL, nil)
 				admin.MustOK("/auth/login", map[string]any{"username": "admin", "password": hubtest.AdminPassword})
 				admin.MustOK("/admin/subscribe", map[string]any{"groups": []string{sim.Group(0)}, "topics": []string{"status", "event", "presence"}})
 				frames0 := admin.Frames()
-				r.admin = measure(ctx, t, window, sim, h.PID, ns.PID())
+				r.admin = measure(ctx, t, window, sim, js, h.PID, ns.PID())
 				r.adminFrames = admin.Frames() - frames0
 				_ = admin.Conn.Close()
 				r.rssKiB, _ = loadtest.RSS(h.PID)
@@ -169,11 +181,16 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "windows of %v after ramp + %v, %d simulated nodes, %d publisher connections, groups of 100 devices\n", window, settle, nodes, conns)
-	fmt.Fprintf(&b, "| node binary | devices | hub %%core, no session | hub %%core, admin on 100 | admin frames/s | hub RSS MiB | nats-server %%core | simulator %%core | sim msgs/s | sim late, max |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| node binary | devices | hub %%core, no session | hub %%core, admin on 100 | admin frames/s | hub RSS MiB | nats-server %%core | simulator %%core | sim msgs/s | statuses stored/sent | status by | sim late, max |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.1f | %d | %.1f | %.1f | %.0f | %v |\n", r.bin, r.devices, r.bare.hub, r.admin.hub,
-			float64(r.adminFrames)/window.Seconds(), r.rssKiB/1024, r.bare.nats, r.bare.sim, r.bare.msgsPerSec, max(r.bare.late, r.admin.late).Round(time.Millisecond))
+		by := "JetStream, acked"
+		if r.core {
+			by = "core publish"
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.1f | %d | %.1f | %.1f | %.0f | %.3f | %s | %v |\n", r.bin, r.devices, r.bare.hub, r.admin.hub,
+			float64(r.adminFrames)/window.Seconds(), r.rssKiB/1024, r.bare.nats, r.bare.sim, r.bare.msgsPerSec, r.bare.storedRatio, by,
+			max(r.bare.late, r.admin.late).Round(time.Millisecond))
 	}
 	t.Log("\n" + b.String())
 }
@@ -319,6 +336,7 @@ type span struct {
 	hub, nats, sim float64
 	msgsPerSec     float64
 	late           time.Duration // how far behind its schedule the simulator was, at worst
+	storedRatio    float64       // status records HUB_STATUS took over those sent
 }
 
 func (w span) String() string {
@@ -328,11 +346,11 @@ func (w span) String() string {
 
 // measure reads the CPU of the hub, the nats-server and this process (the
 // simulator) over d, and how far behind the simulator fell.
-func measure(ctx context.Context, t *testing.T, d time.Duration, sim *fleetsim.Sim, hubPID, natsPID int) span {
+func measure(ctx context.Context, t *testing.T, d time.Duration, sim *fleetsim.Sim, js jetstream.JetStream, hubPID, natsPID int) span {
 	t.Helper()
 	self := os.Getpid()
 	hub0, nats0, sim0 := cpu(t, hubPID), cpu(t, natsPID), cpu(t, self)
-	st0, at0 := sim.Stats(), time.Now()
+	st0, at0, seq0 := sim.Stats(), time.Now(), lastSeq(ctx, t, js, hub.StreamStatus)
 	var late time.Duration
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -350,13 +368,28 @@ wait:
 		}
 	}
 	hub1, nats1, sim1 := cpu(t, hubPID), cpu(t, natsPID), cpu(t, self)
-	st1, wall := sim.Stats(), time.Since(at0)
+	st1, wall, seq1 := sim.Stats(), time.Since(at0), lastSeq(ctx, t, js, hub.StreamStatus)
 	pct := func(d time.Duration) float64 { return 100 * d.Seconds() / wall.Seconds() }
 	return span{
-		hub: pct(hub1 - hub0), nats: pct(nats1 - nats0), sim: pct(sim1 - sim0),
+		storedRatio: float64(seq1-seq0) / float64(max(st1.Statuses-st0.Statuses, 1)),
+		hub:         pct(hub1 - hub0), nats: pct(nats1 - nats0), sim: pct(sim1 - sim0),
 		msgsPerSec: float64(st1.Published()-st0.Published()) / wall.Seconds(),
 		late:       late,
 	}
+}
+
+// lastSeq is the last sequence of a stream: how many records it has taken.
+func lastSeq(ctx context.Context, t *testing.T, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	return info.State.LastSeq
 }
 
 func cpu(t *testing.T, pid int) time.Duration {

@@ -89,6 +89,13 @@ func (s *Sim) Run(ctx context.Context) error {
 			s.work(now)
 			for _, p := range s.pubs {
 				p.sendCopies()
+				if s.cfg.CorePublish {
+					// Core publishes have no ack to bound them: the
+					// server reads a tick's worth before the next.
+					if err := p.nc.FlushTimeout(stallWait); err != nil {
+						s.pubErrors.Add(1)
+					}
+				}
 			}
 		}
 	}
