@@ -239,12 +239,12 @@ func TestPacing(t *testing.T) {
 	ns := natstest.Run(t)
 	hubtest.StartNode(t, ns, "hub-a", fastPresence)
 	nc := natstest.Connect(t, ns, nats.Name("fleetsim"))
-	const devices = 2000
-	every := time.Second
+	const devices = 400
+	every := 500 * time.Millisecond
 	sim := startSim(t, fleetsim.Config{
 		Conn: nc, Devices: devices, Nodes: 2,
 		PresenceTTL: testPresenceTTL, NodeTTL: testNodeTTL,
-		StatusEvery: every, EventsPerHour: -1, ReconnectPerMinute: -1, Ramp: 200 * time.Millisecond,
+		StatusEvery: every, EventsPerHour: -1, ReconnectPerMinute: -1, Ramp: 400 * time.Millisecond,
 		NoWatch: true, NoNodeIndex: true,
 	})
 	// Past the ramp and one period, the rate over a second and more
