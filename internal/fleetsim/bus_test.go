@@ -28,8 +28,8 @@ type watched struct {
 
 // TestWatchCopies: every status, event and presence record the simulator
 // stores is followed by one copy of the same bytes on
-// hub.watch.<group>.<type>.<sn>.<topic>, and only once the stream holds
-// the record.
+// hub.watch.<group>.<type>.<sn>.<topic>, whose record the stream holds,
+// and a record the stream did not take gets none.
 func TestWatchCopies(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Run(t)
@@ -80,8 +80,8 @@ func TestWatchCopies(t *testing.T) {
 		return nil
 	})
 
-	// A copy comes after its record is stored: the stream's last record
-	// of that subject is the copy's or a later one.
+	// The stream holds each copied record: its last record of that
+	// subject is the copy's or a later one.
 	js, err := jetstream.New(watcher)
 	if err != nil {
 		t.Fatal(err)
