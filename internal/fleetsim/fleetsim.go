@@ -24,8 +24,8 @@
 //     offline and come back OfflineFor later.
 //
 // Everything is driven from one time-ordered schedule (a heap of due
-// items) that Run works through on a short tick, at most a bounded number
-// of items a tick, so the simulator's own cost is what it publishes and a
+// items) that Run works through on a short tick, at most twice the
+// fleet's steady rate, so the simulator's own cost is what it publishes and a
 // simulator that falls behind says so (Stats.Behind) instead of catching
 // up in a burst. JetStream writes are asynchronous, at most MaxPending in
 // flight per connection; a full window makes Run wait (back pressure), it
@@ -109,9 +109,10 @@ type Config struct {
 	// CorePublish sends status and event records with core publishes
 	// (the streams capture them) instead of acknowledged JetStream
 	// publishes; their watch copies then follow at once. It is cheaper
-	// for the simulator (no acks to read), bounded by a flush each tick;
-	// a stream that sheds them under excessive ingest says so only in
-	// its sequence numbers and the server's log.
+	// for the simulator (no acks to read), bounded by the connection (a
+	// full write buffer waits for the socket); a stream that sheds them
+	// under excessive ingest says so only in its sequence numbers and
+	// the server's log.
 	CorePublish bool
 	// MaxPending bounds the JetStream publishes in flight on each
 	// connection. Default 4096.
@@ -217,7 +218,7 @@ type Sim struct {
 	due      dueHeap
 	rng      *rand.Rand
 	churnAcc float64
-	perTick  int // most items worked through in one tick
+	maxRate  float64 // most items worked through a second
 	index    bool
 	status   []byte
 	evData   []byte

@@ -53,7 +53,7 @@ func (s *Sim) Run(ctx context.Context) error {
 	now := time.Now()
 	s.started = now
 	n := len(s.devs)
-	s.perTick = s.itemsPerTick()
+	s.maxRate = s.rateBound()
 	s.due = make(dueHeap, 0, 3*n)
 	base := now.UnixNano()
 	for i := range s.devs {
@@ -84,27 +84,23 @@ func (s *Sim) Run(ctx context.Context) error {
 		case <-beat.C:
 			s.heartbeat()
 		case now = <-tick.C:
-			s.churn(now, now.Sub(last))
+			dt := now.Sub(last)
+			s.churn(now, dt)
 			last = now
-			s.work(now)
+			// The budget follows the time since the last tick, so a
+			// slow tick is made up, but at no more than twice the rate.
+			s.work(now, max(64, int(math.Ceil(s.maxRate*min(dt, time.Second).Seconds()))))
 			for _, p := range s.pubs {
 				p.sendCopies()
-				if s.cfg.CorePublish {
-					// Core publishes have no ack to bound them: the
-					// server reads a tick's worth before the next.
-					if err := p.nc.FlushTimeout(stallWait); err != nil {
-						s.pubErrors.Add(1)
-					}
-				}
 			}
 		}
 	}
 }
 
-// itemsPerTick bounds the schedule items one tick works through: twice
+// rateBound is the most schedule items worked through per second: twice
 // the fleet's steady rate, connects of the ramp included, so that a late
 // simulator falls behind (and says so) rather than bursting.
-func (s *Sim) itemsPerTick() int {
+func (s *Sim) rateBound() float64 {
 	n := float64(len(s.devs))
 	perSec := n / s.cfg.Ramp.Seconds()
 	perSec += n / RefreshAfter(s.cfg.PresenceTTL).Seconds()
@@ -114,7 +110,7 @@ func (s *Sim) itemsPerTick() int {
 	if every := s.eventEvery(); every > 0 {
 		perSec += n / every.Seconds()
 	}
-	return max(64, int(math.Ceil(2*perSec*s.cfg.Tick.Seconds())))
+	return 2 * perSec
 }
 
 // drain waits a little for the JetStream publishes in flight and sends
@@ -139,8 +135,8 @@ func (s *Sim) eventEvery() time.Duration {
 	return time.Duration(float64(time.Hour) / s.cfg.EventsPerHour)
 }
 
-// work does the items due by now, at most perTick of them.
-func (s *Sim) work(now time.Time) {
+// work does the items due by now, at most budget of them.
+func (s *Sim) work(now time.Time, budget int) {
 	nowNs := now.UnixNano()
 	if len(s.due) > 0 && s.due[0].at < nowNs {
 		late := nowNs - s.due[0].at
@@ -151,7 +147,7 @@ func (s *Sim) work(now time.Time) {
 	} else {
 		s.behind.Store(0)
 	}
-	for done := 0; done < s.perTick && len(s.due) > 0 && s.due[0].at <= nowNs; done++ {
+	for done := 0; done < budget && len(s.due) > 0 && s.due[0].at <= nowNs; done++ {
 		it := s.due[0]
 		d := &s.devs[it.dev]
 		dead := s.stopped[d.node].Load()
