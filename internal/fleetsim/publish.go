@@ -150,18 +150,18 @@ func (s *Sim) session(d *device) string {
 	return d.sn + "-" + strconv.FormatUint(uint64(d.gen), 10)
 }
 
-// connect starts a session of device i: its entry, its node index key,
+// connect starts a session of device i: its node index key, its entry,
 // then its connected record, as the hub writes them.
 func (s *Sim) connect(i int, now time.Time) {
 	d := &s.devs[i]
 	d.gen++
 	d.online, d.since = true, now.UnixMilli()
 	s.nodes[d.node].sessions++
-	s.writeEntry(i, now)
 	if s.index {
 		s.pubOf(i).publishJS(&nats.Msg{Subject: s.indexKey(d), Data: []byte(s.session(d))}, "")
 		s.indexWrites.Add(1)
 	}
+	s.writeEntry(i, now)
 	rec := hub.PresenceRecord{SN: d.sn, Type: s.cfg.Type, Group: s.groups[d.group], Online: true, Reason: hub.ReasonConnected, Node: s.nodes[d.node].id, At: d.since}
 	s.record(i, rec, s.session(d)+"/on")
 	s.connects.Add(1)
