@@ -67,6 +67,22 @@ load:
 	UPKEEP_DEVICES=100000 $(GO) test -count=1 -tags load -run TestPresenceUpkeepSteady -v -timeout 20m ./hub
 	$(GO) test -count=1 -tags load -run TestNodeCostUnderBusFleet -v -timeout 30m ./internal/fleetsim
 
+## fleet-cost: the CPU of one hub process (no session, then one admin on a
+## group of 100 devices) under a bus-level simulated fleet of FLEET_SIZES
+## devices on other nodes (status every 10 s, 2 events an hour, presence at
+## the default TTLs, 1% reconnecting a minute), then node-b: a hub with no
+## session beside one holding 5,000 real devices reporting every 2 s. Each
+## prints a table. FLEETHUB_NODE_BIN=before=path,after=path measures
+## several hub binaries side by side in one run (default: this tree's).
+FLEET_SIZES  ?= 10000,100000,1000000
+FLEET_WINDOW ?= 60s
+.PHONY: fleet-cost node-b
+fleet-cost:
+	FLEETSIM_SIZES=$(FLEET_SIZES) FLEETSIM_WINDOW=$(FLEET_WINDOW) $(GO) test -count=1 -tags load -run '^TestNodeCostUnderBusFleet$$' -v -timeout 120m ./internal/fleetsim
+
+node-b:
+	NODEB_WINDOW=$(FLEET_WINDOW) $(GO) test -count=1 -tags load -run '^TestNodeBCost$$' -v -timeout 30m ./internal/fleetsim
+
 ## soak: the churn soak, 30 minutes by default: two nodes on a nats-server
 ## process, devices and admins coming and going; fails when goroutines, fds
 ## or heap do not return to the baseline, when an acknowledged record is
