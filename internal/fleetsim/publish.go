@@ -31,13 +31,12 @@ const (
 // for the nodes whose sessions watch it: hub.watch.<group>.<type>.<sn>.<topic>,
 // an empty group or type written "_". New has checked the tokens.
 func watchSubject(topic, group, typ, sn string) string {
-	if group == "" {
-		group = "_"
+	subj, err := subjects.Watch(group, typ, sn, topic)
+	if err != nil {
+		// Names are checked when the simulator is built (ErrBadName).
+		panic(err)
 	}
-	if typ == "" {
-		typ = "_"
-	}
-	return subjects.Prefix + ".watch." + group + "." + typ + "." + sn + "." + topic
+	return subj
 }
 
 // publisher is one connection the simulator publishes on, with its
