@@ -198,14 +198,16 @@ func (srv *Server) addSubscriptions(s *Session, sels []string, topics topic, min
 			if topics&wt.t == 0 || s.subs[sel].topics&wt.t != 0 {
 				continue
 			}
-			if err := srv.interest.watch.ref(sel, wt.t); err != nil {
-				for _, k := range refs {
-					srv.interest.watch.unref(k.sel, k.topic)
+			for _, wsel := range watchSelectors(s.Identity(), sel) {
+				if err := srv.interest.watch.ref(wsel, wt.t); err != nil {
+					for _, k := range refs {
+						srv.interest.watch.unref(k.sel, k.topic)
+					}
+					srv.log.Warn("subscribe: no watch subscription", "err", err)
+					return false, wire.Errorf(wire.CodeUnavailable, "subscriptions unavailable, try again")
 				}
-				srv.log.Warn("subscribe: no watch subscription", "err", err)
-				return false, wire.Errorf(wire.CodeUnavailable, "subscriptions unavailable, try again")
+				refs = append(refs, watchKey{wsel, wt.t})
 			}
-			refs = append(refs, watchKey{sel, wt.t})
 		}
 	}
 	for _, sel := range sels {
@@ -224,11 +226,15 @@ func (srv *Server) addSubscriptions(s *Session, sels []string, topics topic, min
 }
 
 // unwatch drops the session's watch subscriptions of the record topics in
-// gone under sel. Called with s.mu held.
-func (srv *Server) unwatch(sel string, gone topic) {
+// gone under sel: the same watch selectors addSubscriptions took, as the
+// session's identity never changes. Called with s.mu held.
+func (srv *Server) unwatch(s *Session, sel string, gone topic) {
 	for _, wt := range watchTopics {
-		if gone&wt.t != 0 {
-			srv.interest.watch.unref(sel, wt.t)
+		if gone&wt.t == 0 {
+			continue
+		}
+		for _, wsel := range watchSelectors(s.Identity(), sel) {
+			srv.interest.watch.unref(wsel, wt.t)
 		}
 	}
 }
@@ -259,7 +265,7 @@ func (srv *Server) removeSubscriptions(s *Session, sels []string, topics topic) 
 		if !ok {
 			continue
 		}
-		srv.unwatch(sel, sub.topics&topics)
+		srv.unwatch(s, sel, sub.topics&topics)
 		sub.topics &^= topics
 		if sub.topics == 0 {
 			delete(s.subs, sel)
@@ -281,7 +287,7 @@ func (srv *Server) dropSubscriptions(s *Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sel, sub := range s.subs {
-		srv.unwatch(sel, sub.topics)
+		srv.unwatch(s, sel, sub.topics)
 		srv.subs.set(sel, s, subscription{})
 	}
 	s.subs = nil

@@ -52,8 +52,9 @@ type watchSet struct {
 	stopped  bool                   // Guarded by mu.
 }
 
-// watchKey is one selector ("all", "group:g", "type:t", "sn:x") and one
-// record topic.
+// watchKey is one watch selector ("all", "group:g", "type:t", "sn:x", or
+// "gtype:g.t" for the devices of type t in group g; see watchSelectors)
+// and one record topic.
 type watchKey struct {
 	sel   string
 	topic topic
@@ -168,6 +169,9 @@ func watchPattern(sel string, t topic) (string, error) {
 		return subjects.WatchType(value, name)
 	case "sn":
 		return subjects.WatchDevice(value, name)
+	case "gtype":
+		group, typ, _ := strings.Cut(value, ".")
+		return subjects.WatchGroupType(group, typ, name)
 	}
 	return "", fmt.Errorf("hub: no watch pattern for selector %q", sel)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/subjects"
@@ -534,4 +535,78 @@ func TestWatchAcrossNodes(t *testing.T) {
 	if in := wnc.Stats().InMsgs - before; in > 20 {
 		t.Fatalf("a node nobody watches through received %d messages for 100 statuses", in)
 	}
+}
+
+// TestWatchScopedToVisibleGroups: a viewer who may see only g3 subscribes
+// to everything and to type t1. The node watches g3 alone (one pattern
+// for all, one for t1 within g3), so it receives only g3's records of a
+// fleet of ten groups: its cost follows what the viewer may be shown.
+// On unsubscribing, the same patterns are released.
+func TestWatchScopedToVisibleGroups(t *testing.T) {
+	ns := natstest.Run(t)
+	srv, nc := watchNode(t, ns, "scoped", Config{CoalesceWindow: time.Nanosecond}, time.Millisecond)
+	pub := natstest.Connect(t, ns)
+	const devices = 1000
+
+	s, ft := attach(t, srv, 1<<20, &Identity{Role: auth.RoleViewer, User: "v", Groups: []string{"g3"}})
+	adm := &pushLog{ft: ft}
+	s.HandleFrame(requestLine("/admin/subscribe", "a", map[string]any{"all": true, "topics": []string{"event"}}))
+	s.HandleFrame(requestLine("/admin/subscribe", "t", map[string]any{"types": []string{"t1"}, "topics": []string{"event"}}))
+	natstest.Eventually(t, 5*time.Second, func() error {
+		srv.interest.watch.mu.Lock()
+		defer srv.interest.watch.mu.Unlock()
+		want := map[watchKey]bool{{"group:g3", topicEvent}: true, {"gtype:g3.t1", topicEvent}: true}
+		for k, e := range srv.interest.watch.subs {
+			if e.refs > 0 && !want[k] {
+				return fmt.Errorf("watches %v", k)
+			}
+			delete(want, k)
+		}
+		if len(want) > 0 {
+			return fmt.Errorf("does not watch %v", want)
+		}
+		return nil
+	})
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := nc.Stats().InMsgs
+	flood(t, pub, subjects.WatchEvent, devices, 1)
+	want := devices / 10 // the devices of g3
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if n := len(adm.read(t)); n < want {
+			return fmt.Errorf("%d of %d pushes", n, want)
+		}
+		return nil
+	})
+	got := map[string]int{}
+	for _, l := range adm.read(t) {
+		var rec EventRecord
+		if err := json.Unmarshal(l.Values, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Group != "g3" {
+			t.Errorf("viewer of g3 got an event of %s", rec.Group)
+		}
+		got[rec.SN]++
+	}
+	for sn, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", sn, n)
+		}
+	}
+	// The event of a t1 device in g3 matches both patterns; the node's
+	// queue group takes it once. Nothing of the other nine groups came.
+	if in := nc.Stats().InMsgs - before; in < uint64(want) || in > uint64(want)+20 {
+		t.Fatalf("node received %d messages for the %d records the viewer may see", in, want)
+	}
+
+	s.HandleFrame(requestLine("/admin/unsubscribe", "u", map[string]any{"all": true, "topics": []string{"event"}}))
+	s.HandleFrame(requestLine("/admin/unsubscribe", "v", map[string]any{"types": []string{"t1"}, "topics": []string{"event"}}))
+	natstest.Eventually(t, 5*time.Second, func() error {
+		if n := srv.interest.watch.size(); n != 0 {
+			return fmt.Errorf("%d watch subscriptions left", n)
+		}
+		return nil
+	})
 }

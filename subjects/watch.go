@@ -100,6 +100,24 @@ func WatchType(typ, topic string) (string, error) {
 	return strings.Join([]string{Prefix, watchToken, "*", typ, "*", topic}, "."), nil
 }
 
+// WatchGroupType is the pattern of the records of topic of every device
+// of type typ in group: hub.watch.<group>.<type>.*.<topic>. A node watches
+// a type, or everything, for a user who may see only some groups through
+// one such pattern (or WatchGroup) per group, so that it receives nothing
+// of the groups that user may not see.
+func WatchGroupType(group, typ, topic string) (string, error) {
+	if err := checkToken("group", group); err != nil {
+		return "", err
+	}
+	if err := checkToken("type", typ); err != nil {
+		return "", err
+	}
+	if err := checkWatchTopic(topic); err != nil {
+		return "", err
+	}
+	return strings.Join([]string{Prefix, watchToken, group, typ, "*", topic}, "."), nil
+}
+
 // WatchDevice is the pattern of one device's records of topic:
 // hub.watch.*.*.<sn>.<topic>.
 func WatchDevice(sn, topic string) (string, error) {
