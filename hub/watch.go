@@ -8,16 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 )
-
-// HeaderPushID, on a message of a watch subject, is the push id every node
-// gives the record's copies ("e<seq>" for an event, "p<seq>" for a
-// presence record, by their stream sequence). Without it a node gives each
-// push a fresh id.
-const HeaderPushID = "Hub-Push-Id"
 
 // watchSet holds the node's NATS interest in device records: one queue
 // subscription per (selector, topic) that a local session watches,
@@ -360,7 +355,7 @@ func (srv *Server) publishWatch(topic, group, typ, sn string, body []byte) {
 }
 
 // publishWatchID is publishWatch with the push id every node gives the
-// record (HeaderPushID), when id is not empty.
+// record (schema.HeaderPushID), when id is not empty.
 func (srv *Server) publishWatchID(topic, group, typ, sn, id string, body []byte) {
 	subj, err := subjects.Watch(group, typ, sn, topic)
 	if err != nil {
@@ -370,7 +365,7 @@ func (srv *Server) publishWatchID(topic, group, typ, sn, id string, body []byte)
 	m := nats.NewMsg(subj)
 	m.Data = body
 	if id != "" {
-		m.Header.Set(HeaderPushID, id)
+		m.Header.Set(schema.HeaderPushID, id)
 	}
 	// A core publish only buffers; with the connection down it fails, and
 	// watchers miss the live copy of a record that is stored all the same.
@@ -389,7 +384,7 @@ func (srv *Server) onWatch(m *nats.Msg) {
 		srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
-	id := m.Header.Get(HeaderPushID)
+	id := m.Header.Get(schema.HeaderPushID)
 	if len(id) > 128 {
 		id = ""
 	}

@@ -33,4 +33,9 @@ const (
 	HeaderUser      = "Hub-User"
 	HeaderGroup     = "Hub-Group"
 	HeaderTimeoutMS = "Hub-Timeout-Ms" // on hub.dev.<sn>.cmd: when the holder answers 408
+	// HeaderPushID, on a message of a watch subject, is the push id every
+	// node gives the record's copies ("e<seq>" for an event, "p<seq>" for
+	// a presence record, by their stream sequence). Without it a node
+	// gives each push a fresh id.
+	HeaderPushID = "Hub-Push-Id"
 )
