@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 )
@@ -22,7 +23,7 @@ import (
 // but a 403.
 func FuzzSubscribeArgs(f *testing.F) {
 	srv := &Server{
-		registry: &deviceRegistry{&watchCache[Device]{entries: map[string]Device{
+		registry: &deviceRegistry{&watchCache[schema.Device]{entries: map[string]schema.Device{
 			"R-1": {Type: "dog", Group: "g1"}, "R-2": {Type: "cat", Group: "g2"},
 		}}},
 		presence: &presence{view: map[string]*deviceView{"R-3": {typ: "dog", group: "g2"}}},
@@ -218,8 +219,8 @@ func FuzzPushArgs(f *testing.F) {
 			target.Value != string(auth.RoleAdmin) && target.Value != string(auth.RoleViewer) {
 			t.Fatalf("role %q accepted", target.Value)
 		}
-		body := PushBody{Service: *a.Service, Values: a.Values, Where: a.Where, ID: "fz-1"}
-		if CheckPush(&body) != nil {
+		body := schema.PushBody{Service: *a.Service, Values: a.Values, Where: a.Where, ID: "fz-1"}
+		if body.Check() != nil {
 			return
 		}
 		// What Publish sends, as dispatch reads it.
@@ -227,11 +228,11 @@ func FuzzPushArgs(f *testing.F) {
 		if err != nil {
 			t.Fatalf("body %+v not encoded: %v", body, err)
 		}
-		var got PushBody
+		var got schema.PushBody
 		if err := json.Unmarshal(data, &got); err != nil {
 			t.Fatalf("published body %s unreadable: %v", data, err)
 		}
-		if err := CheckPush(&got); err != nil {
+		if err := got.Check(); err != nil {
 			t.Fatalf("published body %s refused by dispatch: %v", data, err)
 		}
 		if got.Service != body.Service || got.ID != body.ID || !maps.Equal(got.Where, body.Where) || !sameValues(got.Values, body.Values) {
@@ -244,7 +245,7 @@ func FuzzPushArgs(f *testing.F) {
 // checkPushFrame encodes an accepted push body as dispatch does and checks
 // the frame a session gets: one line, the body's service and id, values
 // an object equal to the body's.
-func checkPushFrame(t *testing.T, body PushBody) {
+func checkPushFrame(t *testing.T, body schema.PushBody) {
 	t.Helper()
 	frame, err := wire.EncodePush(body.Service, body.ID, body.Values)
 	if err != nil {

@@ -2,12 +2,18 @@ package hub
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 )
+
+// Who receives a push, in one place: the interests (push subjects) a
+// session joins for its identity, whether it is in a target's audience,
+// whether it meets a push's where condition, and who may push where.
 
 // interestsOf lists the push subjects a session with identity id receives.
 func interestsOf(id *Identity) ([]string, error) {
@@ -50,9 +56,6 @@ func interestsOf(id *Identity) ([]string, error) {
 	return subjs, nil
 }
 
-// whereKeys are the session attributes a conditional push may test.
-var whereKeys = []string{"sn", "user", "role", "type", "group"}
-
 // matchesTarget reports whether a session with this identity is in the
 // audience of target. It mirrors interestsOf.
 func (id *Identity) matchesTarget(t subjects.Target) bool {
@@ -81,7 +84,8 @@ func (id *Identity) hasGroup(g string) bool {
 	return auth.NamesGroup(id.Groups, g)
 }
 
-// matchesWhere reports whether the session has every attribute of where.
+// matchesWhere reports whether the session has every attribute of where
+// (the keys are schema.WhereKeys; PushBody.Check refuses others).
 func (id *Identity) matchesWhere(where map[string]string) bool {
 	for k, v := range where {
 		var ok bool
@@ -102,6 +106,26 @@ func (id *Identity) matchesWhere(where map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// whereInterest is the interest (push subject) that holds every session
+// with attribute key = value: a smaller set to walk than the target's, for
+// a push with that where condition. An error means no session can have
+// that attribute.
+func whereInterest(key, value string) (string, error) {
+	switch key {
+	case "sn":
+		return subjects.DevicePush(value)
+	case "user":
+		return subjects.UserPush(value)
+	case "role":
+		return subjects.RolePush(value)
+	case "type":
+		return subjects.TypePush(value)
+	case "group":
+		return subjects.GroupPush(value)
+	}
+	return "", fmt.Errorf("where: unknown attribute %q", key)
 }
 
 // mayPush enforces group scope: an admin whose groups are not "*" may push
@@ -151,4 +175,43 @@ func (srv *Server) deviceGroup(sn string) string {
 // whether prio reaches its min_priority.
 func (sub subscription) wants(t topic, prio int) bool {
 	return sub.topics&t != 0 && (t != topicEvent || prio >= sub.minPriority)
+}
+
+// maxScopedGroups is how many groups a user may see for the node to watch
+// them one by one; past it the node watches sel as it is and deliver
+// filters by group, rather than hold hundreds of subscriptions for one
+// selector.
+const maxScopedGroups = 32
+
+// watchSelectors are the watch selectors (see watchKey) through which the
+// node receives the records a session subscribed under sel may be given.
+// For a user who may see every group, that is sel itself. For one limited
+// to some groups, "all" and a type become one pattern per visible group,
+// and a group it may not see becomes nothing, so that the node receives
+// no record of a group the user may not see: its cost follows what the
+// user is shown. A device selector stays as it is (its group is not known
+// until its records arrive; deliver checks it).
+func watchSelectors(id *Identity, sel string) []string {
+	if id == nil || len(id.Groups) > maxScopedGroups || slices.Contains(id.Groups, auth.AllGroups) {
+		return []string{sel}
+	}
+	kind, value, _ := strings.Cut(sel, ":")
+	var out []string
+	switch kind {
+	case "all":
+		for _, g := range id.Groups {
+			out = append(out, "group:"+g)
+		}
+	case "type":
+		for _, g := range id.Groups {
+			out = append(out, "gtype:"+g+"."+value)
+		}
+	case "group":
+		if auth.CanSee(id.Groups, value) {
+			out = append(out, sel)
+		}
+	default:
+		out = append(out, sel)
+	}
+	return out
 }

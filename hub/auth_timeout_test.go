@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/nats-io/nuid"
@@ -68,7 +69,7 @@ func TestAuthTimeoutHeldWhileServed(t *testing.T) {
 		return s, ft
 	}
 	s, ft := open()
-	px.stallAtPublish("$KV." + BucketNonces + ".")
+	px.stallAtPublish("$KV." + schema.BucketNonces + ".")
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

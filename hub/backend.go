@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -29,15 +30,15 @@ func (srv *Server) forwardService(s *Session, m *wire.Message) (any, *wire.Error
 		msg.Data = wire.EmptyObject
 	}
 	id := s.Identity()
-	msg.Header.Set(HeaderSession, s.id)
-	msg.Header.Set(HeaderRole, string(id.Role))
-	msg.Header.Set(HeaderNode, srv.cfg.NodeID)
+	msg.Header.Set(schema.HeaderSession, s.id)
+	msg.Header.Set(schema.HeaderRole, string(id.Role))
+	msg.Header.Set(schema.HeaderNode, srv.cfg.NodeID)
 	if id.Role == auth.RoleDevice {
-		msg.Header.Set(HeaderSN, id.SN)
-		msg.Header.Set(HeaderGroup, id.Group)
+		msg.Header.Set(schema.HeaderSN, id.SN)
+		msg.Header.Set(schema.HeaderGroup, id.Group)
 	} else {
-		msg.Header.Set(HeaderUser, id.User)
-		msg.Header.Set(HeaderGroup, strings.Join(id.Groups, ","))
+		msg.Header.Set(schema.HeaderUser, id.User)
+		msg.Header.Set(schema.HeaderGroup, strings.Join(id.Groups, ","))
 	}
 	service := m.Service
 	return srv.runAsync(s, m, func(ctx context.Context) (any, *wire.Error) {
@@ -50,11 +51,11 @@ func (srv *Server) forwardService(s *Session, m *wire.Message) (any, *wire.Error
 			}
 			return nil, natsFailure(err, "service "+service)
 		}
-		var r Reply
+		var r schema.Reply
 		if err := json.Unmarshal(resp.Data, &r); err != nil || (!wire.IsNull(r.Values) && !wire.IsObject(r.Values)) {
 			srv.log.Warn("invalid backend reply", "service", service)
 			return nil, wire.Errorf(wire.CodeInternal, "service "+service+" gave an invalid reply")
 		}
-		return r.result()
+		return replyResult(r)
 	})
 }

@@ -10,20 +10,10 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
-)
-
-// Headers the hub sets on requests it sends over NATS.
-const (
-	HeaderSession   = "Hub-Session"
-	HeaderRole      = "Hub-Role"
-	HeaderNode      = "Hub-Node"
-	HeaderSN        = "Hub-Sn"
-	HeaderUser      = "Hub-User"
-	HeaderGroup     = "Hub-Group"
-	HeaderTimeoutMS = "Hub-Timeout-Ms" // on hub.dev.<sn>.cmd: when the holder answers 408
 )
 
 // Command limits.
@@ -32,23 +22,9 @@ const (
 	maxCommandTimeout  = 60 * time.Second
 )
 
-// CommandBody is the body of a request on hub.dev.<sn>.cmd.
-type CommandBody struct {
-	Service string          `json:"service"`
-	Args    json.RawMessage `json:"args,omitempty"`
-}
-
-// Reply is the body of an answer on NATS: to a command, or from a backend
-// service.
-type Reply struct {
-	Code   int             `json:"code"`
-	Msg    string          `json:"msg"`
-	Values json.RawMessage `json:"values"`
-}
-
-// result turns a reply from a device or backend into an answer, passing
-// its code, msg and values through as they are.
-func (r Reply) result() (any, *wire.Error) {
+// replyResult turns a reply from a device or backend into an answer,
+// passing its code, msg and values through as they are.
+func replyResult(r schema.Reply) (any, *wire.Error) {
 	if r.Code != wire.CodeOK {
 		return nil, &wire.Error{Code: r.Code, Msg: r.Msg, Values: r.Values, Relayed: true}
 	}
@@ -63,7 +39,7 @@ type cmdReq struct {
 	timer *time.Timer
 }
 
-func (c *cmdReq) answer(r Reply) {
+func (c *cmdReq) answer(r schema.Reply) {
 	c.once.Do(func() {
 		if c.timer != nil {
 			c.timer.Stop()
@@ -73,7 +49,7 @@ func (c *cmdReq) answer(r Reply) {
 		}
 		b, err := json.Marshal(r)
 		if err != nil {
-			b, _ = json.Marshal(Reply{Code: wire.CodeInternal, Msg: "device sent invalid values", Values: wire.EmptyObject})
+			b, _ = json.Marshal(schema.Reply{Code: wire.CodeInternal, Msg: "device sent invalid values", Values: wire.EmptyObject})
 		}
 		if err := c.srv.nc.Publish(c.reply, b); err != nil {
 			c.srv.warnLimited("command reply not sent", "err", err)
@@ -81,7 +57,7 @@ func (c *cmdReq) answer(r Reply) {
 	})
 }
 
-func (c *cmdReq) fail(code int, msg string) { c.answer(Reply{Code: code, Msg: msg}) }
+func (c *cmdReq) fail(code int, msg string) { c.answer(schema.Reply{Code: code, Msg: msg}) }
 
 var errNoReply = errors.New("command without reply subject")
 
@@ -107,7 +83,7 @@ func (srv *Server) deliverCommand(sn string, m *nats.Msg) {
 		req.fail(wire.CodeUnavailable, "device "+sn+" is not connected")
 		return
 	}
-	var body CommandBody
+	var body schema.CommandBody
 	if err := json.Unmarshal(m.Data, &body); err != nil {
 		req.fail(wire.CodeBadRequest, "command body is not {\"service\",\"args\"} JSON")
 		return
@@ -120,21 +96,21 @@ func (srv *Server) deliverCommand(sn string, m *nats.Msg) {
 		req.fail(wire.CodeBadRequest, "args: must be an object")
 		return
 	}
-	if g := m.Header.Get(HeaderGroup); g != "" {
+	if g := m.Header.Get(schema.HeaderGroup); g != "" {
 		if !auth.CanSee(strings.Split(g, ","), target.Identity().Group) {
 			req.fail(wire.CodeForbidden, "device "+sn+" is outside your groups")
 			return
 		}
 	}
 	timeout := srv.cfg.CommandTimeout
-	if ms, err := strconv.ParseInt(m.Header.Get(HeaderTimeoutMS), 10, 64); err == nil && ms > 0 {
+	if ms, err := strconv.ParseInt(m.Header.Get(schema.HeaderTimeoutMS), 10, 64); err == nil && ms > 0 {
 		timeout = min(time.Duration(ms)*time.Millisecond, maxCommandTimeout)
 	}
 	target.sendCommand(req, body, timeout)
 }
 
 // sendCommand sends the request to the device and waits for its response.
-func (s *Session) sendCommand(req *cmdReq, body CommandBody, timeout time.Duration) {
+func (s *Session) sendCommand(req *cmdReq, body schema.CommandBody, timeout time.Duration) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -183,7 +159,7 @@ func (s *Session) handleResponse(m *wire.Message) {
 		s.logger().Debug("response to no pending command", "request_id", m.RequestID)
 		return
 	}
-	req.answer(Reply{Code: m.Code, Msg: m.Msg, Values: m.Values})
+	req.answer(schema.Reply{Code: m.Code, Msg: m.Msg, Values: m.Values})
 }
 
 type commandArgs struct {
@@ -226,26 +202,26 @@ func (srv *Server) serveAdminCommand(s *Session, m *wire.Message) (any, *wire.Er
 		if werr != nil {
 			return nil, werr
 		}
-		return r.result()
+		return replyResult(r)
 	})
 }
 
 // Command sends a command to a device through NATS and returns its reply.
 // groups, when not nil, restricts it to devices of those groups.
-func (srv *Server) Command(ctx context.Context, sn, service string, args json.RawMessage, timeout time.Duration, groups []string) (Reply, *wire.Error) {
+func (srv *Server) Command(ctx context.Context, sn, service string, args json.RawMessage, timeout time.Duration, groups []string) (schema.Reply, *wire.Error) {
 	subj, err := subjects.DeviceCmd(sn)
 	if err != nil {
-		return Reply{}, wire.Errorf(wire.CodeBadRequest, "invalid serial number")
+		return schema.Reply{}, wire.Errorf(wire.CodeBadRequest, "invalid serial number")
 	}
 	if srv.busDown() {
-		return Reply{}, errBusDown
+		return schema.Reply{}, errBusDown
 	}
-	body, _ := json.Marshal(CommandBody{Service: service, Args: args})
+	body, _ := json.Marshal(schema.CommandBody{Service: service, Args: args})
 	msg := nats.NewMsg(subj)
 	msg.Data = body
-	msg.Header.Set(HeaderTimeoutMS, strconv.FormatInt(timeout.Milliseconds(), 10))
+	msg.Header.Set(schema.HeaderTimeoutMS, strconv.FormatInt(timeout.Milliseconds(), 10))
 	if groups != nil {
-		msg.Header.Set(HeaderGroup, strings.Join(groups, ","))
+		msg.Header.Set(schema.HeaderGroup, strings.Join(groups, ","))
 	}
 	// A little longer than the holder's own timer, so that its 408 (which
 	// says the device was reached) wins over ours.
@@ -254,15 +230,15 @@ func (srv *Server) Command(ctx context.Context, sn, service string, args json.Ra
 	resp, err := srv.nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return Reply{}, wire.Errorf(wire.CodeUnavailable, "device "+sn+" is not connected")
+			return schema.Reply{}, wire.Errorf(wire.CodeUnavailable, "device "+sn+" is not connected")
 		}
-		return Reply{}, natsFailure(err, "device "+sn)
+		return schema.Reply{}, natsFailure(err, "device "+sn)
 	}
 	// The holder's reply is relayed as it is: its values must be an object,
 	// as every response's are.
-	var r Reply
+	var r schema.Reply
 	if err := json.Unmarshal(resp.Data, &r); err != nil || (!wire.IsNull(r.Values) && !wire.IsObject(r.Values)) {
-		return Reply{}, wire.Errorf(wire.CodeInternal, "invalid command reply")
+		return schema.Reply{}, wire.Errorf(wire.CodeInternal, "invalid command reply")
 	}
 	return r, nil
 }

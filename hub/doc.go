@@ -13,7 +13,7 @@
 //	s := srv.Open(transport, "127.0.0.1:50000")
 //	s.HandleFrame([]byte(`{"op":"request","service":"/ping","request_id":"1"}`))
 //	...
-//	s.Gone(hub.ReasonClosed)
+//	s.Gone(schema.ReasonClosed)
 //
 // Pushes are routed by subject: the node subscribes once per interest (a
 // device, a user, a role, a type, a group, everyone) that one of its

@@ -3,56 +3,14 @@ package hub
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"slices"
 	"time"
 
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 )
-
-// PushBody is the body of a message on a push subject, as a backend
-// publishes it.
-type PushBody struct {
-	Service string            `json:"service"`
-	Values  json.RawMessage   `json:"values,omitempty"`
-	Where   map[string]string `json:"where,omitempty"`
-	// ID is optional: a publisher that sets it lets clients drop duplicates
-	// across retries; otherwise each node gives the push a unique id.
-	ID string `json:"id,omitempty"`
-}
-
-// ownPushes are the pushes only the hub itself sends: no admin or backend
-// may forge them.
-var ownPushes = map[string]bool{"/push/presence": true, "/push/status": true, "/push/event": true, "/push/summary": true}
-
-// ErrReservedService is CheckPush's answer to a push naming one of the
-// hub's own push services.
-var ErrReservedService = errors.New("service: /push/presence, /push/status, /push/event and /push/summary are the hub's own")
-
-// CheckPush validates a push body, naming the first problem.
-func CheckPush(b *PushBody) error {
-	if !subjects.ValidPath(b.Service) {
-		return fmt.Errorf("service: %q is not a valid service path", wire.Clip(b.Service))
-	}
-	if ownPushes[b.Service] {
-		return ErrReservedService
-	}
-	if !wire.IsNull(b.Values) && !wire.IsObject(b.Values) {
-		return fmt.Errorf("values: must be an object")
-	}
-	for k := range b.Where {
-		if !slices.Contains(whereKeys, k) {
-			return fmt.Errorf("where: unknown attribute %q (want sn, user, role, type or group)", k)
-		}
-	}
-	if len(b.ID) > 128 {
-		return fmt.Errorf("id: longer than 128 bytes")
-	}
-	return nil
-}
 
 // dispatch handles one message from an interest's subscription, on the
 // subject's dispatch shard.
@@ -65,14 +23,14 @@ func (srv *Server) dispatch(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	var body PushBody
+	var body schema.PushBody
 	if err := json.Unmarshal(m.Data, &body); err != nil {
 		srv.dropPush(dropMalformed, m.Subject, err)
 		return
 	}
-	if err := CheckPush(&body); err != nil {
+	if err := body.Check(); err != nil {
 		reason := dropInvalid
-		if errors.Is(err, ErrReservedService) {
+		if errors.Is(err, schema.ErrReservedService) {
 			reason = dropReserved
 		}
 		srv.dropPush(reason, m.Subject, err)
@@ -97,7 +55,7 @@ func (srv *Server) dispatch(m *nats.Msg) {
 // Reasons a push is dropped (fleethub_pushes_dropped_total).
 const (
 	dropMalformed    = "malformed"      // not a JSON push body
-	dropInvalid      = "invalid"        // a body that breaks the rules (CheckPush)
+	dropInvalid      = "invalid"        // a body that breaks the rules (PushBody.Check)
 	dropReserved     = "reserved"       // names one of the hub's own services
 	dropBacklog      = "backlog"        // its subject's dispatch backlog was full
 	dropOverflow     = "overflow"       // nats.go's channel was full before dispatch
@@ -128,20 +86,7 @@ func (srv *Server) fanout(subject string, target subjects.Target, where map[stri
 	if len(where) > 0 {
 		best := srv.interest.size(subject)
 		for k, v := range where {
-			var alt string
-			var err error
-			switch k {
-			case "sn":
-				alt, err = subjects.DevicePush(v)
-			case "user":
-				alt, err = subjects.UserPush(v)
-			case "role":
-				alt, err = subjects.RolePush(v)
-			case "type":
-				alt, err = subjects.TypePush(v)
-			case "group":
-				alt, err = subjects.GroupPush(v)
-			}
+			alt, err := whereInterest(k, v)
 			if err != nil {
 				return // no session can have that attribute
 			}

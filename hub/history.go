@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -62,13 +63,13 @@ func (srv *Server) serveHistory(s *Session, m *wire.Message) (any, *wire.Error) 
 	var err error
 	switch topic {
 	case "status":
-		stream = StreamStatus
+		stream = schema.StreamStatus
 		subj, err = subjects.DeviceStatus(*a.SN)
 	case "event":
-		stream = StreamEvents
+		stream = schema.StreamEvents
 		subj, err = subjects.DeviceEvent(*a.SN)
 	case "presence":
-		stream = StreamPresence
+		stream = schema.StreamPresence
 		subj, err = subjects.Presence(*a.SN)
 	default:
 		return nil, wire.Errorf(wire.CodeBadRequest, "args.topic: must be status, event or presence")

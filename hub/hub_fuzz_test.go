@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/subjects"
@@ -400,8 +401,8 @@ func FuzzBusMessages(f *testing.F) {
 		case 0, 1, 2, 3:
 			ps := pushSubjects[kind%8]
 			h.srv.dispatch(&nats.Msg{Subject: ps.subject, Data: data, Header: nats.Header{}})
-			var body PushBody
-			accepted := json.Unmarshal(data, &body) == nil && CheckPush(&body) == nil
+			var body schema.PushBody
+			accepted := json.Unmarshal(data, &body) == nil && body.Check() == nil
 			got := h.drain(t)
 			for i, lines := range got {
 				to := false
@@ -436,7 +437,7 @@ func FuzzBusMessages(f *testing.F) {
 			if len(got) != 1 || got[0].RequestID != "r" {
 				t.Fatalf("reply %q relayed as %+v", data, got)
 			}
-			var r Reply
+			var r schema.Reply
 			if json.Unmarshal(data, &r) == nil && r.Code == wire.CodeOK && wire.IsObject(r.Values) &&
 				(got[0].Code != wire.CodeOK || !sameValues(got[0].Values, r.Values)) {
 				t.Fatalf("reply %q relayed as %+v", data, got[0])
@@ -460,9 +461,9 @@ func FuzzBusMessages(f *testing.F) {
 func (h *fuzzHub) command(t *testing.T, dev *fuzzPeer, data []byte) {
 	// A long holder's timeout: the device answers at once, however slow
 	// the box.
-	m := &nats.Msg{Subject: "hub.dev.fz-1.cmd", Reply: "fz.replies", Data: data, Header: nats.Header{HeaderTimeoutMS: {"10000"}}}
+	m := &nats.Msg{Subject: "hub.dev.fz-1.cmd", Reply: "fz.replies", Data: data, Header: nats.Header{schema.HeaderTimeoutMS: {"10000"}}}
 	h.srv.deliverCommand("fz-1", m)
-	var body CommandBody
+	var body schema.CommandBody
 	accepted := json.Unmarshal(data, &body) == nil && subjects.ValidPath(body.Service) &&
 		(wire.IsNull(body.Args) || wire.IsObject(body.Args))
 	sent := h.drain(t)[peerDevice]
@@ -476,7 +477,7 @@ func (h *fuzzHub) command(t *testing.T, dev *fuzzPeer, data []byte) {
 		}
 		dev.s.HandleFrame([]byte(`{"op":"response","request_id":"` + l.RequestID + `","code":0,"values":{"done":true}}`))
 	}
-	var r Reply
+	var r schema.Reply
 	select {
 	case m := <-h.replies:
 		if err := json.Unmarshal(m.Data, &r); err != nil || !wire.IsObject(r.Values) {
@@ -490,12 +491,15 @@ func (h *fuzzHub) command(t *testing.T, dev *fuzzPeer, data []byte) {
 	}
 }
 
-// FuzzRecords hands the hub's stream followers records as any writer of
-// the streams may store them: status, event and presence records. A record
-// the hub could have written (a serial number, a status or data object, a
-// known priority or reason) reaches each subscriber that may see it
-// exactly once, as a push of the record itself; any other reaches nobody,
-// and the view keeps only statuses that /admin/devices can show.
+// FuzzRecords hands the hub records as any publisher on the bus may send
+// them on a watch subject, and as any writer of the streams may store
+// them: status, event and presence records. A record on a watch subject
+// that the hub could have written (a serial number, a status or data
+// object, a known priority or reason) and that is the one its subject
+// names reaches each subscriber that may see it exactly once, as a push of
+// the record itself; any other reaches nobody. A record stored on a stream
+// by another writer reaches nobody live (the node follows no stream) and
+// is read back by /admin/history as an object or not at all.
 func FuzzRecords(f *testing.F) {
 	h := newFuzzHub(f)
 	// Records stored on the streams are about fz-7, whose history an admin
@@ -524,9 +528,12 @@ func FuzzRecords(f *testing.F) {
 		{1, `{"sn":"fz-1","type":"dog","group":"g1","at":1,"event":"abnormal","priority":"emergency","data":{"k":1}}`},
 		{2, `{"sn":"fz-1","type":"dog","group":"g1","online":true,"reason":"connected","node":"n","at":1}`},
 		{2, `{"sn":"fz-4","type":"dog","group":"g2","online":false,"reason":"node_lost","node":"n","at":2}`},
-		{3, `{"sn":"fz-7","type":"dog","group":"g1","at":3,"status":{"rubbish":{"code":1,"msg":"full"}}}`},
-		{4, `{"sn":"fz-7","type":"dog","group":"g1","at":4,"event":"threshold","priority":"high","data":{}}`},
-		{5, `{"sn":"fz-7","type":"dog","group":"g1","online":false,"reason":"closed","node":"n","at":5}`},
+		{3, `{"sn":"fz-1","type":"dog","group":"g1","at":1,"status":{}}`},
+		{4, `{"sn":"fz-1","type":"cat","group":"g1","at":1,"event":"e","priority":"normal","data":{}}`},
+		{5, `{"sn":"fz-4","type":"dog","group":"g2","online":false,"reason":"node_lost","node":"n","at":2}`},
+		{6, `{"sn":"fz-7","type":"dog","group":"g1","at":3,"status":{"rubbish":{"code":1,"msg":"full"}}}`},
+		{7, `{"sn":"fz-7","type":"dog","group":"g1","at":4,"event":"threshold","priority":"high","data":{}}`},
+		{8, `{"sn":"fz-7","type":"dog","group":"g1","online":false,"reason":"closed","node":"n","at":5}`},
 	} {
 		f.Add(seed.kind, []byte(seed.data))
 	}
@@ -535,51 +542,50 @@ func FuzzRecords(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {
 		adm, view := h.peer(t, peerAdmin), h.peer(t, peerViewer)
-		// Kinds 0 to 2 go straight to the follower's callback, 3 to 5 are
-		// stored on the stream, reach it from there, and are read back by
-		// /admin/history.
-		stored := kind%6 >= 3
-		var group, service string
+		// Kinds 0 to 2 come on the watch subject their record names (when
+		// it names one), 3 to 5 on fz-1's subject in g1 of type dog, and
+		// 6 to 8 are stored on the stream and read back by /admin/history.
+		how := kind % 9 / 3
+		topic := topics[kind%3]
+		var rec struct {
+			SN    string `json:"sn"`
+			Type  string `json:"type"`
+			Group string `json:"group"`
+		}
 		var valid bool
+		var service string
 		switch kind % 3 {
 		case 0:
-			var rec StatusRecord
-			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN) && wire.IsObject(rec.Status)
-			group, service = rec.Group, "/push/status"
-			if !stored {
-				h.srv.onStatus(data, true)
-			}
-			defer func() {
-				h.srv.presence.mu.Lock()
-				defer h.srv.presence.mu.Unlock()
-				if v := h.srv.presence.view[rec.SN]; v != nil && v.status != nil && !wire.IsObject(v.status) {
-					t.Errorf("record %q: the view keeps status %s, not an object", data, v.status)
-				}
-			}()
+			var r StatusRecord
+			valid = json.Unmarshal(data, &r) == nil && auth.ValidSerial(r.SN) && wire.IsObject(r.Status)
+			service = "/push/status"
 		case 1:
-			var rec EventRecord
-			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN) && wire.IsObject(rec.Data)
-			_, known := priorities[rec.Priority]
+			var r EventRecord
+			valid = json.Unmarshal(data, &r) == nil && auth.ValidSerial(r.SN) && wire.IsObject(r.Data)
+			_, known := priorities[r.Priority]
 			valid = valid && known
-			group, service = rec.Group, "/push/event"
-			if !stored {
-				h.srv.onEvent(data, h.seq.Add(1))
-			}
+			service = "/push/event"
 		case 2:
-			var rec PresenceRecord
-			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN)
-			switch rec.Reason {
-			case ReasonConnected, ReasonNodeLost, ReasonClosed, ReasonTimeout, ReasonReplaced, ReasonKicked:
+			var r PresenceRecord
+			valid = json.Unmarshal(data, &r) == nil && auth.ValidSerial(r.SN)
+			switch r.Reason {
+			case ReasonConnected, ReasonNodeLost, ReasonClosed, schema.ReasonTimeout, ReasonReplaced, schema.ReasonKicked:
 			default:
 				valid = false
 			}
-			group, service = rec.Group, "/push/presence"
-			if !stored {
-				h.srv.presence.onRecord(data, h.seq.Add(1))
-			}
+			service = "/push/presence"
 		}
-		topic := topics[kind%3]
-		if stored {
+		_ = json.Unmarshal(data, &rec)
+		switch how {
+		case 0, 1:
+			subj := "hub.watch.g1.dog.fz-1." + topic.name
+			if s, err := subjects.Watch(rec.Group, rec.Type, rec.SN, topic.name); err == nil && how == 0 {
+				subj = s
+			}
+			valid = valid && subj == mustWatch(rec.Group, rec.Type, rec.SN, topic.name)
+			h.srv.onWatch(&nats.Msg{Subject: subj, Data: data})
+		case 2:
+			valid = false
 			if _, err := js.Publish(context.Background(), topic.subject, data); err != nil {
 				t.Fatalf("store %q: %v", data, err)
 			}
@@ -588,24 +594,30 @@ func FuzzRecords(f *testing.F) {
 		if valid {
 			// A status may be pushed by the coalescer's timer.
 			awaitFrames(adm.ft, 1)
-			if group == "g1" {
+			if rec.Group == "g1" {
 				awaitFrames(view.ft, 1)
 			}
 		}
 		got := h.drain(t)
 		for _, p := range []int{peerAdmin, peerViewer} {
 			want := 0
-			if valid && (p == peerAdmin || group == "g1") {
+			if valid && (p == peerAdmin || rec.Group == "g1") {
 				want = 1
 			}
 			if len(got[p]) != want {
-				t.Fatalf("record %q (valid %v, group %q): session %d got %+v", data, valid, group, p, got[p])
+				t.Fatalf("record %q (valid %v, group %q): session %d got %+v", data, valid, rec.Group, p, got[p])
 			}
 			if want == 1 && (got[p][0].Service != service || !sameValues(got[p][0].Values, data)) {
 				t.Fatalf("record %q pushed as %+v", data, got[p][0])
 			}
 		}
 	})
+}
+
+// mustWatch is the watch subject of a record, or "" when it has none.
+func mustWatch(group, typ, sn, topic string) string {
+	s, _ := subjects.Watch(group, typ, sn, topic)
+	return s
 }
 
 // history reads fz-7's newest record of topic back as an admin and checks
@@ -683,12 +695,12 @@ func FuzzKVEntries(f *testing.F) {
 				t.Fatalf("node entry %q: node not live", data)
 			}
 		case 1:
-			h.srv.registry.apply(h.srv, kvEntry{bucket: BucketDevices, key: "fz-2", value: data, op: jetstream.KeyValuePut}, true)
+			h.srv.registry.apply(h.srv, kvEntry{bucket: schema.BucketDevices, key: "fz-2", value: data, op: jetstream.KeyValuePut}, true)
 			d, registered := h.srv.registry.get("fz-2")
 			// A device whose entry the node keeps logs in with it.
 			h.deviceLogin(t, "fz-2", registered, d)
 		case 2:
-			h.srv.users.apply(h.srv, kvEntry{bucket: BucketUsers, key: "fz-user", value: data, op: jetstream.KeyValuePut}, true)
+			h.srv.users.apply(h.srv, kvEntry{bucket: schema.BucketUsers, key: "fz-user", value: data, op: jetstream.KeyValuePut}, true)
 			if u, ok := h.srv.users.get("fz-user"); ok {
 				if err := u.Validate(); err != nil {
 					t.Fatalf("user entry %q kept: %v", data, err)
@@ -703,7 +715,7 @@ func FuzzKVEntries(f *testing.F) {
 
 // deviceLogin authenticates sn with a valid proof on a new session and
 // checks it gets in, with the type and group of its registry entry.
-func (h *fuzzHub) deviceLogin(t *testing.T, sn string, registered bool, d Device) {
+func (h *fuzzHub) deviceLogin(t *testing.T, sn string, registered bool, d schema.Device) {
 	t.Helper()
 	ft := &fakeTransport{limit: 1 << 10}
 	s := h.srv.Open(ft, "fz")

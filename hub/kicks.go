@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 )
@@ -19,7 +20,7 @@ func (srv *Server) kickUser(user, reason string) {
 // registryChanged ends the local session of a device whose registry entry
 // changed, so that it reconnects with its new type and group (or, with
 // RequireRegistered, is refused once removed).
-func (srv *Server) registryChanged(sn string, cur *Device) {
+func (srv *Server) registryChanged(sn string, cur *schema.Device) {
 	subj, err := subjects.DevicePush(sn)
 	if err != nil {
 		return

@@ -13,51 +13,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Presence state in JetStream.
-const (
-	BucketPresence = "hub_presence"
-	BucketNodes    = "hub_nodes"
-	StreamPresence = "HUB_PRESENCE"
-)
-
-// Reasons in presence records, besides the session end reasons.
-const (
-	ReasonConnected Reason = "connected"
-	ReasonNodeLost  Reason = "node_lost"
-)
-
-// PresenceEntry is a device's entry in the hub_presence bucket, present
-// while the device is online. Type and group are extra fields beyond the
-// protocol's, so that a reader needs no second lookup.
-type PresenceEntry struct {
-	Node     string `json:"node"`
-	Session  string `json:"session"`
-	Since    int64  `json:"since"`
-	LastSeen int64  `json:"last_seen"`
-	Addr     string `json:"addr"`
-	Type     string `json:"type,omitempty"`
-	Group    string `json:"group,omitempty"`
-}
-
-// NodeEntry is a node's liveness entry in the hub_nodes bucket.
-type NodeEntry struct {
-	Addr     string `json:"addr"`
-	Since    int64  `json:"since"`
-	Sessions int    `json:"sessions"`
-}
-
-// PresenceRecord is published on hub.presence.<sn> once per change, and
-// pushed to subscribed admins as /push/presence.
-type PresenceRecord struct {
-	SN     string `json:"sn"`
-	Type   string `json:"type"`
-	Group  string `json:"group"`
-	Online bool   `json:"online"`
-	Reason Reason `json:"reason"`
-	Node   string `json:"node"`
-	At     int64  `json:"at"`
-}
-
 // localDevice is this node's bookkeeping for a device session it holds or
 // held: the revision of the entry it wrote, and the grace timer once the
 // session has ended. Guarded by presence.mu.

@@ -14,11 +14,10 @@ import (
 )
 
 // onRecord follows the HUB_PRESENCE stream: the view learns when a device
-// went offline, and what its last record says, and subscribed sessions
-// get /push/presence.
+// went offline, and what its last record says.
 func (p *presence) onRecord(data []byte, seq uint64) {
 	var r PresenceRecord
-	if err := json.Unmarshal(data, &r); err != nil || !r.valid() {
+	if err := json.Unmarshal(data, &r); err != nil || !validPresence(&r) {
 		p.srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
 		return
 	}
@@ -33,24 +32,16 @@ func (p *presence) onRecord(data []byte, seq uint64) {
 	if seq > v.recSeq {
 		v.recSeq, v.recOnline = seq, r.Online
 	}
-	caught := p.caught
 	p.mu.Unlock()
 	p.srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
-	if caught {
-		p.srv.subs.deliver(topicPresence, 0, r.SN, r.Type, r.Group, "/push/presence", fmt.Sprintf("p%d", seq), data)
-	}
+	// Subscribed sessions get the record from its watch subject
+	// (Server.onWatch), published by the node that appended it.
 }
 
-// valid reports whether a record read back from HUB_PRESENCE is one a hub
-// could have stored: any writer of the stream may store others, and those
-// neither change the view nor reach admins (nor add a reason label).
-func (r *PresenceRecord) valid() bool {
-	switch r.Reason {
-	case ReasonConnected, ReasonNodeLost, ReasonClosed, ReasonTimeout, ReasonReplaced, ReasonKicked:
-		return auth.ValidSerial(r.SN)
-	}
-	return false
-}
+// validPresence reports whether a record read back from HUB_PRESENCE is one
+// a hub could have stored: any writer of the stream may store others, and
+// those neither change the view nor reach admins (nor add a reason label).
+func validPresence(r *PresenceRecord) bool { return r.Reason.Known() && auth.ValidSerial(r.SN) }
 
 // lastRecord is what a device's last presence record says: its stream
 // sequence (0: there is none) and whether it says online.
@@ -126,9 +117,16 @@ func (p *presence) record(ctx context.Context, r PresenceRecord, msgID string) e
 		if last.says(r.Online) {
 			return nil
 		}
-		seq, err := p.appendRecord(ctx, subj, r, msgID, last.seq)
+		seq, dup, err := p.appendRecord(ctx, subj, r, msgID, last.seq)
 		if err == nil {
 			p.noteRecord(r.SN, lastRecord{seq, r.Online})
+			// Watch: the stored record, and only it, goes to the nodes
+			// whose sessions watch the device; a duplicate the stream
+			// dropped was published by the node that stored it.
+			if !dup {
+				b, _ := json.Marshal(r)
+				p.srv.publishWatchID(subjects.WatchPresence, r.Group, r.Type, r.SN, fmt.Sprintf("p%d", seq), b)
+			}
 			return nil
 		}
 		if !isWrongLastSeq(err) {
@@ -164,8 +162,9 @@ func (p *presence) readRecord(ctx context.Context, sn, subj string) (lastRecord,
 }
 
 // appendRecord stores r if the subject's last record is at sequence after
-// (0: none), and returns its sequence.
-func (p *presence) appendRecord(ctx context.Context, subj string, r PresenceRecord, msgID string, after uint64) (uint64, error) {
+// (0: none), and returns its sequence; dup reports that the stream had it
+// already (the same Nats-Msg-Id within its window).
+func (p *presence) appendRecord(ctx context.Context, subj string, r PresenceRecord, msgID string, after uint64) (seq uint64, dup bool, err error) {
 	b, _ := json.Marshal(r)
 	m := nats.NewMsg(subj)
 	m.Data = b
@@ -173,7 +172,7 @@ func (p *presence) appendRecord(ctx context.Context, subj string, r PresenceReco
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(after, 10))
 	ack, err := p.srv.js.PublishMsg(ctx, m)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return ack.Sequence, nil
+	return ack.Sequence, ack.Duplicate, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nuid"
@@ -66,8 +67,8 @@ func (srv *Server) serveAdminPush(s *Session, m *wire.Message) (any, *wire.Error
 	if werr != nil {
 		return nil, werr
 	}
-	body := PushBody{Service: *a.Service, Values: a.Values, Where: a.Where, ID: nuid.Next()}
-	if err := CheckPush(&body); err != nil {
+	body := schema.PushBody{Service: *a.Service, Values: a.Values, Where: a.Where, ID: nuid.Next()}
+	if err := body.Check(); err != nil {
 		return nil, wire.Errorf(wire.CodeBadRequest, "args."+err.Error())
 	}
 	if werr := srv.mayPush(s.Identity(), target, a.Where); werr != nil {
@@ -82,7 +83,7 @@ func (srv *Server) serveAdminPush(s *Session, m *wire.Message) (any, *wire.Error
 // Publish sends a push on the target's subject, as any backend can. It
 // refuses while the node is cut off from NATS rather than buffer a push
 // that may never be delivered.
-func (srv *Server) Publish(t subjects.Target, body PushBody) error {
+func (srv *Server) Publish(t subjects.Target, body schema.PushBody) error {
 	if srv.busDown() {
 		return ErrBusDown
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/nats-io/nuid"
 	"golang.org/x/time/rate"
@@ -30,17 +31,6 @@ type Transport interface {
 	Send(frame []byte) error
 	Close(code int, reason string)
 }
-
-// Reason says why a session ended.
-type Reason string
-
-// Reasons a session ends.
-const (
-	ReasonClosed   Reason = "closed"   // the client closed, or the connection broke
-	ReasonTimeout  Reason = "timeout"  // the client missed the pong wait
-	ReasonReplaced Reason = "replaced" // a newer session for the same device
-	ReasonKicked   Reason = "kicked"   // ended by an admin or by the hub
-)
 
 // Identity is who a session is, fixed at authentication.
 type Identity struct {
@@ -192,7 +182,7 @@ func (s *Session) SlowConsumer() {
 }
 
 // Gone is called by the transport, once, when the connection has ended.
-func (s *Session) Gone(reason Reason) {
+func (s *Session) Gone(reason schema.Reason) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -208,9 +198,9 @@ func (s *Session) Gone(reason Reason) {
 	s.pending = nil
 	switch s.closeCode {
 	case wire.CloseReplaced:
-		reason = ReasonReplaced
+		reason = schema.ReasonReplaced
 	case wire.CloseKicked, wire.ClosePolicy, wire.CloseSlowConsumer, wire.CloseTokenExpired:
-		reason = ReasonKicked
+		reason = schema.ReasonKicked
 	}
 	s.mu.Unlock()
 

@@ -12,36 +12,10 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// Names of the JetStream KV buckets the hub keeps.
-const (
-	BucketUsers   = "hub_users"
-	BucketDevices = "hub_devices"
-	BucketNonces  = "hub_nonces"
-)
-
-// Device is a device registry entry (bucket hub_devices, key <sn>).
-type Device struct {
-	Type  string `json:"type"`
-	Group string `json:"group"`
-}
-
-// Validate checks a registry entry after it is loaded. The type and group
-// become subject tokens of the device's interests, so an entry that could
-// not stand in a subject would lock its device out; the node ignores it
-// instead, like an entry that is not JSON.
-func (d Device) Validate() error {
-	var errs []error
-	for _, f := range [...]struct{ name, v string }{{"type", d.Type}, {"group", d.Group}} {
-		if !subjects.ValidToken(f.v) || len(f.v) > 64 {
-			errs = append(errs, fmt.Errorf("hub: device %s %q: want 1 to 64 characters without '.', '*', '>' or spaces", f.name, f.v))
-		}
-	}
-	return errors.Join(errs...)
-}
 
 // nonceStore claims device nonces in a KV bucket whose entries expire after
 // the replay window. Create succeeds for exactly one caller across every
@@ -53,7 +27,7 @@ type nonceStore struct {
 
 func newNonceStore(ctx context.Context, srv *Server, window time.Duration) (*nonceStore, error) {
 	cfg := jetstream.KeyValueConfig{
-		Bucket:      BucketNonces,
+		Bucket:      schema.BucketNonces,
 		Description: "device auth nonces seen within the clock-skew window",
 		TTL:         window,
 		History:     1,
@@ -64,7 +38,7 @@ func newNonceStore(ctx context.Context, srv *Server, window time.Duration) (*non
 		return srv.js.CreateOrUpdateKeyValue(ctx, cfg)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNonces, err)
+		return nil, fmt.Errorf("hub: bucket %s: %w", schema.BucketNonces, err)
 	}
 	if err := srv.stores.add(ctx, srv.runCtx, kvStore(cfg.Bucket, func(ctx context.Context) error {
 		_, err := createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return srv.js.CreateOrUpdateKeyValue(ctx, cfg) })
@@ -83,7 +57,7 @@ func (n *nonceStore) Claim(ctx context.Context, nonce string) error {
 	key := hex.EncodeToString(sum[:16])
 	_, err := n.kv.Create(ctx, key, nil)
 	if storeGone(err) {
-		if herr := n.stores.heal(ctx, BucketNonces); herr == nil {
+		if herr := n.stores.heal(ctx, schema.BucketNonces); herr == nil {
 			_, err = n.kv.Create(ctx, key, nil)
 		}
 	}
@@ -284,7 +258,7 @@ type userStore struct {
 func openUserStore(ctx, runCtx context.Context, srv *Server) (*userStore, error) {
 	us := &userStore{srv: srv}
 	c, err := openCache(ctx, runCtx, srv, jetstream.KeyValueConfig{
-		Bucket: BucketUsers, Description: "admin and viewer accounts", History: 1,
+		Bucket: schema.BucketUsers, Description: "admin and viewer accounts", History: 1,
 		Storage: jetstream.FileStorage, Replicas: srv.cfg.Replicas,
 	}, us.changed)
 	if err != nil {
@@ -350,14 +324,14 @@ func (us *userStore) bootstrap(ctx context.Context, password string) error {
 
 // deviceRegistry is the device registry, bucket hub_devices.
 type deviceRegistry struct {
-	*watchCache[Device]
+	*watchCache[schema.Device]
 }
 
 func openDeviceRegistry(ctx, runCtx context.Context, srv *Server) (*deviceRegistry, error) {
 	c, err := openCache(ctx, runCtx, srv, jetstream.KeyValueConfig{
-		Bucket: BucketDevices, Description: "device registry: type and group per serial number", History: 1,
+		Bucket: schema.BucketDevices, Description: "device registry: type and group per serial number", History: 1,
 		Storage: jetstream.FileStorage, Replicas: srv.cfg.Replicas,
-	}, func(sn string, old, cur *Device) { srv.registryChanged(sn, cur) })
+	}, func(sn string, old, cur *schema.Device) { srv.registryChanged(sn, cur) })
 	if err != nil {
 		return nil, err
 	}
@@ -374,7 +348,7 @@ type staticEntry struct {
 
 func (e staticEntry) Key() string                     { return e.key }
 func (e staticEntry) Value() []byte                   { return e.value }
-func (e staticEntry) Bucket() string                  { return BucketUsers }
+func (e staticEntry) Bucket() string                  { return schema.BucketUsers }
 func (e staticEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
 
 // openSoftBucket creates or updates a bucket of soft state, entries their

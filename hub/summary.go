@@ -12,21 +12,6 @@ import (
 	"github.com/nats-io/nuid"
 )
 
-// Counts are online and offline device counts.
-type Counts struct {
-	Online  int `json:"online"`
-	Offline int `json:"offline"`
-}
-
-// Summary is the body of /push/summary.
-type Summary struct {
-	At      int64             `json:"at"`
-	Online  int               `json:"online"`
-	Offline int               `json:"offline"`
-	ByType  map[string]Counts `json:"by_type"`
-	ByGroup map[string]Counts `json:"by_group"`
-}
-
 // summarize counts the known devices (registered, or in the presence
 // history) that groups may see, as the directory keeps them: no bus scan,
 // no count on this node.

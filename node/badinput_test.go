@@ -29,6 +29,7 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/node"
@@ -883,9 +884,9 @@ func TestBadInputForbidden(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, hub.BucketUsers)
+	kv, err := js.KeyValue(ctx, schema.BucketUsers)
 	if err != nil {
-		t.Fatalf("bucket %s: %v", hub.BucketUsers, err)
+		t.Fatalf("bucket %s: %v", schema.BucketUsers, err)
 	}
 	if _, err := kv.Put(ctx, u.Name, body); err != nil {
 		t.Fatal(err)

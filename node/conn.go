@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
 )
@@ -193,7 +194,7 @@ func (c *wsConn) alive() {
 // reason says why the connection ended, as far as the transport knows.
 func (c *wsConn) reason() hub.Reason {
 	if c.timedOut.Load() {
-		return hub.ReasonTimeout
+		return schema.ReasonTimeout
 	}
 	return hub.ReasonClosed
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/nats-io/nats.go"
@@ -70,20 +71,20 @@ func TestReadyzNamesMissingStore(t *testing.T) {
 	// The bucket goes, and its subjects are taken before the node can
 	// create it again (should the node be quicker, it goes again).
 	natstest.Eventually(t, 10*time.Second, func() error {
-		if err := js.DeleteKeyValue(ctx, hub.BucketNonces); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		if err := js.DeleteKeyValue(ctx, schema.BucketNonces); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
 			return err
 		}
-		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{"$KV." + hub.BucketNonces + ".>"}})
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{"$KV." + schema.BucketNonces + ".>"}})
 		return err
 	})
 	natstest.Eventually(t, readyBound, func() error {
 		h := getHealth(t, n, "/readyz")
-		if h.code != http.StatusServiceUnavailable || !slices.Contains(h.Missing, hub.BucketNonces) {
+		if h.code != http.StatusServiceUnavailable || !slices.Contains(h.Missing, schema.BucketNonces) {
 			return fmt.Errorf("/readyz %d %+v", h.code, h)
 		}
 		return nil
 	})
-	if h := getHealth(t, n, "/healthz"); h.code != http.StatusServiceUnavailable || !slices.Contains(h.Missing, hub.BucketNonces) {
+	if h := getHealth(t, n, "/healthz"); h.code != http.StatusServiceUnavailable || !slices.Contains(h.Missing, schema.BucketNonces) {
 		t.Fatalf("/healthz with a bucket missing: %d %+v", h.code, h)
 	}
 	if h := getHealth(t, n, "/livez"); h.code != http.StatusOK {
@@ -99,7 +100,7 @@ func TestReadyzNamesMissingStore(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := js.Stream(ctx, "KV_"+hub.BucketNonces); err != nil {
+	if _, err := js.Stream(ctx, "KV_"+schema.BucketNonces); err != nil {
 		t.Fatalf("bucket not created again: %v", err)
 	}
 	hubtest.Device(t, n, "RZ-1", "retail").MustOK("/ping", nil)
@@ -125,7 +126,7 @@ func TestLoginAfterNoncesDeleted(t *testing.T) {
 	ns := natstest.Run(t)
 	n := hubtest.StartNode(t, ns, "n1", func(h *hub.Config, _ *nodeConfig) { h.StoreCheckInterval = time.Hour })
 	js := jsOf(t, natstest.Connect(t, ns))
-	if err := js.DeleteKeyValue(ctxT(t), hub.BucketNonces); err != nil {
+	if err := js.DeleteKeyValue(ctxT(t), schema.BucketNonces); err != nil {
 		t.Fatal(err)
 	}
 	args := hubtest.DeviceArgs("NZ-1", "retail")

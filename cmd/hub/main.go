@@ -17,6 +17,7 @@ import (
 
 	"github.com/fleethub/fleethub/hub"
 	"github.com/fleethub/fleethub/internal/cli"
+	"github.com/fleethub/fleethub/internal/embedded"
 	"github.com/fleethub/fleethub/node"
 	"github.com/fleethub/fleethub/node/dashboard"
 	"github.com/nats-io/nats-server/v2/server"
@@ -130,7 +131,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		}),
 	}
 	if o.natsURL == "" {
-		ns, err = hub.StartEmbedded(hub.EmbeddedConfig{Listen: o.natsListen, ConfFile: o.natsConf, DataDir: o.dataDir, Logger: log})
+		ns, err = embedded.Start(embedded.Config{Listen: o.natsListen, ConfFile: o.natsConf, DataDir: o.dataDir, Logger: log})
 		if err != nil {
 			return err
 		}

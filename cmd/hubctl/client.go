@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -55,12 +55,12 @@ func (c *client) close() {
 // that hubctl creating one first (before any node has run) leaves exactly
 // what a node would have made.
 var bucketConfigs = map[string]jetstream.KeyValueConfig{
-	hub.BucketUsers: {
-		Bucket: hub.BucketUsers, Description: "admin and viewer accounts",
+	schema.BucketUsers: {
+		Bucket: schema.BucketUsers, Description: "admin and viewer accounts",
 		History: 1, Storage: jetstream.FileStorage,
 	},
-	hub.BucketDevices: {
-		Bucket: hub.BucketDevices, Description: "device registry: type and group per serial number",
+	schema.BucketDevices: {
+		Bucket: schema.BucketDevices, Description: "device registry: type and group per serial number",
 		History: 1, Storage: jetstream.FileStorage,
 	},
 }

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 )
@@ -54,7 +54,7 @@ var cmdCommand = &command{
 			if err != nil {
 				return nil, err
 			}
-			body, err := json.Marshal(hub.CommandBody{Service: service, Args: cmdArgs})
+			body, err := json.Marshal(schema.CommandBody{Service: service, Args: cmdArgs})
 			if err != nil {
 				return nil, err
 			}
@@ -77,7 +77,7 @@ func sendCommand(ctx context.Context, c *client, sn, subject string, body []byte
 	msg.Data = body
 	// The node holding the device runs this timer and answers 408 itself,
 	// so the reply says the device was reached.
-	msg.Header.Set(hub.HeaderTimeoutMS, strconv.FormatInt(timeout.Milliseconds(), 10))
+	msg.Header.Set(schema.HeaderTimeoutMS, strconv.FormatInt(timeout.Milliseconds(), 10))
 	ctx, cancel := context.WithTimeout(ctx, timeout+replyMargin)
 	defer cancel()
 	resp, err := nc.RequestMsgWithContext(ctx, msg)
@@ -90,7 +90,7 @@ func sendCommand(ctx context.Context, c *client, sn, subject string, body []byte
 	case err != nil:
 		return fmt.Errorf("command to device %s: %w", sn, err)
 	}
-	var r hub.Reply
+	var r schema.Reply
 	if err := json.Unmarshal(resp.Data, &r); err != nil {
 		return fmt.Errorf("command to device %s: invalid reply: %w", sn, err)
 	}

@@ -9,7 +9,7 @@ import (
 	"fmt"
 
 	"github.com/fleethub/fleethub/auth"
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 )
 
 // deviceKeyCommand prints the key a device is provisioned with. It derives
@@ -58,9 +58,9 @@ var deviceAddCommand = &command{
 			if !validAttr(*group) {
 				return nil, fmt.Errorf("--group %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", *group)
 			}
-			value, _ := json.Marshal(hub.Device{Type: *typ, Group: *group})
+			value, _ := json.Marshal(schema.Device{Type: *typ, Group: *group})
 			return &job{run: func(ctx context.Context, c *client) error {
-				kv, err := c.bucket(ctx, hub.BucketDevices, true)
+				kv, err := c.bucket(ctx, schema.BucketDevices, true)
 				if err != nil {
 					return err
 				}
@@ -76,7 +76,7 @@ var deviceAddCommand = &command{
 // deviceListCommand prints the registry, one "SN TYPE GROUP" line per
 // device, sorted by serial number. None of the fields can hold a space, so
 // the lines split cleanly on white space.
-var deviceListCommand = listCommand("device list", hub.BucketDevices, func(sn string, d hub.Device) []any {
+var deviceListCommand = listCommand("device list", schema.BucketDevices, func(sn string, d schema.Device) []any {
 	return []any{sn, d.Type, d.Group}
 })
 
@@ -110,7 +110,7 @@ func listCommand[T any](name, bucket string, line func(key string, v T) []any) *
 
 // deviceRmCommand removes a registry entry; a device that is not
 // registered is an error, so a typo in the serial number does not pass.
-var deviceRmCommand = rmCommand[hub.Device]("device rm", "SN", "device", hub.BucketDevices, checkSerial)
+var deviceRmCommand = rmCommand[schema.Device]("device rm", "SN", "device", schema.BucketDevices, checkSerial)
 
 // rmCommand builds a command that removes one entry of a bucket, checked
 // against the revision it read, so that a concurrent change is not lost.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/node"
@@ -313,7 +314,7 @@ func TestDevices(t *testing.T) {
 
 	ok(t, hubctl("--nats-url", url, "device", "add", "R-2", "--type", "dog", "--group", "g1"))
 	ok(t, hubctl("device", "--type", "cat", "add", "--nats-url", url, "R-1")) // flags anywhere
-	if got := readKV[hub.Device](t, ns, hub.BucketDevices, "R-1"); got != (hub.Device{Type: "cat", Group: "default"}) {
+	if got := readKV[schema.Device](t, ns, schema.BucketDevices, "R-1"); got != (schema.Device{Type: "cat", Group: "default"}) {
 		t.Fatalf("stored %+v", got)
 	}
 	if out := ok(t, hubctl("device", "list", "--nats-url", url)); out != "R-1 cat default\nR-2 dog g1\n" {
@@ -383,13 +384,13 @@ func TestUsers(t *testing.T) {
 	if out := ok(t, hubctl("user", "list", "--nats-url", url)); out != "admin admin *\nbob viewer g2,g1\n" {
 		t.Fatalf("list %q", out)
 	}
-	before := readKV[auth.User](t, ns, hub.BucketUsers, "bob")
+	before := readKV[auth.User](t, ns, schema.BucketUsers, "bob")
 
 	// A new password: role and groups stay, UpdatedAt moves on, the old
 	// password stops working and open sessions end.
 	session, _ := login(t, n, "bob", "pw1")
 	ok(t, hubctl("user", "passwd", "bob", "--password", "pw2", "--nats-url", url))
-	after := readKV[auth.User](t, ns, hub.BucketUsers, "bob")
+	after := readKV[auth.User](t, ns, schema.BucketUsers, "bob")
 	if after.Role != auth.RoleViewer || strings.Join(after.Groups, ",") != "g2,g1" || after.UpdatedAt <= before.UpdatedAt || after.PasswordHash == before.PasswordHash {
 		t.Fatalf("after passwd: %+v, before: %+v", after, before)
 	}
@@ -576,14 +577,14 @@ func TestCmdWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m.Header.Get(hub.HeaderTimeoutMS); got != "1500" {
-		t.Errorf("%s header %q, want 1500", hub.HeaderTimeoutMS, got)
+	if got := m.Header.Get(schema.HeaderTimeoutMS); got != "1500" {
+		t.Errorf("%s header %q, want 1500", schema.HeaderTimeoutMS, got)
 	}
-	var body hub.CommandBody
+	var body schema.CommandBody
 	if err := json.Unmarshal(m.Data, &body); err != nil || body.Service != "/cmd/x" || string(body.Args) != `{"a":1}` {
 		t.Errorf("body %s (%v)", m.Data, err)
 	}
-	reply, _ := json.Marshal(hub.Reply{Code: 0, Values: json.RawMessage(`null`)})
+	reply, _ := json.Marshal(schema.Reply{Code: 0, Values: json.RawMessage(`null`)})
 	if err := m.Respond(reply); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -40,13 +40,13 @@ var onlineCommand = &command{
 // onlineDevice is one line of online's output.
 type onlineDevice struct {
 	sn    string
-	entry hub.PresenceEntry
+	entry schema.PresenceEntry
 	found bool // false: the entry went away between listing and reading
 	err   error
 }
 
 func listOnline(ctx context.Context, c *client) error {
-	kv, err := c.bucket(ctx, hub.BucketPresence, false)
+	kv, err := c.bucket(ctx, schema.BucketPresence, false)
 	if errors.Is(err, errNoBucket) {
 		return nil // no node has ever run: nothing is online
 	}
@@ -115,7 +115,7 @@ func listOnline(ctx context.Context, c *client) error {
 func presenceKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
 	lister, err := kv.ListKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read bucket %s: %w", hub.BucketPresence, err)
+		return nil, fmt.Errorf("read bucket %s: %w", schema.BucketPresence, err)
 	}
 	defer func() { _ = lister.Stop() }()
 	var keys []string
@@ -124,7 +124,7 @@ func presenceKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) 
 	}
 	// The lister ends its channel early, and silently, when ctx ends.
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("read bucket %s: %w", hub.BucketPresence, err)
+		return nil, fmt.Errorf("read bucket %s: %w", schema.BucketPresence, err)
 	}
 	slices.Sort(keys)
 	return slices.Compact(keys), nil
@@ -137,11 +137,11 @@ func readPresence(ctx context.Context, kv jetstream.KeyValue, sn string) onlineD
 		return d
 	}
 	if err != nil {
-		d.err = fmt.Errorf("read bucket %s: key %s: %w", hub.BucketPresence, sn, err)
+		d.err = fmt.Errorf("read bucket %s: key %s: %w", schema.BucketPresence, sn, err)
 		return d
 	}
 	if err := json.Unmarshal(e.Value(), &d.entry); err != nil {
-		d.err = fmt.Errorf("bucket %s: key %s holds invalid JSON: %w", hub.BucketPresence, sn, err)
+		d.err = fmt.Errorf("bucket %s: key %s holds invalid JSON: %w", schema.BucketPresence, sn, err)
 		return d
 	}
 	d.found = true
@@ -158,15 +158,15 @@ type registryLookup struct {
 
 // get returns the device's registry entry, or a zero one when the device
 // is not registered (or its entry is unreadable: online still lists it).
-func (r *registryLookup) get(ctx context.Context, sn string) (hub.Device, error) {
+func (r *registryLookup) get(ctx context.Context, sn string) (schema.Device, error) {
 	if !r.opened {
-		kv, err := r.c.bucket(ctx, hub.BucketDevices, false)
+		kv, err := r.c.bucket(ctx, schema.BucketDevices, false)
 		if err != nil && !errors.Is(err, errNoBucket) {
-			return hub.Device{}, err
+			return schema.Device{}, err
 		}
 		r.kv, r.opened = kv, true
 	}
-	var d hub.Device
+	var d schema.Device
 	if r.kv == nil {
 		return d, nil
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/node"
@@ -105,8 +106,8 @@ func waitTailSub(t *testing.T, ns *server.Server, tr *tailRun, subject string) {
 
 // presenceLines decodes tail's output, checking that it is compact JSON,
 // one record per line.
-func presenceLines(out string) ([]hub.PresenceRecord, error) {
-	var recs []hub.PresenceRecord
+func presenceLines(out string) ([]schema.PresenceRecord, error) {
+	var recs []schema.PresenceRecord
 	for line := range strings.Lines(out) {
 		line, complete := strings.CutSuffix(line, "\n")
 		if !complete {
@@ -116,7 +117,7 @@ func presenceLines(out string) ([]hub.PresenceRecord, error) {
 		if err := json.Compact(&compact, []byte(line)); err != nil || compact.String() != line {
 			return nil, fmt.Errorf("line %q is not compact JSON (%v)", line, err)
 		}
-		var r hub.PresenceRecord
+		var r schema.PresenceRecord
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			return nil, fmt.Errorf("line %q: %v", line, err)
 		}
@@ -127,17 +128,17 @@ func presenceLines(out string) ([]hub.PresenceRecord, error) {
 
 // connectedOnce checks that recs hold exactly one connected record per
 // serial number in sns, and nothing else.
-func connectedOnce(recs []hub.PresenceRecord, node, typ, group string, sns ...string) error {
+func connectedOnce(recs []schema.PresenceRecord, node, typ, group string, sns ...string) error {
 	if len(recs) != len(sns) {
 		return fmt.Errorf("%d records %+v, want one for each of %v", len(recs), recs, sns)
 	}
 	for _, sn := range sns {
-		i := slices.IndexFunc(recs, func(r hub.PresenceRecord) bool { return r.SN == sn })
+		i := slices.IndexFunc(recs, func(r schema.PresenceRecord) bool { return r.SN == sn })
 		if i < 0 {
 			return fmt.Errorf("no record for %s in %+v", sn, recs)
 		}
 		r := recs[i]
-		if !r.Online || r.Reason != hub.ReasonConnected || r.Node != node || r.Type != typ || r.Group != group || r.At == 0 {
+		if !r.Online || r.Reason != schema.ReasonConnected || r.Node != node || r.Type != typ || r.Group != group || r.At == 0 {
 			return fmt.Errorf("record %+v, want %s connected on %s as %s/%s", r, sn, node, typ, group)
 		}
 	}
@@ -216,11 +217,11 @@ func TestOnlineEntries(t *testing.T) {
 	if out := ok(t, hubctl("online", "--nats-url", url)); out != "" {
 		t.Fatalf("online without a bucket: %q", out)
 	}
-	if _, err := js.KeyValue(ctx, hub.BucketPresence); !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if _, err := js.KeyValue(ctx, schema.BucketPresence); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Fatalf("online left a bucket behind, or failed: %v", err)
 	}
 
-	presence, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: hub.BucketPresence})
+	presence, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schema.BucketPresence})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,8 +236,8 @@ func TestOnlineEntries(t *testing.T) {
 		}
 	}
 	since := time.Date(2024, 5, 6, 7, 8, 9, 0, time.FixedZone("x", 3600))
-	entry := func(node string, typ, group string) hub.PresenceEntry {
-		return hub.PresenceEntry{Node: node, Session: "s", Since: since.UnixMilli(), LastSeen: since.UnixMilli(), Addr: "10.0.0.1:1", Type: typ, Group: group}
+	entry := func(node string, typ, group string) schema.PresenceEntry {
+		return schema.PresenceEntry{Node: node, Session: "s", Since: since.UnixMilli(), LastSeen: since.UnixMilli(), Addr: "10.0.0.1:1", Type: typ, Group: group}
 	}
 	put("C-3", entry("n2", "", ""))                     // registered: type and group from the registry
 	put("A-1", entry("n1", "dog", "g1"))                // a current entry
@@ -301,7 +302,7 @@ func TestTailSince(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		s, err := js.Stream(ctx, hub.StreamPresence)
+		s, err := js.Stream(ctx, schema.StreamPresence)
 		if err != nil {
 			return err
 		}
@@ -418,7 +419,7 @@ func TestDeviceShow(t *testing.T) {
 	var got struct {
 		SN, Type, Group    string
 		Registered, Online bool
-		Presence           *hub.PresenceEntry
+		Presence           *schema.PresenceEntry
 		Status             map[string]any
 		StatusAt           *int64 `json:"status_at"`
 	}

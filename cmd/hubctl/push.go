@@ -9,7 +9,7 @@ import (
 	"fmt"
 
 	"github.com/fleethub/fleethub/auth"
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nuid"
 )
@@ -43,7 +43,7 @@ var pushCommand = &command{
 			if err != nil {
 				return nil, err
 			}
-			body := hub.PushBody{Service: args[0], Values: values, ID: nuid.Next()}
+			body := schema.PushBody{Service: args[0], Values: values, ID: nuid.Next()}
 			if *where != "" {
 				// A null would decode to no condition at all, the opposite
 				// of what someone typing --where meant.
@@ -51,7 +51,7 @@ var pushCommand = &command{
 					return nil, errors.New(`--where: want a JSON object of strings, e.g. {"group":"sh-01"}`)
 				}
 			}
-			if err := hub.CheckPush(&body); err != nil {
+			if err := body.Check(); err != nil {
 				return nil, err
 			}
 			subject, err := target.Subject()

@@ -7,7 +7,7 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -15,14 +15,14 @@ import (
 // deviceShow is what device show prints: the registry entry, the presence
 // entry and the last status, as one line of JSON.
 type deviceShow struct {
-	SN         string             `json:"sn"`
-	Registered bool               `json:"registered"`
-	Type       string             `json:"type,omitempty"`
-	Group      string             `json:"group,omitempty"`
-	Online     bool               `json:"online"`
-	Presence   *hub.PresenceEntry `json:"presence"`
-	Status     json.RawMessage    `json:"status"`
-	StatusAt   *int64             `json:"status_at"`
+	SN         string                `json:"sn"`
+	Registered bool                  `json:"registered"`
+	Type       string                `json:"type,omitempty"`
+	Group      string                `json:"group,omitempty"`
+	Online     bool                  `json:"online"`
+	Presence   *schema.PresenceEntry `json:"presence"`
+	Status     json.RawMessage       `json:"status"`
+	StatusAt   *int64                `json:"status_at"`
 }
 
 // deviceShowCommand shows one device: is it registered, is it online and
@@ -46,11 +46,11 @@ var deviceShowCommand = &command{
 
 func showDevice(ctx context.Context, c *client, sn string) error {
 	out := deviceShow{SN: sn, Status: json.RawMessage("null")}
-	if kv, err := c.bucket(ctx, hub.BucketDevices, false); err == nil {
+	if kv, err := c.bucket(ctx, schema.BucketDevices, false); err == nil {
 		if e, err := kv.Get(ctx, sn); err == nil {
-			var d hub.Device
+			var d schema.Device
 			if err := json.Unmarshal(e.Value(), &d); err != nil {
-				return fmt.Errorf("bucket %s: key %s holds invalid JSON: %w", hub.BucketDevices, sn, err)
+				return fmt.Errorf("bucket %s: key %s holds invalid JSON: %w", schema.BucketDevices, sn, err)
 			}
 			out.Registered, out.Type, out.Group = true, d.Type, d.Group
 		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -59,11 +59,11 @@ func showDevice(ctx context.Context, c *client, sn string) error {
 	} else if !errors.Is(err, errNoBucket) {
 		return err
 	}
-	if kv, err := c.bucket(ctx, hub.BucketPresence, false); err == nil {
+	if kv, err := c.bucket(ctx, schema.BucketPresence, false); err == nil {
 		if e, err := kv.Get(ctx, sn); err == nil {
-			var pe hub.PresenceEntry
+			var pe schema.PresenceEntry
 			if err := json.Unmarshal(e.Value(), &pe); err != nil {
-				return fmt.Errorf("bucket %s: key %s holds invalid JSON: %w", hub.BucketPresence, sn, err)
+				return fmt.Errorf("bucket %s: key %s holds invalid JSON: %w", schema.BucketPresence, sn, err)
 			}
 			out.Online, out.Presence = true, &pe
 			if out.Type == "" {
@@ -94,27 +94,27 @@ func lastStatus(ctx context.Context, c *client, sn string, out *deviceShow) erro
 		return err
 	}
 	if c.js == nil { // opened by bucket; ensure it even when no bucket exists
-		if _, err := c.bucket(ctx, hub.BucketDevices, false); err != nil && !errors.Is(err, errNoBucket) {
+		if _, err := c.bucket(ctx, schema.BucketDevices, false); err != nil && !errors.Is(err, errNoBucket) {
 			return err
 		}
 	}
-	stream, err := c.js.Stream(ctx, hub.StreamStatus)
+	stream, err := c.js.Stream(ctx, schema.StreamStatus)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", hub.StreamStatus, err)
+		return fmt.Errorf("stream %s: %w", schema.StreamStatus, err)
 	}
 	m, err := stream.GetLastMsgForSubject(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", hub.StreamStatus, err)
+		return fmt.Errorf("stream %s: %w", schema.StreamStatus, err)
 	}
-	var rec hub.StatusRecord
+	var rec schema.StatusRecord
 	if err := json.Unmarshal(m.Data, &rec); err != nil {
-		return fmt.Errorf("stream %s: invalid record: %w", hub.StreamStatus, err)
+		return fmt.Errorf("stream %s: invalid record: %w", schema.StreamStatus, err)
 	}
 	out.Status, out.StatusAt = rec.Status, &rec.At
 	if out.Type == "" {

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,9 +21,9 @@ type recordKind struct {
 }
 
 var recordKinds = map[string]recordKind{
-	"presence": {subjects.AllPresence, hub.StreamPresence},
-	"status":   {subjects.AllDeviceStatus, hub.StreamStatus},
-	"event":    {subjects.AllDeviceEvents, hub.StreamEvents},
+	"presence": {subjects.AllPresence, schema.StreamPresence},
+	"status":   {subjects.AllDeviceStatus, schema.StreamStatus},
+	"event":    {subjects.AllDeviceEvents, schema.StreamEvents},
 }
 
 // tailCommand prints the presence, status or event records as they are

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -54,7 +54,7 @@ var userAddCommand = &command{
 				if err != nil {
 					return err
 				}
-				kv, err := c.bucket(ctx, hub.BucketUsers, true)
+				kv, err := c.bucket(ctx, schema.BucketUsers, true)
 				if err != nil {
 					return err
 				}
@@ -72,7 +72,7 @@ var userAddCommand = &command{
 
 // userListCommand prints one "NAME ROLE GROUPS" line per user, sorted by
 // name, the groups joined by commas ("*" for all); never a password hash.
-var userListCommand = listCommand("user list", hub.BucketUsers, func(name string, u auth.User) []any {
+var userListCommand = listCommand("user list", schema.BucketUsers, func(name string, u auth.User) []any {
 	return []any{name, u.Role, strings.Join(u.Groups, ",")}
 })
 
@@ -94,7 +94,7 @@ var userPasswdCommand = &command{
 				return nil, err
 			}
 			return &job{run: func(ctx context.Context, c *client) error {
-				kv, e, err := getEntry[auth.User](ctx, c, hub.BucketUsers, "user", name)
+				kv, e, err := getEntry[auth.User](ctx, c, schema.BucketUsers, "user", name)
 				if err != nil {
 					return err
 				}
@@ -122,7 +122,7 @@ var userPasswdCommand = &command{
 }
 
 // userRmCommand removes an account; the nodes end its sessions.
-var userRmCommand = rmCommand[auth.User]("user rm", "NAME", "user", hub.BucketUsers, checkUsername)
+var userRmCommand = rmCommand[auth.User]("user rm", "NAME", "user", schema.BucketUsers, checkUsername)
 
 // usernameArg checks that the arguments are exactly one valid user name
 // and returns it.

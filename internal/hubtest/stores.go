@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -38,11 +38,11 @@ func PutUser(t testing.TB, nc *nats.Conn, name, password string, role auth.Role,
 	if err != nil {
 		t.Fatal(err)
 	}
-	put(t, nc, hub.BucketUsers, name, auth.User{Name: name, Role: role, Groups: groups, PasswordHash: hash, UpdatedAt: time.Now().UnixMilli()})
+	put(t, nc, schema.BucketUsers, name, auth.User{Name: name, Role: role, Groups: groups, PasswordHash: hash, UpdatedAt: time.Now().UnixMilli()})
 }
 
 // PutDevice writes a registry entry into hub_devices.
 func PutDevice(t testing.TB, nc *nats.Conn, sn, typ, group string) {
 	t.Helper()
-	put(t, nc, hub.BucketDevices, sn, hub.Device{Type: typ, Group: group})
+	put(t, nc, schema.BucketDevices, sn, schema.Device{Type: typ, Group: group})
 }

@@ -27,6 +27,12 @@ type child struct {
 
 // startChild runs path with args in dir, appending its output to logPath.
 func startChild(path string, args []string, dir, logPath string) (*child, error) {
+	return startChildEnv(path, args, nil, dir, logPath)
+}
+
+// startChildEnv is startChild with env (each "KEY=value") added to the
+// environment the child inherits.
+func startChildEnv(path string, args, env []string, dir, logPath string) (*child, error) {
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -36,6 +42,9 @@ func startChild(path string, args []string, dir, logPath string) (*child, error)
 	c.cmd.Stdout = lf
 	c.cmd.Stderr = lf
 	c.cmd.Dir = dir
+	if len(env) > 0 {
+		c.cmd.Env = append(os.Environ(), env...)
+	}
 	if err := c.cmd.Start(); err != nil {
 		_ = lf.Close()
 		return nil, fmt.Errorf("loadtest: start %s: %w", path, err)

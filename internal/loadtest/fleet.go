@@ -254,6 +254,13 @@ func (f *Fleet) dialOnce(ctx context.Context, sn string) (c *websocket.Conn, ref
 // authFrame is a signed /auth/device request for sn, now, with a fresh
 // random nonce.
 func (f *Fleet) authFrame(sn string) ([]byte, error) {
+	return deviceAuthFrame(f.master, sn, DeviceType)
+}
+
+// deviceAuthFrame is a signed /auth/device request (request_id "auth")
+// for sn stating type typ, now, with a fresh random nonce; master is the
+// secret device keys derive from.
+func deviceAuthFrame(master []byte, sn, typ string) ([]byte, error) {
 	var nb [16]byte
 	if _, err := rand.Read(nb[:]); err != nil {
 		return nil, err
@@ -263,8 +270,8 @@ func (f *Fleet) authFrame(sn string) ([]byte, error) {
 	return json.Marshal(map[string]any{
 		"op": "request", "service": "/auth/device", "request_id": "auth",
 		"args": map[string]any{
-			"sn": sn, "ts": ts, "nonce": nonce, "type": DeviceType,
-			"sig": auth.Sign(auth.DeviceKey(f.master, sn), sn, ts, nonce),
+			"sn": sn, "ts": ts, "nonce": nonce, "type": typ,
+			"sig": auth.Sign(auth.DeviceKey(master, sn), sn, ts, nonce),
 		},
 	})
 }

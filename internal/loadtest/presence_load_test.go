@@ -48,6 +48,7 @@ import (
 	"time"
 
 	fhub "github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/gorilla/websocket"
@@ -311,7 +312,7 @@ func TestPresenceLoad(t *testing.T) {
 	// Judge every record now that duplicates had their time.
 	rep.Causes = []*PresenceCause{
 		recs.measure("closed", "pl-a", fhub.ReasonClosed, closedDevs, closedAt, presGrace, "p99", closedGoal),
-		recs.measure("timeout", "pl-b", fhub.ReasonTimeout, timeoutDevs, authAt, presPongWait+presGrace, "p99", timeoutGoal),
+		recs.measure("timeout", "pl-b", schema.ReasonTimeout, timeoutDevs, authAt, presPongWait+presGrace, "p99", timeoutGoal),
 		recs.measure("node_lost", "pl-c", fhub.ReasonNodeLost, lostDevs, killAt, presNodeTTL, "max", nodeLostGoal),
 	}
 	for _, f := range firsts {

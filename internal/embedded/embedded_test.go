@@ -1,4 +1,4 @@
-package hub
+package embedded
 
 import (
 	"os"
@@ -11,7 +11,7 @@ import (
 
 // TestRepoNatsConfParses keeps the documented nats.conf valid.
 func TestRepoNatsConfParses(t *testing.T) {
-	opts, err := server.ProcessConfigFile(filepath.Join("..", "nats.conf"))
+	opts, err := server.ProcessConfigFile(filepath.Join("..", "..", "nats.conf"))
 	if err != nil {
 		t.Fatalf("nats.conf: %v", err)
 	}
@@ -20,19 +20,19 @@ func TestRepoNatsConfParses(t *testing.T) {
 	}
 }
 
-func TestStartEmbedded(t *testing.T) {
+func TestStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:-1\njetstream { store_dir: \""+filepath.ToSlash(filepath.Join(dir, "js"))+"\" }\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for name, cfg := range map[string]EmbeddedConfig{
+	for name, cfg := range map[string]Config{
 		"flags": {Listen: "127.0.0.1:-1", DataDir: filepath.Join(dir, "data")},
 		"conf":  {ConfFile: conf, Listen: "127.0.0.1:1", DataDir: filepath.Join(dir, "unused")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			ns, err := StartEmbedded(cfg)
+			ns, err := Start(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,7 +50,7 @@ func TestStartEmbedded(t *testing.T) {
 			}
 		})
 	}
-	if _, err := StartEmbedded(EmbeddedConfig{Listen: "nonsense", DataDir: dir}); err == nil {
+	if _, err := Start(Config{Listen: "nonsense", DataDir: dir}); err == nil {
 		t.Fatal("bad listen address accepted")
 	}
 }

@@ -1,4 +1,12 @@
-package hub
+// Package embedded starts the NATS server a node runs in its own process
+// when it is given no NATS URL (hub --dev). It lives outside hub so that
+// the hub core depends on a NATS client only, never on nats-server.
+//
+//	ns, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:4222", DataDir: "./data"})
+//	if err != nil { ... }
+//	defer ns.Shutdown()
+//	nc, err := nats.Connect("", nats.InProcessServer(ns))
+package embedded
 
 import (
 	"fmt"
@@ -10,9 +18,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// EmbeddedConfig configures the NATS server a node starts when it is given
-// no NATS URL.
-type EmbeddedConfig struct {
+// Config configures the NATS server a node starts when it is given no NATS
+// URL.
+type Config struct {
 	// Listen is the client address, so that backends and other nodes can
 	// join. Default 127.0.0.1:4222; port -1 picks a free one.
 	Listen string
@@ -26,15 +34,15 @@ type EmbeddedConfig struct {
 	Logger *slog.Logger
 }
 
-// StartEmbedded starts a nats-server with JetStream in this process and
+// Start starts a nats-server with JetStream in this process and
 // waits until it accepts connections. Connect to it with
 // nats.InProcessServer(ns): no TCP hop between the node and its bus.
-func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+func Start(cfg Config) (*server.Server, error) {
 	opts := &server.Options{}
 	if cfg.ConfFile != "" {
 		var err error
 		if opts, err = server.ProcessConfigFile(cfg.ConfFile); err != nil {
-			return nil, fmt.Errorf("hub: nats config %s: %w", cfg.ConfFile, err)
+			return nil, fmt.Errorf("embedded: nats config %s: %w", cfg.ConfFile, err)
 		}
 	}
 	if opts.Port == 0 {
@@ -44,11 +52,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		}
 		host, port, err := net.SplitHostPort(listen)
 		if err != nil {
-			return nil, fmt.Errorf("hub: nats listen %q: %w", listen, err)
+			return nil, fmt.Errorf("embedded: nats listen %q: %w", listen, err)
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
-			return nil, fmt.Errorf("hub: nats listen port %q: %w", port, err)
+			return nil, fmt.Errorf("embedded: nats listen port %q: %w", port, err)
 		}
 		opts.Host, opts.Port = host, p
 	}
@@ -62,7 +70,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	opts.NoSigs = true
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("hub: nats server: %w", err)
+		return nil, fmt.Errorf("embedded: nats server: %w", err)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -72,7 +80,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	ns.Start()
 	if !ns.ReadyForConnections(15 * time.Second) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("hub: nats server on %s:%d not ready", opts.Host, opts.Port)
+		return nil, fmt.Errorf("embedded: nats server on %s:%d not ready", opts.Host, opts.Port)
 	}
 	return ns, nil
 }

@@ -1,0 +1,41 @@
+package schema
+
+// KV buckets the hub keeps.
+const (
+	// BucketPresence holds an entry per online device (PresenceEntry), key <sn>.
+	BucketPresence = "hub_presence"
+	// BucketNodes holds a short-TTL liveness entry per node (NodeEntry), key <node>.
+	BucketNodes = "hub_nodes"
+	// BucketUsers holds admin and viewer accounts, key <user>.
+	BucketUsers = "hub_users"
+	// BucketDevices is the device registry (Device), key <sn>.
+	BucketDevices = "hub_devices"
+	// BucketNonces holds claimed device nonces until the replay window ends.
+	BucketNonces = "hub_nonces"
+)
+
+// Streams of records.
+const (
+	// StreamStatus keeps StatusRecords on hub.dev.<sn>.status.
+	StreamStatus = "HUB_STATUS"
+	// StreamEvents keeps EventRecords on hub.dev.<sn>.event.
+	StreamEvents = "HUB_EVENTS"
+	// StreamPresence keeps PresenceRecords on hub.presence.<sn>.
+	StreamPresence = "HUB_PRESENCE"
+)
+
+// Headers the hub sets on requests it sends over NATS.
+const (
+	HeaderSession   = "Hub-Session"
+	HeaderRole      = "Hub-Role"
+	HeaderNode      = "Hub-Node"
+	HeaderSN        = "Hub-Sn"
+	HeaderUser      = "Hub-User"
+	HeaderGroup     = "Hub-Group"
+	HeaderTimeoutMS = "Hub-Timeout-Ms" // on hub.dev.<sn>.cmd: when the holder answers 408
+	// HeaderPushID, on a message of a watch subject, is the push id every
+	// node gives the record's copies ("e<seq>" for an event, "p<seq>" for
+	// a presence record, by their stream sequence). Without it a node
+	// gives each push a fresh id.
+	HeaderPushID = "Hub-Push-Id"
+)
