@@ -19,19 +19,6 @@ import (
 // entry, by direct gets of the last message of many subjects at once
 // (multi_last, nats-server 2.11 and later). No node keeps them in memory.
 
-// DeviceView is a device as /admin/devices and snapshots show it.
-type DeviceView struct {
-	SN       string          `json:"sn"`
-	Type     string          `json:"type"`
-	Group    string          `json:"group"`
-	Online   bool            `json:"online"`
-	Node     string          `json:"node"`
-	Since    int64           `json:"since"`
-	LastSeen int64           `json:"last_seen"`
-	Status   json.RawMessage `json:"status"`
-	StatusAt *int64          `json:"status_at"`
-}
-
 // maxMultiLast is how many subjects one direct get asks for: the server
 // answers at most 1024 messages to one.
 const maxMultiLast = 1000
@@ -227,7 +214,7 @@ func (srv *Server) explicitEntries(ctx context.Context, mt *matcher, sns []strin
 			sn := names[i]
 			var r PresenceRecord
 			recB, hasRec := got[0][recSubjs[i]]
-			hasRec = hasRec && json.Unmarshal(recB, &r) == nil && r.valid()
+			hasRec = hasRec && json.Unmarshal(recB, &r) == nil && validPresence(&r)
 			var pe PresenceEntry
 			entB, online := got[1][entrySubjs[i]]
 			online = online && json.Unmarshal(entB, &pe) == nil

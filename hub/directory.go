@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -32,9 +33,6 @@ import (
 // deletes the key) or died (the key expires). A
 // holder that cannot refresh before its lease would have run out, or finds
 // another revision, drops its index and serves no more.
-
-// BucketRoles holds the hub's leases.
-const BucketRoles = "hub_roles"
 
 const (
 	dirLeaseKey = "directory"
@@ -106,14 +104,14 @@ func openDirectory(ctx context.Context, srv *Server) (*directory, error) {
 
 func (d *directory) openBucket(ctx context.Context) error {
 	cfg := jetstream.KeyValueConfig{
-		Bucket: BucketRoles, Description: "leases of the hub's roles (the device directory)",
+		Bucket: schema.BucketRoles, Description: "leases of the hub's roles (the device directory)",
 		History: 1, TTL: d.ttl, Storage: jetstream.FileStorage, Replicas: d.srv.cfg.Replicas,
 	}
 	kv, err := createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
 		return d.srv.js.CreateOrUpdateKeyValue(ctx, cfg)
 	})
 	if err != nil {
-		return fmt.Errorf("hub: bucket %s: %w", BucketRoles, err)
+		return fmt.Errorf("hub: bucket %s: %w", schema.BucketRoles, err)
 	}
 	d.kv = kv
 	return nil
@@ -320,7 +318,7 @@ func (d *directory) created(ctx context.Context) (presence, registry time.Time, 
 	if err != nil {
 		return presence, registry, err
 	}
-	rs, err := d.srv.js.Stream(ctx, "KV_"+BucketDevices)
+	rs, err := d.srv.js.Stream(ctx, "KV_"+schema.BucketDevices)
 	if err != nil {
 		return presence, registry, err
 	}
@@ -385,7 +383,7 @@ func (d *directory) load(t *dirTerm) error {
 			return
 		}
 		var r PresenceRecord
-		if json.Unmarshal(m.Data(), &r) == nil && r.valid() {
+		if json.Unmarshal(m.Data(), &r) == nil && validPresence(&r) {
 			d.mu.Lock()
 			if d.idx == t.idx {
 				t.idx.record(&r, meta.Sequence.Stream)
@@ -407,9 +405,9 @@ func (d *directory) load(t *dirTerm) error {
 		return errStopping
 	}
 	return d.srv.watchKV(t.ctx, d.srv.registry.kv, func(e jetstream.KeyValueEntry, _ bool) {
-		var dev *Device
+		var dev *schema.Device
 		if e.Operation() == jetstream.KeyValuePut {
-			var v Device
+			var v schema.Device
 			if json.Unmarshal(e.Value(), &v) != nil || v.Validate() != nil {
 				return // the registry logs it
 			}

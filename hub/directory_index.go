@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 )
 
 // dirDevice is what the directory knows of one device: no status, no
@@ -107,7 +108,7 @@ func (x *dirIndex) record(r *PresenceRecord, seq uint64) {
 }
 
 // register applies a registry entry (nil: removed).
-func (x *dirIndex) register(sn string, dev *Device) {
+func (x *dirIndex) register(sn string, dev *schema.Device) {
 	d := x.bySN[sn]
 	if d == nil {
 		if dev == nil {

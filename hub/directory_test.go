@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -163,8 +164,8 @@ func TestDirectoryTwoNodes(t *testing.T) {
 		if werr != nil {
 			return werr
 		}
-		if sum.Online != 5 || sum.Offline != 2 || sum.ByType["dog"] != (Counts{3, 0}) || sum.ByType["cat"] != (Counts{2, 1}) ||
-			sum.ByGroup["g2"] != (Counts{0, 1}) || sum.ByType["rubbish"] != (Counts{0, 1}) {
+		if sum.Online != 5 || sum.Offline != 2 || sum.ByType["dog"] != (Counts{Online: 3, Offline: 0}) || sum.ByType["cat"] != (Counts{Online: 2, Offline: 1}) ||
+			sum.ByGroup["g2"] != (Counts{Online: 0, Offline: 1}) || sum.ByType["rubbish"] != (Counts{Online: 0, Offline: 1}) {
 			return fmt.Errorf("summary %+v", sum)
 		}
 		return nil
@@ -180,7 +181,7 @@ func hubtestPutDevice(t *testing.T, srv *Server, sn, typ, group string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	b, _ := json.Marshal(Device{Type: typ, Group: group})
+	b, _ := json.Marshal(schema.Device{Type: typ, Group: group})
 	if _, err := srv.registry.kv.Put(ctx, sn, b); err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +274,7 @@ func TestDirectoryUnavailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	const ttl = 2 * time.Second
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketRoles, History: 1, TTL: ttl, Storage: jetstream.FileStorage})
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: schema.BucketRoles, History: 1, TTL: ttl, Storage: jetstream.FileStorage})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,9 @@ const (
 	BucketDevices = "hub_devices"
 	// BucketNonces holds claimed device nonces until the replay window ends.
 	BucketNonces = "hub_nonces"
+	// BucketRoles holds the hub's leases: key "directory", the node that
+	// is the device directory.
+	BucketRoles = "hub_roles"
 )
 
 // Streams of records.
