@@ -26,7 +26,7 @@ const PRIORITIES = ["emergency", "high", "normal"];
 // side) over the sorted model; continuation pages of the device listing ask
 // for PAGE_LIMIT devices each.
 const ROW_HEIGHT = 37; // px, as style.css draws a row; measured again at run time
-const ROW_OVERSCAN = 12;
+const ROW_OVERSCAN = 8;
 const ROW_POOL = 64; // detached rows kept for reuse
 const MAX_TABLE_PX = 8000000; // below the height browsers allow an element
 const PAGE_LIMIT = 5000;
@@ -98,9 +98,15 @@ function ago(at) {
   return d < 3000 ? "just now" : fmtDuration(d) + " ago";
 }
 
+// The formats, made once: toLocaleString and its kin build a formatter on
+// every call, which a table drawing rows at every frame cannot afford.
+const TIME = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+const DAY = new Intl.DateTimeFormat([], { month: "short", day: "numeric" });
+const DATE_TIME = new Intl.DateTimeFormat([], { year: "numeric", month: "numeric", day: "numeric", hour: "numeric", minute: "numeric", second: "numeric" });
+
 function fmtTime(at) {
   if (!at) return "—";
-  return new Date(at - S.skew).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  return TIME.format(new Date(at - S.skew));
 }
 
 function fmtDateTime(at) {
@@ -109,11 +115,11 @@ function fmtDateTime(at) {
   const today = new Date();
   const time = fmtTime(at);
   if (d.toDateString() === today.toDateString()) return time;
-  return d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + time;
+  return DAY.format(d) + " " + time;
 }
 
 function absTitle(at) {
-  return at ? new Date(at - S.skew).toLocaleString() : "";
+  return at ? DATE_TIME.format(new Date(at - S.skew)) : "";
 }
 
 function compact(v, max) {
@@ -462,16 +468,36 @@ function makeRow() {
     rubbish: el("td"),
     seen: el("td", "ago"),
   };
-  c.stateWrap = el("div", "state-cell");
+  // Every node of a row is made once: drawing a row for another device
+  // changes texts and classes only, which is what lets the table redraw
+  // its rows at every frame of a scroll.
+  const wrap = el("div", "state-cell");
+  c.pill = el("span", "pill");
   c.since = el("span", "since");
-  c.state.append(c.stateWrap);
+  wrap.append(c.pill, c.since);
+  c.state.append(wrap);
+  const bat = el("span", "battery");
+  c.bar = el("span", "battery-bar");
+  c.fill = el("span", "battery-fill");
+  c.fill.style.display = "block"; // CSSOM, allowed by the page's CSP
+  c.bar.append(c.fill);
+  c.batText = el("span", "battery-text");
+  bat.append(c.bar, c.batText);
+  c.battery.append(bat);
+  for (const name of MODEL_FIELDS) {
+    const badge = el("span", "code");
+    const msg = el("span", "code-msg");
+    c[name].append(badge, msg);
+    c[name + "Badge"] = badge;
+    c[name + "Msg"] = msg;
+  }
   tr.append(c.sn, c.type, c.group, c.state, c.battery, c.location, c.inspection, c.rubbish, c.seen);
   return { tr, c, v: -1 };
 }
 
 function bindRow(d, r) {
   r.tr.dataset.sn = d.sn;
-  r.c.sn.textContent = d.sn;
+  setText(r.c.sn, d.sn);
   r.tr.classList.toggle("selected", S.selected === d.sn);
   r.tr.classList.remove("flash");
   renderRow(d, r);
@@ -483,20 +509,60 @@ function releaseRow(sn, r) {
   if (S.pool.length < ROW_POOL) S.pool.push(r);
 }
 
+function setClass(e, className) {
+  if (e.className !== className) e.className = className;
+}
+
+function setTitle(e, title) {
+  if (e.getAttribute("title") !== title) e.setAttribute("title", title);
+}
+
+// renderRow draws d in its row, as pill, batteryNode and codeNodes draw
+// the same values elsewhere.
 function renderRow(d, r) {
   const c = r.c;
   r.v = d._v;
   r.tr.dataset.online = String(d.online);
-  c.type.textContent = d.type || "—";
-  c.group.textContent = d.group || "—";
-  c.stateWrap.replaceChildren(pill(d.online), c.since);
-  c.since.textContent = sinceText(d);
-  c.since.setAttribute("title", (d.online ? "online since " : "offline since ") + absTitle(d.since));
-  c.battery.replaceChildren(batteryNode(battery(d)));
-  for (const name of MODEL_FIELDS) c[name].replaceChildren(...codeNodes(field(d, name), true));
+  setText(c.type, d.type || "—");
+  setText(c.group, d.group || "—");
+  setClass(c.pill, "pill " + (d.online ? "online" : "offline"));
+  setText(c.pill, d.online ? "Online" : "Offline");
+  setText(c.since, sinceText(d));
+  setTitle(c.since, (d.online ? "online since " : "offline since ") + absTitle(d.since));
+  const pct = battery(d);
+  c.bar.hidden = pct === null;
+  if (pct === null) {
+    setClass(c.batText, "code none");
+    setText(c.batText, "—");
+  } else {
+    setClass(c.fill, "battery-fill" + (pct < LOW_BATTERY ? " low" : pct < 50 ? " mid" : ""));
+    setStyle(c.fill, "width", pct + "%");
+    setClass(c.batText, "battery-text");
+    setText(c.batText, Math.round(pct) + "%");
+  }
+  for (const name of MODEL_FIELDS) {
+    const f = field(d, name);
+    const badge = c[name + "Badge"];
+    const msg = c[name + "Msg"];
+    if (!f || f.code === undefined || f.code === null) {
+      setClass(badge, "code none");
+      setText(badge, "—");
+      setTitle(badge, "");
+      setText(msg, "");
+      msg.hidden = true;
+      continue;
+    }
+    const text = str(f.msg);
+    setClass(badge, "code " + (f.code === 0 ? "ok" : "bad"));
+    setText(badge, str(f.code));
+    setTitle(badge, text);
+    setText(msg, text);
+    setTitle(msg, text);
+    msg.hidden = !text;
+  }
   const seen = lastSeen(d);
-  c.seen.textContent = ago(seen);
-  c.seen.setAttribute("title", absTitle(seen));
+  setText(c.seen, ago(seen));
+  setTitle(c.seen, absTitle(seen));
 }
 
 // shown is the list the table shows: the model, or its filtered view.
@@ -512,10 +578,8 @@ function renderTable() {
   const list = shown();
   const wrap = $("table-wrap");
   const body = $("fleet-body");
-  const head = $("fleet-table").tHead;
-  const scrollTop = Math.max(0, wrap.scrollTop - (head ? head.offsetHeight : 0));
-  const viewHeight = wrap.clientHeight || 460;
-  const w = visibleRange(list.length, S.rowHeight, scrollTop, viewHeight, ROW_OVERSCAN, MAX_TABLE_PX);
+  const viewHeight = wrap.clientHeight || 460; // 0 while the page is hidden
+  const w = visibleRange(list.length, S.rowHeight, wrap.scrollTop, viewHeight, ROW_OVERSCAN, MAX_TABLE_PX);
   const want = new Set();
   for (let i = w.start; i < w.end; i++) want.add(list[i].sn);
   for (const [sn, r] of S.rows) {
@@ -540,8 +604,10 @@ function renderTable() {
     if (r.tr === at) at = at.nextSibling;
     else body.insertBefore(r.tr, at);
   }
-  setSpacer($("fleet-pad-top"), w.padTop);
-  setSpacer($("fleet-pad-bottom"), w.padBottom);
+  // CSSOM, allowed by the page's CSP; set only when changed, so that a
+  // frame that moved nothing lays out nothing.
+  setStyle($("fleet-rows"), "top", w.padTop + "px");
+  setStyle($("fleet-sizer"), "height", w.padTop + (w.end - w.start) * S.rowHeight + w.padBottom + "px");
   if (w.end > w.start && !S.rowMeasured) {
     // The row height is what the browser drew, whatever the fonts.
     const h = body.firstChild.getBoundingClientRect().height;
@@ -558,9 +624,8 @@ function renderTable() {
   }
 }
 
-function setSpacer(tbody, px) {
-  tbody.hidden = px <= 0;
-  tbody.firstChild.firstChild.style.height = px + "px"; // CSSOM, allowed by the page's CSP
+function setStyle(e, prop, value) {
+  if (e.style[prop] !== value) e.style[prop] = value;
 }
 
 function sortValue(d, key) {
@@ -1209,8 +1274,8 @@ function tick() {
   for (const [sn, r] of S.rows) {
     const d = S.devices.get(sn);
     if (!d) continue;
-    r.c.since.textContent = sinceText(d);
-    r.c.seen.textContent = ago(lastSeen(d));
+    setText(r.c.since, sinceText(d));
+    setText(r.c.seen, ago(lastSeen(d)));
   }
   if (S.selected && !$("device").hidden) {
     const d = S.devices.get(S.selected);
@@ -1279,8 +1344,13 @@ function init() {
       openDevice(tr.dataset.sn);
     }
   });
-  // Scrolling draws the rows that come into view, once a frame.
-  $("table-wrap").addEventListener("scroll", schedule, { passive: true });
+  // Scrolling draws the rows that come into view, once a frame; the header
+  // follows the rows sideways.
+  $("table-wrap").addEventListener("scroll", () => {
+    const left = $("table-wrap").scrollLeft;
+    if ($("table-head").scrollLeft !== left) $("table-head").scrollLeft = left;
+    schedule();
+  }, { passive: true });
   window.addEventListener("resize", schedule);
   $("feed-clear").addEventListener("click", () => {
     $("feed").replaceChildren();
