@@ -63,6 +63,8 @@ const S = {
   haveSnapshot: false,
   loading: false, // pages of the device listing are still coming
   snapshotGen: 0, // the snapshot being taken; a newer one supersedes it
+  resubscribes: 0, // subscribes refused for now in a row
+  resubscribeTimer: 0,
 };
 
 // ---- small helpers ---------------------------------------------------------
@@ -1224,6 +1226,7 @@ async function syncClock(hub) {
 
 function startHub(creds) {
   if (S.hub) S.hub.dispose();
+  S.resubscribes = 0;
   const hub = new Hub("/ws", Object.assign({ backoffBase: 500, backoffMax: 30000 }, creds));
   S.hub = hub;
   const mine = (fn) => (...a) => {
@@ -1263,11 +1266,44 @@ function startHub(creds) {
   hub.on("/push/status", mine(onStatus));
   hub.on("/push/event", mine(onEvent));
   hub.on("/push/summary", mine(onSummary));
-  hub.on("error", mine((err) => console.warn("fleethub:", err)));
-  hub.subscribe({ all: true, topics: TOPICS }).catch(mine((err) => {
-    if (!(err instanceof HubError && err.local)) console.error("fleethub: subscribe failed:", err);
+  hub.on("error", mine((err) => {
+    console.warn("fleethub:", err);
+    // A replay after a reconnect that the hub could not answer yet.
+    if (err instanceof HubError && err.service === "/admin/subscribe" && retryable(err)) resubscribe(hub);
   }));
+  subscribeFleet(hub);
   return hub;
+}
+
+// retryable is whether the hub may answer the same subscribe later: 503
+// (for example while its device directory is elected or loads) or 429.
+function retryable(err) {
+  return err instanceof HubError && !err.local && (err.code === 503 || err.code === 429);
+}
+
+// subscribeFleet subscribes to the whole fleet; a subscribe the hub cannot
+// answer yet is sent again, later and later, until it is.
+function subscribeFleet(hub) {
+  hub.subscribe({ all: true, topics: TOPICS }).then(
+    () => {
+      if (S.hub === hub) S.resubscribes = 0;
+    },
+    (err) => {
+      if (S.hub !== hub) return;
+      if (retryable(err)) resubscribe(hub);
+      else if (!(err instanceof HubError && err.local)) console.error("fleethub: subscribe failed:", err);
+    },
+  );
+}
+
+function resubscribe(hub) {
+  if (S.resubscribeTimer) return; // one is planned already
+  const wait = Math.min(30000, 1000 * 2 ** Math.min(S.resubscribes, 5));
+  S.resubscribes++;
+  S.resubscribeTimer = setTimeout(() => {
+    S.resubscribeTimer = 0;
+    if (S.hub === hub) subscribeFleet(hub);
+  }, wait);
 }
 
 function tick() {
