@@ -23,13 +23,16 @@ const MODEL_FIELDS = ["location", "inspection", "rubbish"];
 const PRIORITIES = ["emergency", "high", "normal"];
 
 // The fleet table renders only the rows in view (ROW_OVERSCAN more either
-// side) over the sorted model; continuation pages of the device listing ask
-// for PAGE_LIMIT devices each.
+// side) over the sorted model. Continuation pages of the device listing ask
+// for PAGE_LIMIT devices each, as many as the first page: a page near the
+// hub's answer cap (1 MiB) would fill a session's whole outbound queue
+// (also 1 MiB by default), and anything queued beside it would then close
+// the session as a slow consumer.
 const ROW_HEIGHT = 37; // px, as style.css draws a row; measured again at run time
 const ROW_OVERSCAN = 8;
 const ROW_POOL = 64; // detached rows kept for reuse
 const MAX_TABLE_PX = 8000000; // below the height browsers allow an element
-const PAGE_LIMIT = 5000;
+const PAGE_LIMIT = 1000;
 const PAGE_RETRIES = 30; // 429 answers to one page before the listing gives up
 
 const S = {
