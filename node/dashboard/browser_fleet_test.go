@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/node"
@@ -492,8 +493,8 @@ func seedLargeFleet(t *testing.T, nc *nats.Conn, count int, node string) {
 		online := i%3 == 0
 		since := now - int64(i%3600)*1000
 
-		b, _ := json.Marshal(hub.Device{Type: typ, Group: group})
-		publish(&nats.Msg{Subject: subjects.KVKeys(hub.BucketDevices) + sn, Data: b})
+		b, _ := json.Marshal(schema.Device{Type: typ, Group: group})
+		publish(&nats.Msg{Subject: subjects.KVKeys(schema.BucketDevices) + sn, Data: b})
 
 		session := sn + "-1"
 		if online {
