@@ -146,8 +146,32 @@ func (w *watchSet) lane(subject string) int {
 	return int(h.Sum32() % uint32(len(w.lanes)))
 }
 
-// watchPattern is the watch pattern of a selector and topic.
+// topicRecords stands for every record topic in the key of a device
+// selector: a device's status, events and presence come through one
+// subscription (hub.watch.*.*.<sn>.*), counted once per topic a session
+// takes, so that a dashboard subscribing to 1,000 devices makes 1,000
+// subscriptions rather than 3,000. deliver gives a session only the
+// topics it asked for.
+const topicRecords = topicPresence | topicStatus | topicEvent
+
+// keyOf is the key of the subscription that carries topic t under sel.
+func keyOf(sel string, t topic) watchKey {
+	if strings.HasPrefix(sel, "sn:") {
+		return watchKey{sel, topicRecords}
+	}
+	return watchKey{sel, t}
+}
+
+// watchPattern is the watch pattern of a selector and topic (topicRecords:
+// every record topic of a device).
 func watchPattern(sel string, t topic) (string, error) {
+	if t == topicRecords {
+		sn, ok := strings.CutPrefix(sel, "sn:")
+		if !ok {
+			return "", fmt.Errorf("hub: no watch pattern of every topic for selector %q", sel)
+		}
+		return subjects.WatchDeviceRecords(sn)
+	}
 	name := ""
 	for _, wt := range watchTopics {
 		if wt.t == t {
@@ -180,12 +204,12 @@ func (w *watchSet) ref(sel string, t topic) error {
 	if w.stopped {
 		return fmt.Errorf("hub: watch %s: %w", sel, ErrClosed)
 	}
-	k := watchKey{sel, t}
+	k := keyOf(sel, t)
 	if e := w.subs[k]; e != nil {
 		e.refs++
 		return nil
 	}
-	pattern, err := watchPattern(sel, t)
+	pattern, err := watchPattern(k.sel, k.topic)
 	if err != nil {
 		return err
 	}
@@ -203,7 +227,7 @@ func (w *watchSet) ref(sel string, t topic) error {
 func (w *watchSet) unref(sel string, t topic) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if e := w.subs[watchKey{sel, t}]; e != nil && e.refs > 0 {
+	if e := w.subs[keyOf(sel, t)]; e != nil && e.refs > 0 {
 		if e.refs--; e.refs == 0 {
 			e.idle = time.Now()
 		}

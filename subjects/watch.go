@@ -130,6 +130,15 @@ func WatchDevice(sn, topic string) (string, error) {
 	return strings.Join([]string{Prefix, watchToken, "*", "*", sn, topic}, "."), nil
 }
 
+// WatchDeviceRecords is the pattern of every record of one device, of
+// every topic: hub.watch.*.*.<sn>.*.
+func WatchDeviceRecords(sn string) (string, error) {
+	if err := checkToken("sn", sn); err != nil {
+		return "", err
+	}
+	return strings.Join([]string{Prefix, watchToken, "*", "*", sn, "*"}, "."), nil
+}
+
 // ParseWatch is the inverse of Watch: the group, type (WatchNone read back
 // as empty), serial number and topic of a watch subject. It refuses every
 // other subject, patterns included.

@@ -41,6 +41,7 @@ func TestWatch(t *testing.T) {
 		{func() (string, error) { return WatchGroup("g1", WatchEvent) }, "hub.watch.g1.*.*.event"},
 		{func() (string, error) { return WatchType("dog", WatchPresence) }, "hub.watch.*.dog.*.presence"},
 		{func() (string, error) { return WatchGroupType("sh-01", "dog", WatchEvent) }, "hub.watch.sh-01.dog.*.event"},
+		{func() (string, error) { return WatchDeviceRecords("R-001") }, "hub.watch.*.*.R-001.*"},
 		{func() (string, error) { return WatchDevice("R-1", WatchStatus) }, "hub.watch.*.*.R-1.status"},
 	}
 	for _, tc := range patterns {
@@ -139,6 +140,9 @@ func FuzzWatch(f *testing.F) {
 				if p, _ := WatchType(typ, topic); !matches(p, subj) {
 					t.Fatalf("pattern %q does not match %q", p, subj)
 				}
+			}
+			if p, _ := WatchDeviceRecords(sn); !matches(p, subj) {
+				t.Fatalf("pattern %q does not match %q", p, subj)
 			}
 			if group != "" && typ != "" {
 				if p, _ := WatchGroupType(group, typ, topic); !matches(p, subj) {
