@@ -61,11 +61,28 @@ bench:
 ## short form (2 minutes; SOAK_DURATION changes it), 100,000 devices over
 ## 6 node processes (TestBigLoad; BIGLOAD_DEVICES changes it), and a node
 ## with no session under a simulated bus-level fleet of 10,000 and 100,000
-## devices.
+## devices, and listing latency (p50/p99) at 100,000 known devices.
 load:
 	$(GO) test -count=1 -tags load -v -timeout 60m ./internal/loadtest
 	UPKEEP_DEVICES=100000 $(GO) test -count=1 -tags load -run TestPresenceUpkeepSteady -v -timeout 20m ./hub
 	$(GO) test -count=1 -tags load -run TestNodeCostUnderBusFleet -v -timeout 30m ./internal/fleetsim
+	$(GO) test -count=1 -tags load -run TestDirectoryLatency -v -timeout 25m ./hub
+
+## fleet-cost: the CPU of one hub process (no session, then one admin on a
+## group of 100 devices) under a bus-level simulated fleet of FLEET_SIZES
+## devices on other nodes (status every 10 s, 2 events an hour, presence at
+## the default TTLs, 1% reconnecting a minute), then node-b: a hub with no
+## session beside one holding 5,000 real devices reporting every 2 s. Each
+## prints a table. FLEETHUB_NODE_BIN=before=path,after=path measures
+## several hub binaries side by side in one run (default: this tree's).
+FLEET_SIZES  ?= 10000,100000,1000000
+FLEET_WINDOW ?= 60s
+.PHONY: fleet-cost node-b
+fleet-cost:
+	FLEETSIM_SIZES=$(FLEET_SIZES) FLEETSIM_WINDOW=$(FLEET_WINDOW) $(GO) test -count=1 -tags load -run '^TestNodeCostUnderBusFleet$$' -v -timeout 120m ./internal/fleetsim
+
+node-b:
+	NODEB_WINDOW=$(FLEET_WINDOW) $(GO) test -count=1 -tags load -run '^TestNodeBCost$$' -v -timeout 30m ./internal/fleetsim
 
 ## soak: the churn soak, 30 minutes by default: two nodes on a nats-server
 ## process, devices and admins coming and going; fails when goroutines, fds

@@ -18,8 +18,11 @@ const (
 	RoleViewer Role = "viewer"
 )
 
-// allGroups is the group wildcard: a user or token holding it sees every group.
-const allGroups = "*"
+// AllGroups is the group wildcard: a user or token holding it sees every
+// group.
+const AllGroups = "*"
+
+const allGroups = AllGroups
 
 // ParseRole accepts "admin" or "viewer" (the roles a user may have); anything
 // else, including "device", is ErrBadRole.

@@ -96,12 +96,15 @@ func connectDevice(t *testing.T, srv *Server, sn, typ, group string) (*Session, 
 	return s, ft
 }
 
-// awaitKnown waits until the node's view of presence lists n devices
+// awaitKnown waits until the directory lists n devices
 // (with a status when withStatus).
 func awaitKnown(t *testing.T, srv *Server, n int, withStatus bool) {
 	t.Helper()
 	natstest.Eventually(t, 30*time.Second, func() error {
-		views := srv.presence.devices(func(string, string, string, bool) bool { return true })
+		views, err := knownViews(srv)
+		if err != nil {
+			return err
+		}
 		got := 0
 		for _, v := range views {
 			if !withStatus || v.StatusAt != nil {

@@ -2,7 +2,9 @@ package hub
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
@@ -173,4 +175,43 @@ func (srv *Server) deviceGroup(sn string) string {
 // whether prio reaches its min_priority.
 func (sub subscription) wants(t topic, prio int) bool {
 	return sub.topics&t != 0 && (t != topicEvent || prio >= sub.minPriority)
+}
+
+// maxScopedGroups is how many groups a user may see for the node to watch
+// them one by one; past it the node watches sel as it is and deliver
+// filters by group, rather than hold hundreds of subscriptions for one
+// selector.
+const maxScopedGroups = 32
+
+// watchSelectors are the watch selectors (see watchKey) through which the
+// node receives the records a session subscribed under sel may be given.
+// For a user who may see every group, that is sel itself. For one limited
+// to some groups, "all" and a type become one pattern per visible group,
+// and a group it may not see becomes nothing, so that the node receives
+// no record of a group the user may not see: its cost follows what the
+// user is shown. A device selector stays as it is (its group is not known
+// until its records arrive; deliver checks it).
+func watchSelectors(id *Identity, sel string) []string {
+	if id == nil || len(id.Groups) > maxScopedGroups || slices.Contains(id.Groups, auth.AllGroups) {
+		return []string{sel}
+	}
+	kind, value, _ := strings.Cut(sel, ":")
+	var out []string
+	switch kind {
+	case "all":
+		for _, g := range id.Groups {
+			out = append(out, "group:"+g)
+		}
+	case "type":
+		for _, g := range id.Groups {
+			out = append(out, "gtype:"+g+"."+value)
+		}
+	case "group":
+		if auth.CanSee(id.Groups, value) {
+			out = append(out, sel)
+		}
+	default:
+		out = append(out, sel)
+	}
+	return out
 }

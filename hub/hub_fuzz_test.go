@@ -491,12 +491,15 @@ func (h *fuzzHub) command(t *testing.T, dev *fuzzPeer, data []byte) {
 	}
 }
 
-// FuzzRecords hands the hub's stream followers records as any writer of
-// the streams may store them: status, event and presence records. A record
-// the hub could have written (a serial number, a status or data object, a
-// known priority or reason) reaches each subscriber that may see it
-// exactly once, as a push of the record itself; any other reaches nobody,
-// and the view keeps only statuses that /admin/devices can show.
+// FuzzRecords hands the hub records as any publisher on the bus may send
+// them on a watch subject, and as any writer of the streams may store
+// them: status, event and presence records. A record on a watch subject
+// that the hub could have written (a serial number, a status or data
+// object, a known priority or reason) and that is the one its subject
+// names reaches each subscriber that may see it exactly once, as a push of
+// the record itself; any other reaches nobody. A record stored on a stream
+// by another writer reaches nobody live (the node follows no stream) and
+// is read back by /admin/history as an object or not at all.
 func FuzzRecords(f *testing.F) {
 	h := newFuzzHub(f)
 	// Records stored on the streams are about fz-7, whose history an admin
@@ -525,9 +528,12 @@ func FuzzRecords(f *testing.F) {
 		{1, `{"sn":"fz-1","type":"dog","group":"g1","at":1,"event":"abnormal","priority":"emergency","data":{"k":1}}`},
 		{2, `{"sn":"fz-1","type":"dog","group":"g1","online":true,"reason":"connected","node":"n","at":1}`},
 		{2, `{"sn":"fz-4","type":"dog","group":"g2","online":false,"reason":"node_lost","node":"n","at":2}`},
-		{3, `{"sn":"fz-7","type":"dog","group":"g1","at":3,"status":{"rubbish":{"code":1,"msg":"full"}}}`},
-		{4, `{"sn":"fz-7","type":"dog","group":"g1","at":4,"event":"threshold","priority":"high","data":{}}`},
-		{5, `{"sn":"fz-7","type":"dog","group":"g1","online":false,"reason":"closed","node":"n","at":5}`},
+		{3, `{"sn":"fz-1","type":"dog","group":"g1","at":1,"status":{}}`},
+		{4, `{"sn":"fz-1","type":"cat","group":"g1","at":1,"event":"e","priority":"normal","data":{}}`},
+		{5, `{"sn":"fz-4","type":"dog","group":"g2","online":false,"reason":"node_lost","node":"n","at":2}`},
+		{6, `{"sn":"fz-7","type":"dog","group":"g1","at":3,"status":{"rubbish":{"code":1,"msg":"full"}}}`},
+		{7, `{"sn":"fz-7","type":"dog","group":"g1","at":4,"event":"threshold","priority":"high","data":{}}`},
+		{8, `{"sn":"fz-7","type":"dog","group":"g1","online":false,"reason":"closed","node":"n","at":5}`},
 	} {
 		f.Add(seed.kind, []byte(seed.data))
 	}
@@ -536,48 +542,50 @@ func FuzzRecords(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {
 		adm, view := h.peer(t, peerAdmin), h.peer(t, peerViewer)
-		// Kinds 0 to 2 go straight to the follower's callback, 3 to 5 are
-		// stored on the stream, reach it from there, and are read back by
-		// /admin/history.
-		stored := kind%6 >= 3
-		var group, service string
+		// Kinds 0 to 2 come on the watch subject their record names (when
+		// it names one), 3 to 5 on fz-1's subject in g1 of type dog, and
+		// 6 to 8 are stored on the stream and read back by /admin/history.
+		how := kind % 9 / 3
+		topic := topics[kind%3]
+		var rec struct {
+			SN    string `json:"sn"`
+			Type  string `json:"type"`
+			Group string `json:"group"`
+		}
 		var valid bool
+		var service string
 		switch kind % 3 {
 		case 0:
-			var rec StatusRecord
-			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN) && wire.IsObject(rec.Status)
-			group, service = rec.Group, "/push/status"
-			if !stored {
-				h.srv.onStatus(data, true)
-			}
+			var r StatusRecord
+			valid = json.Unmarshal(data, &r) == nil && auth.ValidSerial(r.SN) && wire.IsObject(r.Status)
+			service = "/push/status"
 		case 1:
-			var rec EventRecord
-			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN) && wire.IsObject(rec.Data)
-			_, known := priorities[rec.Priority]
+			var r EventRecord
+			valid = json.Unmarshal(data, &r) == nil && auth.ValidSerial(r.SN) && wire.IsObject(r.Data)
+			_, known := priorities[r.Priority]
 			valid = valid && known
-			group, service = rec.Group, "/push/event"
-			if !stored {
-				h.srv.onEvent(data, h.seq.Add(1))
-			}
+			service = "/push/event"
 		case 2:
-			var rec PresenceRecord
-			valid = json.Unmarshal(data, &rec) == nil && auth.ValidSerial(rec.SN)
-			switch rec.Reason {
+			var r PresenceRecord
+			valid = json.Unmarshal(data, &r) == nil && auth.ValidSerial(r.SN)
+			switch r.Reason {
 			case ReasonConnected, ReasonNodeLost, ReasonClosed, schema.ReasonTimeout, ReasonReplaced, schema.ReasonKicked:
 			default:
 				valid = false
 			}
-			group, service = rec.Group, "/push/presence"
-			if !stored {
-				h.srv.presence.onRecord(data, fmt.Sprintf("p%d", h.seq.Add(1)))
-			} else {
-				// Nodes do not follow HUB_PRESENCE: a record stored by
-				// another writer reaches nobody but history readers.
-				valid = false
-			}
+			service = "/push/presence"
 		}
-		topic := topics[kind%3]
-		if stored {
+		_ = json.Unmarshal(data, &rec)
+		switch how {
+		case 0, 1:
+			subj := "hub.watch.g1.dog.fz-1." + topic.name
+			if s, err := subjects.Watch(rec.Group, rec.Type, rec.SN, topic.name); err == nil && how == 0 {
+				subj = s
+			}
+			valid = valid && subj == mustWatch(rec.Group, rec.Type, rec.SN, topic.name)
+			h.srv.onWatch(&nats.Msg{Subject: subj, Data: data})
+		case 2:
+			valid = false
 			if _, err := js.Publish(context.Background(), topic.subject, data); err != nil {
 				t.Fatalf("store %q: %v", data, err)
 			}
@@ -586,24 +594,30 @@ func FuzzRecords(f *testing.F) {
 		if valid {
 			// A status may be pushed by the coalescer's timer.
 			awaitFrames(adm.ft, 1)
-			if group == "g1" {
+			if rec.Group == "g1" {
 				awaitFrames(view.ft, 1)
 			}
 		}
 		got := h.drain(t)
 		for _, p := range []int{peerAdmin, peerViewer} {
 			want := 0
-			if valid && (p == peerAdmin || group == "g1") {
+			if valid && (p == peerAdmin || rec.Group == "g1") {
 				want = 1
 			}
 			if len(got[p]) != want {
-				t.Fatalf("record %q (valid %v, group %q): session %d got %+v", data, valid, group, p, got[p])
+				t.Fatalf("record %q (valid %v, group %q): session %d got %+v", data, valid, rec.Group, p, got[p])
 			}
 			if want == 1 && (got[p][0].Service != service || !sameValues(got[p][0].Values, data)) {
 				t.Fatalf("record %q pushed as %+v", data, got[p][0])
 			}
 		}
 	})
+}
+
+// mustWatch is the watch subject of a record, or "" when it has none.
+func mustWatch(group, typ, sn, topic string) string {
+	s, _ := subjects.Watch(group, typ, sn, topic)
+	return s
 }
 
 // history reads fz-7's newest record of topic back as an admin and checks

@@ -70,6 +70,9 @@ type registry struct {
 	srv    *Server
 	shards []*shard
 	wg     sync.WaitGroup
+	// watch is the interest in device records (watch.go): started and
+	// stopped with the registry.
+	watch *watchSet
 
 	mu        sync.RWMutex
 	interests map[string]*interest // Guarded by mu.
@@ -94,7 +97,7 @@ type shard struct {
 const dispatchBatch = 32
 
 func newRegistry(srv *Server) *registry {
-	r := &registry{srv: srv, interests: make(map[string]*interest)}
+	r := &registry{srv: srv, interests: make(map[string]*interest), watch: newWatchSet(srv)}
 	r.shards = make([]*shard, srv.cfg.DispatchShards)
 	for i := range r.shards {
 		sh := &shard{in: make(chan *nats.Msg, srv.cfg.DispatchQueue), subs: make(map[*nats.Subscription]*interest)}
@@ -106,6 +109,7 @@ func newRegistry(srv *Server) *registry {
 }
 
 func (r *registry) start() {
+	r.watch.start()
 	for _, sh := range r.shards {
 		r.wg.Add(2)
 		go func() { defer r.wg.Done(); r.move(sh) }()
@@ -245,6 +249,7 @@ func (r *registry) stop() {
 		close(sh.in)
 	}
 	r.wg.Wait()
+	r.watch.stop()
 }
 
 func (r *registry) shard(subject string) *shard {
@@ -342,7 +347,7 @@ func (r *registry) countDropped(in *interest) {
 
 // onSlowConsumer is told by nats.go that a subscription dropped messages.
 func (r *registry) onSlowConsumer(sub *nats.Subscription) {
-	if sub == nil {
+	if sub == nil || r.watch.onSlowConsumer(sub) {
 		return
 	}
 	if in := r.lookup(sub.Subject); in != nil && in.sub == sub {

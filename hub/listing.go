@@ -1,7 +1,7 @@
 package hub
 
 import (
-	"container/heap"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -9,16 +9,21 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/subjects"
 )
 
 // Device listings: /admin/devices and the /admin/subscribe snapshot, both
-// read from the node's view of presence, ordered by serial number and cut
-// into pages by count (limit) and by bytes (the answer cap and the
-// session's listing bucket). A page that is not the last carries "next", a
-// cursor that /admin/devices continues from.
+// ordered by serial number and cut into pages by count (limit) and by bytes
+// (the answer cap and the session's listing bucket). A page that is not the
+// last carries "next", a cursor that /admin/devices continues from. Which
+// devices a page holds comes from the directory (directory.go), or, for a
+// snapshot of serial numbers only, from JetStream itself; their views are
+// then read by direct gets (deviceviews.go). No node keeps the fleet in
+// memory.
 
 const (
 	defaultListLimit = 1000
@@ -180,8 +185,8 @@ func listLimit(limit *int) (int, *wire.Error) {
 	return *limit, nil
 }
 
-// serveDevices lists the known devices the caller may see, from this node's
-// view of presence (no scan of the buckets), one page at a time.
+// serveDevices lists the known devices the caller may see, one page at a
+// time, from the directory (no scan of the buckets).
 func (srv *Server) serveDevices(s *Session, m *wire.Message) (any, *wire.Error) {
 	var a devicesArgs
 	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
@@ -216,8 +221,8 @@ func (srv *Server) serveDevices(s *Session, m *wire.Message) (any, *wire.Error) 
 }
 
 // snapshot is the answer of /admin/subscribe for sels: the first page of
-// the devices they match. When the session's listing bucket is empty it
-// holds no device and a next that lists them all.
+// the devices they match. When the session's listing bucket is empty, or
+// no directory answers, it holds no device and a next that lists them all.
 func (srv *Server) snapshot(s *Session, m *wire.Message, sels []string, limit int) (any, *wire.Error) {
 	if !m.HasRequestID {
 		return nil, nil
@@ -227,11 +232,18 @@ func (srv *Server) snapshot(s *Session, m *wire.Message, sels []string, limit in
 	}
 	c := &cursor{Limit: limit, Filter: snapshotFilter(sels)}
 	values, werr := srv.listPage(s, m, c)
-	if werr == errNoRoom {
+	switch {
+	case werr == errNoRoom:
 		srv.admit.refuse(refusedListBytes)
-		return json.RawMessage(devicesOpen + "]" + nextOpen + srv.encodeCursor(c) + nextClose + "}"), nil
+	case werr != nil && werr.Code == wire.CodeUnavailable:
+		// No directory (or JetStream) to list from just now: the
+		// subscription is in place all the same, and the listing is left
+		// to /admin/devices, as when the bucket is empty. (Counted in
+		// fleethub_directory_unavailable_total.)
+	default:
+		return values, werr
 	}
-	return values, werr
+	return json.RawMessage(devicesOpen + "]" + nextOpen + srv.encodeCursor(c) + nextClose + "}"), nil
 }
 
 // snapshotLimit reads the optional limit of /admin/subscribe (0: not given).
@@ -290,72 +302,65 @@ func (srv *Server) listPage(s *Session, m *wire.Message, c *cursor) (json.RawMes
 	}
 	room := min(capRoom, bucketRoom)
 
-	// First the serial numbers of the page (and one more, to know whether
-	// more follow), then their views: the view of presence is walked twice
-	// but only the page is ever copied out of it.
-	top := &snHeap{}
-	srv.presence.devices(func(sn, typ, group string, online bool) bool {
-		if sn <= c.After || !mt.match(sn, typ, group, online) {
-			return false
-		}
-		if top.Len() <= c.Limit {
-			heap.Push(top, sn)
-		} else if sn < (*top)[0] {
-			(*top)[0] = sn
-			heap.Fix(top, 0)
-		}
-		return false
-	})
-	more := top.Len() > c.Limit
-	page := make(map[string]bool, top.Len())
-	for _, sn := range *top {
-		page[sn] = true
+	ctx, cancel := context.WithTimeout(srv.runCtx, listTimeout)
+	defer cancel()
+	entries, pre, more, werr := srv.pageEntries(ctx, mt, c, s.Identity().Groups)
+	if werr != nil {
+		return nil, werr
 	}
-	views := srv.presence.devices(func(sn, typ, group string, online bool) bool {
-		return page[sn] && mt.match(sn, typ, group, online)
-	})
-	if len(views) > c.Limit {
-		views = views[:c.Limit]
-	}
-
+	// The views are read a chunk at a time, so that a page cut short by
+	// bytes (large statuses) reads little more than it answers.
 	out := make([]byte, 0, min(room, 64<<10)+reserve)
 	out = append(out, devicesOpen...)
-	used, n := 0, 0
-	for i := range views {
-		b, err := json.Marshal(&views[i])
+	used, n, last := 0, 0, ""
+	for chunk := range slices.Chunk(entries, viewChunk) {
+		views, err := srv.deviceViews(ctx, chunk, pre)
 		if err != nil {
-			// A status that is not JSON (a hostile writer on HUB_STATUS):
-			// the device is listed without it.
-			srv.warnLimited("device listing: status that is not JSON left out", "sn", views[i].SN)
-			v := views[i]
-			v.Status, v.StatusAt = json.RawMessage("null"), nil
-			if b, err = json.Marshal(&v); err != nil {
-				return nil, wire.Errorf(wire.CodeInternal, "internal error")
-			}
+			srv.dir.unavailable.WithLabelValues(dirViews).Inc()
+			srv.warnLimited("device listing: device views not read", "err", err)
+			return nil, errViewsUnavailable
 		}
-		sep := min(n, 1)
-		if used+sep+len(b) > room {
-			if n == 0 {
-				if used+len(b) > capRoom {
-					return nil, srv.errAnswerTooLarge()
+		full := false
+		for i := range views {
+			b, err := json.Marshal(&views[i])
+			if err != nil {
+				// A status that is not JSON (a hostile writer on
+				// HUB_STATUS): the device is listed without it.
+				srv.warnLimited("device listing: status that is not JSON left out", "sn", views[i].SN)
+				v := views[i]
+				v.Status, v.StatusAt = json.RawMessage("null"), nil
+				if b, err = json.Marshal(&v); err != nil {
+					return nil, wire.Errorf(wire.CodeInternal, "internal error")
 				}
-				return nil, errNoRoom
 			}
-			more = true
+			sep := min(n, 1)
+			if used+sep+len(b) > room {
+				if n == 0 {
+					if used+len(b) > capRoom {
+						return nil, srv.errAnswerTooLarge()
+					}
+					return nil, errNoRoom
+				}
+				more, full = true, true
+				break
+			}
+			if sep > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, b...)
+			used += sep + len(b)
+			n++
+			last = views[i].SN
+		}
+		if full {
 			break
 		}
-		if sep > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, b...)
-		used += sep + len(b)
-		n++
 	}
 	out = append(out, ']')
 	if more {
 		next := *c
 		if n > 0 {
-			next.After = views[n-1].SN
+			next.After = last
 		}
 		// Serial numbers already passed need not be carried on.
 		i, found := slices.BinarySearch(next.Filter.SNs, next.After)
@@ -375,16 +380,58 @@ func (srv *Server) listPage(s *Session, m *wire.Message, c *cursor) (json.RawMes
 // maxSerialLen is the longest valid serial number (auth.ValidSerial).
 const maxSerialLen = 64
 
-// snHeap is a max-heap of serial numbers: it keeps the smallest seen.
-type snHeap []string
+// listTimeout bounds the reads of one page: the directory's answer (which
+// may wait dirWait for one to be elected or loaded) and the direct gets.
+const listTimeout = dirWait + 3*time.Second
 
-func (h snHeap) Len() int           { return len(h) }
-func (h snHeap) Less(i, j int) bool { return h[i] > h[j] }
-func (h snHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *snHeap) Push(x any)        { *h = append(*h, x.(string)) }
-func (h *snHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+// viewChunk is how many device views a page reads at a time.
+const viewChunk = 1000
+
+// errViewsUnavailable answers a page whose device views could not be read.
+var errViewsUnavailable = wire.Errorf(wire.CodeUnavailable, "device views unavailable (JetStream did not answer); retry later")
+
+// dirViews labels the pages whose views could not be read.
+const dirViews = "views"
+
+// snsOnly reports whether f is a snapshot of serial numbers alone.
+func (f *listFilter) snsOnly() bool {
+	return f.Sel && !f.All && len(f.Types) == 0 && len(f.Groups) == 0
+}
+
+// pageEntries returns the devices of the page c describes, at most
+// c.Limit, and whether more follow: for serial numbers alone straight from
+// JetStream, otherwise from the directory, asked again while its answers
+// are cut short by their byte limit.
+func (srv *Server) pageEntries(ctx context.Context, mt *matcher, c *cursor, groups []string) ([]dirEntry, *viewReads, bool, *wire.Error) {
+	if c.Filter.snsOnly() {
+		i, found := slices.BinarySearch(c.Filter.SNs, c.After)
+		if found {
+			i++
+		}
+		es, pre, more, ok, err := srv.explicitEntries(ctx, mt, c.Filter.SNs[i:], c.Limit)
+		if err != nil {
+			srv.dir.unavailable.WithLabelValues(dirViews).Inc()
+			srv.warnLimited("device listing: presence not read", "err", err)
+			return nil, nil, false, errViewsUnavailable
+		}
+		if ok {
+			return es, pre, more, nil
+		}
+	}
+	req := dirListRequest{Filter: c.Filter, Groups: groups, After: c.After, Limit: c.Limit}
+	var es []dirEntry
+	for {
+		r, werr := srv.askDirectory(ctx, subjects.DirList, &req)
+		if werr != nil {
+			return nil, nil, false, werr
+		}
+		es = append(es, r.D...)
+		if !r.More || len(es) >= c.Limit || len(r.D) == 0 {
+			if len(es) > c.Limit {
+				es = es[:c.Limit]
+			}
+			return es, nil, r.More, nil
+		}
+		req.After, req.Limit = es[len(es)-1].SN, c.Limit-len(es)
+	}
 }

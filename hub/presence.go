@@ -101,13 +101,6 @@ type presence struct {
 	nodes   map[string]nodeView      // live nodes by id. Guarded by mu.
 	stopped bool                     // Guarded by mu.
 
-	watchOnce sync.Once // see watchPresence
-
-	// The stand-in listing's last read (see allDevices).
-	readMu sync.Mutex
-	read   []DeviceView // Guarded by readMu.
-	readAt time.Time    // when the last read started. Guarded by readMu.
-
 	// refreshMu serialises refresh, which owns enc (the upkeep goroutine
 	// calls it; so do load tests).
 	refreshMu sync.Mutex
@@ -149,7 +142,7 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 		Name: StreamPresence, Description: "presence history: one record per change",
 		Subjects: []string{subjects.AllPresence}, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 		MaxAge: cfg.PresenceHistory, MaxMsgsPerSubject: 1000, Duplicates: 2 * time.Minute,
-		Discard: jetstream.DiscardOld, AllowDirect: true,
+		Discard: jetstream.DiscardOld, AllowDirect: true, // listings read last records by direct get
 	}
 	createRecords := func(ctx context.Context) (jetstream.Stream, error) {
 		return createOrUpdate(ctx, func(ctx context.Context) (jetstream.Stream, error) {

@@ -13,19 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// onRecord delivers a presence record that reached this node on its
-// watch subject to the local sessions subscribed to its device, as
-// /push/presence; id is the push id. A record no hub could have stored
-// is dropped and counted.
-func (p *presence) onRecord(data []byte, id string) {
-	var r PresenceRecord
-	if err := json.Unmarshal(data, &r); err != nil || !validPresence(&r) {
-		p.srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
-		return
-	}
-	p.srv.subs.deliver(topicPresence, 0, r.SN, r.Type, r.Group, "/push/presence", id, data)
-}
-
 // validPresence reports whether a presence record is one a hub could
 // have stored: any writer of the bus may publish others, and those do not
 // reach admins.
@@ -103,7 +90,7 @@ func (p *presence) record(ctx context.Context, r PresenceRecord, msgID string) e
 // counts it and sends it to the watchers of its device.
 func (p *presence) stored(r PresenceRecord, seq uint64, data []byte) {
 	p.srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
-	p.srv.publishWatch("presence", r.Group, r.Type, r.SN, data)
+	p.srv.publishWatchID(subjects.WatchPresence, r.Group, r.Type, r.SN, fmt.Sprintf("p%d", seq), data)
 }
 
 // readRecord reads the device's last record back from HUB_PRESENCE.

@@ -70,14 +70,24 @@ func connectDevices(t testing.TB, srv *Server, prefix string, n int) []*Session 
 // node with no device of its own receives next to nothing (its own
 // liveness writes' acknowledgements and the other node's liveness
 // entries), where it used to receive every entry write and every record.
+// (The directory node follows the records: that is the busy node here.)
 func TestPresenceTrafficIgnoresOtherNodes(t *testing.T) {
 	t.Parallel()
 	const devices = 2000
 	ns := natstest.Run(t)
 	cfg := Config{PresenceTTL: 2 * time.Second}
-	quiet := natstest.Connect(t, ns)
-	startNode(t, quiet, "node-a", cfg)
+	// The busy node starts first and so holds the directory lease, which
+	// follows the fleet's presence records by design; the quiet node is
+	// a plain node.
 	busy := startNode(t, natstest.Connect(t, ns), "node-b", cfg)
+	quiet := natstest.Connect(t, ns)
+	a := startNode(t, quiet, "node-a", cfg)
+	a.dir.mu.Lock()
+	isDir := a.dir.idx != nil
+	a.dir.mu.Unlock()
+	if isDir {
+		t.Fatal("node-a holds the directory")
+	}
 
 	before, start := quiet.Stats().InMsgs, time.Now()
 	connectDevices(t, busy, "TR", devices)

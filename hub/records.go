@@ -120,9 +120,11 @@ func (srv *Server) serveStatus(s *Session, m *wire.Message) (any, *wire.Error) {
 	status, _ := json.Marshal(body)
 	rec := StatusRecord{SN: id.SN, Type: id.Type, Group: id.Group, At: srv.cfg.Now().UnixMilli(), Status: status}
 	subj, _ := subjects.DeviceStatus(id.SN)
-	if werr := srv.store(subj, rec); werr != nil {
+	b, _, werr := srv.store(subj, rec)
+	if werr != nil {
 		return nil, werr
 	}
+	srv.publishWatch(subjects.WatchStatus, rec.Group, rec.Type, rec.SN, b)
 	return map[string]int64{"at": rec.At}, nil
 }
 
@@ -169,9 +171,11 @@ func (srv *Server) serveEvent(s *Session, m *wire.Message) (any, *wire.Error) {
 	}
 	rec := EventRecord{SN: id.SN, Type: id.Type, Group: id.Group, At: srv.cfg.Now().UnixMilli(), Event: *a.Event, Priority: prio, Data: data}
 	subj, _ := subjects.DeviceEvent(id.SN)
-	if werr := srv.store(subj, rec); werr != nil {
+	b, seq, werr := srv.store(subj, rec)
+	if werr != nil {
 		return nil, werr
 	}
+	srv.publishWatchID(subjects.WatchEvent, rec.Group, rec.Type, rec.SN, fmt.Sprintf("e%d", seq), b)
 	return map[string]int64{"at": rec.At}, nil
 }
 
@@ -179,61 +183,35 @@ func (srv *Server) serveEvent(s *Session, m *wire.Message) (any, *wire.Error) {
 const storeTimeout = 3 * time.Second
 
 // store publishes a record to its stream and waits for the stream to
-// acknowledge it: a record the device was told is stored is stored.
-func (srv *Server) store(subject string, rec any) *wire.Error {
+// acknowledge it: a record the device was told is stored is stored. It
+// returns the record as stored and its stream sequence, for the copy
+// that goes to watchers (publishWatch) once it is stored.
+func (srv *Server) store(subject string, rec any) ([]byte, uint64, *wire.Error) {
 	if srv.busDown() {
-		return errBusDown
+		return nil, 0, errBusDown
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return wire.Errorf(wire.CodeBadRequest, "record is not valid JSON")
+		return nil, 0, wire.Errorf(wire.CodeBadRequest, "record is not valid JSON")
 	}
 	ctx, cancel := context.WithTimeout(srv.runCtx, storeTimeout)
 	defer cancel()
-	_, err = srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
+	ack, err := srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		// No stream took it: JetStream lost it (a reset store, an
-		// operator's mistake). Create the stream again (its consumers
-		// start anew) and retry once.
+		// operator's mistake). Create the stream again and retry once.
 		stream := StreamStatus
 		if _, ok := rec.(EventRecord); ok {
 			stream = StreamEvents
 		}
 		if serr := srv.stores.heal(ctx, stream); serr == nil {
-			_, err = srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
+			ack, err = srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
 		}
 	}
 	if err != nil {
 		srv.metrics.storeFailures.Inc()
 		srv.log.Warn("record not stored", "subject", subject, "err", err)
-		return wire.Errorf(wire.CodeUnavailable, "storage unavailable: the record was not stored, send it again")
+		return nil, 0, wire.Errorf(wire.CodeUnavailable, "storage unavailable: the record was not stored, send it again")
 	}
-	return nil
-}
-
-// onStatus follows HUB_STATUS (last per device at start, then live): the
-// view keeps each device's last status, and subscribed sessions get it,
-// coalesced per device.
-func (srv *Server) onStatus(data []byte, live bool) {
-	var rec StatusRecord
-	if err := json.Unmarshal(data, &rec); err != nil || !validStatus(&rec) {
-		srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
-		return
-	}
-	srv.presence.setStatus(rec.SN, rec.Type, rec.Group, rec.Status, rec.At)
-	if live {
-		srv.coalescer.offer(rec.SN, rec.Type, rec.Group, data)
-	}
-}
-
-// onEvent follows HUB_EVENTS (live only): subscribed sessions get each
-// event whose priority reaches their min_priority. Events are never
-// coalesced.
-func (srv *Server) onEvent(data []byte, seq uint64) {
-	var rec EventRecord
-	if err := json.Unmarshal(data, &rec); err != nil || !validEvent(&rec) {
-		srv.metrics.pushesDropped.WithLabelValues(dropInvalidRecord).Inc()
-		return
-	}
-	srv.subs.deliver(topicEvent, priorities[rec.Priority], rec.SN, rec.Type, rec.Group, "/push/event", fmt.Sprintf("e%d", seq), data)
+	return b, ack.Sequence, nil
 }

@@ -36,6 +36,7 @@ type Server struct {
 	registry  *deviceRegistry
 	interest  *registry
 	presence  *presence
+	dir       *directory // the device directory's election and client
 	stores    *storeSet
 	subs      *subIndex
 	coalescer *coalescer
@@ -157,6 +158,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.followStreams(ctx, runCtx); err != nil {
 		return err
 	}
+	if s.dir, err = openDirectory(ctx, s); err != nil {
+		return err
+	}
+	dirTerm := s.dir.first(ctx, runCtx)
+	s.goTask(func() { s.dir.run(runCtx, dirTerm) })
 	s.goTask(func() { s.summaries(runCtx) })
 	s.goTask(func() { s.stores.run(runCtx) })
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {

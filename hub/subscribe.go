@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/fleethub/fleethub/auth"
@@ -125,8 +126,12 @@ func (srv *Server) serveSubscribe(s *Session, m *wire.Message) (any, *wire.Error
 	if werr != nil {
 		return nil, werr
 	}
-	if werr := srv.addSubscriptions(s, sels, topics, minPriority); werr != nil {
+	watched, werr := srv.addSubscriptions(s, sels, topics, minPriority)
+	if werr != nil {
 		return nil, werr
+	}
+	if watched {
+		srv.flushWatch()
 	}
 	return srv.snapshot(s, m, sels, limit)
 }
@@ -149,14 +154,18 @@ func (srv *Server) serveUnsubscribe(s *Session, m *wire.Message) (any, *wire.Err
 }
 
 // addSubscriptions adds topics (and, for events, minPriority: the latest
-// subscription decides) under each selector, in the session and in the
-// index together. Session.mu is held across both, then subIndex.mu, never
-// the other way round: deliver takes no session lock.
-func (srv *Server) addSubscriptions(s *Session, sels []string, topics topic, minPriority int) *wire.Error {
+// subscription decides) under each selector, in the session, in the index
+// and in the node's watch subscriptions together. Session.mu is held
+// across them, then subIndex.mu or watchSet.mu, never the other way round:
+// deliver takes no session lock. watched reports that the session now
+// watches a record topic under a selector it did not before: the caller
+// flushes the connection, so that the server has the subscription before
+// the answer goes out.
+func (srv *Server) addSubscriptions(s *Session, sels []string, topics topic, minPriority int) (watched bool, werr *wire.Error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return wire.Errorf(wire.CodeConflict, "session closed")
+		return false, wire.Errorf(wire.CodeConflict, "session closed")
 	}
 	if s.subs == nil {
 		s.subs = make(map[string]subscription)
@@ -168,7 +177,38 @@ func (srv *Server) addSubscriptions(s *Session, sels []string, topics topic, min
 		}
 	}
 	if len(s.subs)+added > maxSelectorsPerSession {
-		return wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("a session may hold at most %d subscriptions", maxSelectorsPerSession))
+		return false, wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("a session may hold at most %d subscriptions", maxSelectorsPerSession))
+	}
+	// The watch subscriptions first: when one cannot be made, the request
+	// changes nothing.
+	var refs []watchKey
+	var seen map[string]bool // a request may name a selector twice
+	for _, sel := range sels {
+		if s.subs[sel].topics&topics == topics {
+			continue // the session watches all of it already
+		}
+		if seen == nil {
+			seen = make(map[string]bool, len(sels))
+		}
+		if seen[sel] {
+			continue
+		}
+		seen[sel] = true
+		for _, wt := range watchTopics {
+			if topics&wt.t == 0 || s.subs[sel].topics&wt.t != 0 {
+				continue
+			}
+			for _, wsel := range watchSelectors(s.Identity(), sel) {
+				if err := srv.interest.watch.ref(wsel, wt.t); err != nil {
+					for _, k := range refs {
+						srv.interest.watch.unref(k.sel, k.topic)
+					}
+					srv.log.Warn("subscribe: no watch subscription", "err", err)
+					return false, wire.Errorf(wire.CodeUnavailable, "subscriptions unavailable, try again")
+				}
+				refs = append(refs, watchKey{wsel, wt.t})
+			}
+		}
 	}
 	for _, sel := range sels {
 		sub := s.subs[sel]
@@ -182,10 +222,36 @@ func (srv *Server) addSubscriptions(s *Session, sels []string, topics topic, min
 	if topics&topicSummary != 0 {
 		srv.subs.setSummary(s, true)
 	}
-	if topics&topicPresence != 0 {
-		srv.watchPresence()
+	return len(refs) > 0, nil
+}
+
+// unwatch drops the session's watch subscriptions of the record topics in
+// gone under sel: the same watch selectors addSubscriptions took, as the
+// session's identity never changes. Called with s.mu held.
+func (srv *Server) unwatch(s *Session, sel string, gone topic) {
+	for _, wt := range watchTopics {
+		if gone&wt.t == 0 {
+			continue
+		}
+		for _, wsel := range watchSelectors(s.Identity(), sel) {
+			srv.interest.watch.unref(wsel, wt.t)
+		}
 	}
-	return nil
+}
+
+// flushWatch waits, within storeTimeout, for the server to have the
+// subscriptions made so far, so that every record stored after a
+// subscribe is answered reaches the session. A bus that is down gets the
+// subscriptions when it is back; the answer does not wait for that.
+func (srv *Server) flushWatch() {
+	if !srv.nc.IsConnected() {
+		return // nats.go makes the subscriptions again on reconnecting
+	}
+	ctx, cancel := context.WithTimeout(srv.runCtx, storeTimeout)
+	defer cancel()
+	if err := srv.nc.FlushWithContext(ctx); err != nil {
+		srv.warnLimited("subscribe: flush", "err", err)
+	}
 }
 
 // removeSubscriptions removes topics from each selector, in the session and
@@ -199,6 +265,7 @@ func (srv *Server) removeSubscriptions(s *Session, sels []string, topics topic) 
 		if !ok {
 			continue
 		}
+		srv.unwatch(s, sel, sub.topics&topics)
 		sub.topics &^= topics
 		if sub.topics == 0 {
 			delete(s.subs, sel)
@@ -219,7 +286,8 @@ func (srv *Server) removeSubscriptions(s *Session, sels []string, topics topic) 
 func (srv *Server) dropSubscriptions(s *Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for sel := range s.subs {
+	for sel, sub := range s.subs {
+		srv.unwatch(s, sel, sub.topics)
 		srv.subs.set(sel, s, subscription{})
 	}
 	s.subs = nil

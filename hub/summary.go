@@ -7,40 +7,31 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nuid"
 )
 
 // summarize counts the known devices (registered, or in the presence
-// history) that groups may see, from this node's views: no bus scan.
-func (srv *Server) summarize(groups []string, now time.Time) Summary {
-	sum := Summary{At: now.UnixMilli(), ByType: map[string]Counts{}, ByGroup: map[string]Counts{}}
-	count := func(typ, group string, online bool) {
-		if !auth.CanSee(groups, group) {
-			return
-		}
-		t, g := sum.ByType[typ], sum.ByGroup[group]
-		if online {
-			sum.Online++
-			t.Online++
-			g.Online++
-		} else {
-			sum.Offline++
-			t.Offline++
-			g.Offline++
-		}
-		sum.ByType[typ], sum.ByGroup[group] = t, g
+// history) that groups may see, as the directory keeps them: no bus scan,
+// no count on this node.
+func (srv *Server) summarize(ctx context.Context, groups []string, now time.Time) (Summary, *wire.Error) {
+	r, werr := srv.askDirectory(ctx, subjects.DirSummary, &dirSummaryRequest{Groups: groups})
+	if werr != nil {
+		return Summary{}, werr
 	}
-	seen := srv.presence.each(func(sn, typ, group string, online bool) { count(typ, group, online) })
-	srv.registry.mu.RLock()
-	for sn, d := range srv.registry.entries {
-		if !seen[sn] {
-			count(d.Type, d.Group, false)
+	sum := Summary{ByType: map[string]Counts{}, ByGroup: map[string]Counts{}}
+	if r.Sum != nil {
+		sum = *r.Sum
+		if sum.ByType == nil {
+			sum.ByType = map[string]Counts{}
+		}
+		if sum.ByGroup == nil {
+			sum.ByGroup = map[string]Counts{}
 		}
 	}
-	srv.registry.mu.RUnlock()
-	return sum
+	sum.At = now.UnixMilli()
+	return sum, nil
 }
 
 // summaries pushes /push/summary every SummaryInterval to the sessions
@@ -70,11 +61,15 @@ func (srv *Server) summaries(ctx context.Context) {
 				key := strings.Join(groups, ",")
 				frame, ok := frames[key]
 				if !ok {
-					b, _ := json.Marshal(srv.summarize(groups, now))
-					frame, _ = wire.EncodePush("/push/summary", nuid.Next(), b)
+					// No directory answering: this round is skipped (and
+					// counted); the next comes one interval later.
+					if sum, werr := srv.summarize(ctx, groups, now); werr == nil {
+						b, _ := json.Marshal(sum)
+						frame, _ = wire.EncodePush("/push/summary", nuid.Next(), b)
+					}
 					frames[key] = frame
 				}
-				if s.send(frame) {
+				if frame != nil && s.send(frame) {
 					srv.metrics.pushedOut("/push/summary", 1)
 				}
 			}

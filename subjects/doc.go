@@ -10,5 +10,8 @@
 //	t, err := subjects.ParsePush(subj)        // Target{Kind: KindDevice, Value: "R-001"}
 //
 // Wildcard patterns that the hub or a backend subscribes to sit beside the
-// builders: AllDeviceStatus is "hub.dev.*.status", and so on.
+// builders: AllDeviceStatus is "hub.dev.*.status", and so on. The watch
+// subjects (Watch, with the patterns WatchAll, WatchGroup, WatchType and
+// WatchDevice) carry a copy of each stored record, so that a node can
+// subscribe to exactly the devices its sessions watch.
 package subjects

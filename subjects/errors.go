@@ -10,4 +10,7 @@ var (
 	ErrBadPath = errors.New("subjects: invalid service path")
 	// ErrNotPush is returned by ParsePush for a subject outside the push scheme.
 	ErrNotPush = errors.New("subjects: not a push subject")
+	// ErrNotWatch is returned by ParseWatch for a subject outside the watch
+	// scheme.
+	ErrNotWatch = errors.New("subjects: not a watch subject")
 )

@@ -15,6 +15,9 @@ const (
 	BucketDevices = "hub_devices"
 	// BucketNonces holds claimed device nonces until the replay window ends.
 	BucketNonces = "hub_nonces"
+	// BucketRoles holds the hub's leases: key "directory", the node that
+	// is the device directory.
+	BucketRoles = "hub_roles"
 )
 
 // Streams of records.
@@ -36,4 +39,9 @@ const (
 	HeaderUser      = "Hub-User"
 	HeaderGroup     = "Hub-Group"
 	HeaderTimeoutMS = "Hub-Timeout-Ms" // on hub.dev.<sn>.cmd: when the holder answers 408
+	// HeaderPushID, on a message of a watch subject, is the push id every
+	// node gives the record's copies ("e<seq>" for an event, "p<seq>" for
+	// a presence record, by their stream sequence). Without it a node
+	// gives each push a fresh id.
+	HeaderPushID = "Hub-Push-Id"
 )

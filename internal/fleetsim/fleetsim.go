@@ -6,20 +6,30 @@
 //
 //   - each simulated node's liveness entry in hub_nodes, every NodeTTL/3;
 //   - each online device's entry in hub_presence, written at connect and
-//     rewritten before PresenceTTL runs out, as the hub does (refreshAfter);
+//     rewritten before PresenceTTL runs out, as the hub does (RefreshAfter);
+//   - each online device's key <node>.<sn> in the node index
+//     (NodeIndexBucket), put at connect and deleted when the device
+//     leaves its node, so that the coordinator finds a lost node's devices
+//     without watching every entry;
 //   - a connected record on hub.presence.<sn> at connect and an offline
 //     record (reason closed) when the device leaves, each with a
 //     Nats-Msg-Id built as the hub builds it;
 //   - status records on hub.dev.<sn>.status every StatusEvery and event
 //     records on hub.dev.<sn>.event at EventsPerHour, each device at its own
 //     phase, so the load is even over time rather than in bursts;
+//   - after each record is stored, one core publish of the same bytes on
+//     its watch subject hub.watch.<group>.<type>.<sn>.<topic>, for the
+//     nodes whose sessions watch that device, its group or type;
 //   - reconnect churn: ReconnectPerMinute of the devices per minute go
 //     offline and come back OfflineFor later.
 //
 // Everything is driven from one time-ordered schedule (a heap of due
-// items) that Run works through on a short tick, so the simulator's own
-// cost is what it publishes. JetStream writes are asynchronous, bounded by
-// MaxPending in flight.
+// items) that Run works through on a short tick, at most twice the
+// fleet's steady rate, so the simulator's own cost is what it publishes and a
+// simulator that falls behind says so (Stats.Behind) instead of catching
+// up in a burst. JetStream writes are asynchronous, at most MaxPending in
+// flight per connection; a full window makes Run wait (back pressure), it
+// does not drop.
 //
 // The simulator writes entries with plain puts and records without the
 // hub's compare-and-set on the subject's last sequence: it is the only
@@ -28,14 +38,13 @@
 //
 // A real hub node reports node_lost for the devices of a simulated node
 // that stops refreshing (StopNode) only if that hub is the coordinator, the
-// live node with the smallest id: simulated node ids start with NodePrefix
-// ("sim-" by default), which sorts after the usual hub ids.
+// live node with the smallest id. Simulated node ids start with NodePrefix,
+// "zzsim-" by default: 'z' is the greatest character a KV key may hold, so
+// they sort after any usual hub id (host name and port), and a simulated
+// node, which does no coordinating, never holds the role.
 package fleetsim
 
 import (
-	"container/heap"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -43,24 +52,28 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fleethub/fleethub/hub"
-	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
+
+// NodeIndexBucket is the KV bucket of the node index: key <node>.<sn> for
+// each device a node holds.
+const NodeIndexBucket = "hub_node_devices"
 
 // Config says what fleet to play.
 type Config struct {
 	// Conn is the NATS connection to publish on. Required.
 	Conn *nats.Conn
+	// Conns are more connections to spread the publishing over: device i
+	// writes through connection i mod (1+len(Conns)), Conn first.
+	Conns []*nats.Conn
 	// Devices is the number of simulated devices. Required.
 	Devices int
 	// Nodes is the number of simulated nodes holding them (device i is on
 	// node i mod Nodes). Default 1.
 	Nodes int
 	// NodePrefix and SNPrefix name the simulated nodes and devices
-	// (NodePrefix+k, SNPrefix+i). Defaults "sim-" and "SIM-".
+	// (NodePrefix+k, SNPrefix+i). Defaults "zzsim-" and "SIM-".
 	NodePrefix, SNPrefix string
 	// Type is the devices' type; Groups the number of groups they are
 	// spread over (device i is in group GroupPrefix+(i mod Groups)).
@@ -86,11 +99,23 @@ type Config struct {
 	// Ramp is the span over which the devices first connect, evenly.
 	// Default 10s.
 	Ramp time.Duration
+	// NoWatch leaves out the copies on the watch subjects, as a hub that
+	// predates them.
+	NoWatch bool
+	// NoNodeIndex leaves out the node index. Without it, Run creates the
+	// bucket when no hub has (start the hub first: it owns the bucket's
+	// configuration).
+	NoNodeIndex bool
 	// CorePublish sends status and event records with core publishes
 	// (the streams capture them) instead of acknowledged JetStream
-	// publishes.
+	// publishes; their watch copies then follow at once. It is cheaper
+	// for the simulator (no acks to read), bounded by the connection (a
+	// full write buffer waits for the socket); a stream that sheds them
+	// under excessive ingest says so only in its sequence numbers and
+	// the server's log.
 	CorePublish bool
-	// MaxPending bounds the JetStream publishes in flight. Default 4096.
+	// MaxPending bounds the JetStream publishes in flight on each
+	// connection. Default 4096.
 	MaxPending int
 	// Tick is how often the schedule is worked through. Default 10ms.
 	Tick time.Duration
@@ -101,6 +126,7 @@ var (
 	ErrNoConn    = errors.New("fleetsim: Conn is required")
 	ErrNoDevices = errors.New("fleetsim: Devices must be positive")
 	ErrRunning   = errors.New("fleetsim: Run was called twice")
+	ErrBadName   = errors.New("fleetsim: bad name")
 )
 
 func (c *Config) setDefaults() {
@@ -120,7 +146,7 @@ func (c *Config) setDefaults() {
 	if c.Groups <= 0 {
 		c.Groups = 10
 	}
-	defS(&c.NodePrefix, "sim-")
+	defS(&c.NodePrefix, "zzsim-")
 	defS(&c.SNPrefix, "SIM-")
 	defS(&c.Type, "sim")
 	defS(&c.GroupPrefix, "simg")
@@ -154,41 +180,58 @@ type Stats struct {
 	Connects, Disconnects int64 // device sessions started and ended (records published)
 	EntryWrites           int64 // hub_presence puts (connects and refreshes)
 	EntryDeletes          int64
+	IndexWrites           int64 // node index puts and deletes
 	NodeWrites            int64 // hub_nodes puts
 	Statuses, Events      int64
+	WatchCopies           int64 // core publishes on watch subjects
 	PublishErrors         int64 // publishes that could not be sent
 	Acked, Failed         int64
+	// Behind is how late the most overdue item was at the last tick;
+	// MaxBehind the most since the ramp ended. A simulator that keeps its
+	// rates stays within a tick or two.
+	Behind, MaxBehind time.Duration
+}
+
+// Published is the number of messages sent so far, of every kind.
+func (st Stats) Published() int64 {
+	return st.Connects + st.Disconnects + st.EntryWrites + st.EntryDeletes + st.IndexWrites +
+		st.NodeWrites + st.Statuses + st.Events + st.WatchCopies
 }
 
 // Sim is a simulated fleet. Run plays it; Stats and StopNode may be called
 // from any goroutine meanwhile.
 type Sim struct {
 	cfg     Config
-	js      jetstream.JetStream
+	pubs    []*publisher
+	groups  []string
 	devs    []device
 	nodes   []simNode
 	running atomic.Bool
 	stopped []atomic.Bool // per node: StopNode was called
 
 	connects, disconnects, entryWrites, entryDeletes atomic.Int64
-	nodeWrites, statuses, events, pubErrors          atomic.Int64
-	acked, failed                                    atomic.Int64
+	indexWrites, nodeWrites, statuses, events        atomic.Int64
+	watchCopies, pubErrors, acked, failed            atomic.Int64
+	behind, maxBehind                                atomic.Int64
 
 	// Owned by Run.
 	due      dueHeap
 	rng      *rand.Rand
 	churnAcc float64
-	status   json.RawMessage
-	evData   json.RawMessage
+	maxRate  float64 // most items worked through a second
+	index    bool
+	status   []byte
+	evData   []byte
 	started  time.Time
 }
 
 type device struct {
-	sn, group string
-	node      int32
-	gen       uint32 // session generation
-	online    bool
-	since     int64 // ms, the session's start
+	sn     string
+	group  int32 // index in Sim.groups
+	node   int32
+	gen    uint32 // session generation
+	online bool
+	since  int64 // ms, the session's start
 }
 
 type simNode struct {
@@ -206,30 +249,67 @@ func New(cfg Config) (*Sim, error) {
 	}
 	cfg.setDefaults()
 	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
-	js, err := jetstream.New(cfg.Conn,
-		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
-		jetstream.WithPublishAsyncAckHandler(func(jetstream.JetStream, *nats.Msg, *jetstream.PubAck) { s.acked.Add(1) }),
-		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { s.failed.Add(1) }),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("fleetsim: %w", err)
+	if err := s.checkNames(); err != nil {
+		return nil, err
 	}
-	s.js = js
+	for _, nc := range append([]*nats.Conn{cfg.Conn}, cfg.Conns...) {
+		if nc == nil {
+			return nil, ErrNoConn
+		}
+		p, err := newPublisher(s, nc)
+		if err != nil {
+			return nil, err
+		}
+		s.pubs = append(s.pubs, p)
+	}
 	s.nodes = make([]simNode, cfg.Nodes)
 	s.stopped = make([]atomic.Bool, cfg.Nodes)
 	for k := range s.nodes {
 		s.nodes[k] = simNode{id: s.NodeID(k), addr: "127.0.0.1:" + strconv.Itoa(20000+k)}
 	}
+	s.groups = make([]string, cfg.Groups)
+	for g := range s.groups {
+		s.groups[g] = cfg.GroupPrefix + strconv.Itoa(g)
+	}
 	s.devs = make([]device, cfg.Devices)
 	for i := range s.devs {
-		s.devs[i] = device{sn: s.SN(i), group: cfg.GroupPrefix + strconv.Itoa(i%cfg.Groups), node: int32(i % cfg.Nodes)}
-		if _, err := subjects.Presence(s.devs[i].sn); err != nil {
-			return nil, fmt.Errorf("fleetsim: serial %q: %w", s.devs[i].sn, err)
+		s.devs[i] = device{sn: s.SN(i), group: int32(i % cfg.Groups), node: int32(i % cfg.Nodes)}
+	}
+	if _, err := subjects.Presence(s.SN(cfg.Devices - 1)); err != nil {
+		return nil, fmt.Errorf("%w: serial %q: %v", ErrBadName, s.SN(cfg.Devices-1), err)
+	}
+	s.status = []byte(`{"battery":87,"location":{"code":0,"msg":"ok","x":1.5,"y":2.5},"electricity":{"code":0,"msg":"ok"}}`)
+	s.evData = []byte(`{"detail":"simulated"}`)
+	return s, nil
+}
+
+// checkNames refuses prefixes that would not make subject tokens and KV
+// keys: a node id is one token of a node index key, and so is a serial.
+func (s *Sim) checkNames() error {
+	for _, n := range []struct{ what, v string }{
+		{"NodePrefix", s.cfg.NodePrefix + "0"}, {"SNPrefix", s.cfg.SNPrefix + "0"},
+		{"Type", s.cfg.Type}, {"GroupPrefix", s.cfg.GroupPrefix + "0"},
+	} {
+		if !subjects.ValidToken(n.v) || !validKeyToken(n.v) {
+			return fmt.Errorf("%w: %s %q: want letters, digits, '-', '_', '/' or '='", ErrBadName, n.what, n.v)
 		}
 	}
-	s.status = json.RawMessage(`{"battery":87,"location":{"code":0,"msg":"ok","x":1.5,"y":2.5},"electricity":{"code":0,"msg":"ok"}}`)
-	s.evData = json.RawMessage(`{"detail":"simulated"}`)
-	return s, nil
+	return nil
+}
+
+// validKeyToken reports whether s is made only of the characters a KV key
+// allows, less '.', which separates the tokens.
+func validKeyToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '_', c == '/', c == '=':
+		default:
+			return false
+		}
+	}
+	return s != ""
 }
 
 // SN is the serial number of device i.
@@ -242,14 +322,15 @@ func (s *Sim) NodeID(k int) string { return s.cfg.NodePrefix + strconv.Itoa(k) }
 func (s *Sim) NodeOf(i int) int { return i % s.cfg.Nodes }
 
 // Group is device i's group.
-func (s *Sim) Group(i int) string { return s.cfg.GroupPrefix + strconv.Itoa(i%s.cfg.Groups) }
+func (s *Sim) Group(i int) string { return s.groups[i%s.cfg.Groups] }
 
 // Config is the simulator's configuration, defaults filled in.
 func (s *Sim) Config() Config { return s.cfg }
 
 // StopNode makes simulated node k die: it stops refreshing its liveness
 // entry, and its devices fall silent (no refresh, record or churn), as if
-// the process had been killed. Their entries are left for the hub to find.
+// the process had been killed. Their entries and node index keys are left
+// for the hub to find.
 func (s *Sim) StopNode(k int) { s.stopped[k].Store(true) }
 
 // Stats returns the counters so far.
@@ -257,277 +338,9 @@ func (s *Sim) Stats() Stats {
 	return Stats{
 		Connects: s.connects.Load(), Disconnects: s.disconnects.Load(),
 		EntryWrites: s.entryWrites.Load(), EntryDeletes: s.entryDeletes.Load(),
-		NodeWrites: s.nodeWrites.Load(), Statuses: s.statuses.Load(), Events: s.events.Load(),
+		IndexWrites: s.indexWrites.Load(), NodeWrites: s.nodeWrites.Load(),
+		Statuses: s.statuses.Load(), Events: s.events.Load(), WatchCopies: s.watchCopies.Load(),
 		PublishErrors: s.pubErrors.Load(), Acked: s.acked.Load(), Failed: s.failed.Load(),
-	}
-}
-
-// Published is the number of messages sent so far, of every kind.
-func (st Stats) Published() int64 {
-	return st.Connects + st.Disconnects + st.EntryWrites + st.EntryDeletes + st.NodeWrites + st.Statuses + st.Events
-}
-
-// Item kinds in the schedule.
-const (
-	kindConnect uint8 = iota
-	kindRefresh
-	kindStatus
-	kindEvent
-)
-
-type dueItem struct {
-	at   int64 // unix ns
-	dev  int32
-	kind uint8
-	gen  uint32 // for refresh: the session it belongs to
-}
-
-type dueHeap []dueItem
-
-func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueItem)) }
-func (h *dueHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return it
-}
-
-func (s *Sim) schedule(it dueItem) { heap.Push(&s.due, it) }
-
-// Run plays the fleet until ctx ends, then waits briefly for the
-// publishes in flight and returns ctx's error. It may be called once.
-func (s *Sim) Run(ctx context.Context) error {
-	if !s.running.CompareAndSwap(false, true) {
-		return ErrRunning
-	}
-	now := time.Now()
-	s.started = now
-	n := len(s.devs)
-	s.due = make(dueHeap, 0, 3*n)
-	base := now.UnixNano()
-	for i := range s.devs {
-		// Connects spread evenly over the ramp; status and events each at
-		// a random phase of their period once connected.
-		at := base + int64(s.cfg.Ramp)*int64(i)/int64(n)
-		s.due = append(s.due, dueItem{at: at, dev: int32(i), kind: kindConnect})
-		if s.cfg.StatusEvery > 0 {
-			s.due = append(s.due, dueItem{at: at + s.rng.Int64N(int64(s.cfg.StatusEvery)) + 1, dev: int32(i), kind: kindStatus})
-		}
-		if every := s.eventEvery(); every > 0 {
-			s.due = append(s.due, dueItem{at: at + s.rng.Int64N(int64(every)) + 1, dev: int32(i), kind: kindEvent})
-		}
-	}
-	heap.Init(&s.due)
-
-	tick := time.NewTicker(s.cfg.Tick)
-	defer tick.Stop()
-	beat := time.NewTicker(s.cfg.NodeTTL / 3)
-	defer beat.Stop()
-	s.heartbeat(now)
-	last := now
-	for {
-		select {
-		case <-ctx.Done():
-			s.drain()
-			return ctx.Err()
-		case now = <-beat.C:
-			s.heartbeat(now)
-		case now = <-tick.C:
-			s.churn(now, now.Sub(last))
-			last = now
-			s.work(now)
-		}
-	}
-}
-
-// drain waits a little for the JetStream publishes in flight.
-func (s *Sim) drain() {
-	select {
-	case <-s.js.PublishAsyncComplete():
-	case <-time.After(2 * time.Second):
-	}
-}
-
-func (s *Sim) eventEvery() time.Duration {
-	if s.cfg.EventsPerHour <= 0 {
-		return 0
-	}
-	return time.Duration(float64(time.Hour) / s.cfg.EventsPerHour)
-}
-
-// work does every item due by now.
-func (s *Sim) work(now time.Time) {
-	nowNs := now.UnixNano()
-	for len(s.due) > 0 && s.due[0].at <= nowNs {
-		it := s.due[0]
-		d := &s.devs[it.dev]
-		dead := s.stopped[d.node].Load()
-		switch it.kind {
-		case kindConnect:
-			heap.Pop(&s.due)
-			if !dead {
-				s.connect(int(it.dev), now)
-			}
-		case kindRefresh:
-			heap.Pop(&s.due)
-			if !dead && d.online && d.gen == it.gen {
-				s.writeEntry(d, now)
-				s.schedule(dueItem{at: nowNs + int64(RefreshAfter(s.cfg.PresenceTTL)), dev: it.dev, kind: kindRefresh, gen: d.gen})
-			}
-		case kindStatus:
-			s.due[0].at += int64(s.cfg.StatusEvery)
-			heap.Fix(&s.due, 0)
-			if !dead && d.online {
-				s.sendStatus(d, now)
-			}
-		case kindEvent:
-			s.due[0].at += int64(s.eventEvery())
-			heap.Fix(&s.due, 0)
-			if !dead && d.online {
-				s.sendEvent(d, now)
-			}
-		}
-	}
-}
-
-// churn takes devices offline at ReconnectPerMinute, each coming back
-// OfflineFor later.
-func (s *Sim) churn(now time.Time, dt time.Duration) {
-	if s.cfg.ReconnectPerMinute <= 0 || now.Sub(s.started) < s.cfg.Ramp {
-		return
-	}
-	s.churnAcc += s.cfg.ReconnectPerMinute * float64(len(s.devs)) * dt.Minutes()
-	for ; s.churnAcc >= 1; s.churnAcc-- {
-		i := s.rng.IntN(len(s.devs))
-		d := &s.devs[i]
-		if !d.online || s.stopped[d.node].Load() {
-			continue
-		}
-		s.disconnect(d, now)
-		s.schedule(dueItem{at: now.Add(s.cfg.OfflineFor).UnixNano(), dev: int32(i), kind: kindConnect})
-	}
-}
-
-func (s *Sim) session(d *device) string {
-	return d.sn + "-" + strconv.FormatUint(uint64(d.gen), 10)
-}
-
-// connect starts a session of device i: its entry, then its connected
-// record, as the hub writes them.
-func (s *Sim) connect(i int, now time.Time) {
-	d := &s.devs[i]
-	d.gen++
-	d.online, d.since = true, now.UnixMilli()
-	s.nodes[d.node].sessions++
-	// The node's index of its devices, which the coordinator reads when
-	// the node is lost, before the entry, as the hub writes them.
-	s.publishJS(&nats.Msg{Subject: s.indexSubject(d), Data: []byte(s.session(d))})
-	s.writeEntry(d, now)
-	rec := hub.PresenceRecord{SN: d.sn, Type: s.cfg.Type, Group: d.group, Online: true, Reason: hub.ReasonConnected, Node: s.nodes[d.node].id, At: d.since}
-	s.record(rec, s.session(d)+"/on")
-	s.connects.Add(1)
-	// The first refresh at a random point of the interval, as the hub
-	// spreads devices that connected together.
-	every := int64(RefreshAfter(s.cfg.PresenceTTL))
-	s.schedule(dueItem{at: now.UnixNano() + every - s.rng.Int64N(every+1), dev: int32(i), kind: kindRefresh, gen: d.gen})
-}
-
-// disconnect ends a device's session as the hub does once the grace has
-// passed: the offline record, then the entry's removal.
-func (s *Sim) disconnect(d *device, now time.Time) {
-	rec := hub.PresenceRecord{SN: d.sn, Type: s.cfg.Type, Group: d.group, Online: false, Reason: hub.ReasonClosed, Node: s.nodes[d.node].id, At: now.UnixMilli()}
-	s.record(rec, s.session(d)+"/off")
-	m := nats.NewMsg(subjects.KVKeys(hub.BucketPresence) + d.sn)
-	m.Header.Set("KV-Operation", "DEL")
-	s.publishJS(m)
-	m = nats.NewMsg(s.indexSubject(d))
-	m.Header.Set("KV-Operation", "DEL")
-	s.publishJS(m)
-	d.online = false
-	s.nodes[d.node].sessions--
-	s.entryDeletes.Add(1)
-	s.disconnects.Add(1)
-}
-
-func (s *Sim) writeEntry(d *device, now time.Time) {
-	e := hub.PresenceEntry{
-		Node: s.nodes[d.node].id, Session: s.session(d), Since: d.since, LastSeen: now.UnixMilli(),
-		Addr: "127.0.0.1:" + strconv.Itoa(30000+int(d.gen%30000)), Type: s.cfg.Type, Group: d.group,
-	}
-	b, _ := json.Marshal(e)
-	s.publishJS(&nats.Msg{Subject: subjects.KVKeys(hub.BucketPresence) + d.sn, Data: b})
-	s.entryWrites.Add(1)
-}
-
-// indexSubject is the subject of device d's key in its node's index
-// (bucket hub_node_devices, key <node>.<sn>).
-func (s *Sim) indexSubject(d *device) string {
-	return subjects.KVKeys(schema.BucketNodeDevices) + s.nodes[d.node].id + "." + d.sn
-}
-
-// record stores r in HUB_PRESENCE and sends it on its watch subject, for
-// the nodes whose sessions watch the device, as the hub does once a record
-// is stored (the simulator does not wait for the acknowledgement).
-func (s *Sim) record(r hub.PresenceRecord, msgID string) {
-	subj, _ := subjects.Presence(r.SN) // checked in New
-	b, _ := json.Marshal(r)
-	m := nats.NewMsg(subj)
-	m.Data = b
-	m.Header.Set(jetstream.MsgIDHeader, r.SN+"/"+msgID)
-	s.publishJS(m)
-	tok := func(v string) string {
-		if v == "" {
-			return "_"
-		}
-		return v
-	}
-	if err := s.cfg.Conn.Publish("hub.watch."+tok(r.Group)+"."+tok(r.Type)+"."+r.SN+".presence", b); err != nil {
-		s.pubErrors.Add(1)
-	}
-}
-
-func (s *Sim) sendStatus(d *device, now time.Time) {
-	subj, _ := subjects.DeviceStatus(d.sn)
-	b, _ := json.Marshal(hub.StatusRecord{SN: d.sn, Type: s.cfg.Type, Group: d.group, At: now.UnixMilli(), Status: s.status})
-	s.publishData(&nats.Msg{Subject: subj, Data: b})
-	s.statuses.Add(1)
-}
-
-func (s *Sim) sendEvent(d *device, now time.Time) {
-	subj, _ := subjects.DeviceEvent(d.sn)
-	b, _ := json.Marshal(hub.EventRecord{SN: d.sn, Type: s.cfg.Type, Group: d.group, At: now.UnixMilli(), Event: "sim_event", Priority: "normal", Data: s.evData})
-	s.publishData(&nats.Msg{Subject: subj, Data: b})
-	s.events.Add(1)
-}
-
-// heartbeat writes the liveness entry of every simulated node still alive.
-func (s *Sim) heartbeat(now time.Time) {
-	for k := range s.nodes {
-		if s.stopped[k].Load() {
-			continue
-		}
-		n := &s.nodes[k]
-		b, _ := json.Marshal(hub.NodeEntry{Addr: n.addr, Since: s.started.UnixMilli(), Sessions: max(n.sessions, 0)})
-		s.publishJS(&nats.Msg{Subject: subjects.KVKeys(hub.BucketNodes) + n.id, Data: b})
-		s.nodeWrites.Add(1)
-	}
-}
-
-func (s *Sim) publishData(m *nats.Msg) {
-	if !s.cfg.CorePublish {
-		s.publishJS(m)
-		return
-	}
-	if err := s.cfg.Conn.PublishMsg(m); err != nil {
-		s.pubErrors.Add(1)
-	}
-}
-
-func (s *Sim) publishJS(m *nats.Msg) {
-	if _, err := s.js.PublishMsgAsync(m); err != nil {
-		s.pubErrors.Add(1)
+		Behind: time.Duration(s.behind.Load()), MaxBehind: time.Duration(s.maxBehind.Load()),
 	}
 }

@@ -34,6 +34,14 @@ func fastPresence(h *hub.Config, _ *node.Config) {
 // startSim runs a simulator until the test ends and waits for it.
 func startSim(t *testing.T, cfg fleetsim.Config) *fleetsim.Sim {
 	t.Helper()
+	sim, _ := startStoppableSim(t, cfg)
+	return sim
+}
+
+// startStoppableSim runs a simulator until stop is called or the test
+// ends; stop returns once Run has.
+func startStoppableSim(t *testing.T, cfg fleetsim.Config) (*fleetsim.Sim, func()) {
+	t.Helper()
 	sim, err := fleetsim.New(cfg)
 	if err != nil {
 		t.Fatalf("fleetsim.New: %v", err)
@@ -43,13 +51,16 @@ func startSim(t *testing.T, cfg fleetsim.Config) *fleetsim.Sim {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = sim.Run(ctx)
+		if err := sim.Run(ctx); !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
 	}()
-	t.Cleanup(func() {
+	stop := func() {
 		cancel()
 		wg.Wait()
-	})
-	return sim
+	}
+	t.Cleanup(stop)
+	return sim, stop
 }
 
 func listDevices(t *testing.T, admin *hubtest.Client) []hub.DeviceView {
@@ -115,7 +126,7 @@ func TestHubSeesSimulatedFleet(t *testing.T) {
 	}
 
 	// Node 0 dies: its entries name a node whose liveness entry expires,
-	// and the hub (the coordinator: "hub-a" sorts before "sim-") reports
+	// and the hub (the coordinator: "hub-a" sorts before "zzsim-") reports
 	// each of them node_lost once; the other nodes' devices stay online.
 	stoppedAt := time.Now()
 	sim.StopNode(0)
@@ -206,7 +217,7 @@ func TestChurn(t *testing.T) {
 			back = r.SN
 		}
 	}
-	if s := sim.Stats(); s.Disconnects == 0 || s.EntryDeletes != s.Disconnects {
+	if s := sim.Stats(); s.Disconnects == 0 || s.EntryDeletes != s.Disconnects || s.IndexWrites < s.Connects+s.Disconnects-1 {
 		t.Fatalf("stats %+v", s)
 	}
 }

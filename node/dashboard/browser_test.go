@@ -264,6 +264,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := eval(`Array.from(document.querySelectorAll('#fleet-body tr')).filter(r => !r.hidden).map(r => r.dataset.sn).join(',')`); got != "RB-4004,RB-4006" {
 		t.Errorf("search rb- shows %q", got)
 	}
+	// The table draws only the rows that match: clear the search again.
+	step("clear the search", chromedp.Evaluate[chromedp.Void](`(() => {
+		const e = document.querySelector('#f-search');
+		e.value = '';
+		e.dispatchEvent(new Event('input'));
+	})()`))
+	waitFor("every row is back", `document.querySelectorAll('#fleet-body tr').length === 6`)
 
 	// The connection breaks: the page reconnects by itself, resumes with its
 	// token and subscribes again; news from before and after the break

@@ -35,6 +35,7 @@ func TestHandlerServesFiles(t *testing.T) {
 		{"/hub.js", "text/javascript; charset=utf-8", "export { Hub"},
 		{"/hub.classic.js", "text/javascript; charset=utf-8", "globalThis.FleetHub = FleetHub"},
 		{"/app.js", "text/javascript; charset=utf-8", `from "/hub.js"`},
+		{"/fleet.js", "text/javascript; charset=utf-8", "export class SortedFleet"},
 		{"/style.css", "text/css; charset=utf-8", ".fleet-table"},
 		{"/favicon.svg", "image/svg+xml", "<svg"},
 	}
@@ -138,29 +139,46 @@ func TestClassicScript(t *testing.T) {
 // TestHubJS runs the client's own tests (testdata/hub_test.mjs) under
 // Node.js, on the embedded bytes, when node is installed.
 func TestHubJS(t *testing.T) {
+	assets := loadAssets()
+	runNodeTest(t, "hub_test.mjs", map[string][]byte{
+		"hub.mjs":        assets["/hub.js"].body,
+		"hub.classic.js": assets["/hub.classic.js"].body,
+	})
+}
+
+// TestFleetJS runs the tests of the fleet table's model and virtual window
+// (testdata/fleet_test.mjs) under Node.js, on the embedded fleet.js.
+func TestFleetJS(t *testing.T) {
+	runNodeTest(t, "fleet_test.mjs", map[string][]byte{"fleet.mjs": loadAssets()["/fleet.js"].body})
+}
+
+// runNodeTest runs testdata/<test> with `node --test` in a directory that
+// also holds files, when Node.js 18 or later is installed.
+func runNodeTest(t *testing.T, test string, files map[string][]byte) {
+	t.Helper()
 	nodeBin, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node is not installed: the hub.js tests need Node.js 18 or later")
+		t.Skip("node is not installed: the JavaScript tests need Node.js 18 or later")
 	}
 	out, err := exec.Command(nodeBin, "--version").Output()
 	if err != nil || !regexp.MustCompile(`^v(1[89]|[2-9]\d)\.`).Match(out) {
 		t.Skipf("node %q is too old for node --test (want 18 or later)", strings.TrimSpace(string(out)))
 	}
 	dir := t.TempDir()
-	assets := loadAssets()
 	write := func(name string, b []byte) {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("hub.mjs", assets["/hub.js"].body)
-	write("hub.classic.js", assets["/hub.classic.js"].body)
-	test, err := os.ReadFile(filepath.Join("testdata", "hub_test.mjs"))
+	for name, b := range files {
+		write(name, b)
+	}
+	src, err := os.ReadFile(filepath.Join("testdata", test))
 	if err != nil {
 		t.Fatal(err)
 	}
-	write("hub_test.mjs", test)
-	cmd := exec.Command(nodeBin, "--test", filepath.Join(dir, "hub_test.mjs"))
+	write(test, src)
+	cmd := exec.Command(nodeBin, "--test", filepath.Join(dir, test))
 	cmd.Dir = dir
 	done := make(chan struct{})
 	var output []byte

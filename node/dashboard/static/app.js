@@ -2,6 +2,7 @@
 // sends is rendered with textContent or DOM attributes, never as HTML.
 
 import { Hub, HubError, closeText } from "/hub.js";
+import { SortedFleet, visibleRange } from "/fleet.js";
 
 const TOKEN_KEY = "fleethub.token";
 const USER_KEY = "fleethub.user";
@@ -21,10 +22,33 @@ const LOW_BATTERY = 20;
 const MODEL_FIELDS = ["location", "inspection", "rubbish"];
 const PRIORITIES = ["emergency", "high", "normal"];
 
+// The fleet table renders only the rows in view (ROW_OVERSCAN more either
+// side) over the sorted model. Continuation pages of the device listing ask
+// for PAGE_LIMIT devices each, as many as the first page: a page near the
+// hub's answer cap (1 MiB) would fill a session's whole outbound queue
+// (also 1 MiB by default), and anything queued beside it would then close
+// the session as a slow consumer.
+const ROW_HEIGHT = 37; // px, as style.css draws a row; measured again at run time
+const ROW_OVERSCAN = 8;
+const ROW_POOL = 64; // detached rows kept for reuse
+const MAX_TABLE_PX = 8000000; // below the height browsers allow an element
+const PAGE_LIMIT = 1000;
+const PAGE_RETRIES = 30; // 429 answers to one page before the listing gives up
+
 const S = {
   hub: null,
   devices: new Map(), // sn -> device view
-  rows: new Map(), // sn -> {tr, c: cells}
+  fleet: new SortedFleet((d) => sortValue(d, "sn"), 1), // every device, in display order
+  view: null, // the devices of fleet that match the filters, in order; null when no filter is set
+  rows: new Map(), // sn -> {tr, c, v}: the rows rendered
+  pool: [], // rows not in use
+  rowHeight: ROW_HEIGHT,
+  rowMeasured: false,
+  firstRows: false, // the first rows were drawn (performance mark fleethub:first-rows)
+  counts: { online: 0, low: 0 },
+  types: new Map(), // type -> devices
+  groups: new Map(), // group -> devices
+  optionsDirty: true,
   sort: { key: "sn", dir: 1 },
   filters: { q: "", type: "", group: "", online: "" },
   summary: [], // {at, online, offline}, oldest first
@@ -37,11 +61,13 @@ const S = {
   conn: { state: "idle" },
   dirty: new Set(),
   flash: new Set(),
-  resort: false,
   frame: 0,
   optionsKey: "",
   haveSnapshot: false,
+  loading: false, // pages of the device listing are still coming
   snapshotGen: 0, // the snapshot being taken; a newer one supersedes it
+  resubscribes: 0, // subscribes refused for now in a row
+  resubscribeTimer: 0,
 };
 
 // ---- small helpers ---------------------------------------------------------
@@ -77,9 +103,15 @@ function ago(at) {
   return d < 3000 ? "just now" : fmtDuration(d) + " ago";
 }
 
+// The formats, made once: toLocaleString and its kin build a formatter on
+// every call, which a table drawing rows at every frame cannot afford.
+const TIME = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+const DAY = new Intl.DateTimeFormat([], { month: "short", day: "numeric" });
+const DATE_TIME = new Intl.DateTimeFormat([], { year: "numeric", month: "numeric", day: "numeric", hour: "numeric", minute: "numeric", second: "numeric" });
+
 function fmtTime(at) {
   if (!at) return "—";
-  return new Date(at - S.skew).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  return TIME.format(new Date(at - S.skew));
 }
 
 function fmtDateTime(at) {
@@ -88,11 +120,11 @@ function fmtDateTime(at) {
   const today = new Date();
   const time = fmtTime(at);
   if (d.toDateString() === today.toDateString()) return time;
-  return d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + time;
+  return DAY.format(d) + " " + time;
 }
 
 function absTitle(at) {
-  return at ? new Date(at - S.skew).toLocaleString() : "";
+  return at ? DATE_TIME.format(new Date(at - S.skew)) : "";
 }
 
 function compact(v, max) {
@@ -181,33 +213,77 @@ function normalize(v) {
   };
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// yieldToPage lets the page draw and handle input before more work: after
+// the next frame, or after 100 ms where no frame comes (a hidden tab).
+function yieldToPage() {
+  return new Promise((resolve) => {
+    let done = false;
+    const go = () => {
+      if (!done) {
+        done = true;
+        resolve();
+      }
+    };
+    requestAnimationFrame(() => setTimeout(go, 0));
+    setTimeout(go, 100);
+  });
+}
+
 // applySnapshot takes the subscription's snapshot: its first page, then
 // every further page through /admin/devices while the answer names a next
-// cursor. Devices absent from every page are removed once the last page is
-// in.
+// cursor, one page at a time with the page drawn in between. Devices absent
+// from every page are removed once the last page is in.
 async function applySnapshot(values, _args, info) {
   const gen = ++S.snapshotGen;
   const seen = new Set();
   let page = values;
+  S.loading = true;
   for (;;) {
     takePage(page, seen);
     const next = page && typeof page.next === "string" ? page.next : "";
     if (!next) break;
-    try {
-      page = await S.hub.request("/admin/devices", { cursor: next });
-    } catch (err) {
-      console.warn("fleethub: device list incomplete:", err);
-      return; // keep what is shown; the next snapshot completes it
-    }
+    await yieldToPage();
     if (gen !== S.snapshotGen) return; // a newer snapshot took over
+    page = await fetchPage(next, gen);
+    if (gen !== S.snapshotGen) return;
+    if (!page) {
+      S.loading = false; // keep what is shown; the next snapshot completes it
+      schedule();
+      return;
+    }
   }
-  for (const sn of Array.from(S.devices.keys())) {
-    if (!seen.has(sn)) removeDevice(sn);
+  const gone = [];
+  for (const sn of S.devices.keys()) {
+    if (!seen.has(sn)) gone.push(sn);
   }
+  removeDevices(gone);
   S.haveSnapshot = true;
-  S.resort = true;
+  S.loading = false;
+  performance.mark("fleethub:fleet-loaded");
   if (info && info.replay) flashConn("Resynchronised after reconnect");
   schedule();
+}
+
+// fetchPage asks for the page of the listing at cursor, waiting as told
+// when the hub answers 429 (the session's listing bytes are spent). It is
+// null when the listing cannot go on.
+async function fetchPage(cursor, gen) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await S.hub.request("/admin/devices", { cursor, limit: PAGE_LIMIT });
+    } catch (err) {
+      if (err instanceof HubError && !err.local && err.code === 429 && attempt < PAGE_RETRIES) {
+        const wait = num(err.values.retry_after_ms);
+        await sleep(Math.min(5000, Math.max(50, wait || 250)));
+        if (gen !== S.snapshotGen) return null;
+        continue;
+      }
+      console.warn("fleethub: device list incomplete:", err);
+      return null;
+    }
+  }
 }
 
 function takePage(values, seen) {
@@ -216,6 +292,7 @@ function takePage(values, seen) {
     if (!obj(v) || typeof v.sn !== "string" || !v.sn) continue;
     const d = normalize(v);
     const old = S.devices.get(d.sn);
+    seen.add(d.sn);
     if (old) {
       d.event_at = old.event_at;
       // A push that overtook the snapshot is newer: keep it.
@@ -223,12 +300,12 @@ function takePage(values, seen) {
         d.status = old.status;
         d.status_at = old.status_at;
       }
+      Object.assign(old, d); // the model holds the device object itself
+    } else {
+      S.devices.set(d.sn, d);
     }
-    seen.add(d.sn);
-    S.devices.set(d.sn, d);
     markDirty(d.sn);
   }
-  S.resort = true;
   schedule();
 }
 
@@ -237,7 +314,6 @@ function device(sn, v) {
   if (!d) {
     d = normalize({ sn, type: v.type, group: v.group, online: true, since: v.at, last_seen: v.at });
     S.devices.set(sn, d);
-    S.resort = true;
   }
   if (typeof v.type === "string" && v.type) d.type = v.type;
   if (typeof v.group === "string" && v.group) d.group = v.group;
@@ -255,7 +331,6 @@ function onPresence(v) {
   d.since = at;
   if (d.online) d.last_seen = Math.max(d.last_seen, at);
   markDirty(d.sn, true);
-  if (S.sort.key === "online") S.resort = true;
   addHistoryLive(d.sn, "presence", v);
   schedule();
 }
@@ -269,7 +344,6 @@ function onStatus(v) {
   d.status = obj(v.status) || {};
   d.status_at = at;
   markDirty(d.sn);
-  if (["battery", "location", "inspection", "rubbish", "last_seen"].includes(S.sort.key)) S.resort = true;
   addHistoryLive(d.sn, "status", v);
   schedule();
 }
@@ -293,12 +367,22 @@ function onSummary(v) {
   drawChart();
 }
 
-function removeDevice(sn) {
-  S.devices.delete(sn);
-  const r = S.rows.get(sn);
-  if (r) r.tr.remove();
-  S.rows.delete(sn);
-  S.dirty.delete(sn);
+// removeDevices forgets devices: from the model, the counts and the table.
+function removeDevices(sns) {
+  if (!sns.length) return;
+  const gone = [];
+  for (const sn of sns) {
+    const d = S.devices.get(sn);
+    if (!d) continue;
+    S.devices.delete(sn);
+    S.dirty.delete(sn);
+    uncount(d);
+    gone.push(d);
+    const r = S.rows.get(sn);
+    if (r) releaseRow(sn, r);
+  }
+  S.fleet.remove(gone);
+  if (S.view) rebuildView();
 }
 
 function markDirty(sn, flash) {
@@ -306,52 +390,80 @@ function markDirty(sn, flash) {
   if (flash) S.flash.add(sn);
 }
 
+// count adds what a device contributes to the overview and the filter
+// options, and remembers it so that uncount can take it back.
+function count(d) {
+  const b = battery(d);
+  d._c = { on: d.online, low: b !== null && b < LOW_BATTERY, type: d.type, group: d.group };
+  if (d._c.on) S.counts.online++;
+  if (d._c.low) S.counts.low++;
+  bump(S.types, d.type, 1);
+  bump(S.groups, d.group, 1);
+}
+
+function uncount(d) {
+  const c = d._c;
+  if (!c) return;
+  if (c.on) S.counts.online--;
+  if (c.low) S.counts.low--;
+  bump(S.types, c.type, -1);
+  bump(S.groups, c.group, -1);
+  d._c = null;
+}
+
+function bump(m, key, by) {
+  if (!key) return;
+  const n = (m.get(key) || 0) + by;
+  if (n > 0) m.set(key, n);
+  else m.delete(key);
+  if (n === 0 || n === by) S.optionsDirty = true; // a value came or went
+}
+
 // schedule renders what changed at the next animation frame, so a burst of
-// pushes costs one layout.
+// pushes or a page of the listing costs one layout.
 function schedule() {
   if (S.frame) return;
   S.frame = requestAnimationFrame(flush);
 }
 
+// renderNow renders at once, for the user's own actions.
+function renderNow() {
+  if (S.frame) cancelAnimationFrame(S.frame);
+  flush();
+}
+
 function flush() {
   S.frame = 0;
-  const body = $("fleet-body");
+  const changed = [];
   for (const sn of S.dirty) {
     const d = S.devices.get(sn);
     if (!d) continue;
-    let r = S.rows.get(sn);
-    if (!r) {
-      r = makeRow(sn);
-      S.rows.set(sn, r);
-      body.append(r.tr);
-      S.resort = true;
-    }
-    renderRow(d, r);
-    if (S.flash.has(sn) && S.haveSnapshot) {
-      r.tr.classList.remove("flash");
-      void r.tr.offsetWidth; // restart the animation
-      r.tr.classList.add("flash");
-    }
+    d._v = (d._v || 0) + 1;
+    uncount(d);
+    count(d);
+    changed.push(d);
   }
   const selectedChanged = S.selected && S.dirty.has(S.selected);
   S.dirty.clear();
+  const moved = S.fleet.update(changed);
+  if (S.view && (moved || changed.some((d) => matches(d) !== !!d._m))) rebuildView();
+  if (S.optionsDirty) refreshOptions();
+  renderTable();
   S.flash.clear();
-  if (S.resort) sortRows();
-  S.resort = false;
-  refreshOptions();
-  applyFilters();
+  updateCounts();
   updateStats();
   if (selectedChanged) renderDevice();
 }
 
 // ---- fleet table -------------------------------------------------------------
 
-function makeRow(sn) {
+// makeRow builds a row; bindRow fills it for a device. Clicks and keys are
+// handled on the table body, by the row's data-sn.
+function makeRow() {
   const tr = el("tr");
-  tr.dataset.sn = sn;
   tr.tabIndex = 0;
   const c = {
-    sn: el("td", "sn", sn),
+    sn: el("td", "sn"),
     type: el("td"),
     group: el("td"),
     state: el("td"),
@@ -361,34 +473,164 @@ function makeRow(sn) {
     rubbish: el("td"),
     seen: el("td", "ago"),
   };
-  c.stateWrap = el("div", "state-cell");
+  // Every node of a row is made once: drawing a row for another device
+  // changes texts and classes only, which is what lets the table redraw
+  // its rows at every frame of a scroll.
+  const wrap = el("div", "state-cell");
+  c.pill = el("span", "pill");
   c.since = el("span", "since");
-  c.state.append(c.stateWrap);
+  wrap.append(c.pill, c.since);
+  c.state.append(wrap);
+  const bat = el("span", "battery");
+  c.bar = el("span", "battery-bar");
+  c.fill = el("span", "battery-fill");
+  c.fill.style.display = "block"; // CSSOM, allowed by the page's CSP
+  c.bar.append(c.fill);
+  c.batText = el("span", "battery-text");
+  bat.append(c.bar, c.batText);
+  c.battery.append(bat);
+  for (const name of MODEL_FIELDS) {
+    const badge = el("span", "code");
+    const msg = el("span", "code-msg");
+    c[name].append(badge, msg);
+    c[name + "Badge"] = badge;
+    c[name + "Msg"] = msg;
+  }
   tr.append(c.sn, c.type, c.group, c.state, c.battery, c.location, c.inspection, c.rubbish, c.seen);
-  tr.addEventListener("click", () => openDevice(sn));
-  tr.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") {
-      e.preventDefault();
-      openDevice(sn);
-    }
-  });
-  if (S.selected === sn) tr.classList.add("selected");
-  return { tr, c };
+  return { tr, c, v: -1 };
 }
 
+function bindRow(d, r) {
+  r.tr.dataset.sn = d.sn;
+  setText(r.c.sn, d.sn);
+  r.tr.classList.toggle("selected", S.selected === d.sn);
+  r.tr.classList.remove("flash");
+  renderRow(d, r);
+}
+
+function releaseRow(sn, r) {
+  r.tr.remove();
+  S.rows.delete(sn);
+  if (S.pool.length < ROW_POOL) S.pool.push(r);
+}
+
+function setClass(e, className) {
+  if (e.className !== className) e.className = className;
+}
+
+function setTitle(e, title) {
+  if (e.getAttribute("title") !== title) e.setAttribute("title", title);
+}
+
+// renderRow draws d in its row, as pill, batteryNode and codeNodes draw
+// the same values elsewhere.
 function renderRow(d, r) {
   const c = r.c;
+  r.v = d._v;
   r.tr.dataset.online = String(d.online);
-  c.type.textContent = d.type || "—";
-  c.group.textContent = d.group || "—";
-  c.stateWrap.replaceChildren(pill(d.online), c.since);
-  c.since.textContent = sinceText(d);
-  c.since.setAttribute("title", (d.online ? "online since " : "offline since ") + absTitle(d.since));
-  c.battery.replaceChildren(batteryNode(battery(d)));
-  for (const name of MODEL_FIELDS) c[name].replaceChildren(...codeNodes(field(d, name), true));
+  setText(c.type, d.type || "—");
+  setText(c.group, d.group || "—");
+  setClass(c.pill, "pill " + (d.online ? "online" : "offline"));
+  setText(c.pill, d.online ? "Online" : "Offline");
+  setText(c.since, sinceText(d));
+  setTitle(c.since, (d.online ? "online since " : "offline since ") + absTitle(d.since));
+  const pct = battery(d);
+  c.bar.hidden = pct === null;
+  if (pct === null) {
+    setClass(c.batText, "code none");
+    setText(c.batText, "—");
+  } else {
+    setClass(c.fill, "battery-fill" + (pct < LOW_BATTERY ? " low" : pct < 50 ? " mid" : ""));
+    setStyle(c.fill, "width", pct + "%");
+    setClass(c.batText, "battery-text");
+    setText(c.batText, Math.round(pct) + "%");
+  }
+  for (const name of MODEL_FIELDS) {
+    const f = field(d, name);
+    const badge = c[name + "Badge"];
+    const msg = c[name + "Msg"];
+    if (!f || f.code === undefined || f.code === null) {
+      setClass(badge, "code none");
+      setText(badge, "—");
+      setTitle(badge, "");
+      setText(msg, "");
+      msg.hidden = true;
+      continue;
+    }
+    const text = str(f.msg);
+    setClass(badge, "code " + (f.code === 0 ? "ok" : "bad"));
+    setText(badge, str(f.code));
+    setTitle(badge, text);
+    setText(msg, text);
+    setTitle(msg, text);
+    msg.hidden = !text;
+  }
   const seen = lastSeen(d);
-  c.seen.textContent = ago(seen);
-  c.seen.setAttribute("title", absTitle(seen));
+  setText(c.seen, ago(seen));
+  setTitle(c.seen, absTitle(seen));
+}
+
+// shown is the list the table shows: the model, or its filtered view.
+function shown() {
+  return S.view || S.fleet.list;
+}
+
+// renderTable renders the rows in view: the rows that scrolled out go back
+// to the pool, the ones that came in are bound, the others are only
+// re-rendered when their device changed. Spacers above and below stand for
+// the rows not drawn.
+function renderTable() {
+  const list = shown();
+  const wrap = $("table-wrap");
+  const body = $("fleet-body");
+  const viewHeight = wrap.clientHeight || 460; // 0 while the page is hidden
+  const w = visibleRange(list.length, S.rowHeight, wrap.scrollTop, viewHeight, ROW_OVERSCAN, MAX_TABLE_PX);
+  const want = new Set();
+  for (let i = w.start; i < w.end; i++) want.add(list[i].sn);
+  for (const [sn, r] of S.rows) {
+    if (!want.has(sn)) releaseRow(sn, r);
+  }
+  let at = body.firstChild;
+  for (let i = w.start; i < w.end; i++) {
+    const d = list[i];
+    let r = S.rows.get(d.sn);
+    if (!r) {
+      r = S.pool.pop() || makeRow();
+      S.rows.set(d.sn, r);
+      bindRow(d, r);
+    } else if (r.v !== d._v) {
+      renderRow(d, r);
+      if (S.flash.has(d.sn) && S.haveSnapshot) {
+        r.tr.classList.remove("flash");
+        void r.tr.offsetWidth; // restart the animation
+        r.tr.classList.add("flash");
+      }
+    }
+    if (r.tr === at) at = at.nextSibling;
+    else body.insertBefore(r.tr, at);
+  }
+  // CSSOM, allowed by the page's CSP; set only when changed, so that a
+  // frame that moved nothing lays out nothing.
+  setStyle($("fleet-rows"), "top", w.padTop + "px");
+  setStyle($("fleet-sizer"), "height", w.padTop + (w.end - w.start) * S.rowHeight + w.padBottom + "px");
+  if (w.end > w.start && !S.rowMeasured) {
+    // The row height is what the browser drew, whatever the fonts.
+    const h = body.firstChild.getBoundingClientRect().height;
+    if (h > 0) S.rowMeasured = true; // 0 while the page is hidden
+    if (h > 0 && Math.abs(h - S.rowHeight) > 0.5) {
+      S.rowHeight = h;
+      renderTable();
+      return;
+    }
+  }
+  if (w.end > w.start && !S.firstRows) {
+    S.firstRows = true;
+    performance.mark("fleethub:first-rows");
+  }
+}
+
+function setStyle(e, prop, value) {
+  if (e.style[prop] !== value) e.style[prop] = value;
 }
 
 function sortValue(d, key) {
@@ -408,27 +650,17 @@ function sortValue(d, key) {
   }
 }
 
-function compareDevices(a, b) {
-  const { key, dir } = S.sort;
-  const va = sortValue(a, key);
-  const vb = sortValue(b, key);
-  if (va !== vb) {
-    if (va === null) return 1; // unknown values last, whatever the direction
-    if (vb === null) return -1;
-    return (va < vb ? -1 : 1) * dir;
-  }
-  return a.sn < b.sn ? -1 : a.sn > b.sn ? 1 : 0;
+// setSort orders the table by key: one sort of the model.
+function setSort(key, dir) {
+  S.sort = { key, dir };
+  S.fleet.setOrder((d) => sortValue(d, key), dir);
+  if (S.view) rebuildView();
+  renderNow();
 }
 
-function sortRows() {
-  const body = $("fleet-body");
-  const sorted = Array.from(S.devices.values()).sort(compareDevices);
-  const frag = document.createDocumentFragment();
-  for (const d of sorted) {
-    const r = S.rows.get(d.sn);
-    if (r) frag.append(r.tr);
-  }
-  body.append(frag);
+function filtering() {
+  const f = S.filters;
+  return !!(f.q || f.type || f.group || f.online);
 }
 
 function matches(d) {
@@ -441,19 +673,35 @@ function matches(d) {
   return true;
 }
 
-function applyFilters() {
-  let shown = 0;
-  for (const [sn, r] of S.rows) {
-    const d = S.devices.get(sn);
-    const ok = !!d && matches(d);
-    r.tr.hidden = !ok;
-    if (ok) shown++;
+// rebuildView filters the model again, in one pass, keeping its order.
+function rebuildView() {
+  if (!filtering()) {
+    S.view = null;
+    return;
   }
+  S.view = S.fleet.list.filter((d) => (d._m = matches(d)));
+}
+
+function applyFilters() {
+  rebuildView();
+  renderNow();
+}
+
+// setText changes a text only when it differs, so a frame that changed
+// nothing touches nothing.
+function setText(e, text) {
+  text = String(text);
+  if (e.textContent !== text) e.textContent = text;
+}
+
+function updateCounts() {
   const total = S.devices.size;
-  $("fleet-count").textContent = shown === total ? total + (total === 1 ? " device" : " devices") : shown + " of " + total + " devices";
+  const n = shown().length;
+  const loading = S.loading ? " · loading…" : "";
+  setText($("fleet-count"), (n === total ? total + (total === 1 ? " device" : " devices") : n + " of " + total + " devices") + loading);
   const empty = $("fleet-empty");
-  empty.hidden = shown > 0;
-  empty.textContent = !S.haveSnapshot ? "Waiting for the fleet snapshot…" : total === 0 ? "No devices known yet." : "No devices match the filters.";
+  empty.hidden = n > 0;
+  setText(empty, !S.haveSnapshot ? "Waiting for the fleet snapshot…" : total === 0 ? "No devices known yet." : "No devices match the filters.");
 }
 
 function fillSelect(select, values, allLabel) {
@@ -472,14 +720,9 @@ function fillSelect(select, values, allLabel) {
 }
 
 function refreshOptions() {
-  const types = new Set();
-  const groups = new Set();
-  for (const d of S.devices.values()) {
-    if (d.type) types.add(d.type);
-    if (d.group) groups.add(d.group);
-  }
-  const t = Array.from(types).sort();
-  const g = Array.from(groups).sort();
+  S.optionsDirty = false;
+  const t = Array.from(S.types.keys()).sort();
+  const g = Array.from(S.groups.keys()).sort();
   const key = JSON.stringify([t, g]);
   if (key === S.optionsKey) return;
   S.optionsKey = key;
@@ -488,17 +731,9 @@ function refreshOptions() {
 }
 
 function updateStats() {
-  let online = 0;
-  let low = 0;
-  for (const d of S.devices.values()) {
-    if (d.online) online++;
-    const b = battery(d);
-    if (b !== null && b < LOW_BATTERY) low++;
-  }
-  $("stat-online").textContent = online;
-  $("stat-offline").textContent = S.devices.size - online;
-  $("stat-battery").textContent = low;
-  $("stat-alerts").textContent = $("feed").querySelectorAll(".prio-emergency").length;
+  setText($("stat-online"), S.counts.online);
+  setText($("stat-offline"), S.devices.size - S.counts.online);
+  setText($("stat-battery"), S.counts.low);
 }
 
 // ---- event feed --------------------------------------------------------------
@@ -957,20 +1192,27 @@ function showApp() {
 }
 
 function resetData() {
+  S.snapshotGen++; // a listing still coming in stops
   S.devices.clear();
-  S.rows.clear();
+  S.fleet.clear();
+  S.view = null;
+  for (const [sn, r] of S.rows) releaseRow(sn, r);
   S.dirty.clear();
+  S.flash.clear();
+  S.counts = { online: 0, low: 0 };
+  S.types.clear();
+  S.groups.clear();
   S.summary = [];
   S.commands.clear();
   S.haveSnapshot = false;
+  S.loading = false;
   S.optionsKey = "";
-  $("fleet-body").replaceChildren();
+  $("table-wrap").scrollTop = 0;
   $("feed").replaceChildren();
   updateFeedMeta();
   closeDevice();
   refreshOptions();
   applyFilters();
-  updateStats();
   drawChart();
 }
 
@@ -987,6 +1229,7 @@ async function syncClock(hub) {
 
 function startHub(creds) {
   if (S.hub) S.hub.dispose();
+  S.resubscribes = 0;
   const hub = new Hub("/ws", Object.assign({ backoffBase: 500, backoffMax: 30000 }, creds));
   S.hub = hub;
   const mine = (fn) => (...a) => {
@@ -1026,20 +1269,52 @@ function startHub(creds) {
   hub.on("/push/status", mine(onStatus));
   hub.on("/push/event", mine(onEvent));
   hub.on("/push/summary", mine(onSummary));
-  hub.on("error", mine((err) => console.warn("fleethub:", err)));
-  hub.subscribe({ all: true, topics: TOPICS }).catch(mine((err) => {
-    if (!(err instanceof HubError && err.local)) console.error("fleethub: subscribe failed:", err);
+  hub.on("error", mine((err) => {
+    console.warn("fleethub:", err);
+    // A replay after a reconnect that the hub could not answer yet.
+    if (err instanceof HubError && err.service === "/admin/subscribe" && retryable(err)) resubscribe(hub);
   }));
+  subscribeFleet(hub);
   return hub;
+}
+
+// retryable is whether the hub may answer the same subscribe later: 503
+// (for example while its device directory is elected or loads) or 429.
+function retryable(err) {
+  return err instanceof HubError && !err.local && (err.code === 503 || err.code === 429);
+}
+
+// subscribeFleet subscribes to the whole fleet; a subscribe the hub cannot
+// answer yet is sent again, later and later, until it is.
+function subscribeFleet(hub) {
+  hub.subscribe({ all: true, topics: TOPICS }).then(
+    () => {
+      if (S.hub === hub) S.resubscribes = 0;
+    },
+    (err) => {
+      if (S.hub !== hub) return;
+      if (retryable(err)) resubscribe(hub);
+      else if (!(err instanceof HubError && err.local)) console.error("fleethub: subscribe failed:", err);
+    },
+  );
+}
+
+function resubscribe(hub) {
+  if (S.resubscribeTimer) return; // one is planned already
+  const wait = Math.min(30000, 1000 * 2 ** Math.min(S.resubscribes, 5));
+  S.resubscribes++;
+  S.resubscribeTimer = setTimeout(() => {
+    S.resubscribeTimer = 0;
+    if (S.hub === hub) subscribeFleet(hub);
+  }, wait);
 }
 
 function tick() {
   for (const [sn, r] of S.rows) {
-    if (r.tr.hidden) continue;
     const d = S.devices.get(sn);
     if (!d) continue;
-    r.c.since.textContent = sinceText(d);
-    r.c.seen.textContent = ago(lastSeen(d));
+    setText(r.c.since, sinceText(d));
+    setText(r.c.seen, ago(lastSeen(d)));
   }
   if (S.selected && !$("device").hidden) {
     const d = S.devices.get(S.selected);
@@ -1090,12 +1365,32 @@ function init() {
   for (const th of document.querySelectorAll("#fleet-table th[data-sort]")) {
     th.addEventListener("click", () => {
       const key = th.dataset.sort;
-      S.sort = { key, dir: S.sort.key === key ? -S.sort.dir : 1 };
+      const dir = S.sort.key === key ? -S.sort.dir : 1;
       for (const o of document.querySelectorAll("#fleet-table th[data-sort]")) o.removeAttribute("aria-sort");
-      th.setAttribute("aria-sort", S.sort.dir > 0 ? "ascending" : "descending");
-      sortRows();
+      th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+      setSort(key, dir);
     });
   }
+  const body = $("fleet-body");
+  body.addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-sn]");
+    if (tr) openDevice(tr.dataset.sn);
+  });
+  body.addEventListener("keydown", (e) => {
+    const tr = e.target.closest("tr[data-sn]");
+    if (tr && (e.key === "Enter" || e.key === " ")) {
+      e.preventDefault();
+      openDevice(tr.dataset.sn);
+    }
+  });
+  // Scrolling draws the rows that come into view, once a frame; the header
+  // follows the rows sideways.
+  $("table-wrap").addEventListener("scroll", () => {
+    const left = $("table-wrap").scrollLeft;
+    if ($("table-head").scrollLeft !== left) $("table-head").scrollLeft = left;
+    schedule();
+  }, { passive: true });
+  window.addEventListener("resize", schedule);
   $("feed-clear").addEventListener("click", () => {
     $("feed").replaceChildren();
     updateFeedMeta();
