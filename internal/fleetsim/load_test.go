@@ -83,8 +83,10 @@ func nodeBinaries(t *testing.T, dir string) []nodeBin {
 // FLEETSIM_CONNS (4 publisher connections), FLEETSIM_CONNECT_RATE (5000
 // connects/s in the ramp), FLEETSIM_CORE_FROM (status and events by core
 // publish from 500000 devices on, cheaper for the simulator; the table
-// says which and how many HUB_STATUS took) and FLEETHUB_NODE_BIN change
-// the run.
+// says which and how many HUB_STATUS took), FLEETSIM_DIRECTORY_NODE (1:
+// a second hub, hub-d, started first, holds the directory and is measured
+// in a column of its own; 0: hub-a is alone and holds it) and
+// FLEETHUB_NODE_BIN change the run.
 func TestNodeCostUnderBusFleet(t *testing.T) {
 	sizes := envInts(t, "FLEETSIM_SIZES", []int{10000, 100000})
 	window := envDuration(t, "FLEETSIM_WINDOW", 60*time.Second)
@@ -93,6 +95,7 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 	conns := envInts(t, "FLEETSIM_CONNS", []int{4})[0]
 	connectRate := envInts(t, "FLEETSIM_CONNECT_RATE", []int{5000})[0]
 	coreFrom := envInts(t, "FLEETSIM_CORE_FROM", []int{500000})[0]
+	withDirectory := envInts(t, "FLEETSIM_DIRECTORY_NODE", []int{1})[0] != 0
 
 	dir := t.TempDir()
 	natsBin, err := loadtest.BuildNATSServer(dir)
@@ -115,8 +118,8 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 	table := func() {
 		var b strings.Builder
 		fmt.Fprintf(&b, "windows of %v after ramp + %v, %d simulated nodes, %d publisher connections, groups of 100 devices\n", window, settle, nodes, conns)
-		fmt.Fprintf(&b, "| node binary | devices | hub %%core, no session | hub µs per sim msg | hub %%core, admin on 100 | admin frames/s | hub RSS MiB | nats-server %%core | simulator %%core | sim msgs/s | statuses stored/sent | status by | sim late, max |\n")
-		fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| node binary | devices | hub %%core, no session | hub µs per sim msg | hub %%core, admin on 100 | admin frames/s | hub RSS MiB | directory node %%core | nats-server %%core | simulator %%core | sim msgs/s | statuses stored/sent | status by | sim late, max |\n")
+		fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range rows {
 			by := "JetStream, acked"
 			if r.core {
@@ -126,9 +129,9 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 			if r.adminErr != "" {
 				admin = "no session: " + r.adminErr
 			}
-			fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %s | %.1f | %d | %.1f | %.1f | %.0f | %.3f | %s | %v |\n", r.bin, r.devices, r.bare.hub,
+			fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %s | %.1f | %d | %.2f | %.1f | %.1f | %.0f | %.3f | %s | %v |\n", r.bin, r.devices, r.bare.hub,
 				r.bare.hub*1e4/max(r.bare.msgsPerSec, 1), admin,
-				float64(r.adminFrames)/window.Seconds(), r.rssKiB/1024, r.bare.nats, r.bare.sim, r.bare.msgsPerSec, r.bare.storedRatio, by,
+				float64(r.adminFrames)/window.Seconds(), r.rssKiB/1024, r.bare.dir, r.bare.nats, r.bare.sim, r.bare.msgsPerSec, r.bare.storedRatio, by,
 				max(r.bare.late, r.admin.late).Round(time.Millisecond))
 		}
 		t.Log("\n" + b.String())
@@ -144,6 +147,21 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 					t.Fatalf("start nats-server: %v", err)
 				}
 				defer func() { _ = ns.Stop() }()
+				// The directory node first: it takes the directory lease
+				// (one elected node keeps the sorted index of the fleet
+				// for listings and summaries), so that hub-a, the node
+				// measured, is a node like any other; the directory
+				// node's own cost is a column of its own.
+				var dirPID int
+				if withDirectory {
+					d, err := loadtest.StartHub(ctx, bin.path, "--nats-url", ns.URL, "--node-id", "hub-d",
+						"--master-secret", string(hubtest.MasterSecret), "--admin-password", hubtest.AdminPassword)
+					if err != nil {
+						t.Fatalf("start directory hub %s: %v", bin.label, err)
+					}
+					defer func() { _ = d.Stop() }()
+					dirPID = d.PID
+				}
 				h, err := loadtest.StartHub(ctx, bin.path, "--nats-url", ns.URL, "--node-id", "hub-a",
 					"--master-secret", string(hubtest.MasterSecret), "--admin-password", hubtest.AdminPassword)
 				if err != nil {
@@ -182,7 +200,7 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 
 				// The window with no session on the hub, then the same with
 				// one admin subscribed to one group of 100 devices.
-				r.bare = measure(ctx, t, window, sim, js, h.PID, ns.PID())
+				r.bare = measure(ctx, t, window, sim, js, h.PID, ns.PID(), dirPID)
 				r.rssKiB, _ = loadtest.RSS(h.PID)
 				admin, err := dialAdmin(ctx, h.WSURL, sim.Group(0))
 				if err != nil {
@@ -193,7 +211,7 @@ func TestNodeCostUnderBusFleet(t *testing.T) {
 					t.Logf("%s, %d devices: no admin session: %s", bin.label, n, r.adminErr)
 				} else {
 					frames0 := admin.frames.Load()
-					r.admin = measure(ctx, t, window, sim, js, h.PID, ns.PID())
+					r.admin = measure(ctx, t, window, sim, js, h.PID, ns.PID(), dirPID)
 					r.adminFrames = int(admin.frames.Load() - frames0)
 					admin.close()
 					r.rssKiB, _ = loadtest.RSS(h.PID)
@@ -434,6 +452,7 @@ func buildDevsim(dir string) (string, error) {
 // span is what one measuring window found: CPU in % of one core.
 type span struct {
 	hub, nats, sim float64
+	dir            float64 // the directory node, when there is one
 	msgsPerSec     float64
 	late           time.Duration // how far behind its schedule the simulator was, at worst
 	storedRatio    float64       // status records HUB_STATUS took over those sent
@@ -446,10 +465,16 @@ func (w span) String() string {
 
 // measure reads the CPU of the hub, the nats-server and this process (the
 // simulator) over d, and how far behind the simulator fell.
-func measure(ctx context.Context, t *testing.T, d time.Duration, sim *fleetsim.Sim, js jetstream.JetStream, hubPID, natsPID int) span {
+func measure(ctx context.Context, t *testing.T, d time.Duration, sim *fleetsim.Sim, js jetstream.JetStream, hubPID, natsPID, dirPID int) span {
 	t.Helper()
 	self := os.Getpid()
-	hub0, nats0, sim0 := cpu(t, hubPID), cpu(t, natsPID), cpu(t, self)
+	dirCPU := func() time.Duration {
+		if dirPID == 0 {
+			return 0
+		}
+		return cpu(t, dirPID)
+	}
+	hub0, nats0, sim0, dir0 := cpu(t, hubPID), cpu(t, natsPID), cpu(t, self), dirCPU()
 	st0, at0, seq0 := sim.Stats(), time.Now(), lastSeq(ctx, t, js, hub.StreamStatus)
 	var late time.Duration
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -467,12 +492,12 @@ wait:
 			break wait
 		}
 	}
-	hub1, nats1, sim1 := cpu(t, hubPID), cpu(t, natsPID), cpu(t, self)
+	hub1, nats1, sim1, dir1 := cpu(t, hubPID), cpu(t, natsPID), cpu(t, self), dirCPU()
 	st1, wall, seq1 := sim.Stats(), time.Since(at0), lastSeq(ctx, t, js, hub.StreamStatus)
 	pct := func(d time.Duration) float64 { return 100 * d.Seconds() / wall.Seconds() }
 	return span{
 		storedRatio: float64(seq1-seq0) / float64(max(st1.Statuses-st0.Statuses, 1)),
-		hub:         pct(hub1 - hub0), nats: pct(nats1 - nats0), sim: pct(sim1 - sim0),
+		hub:         pct(hub1 - hub0), nats: pct(nats1 - nats0), sim: pct(sim1 - sim0), dir: pct(dir1 - dir0),
 		msgsPerSec: float64(st1.Published()-st0.Published()) / wall.Seconds(),
 		late:       late,
 	}
