@@ -1,29 +1,29 @@
-package hub
+package presence
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fleethub/fleethub/hub/schema"
 	"math/rand/v2"
 	"strconv"
 	"time"
 
-	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // dropLocked forgets a local device session: its entry is no longer this
-// node's to refresh. Caller holds p.mu.
-func (p *presence) dropLocked(sn string, ld *localDevice) {
+// node's to refresh. Caller holds tr.mu.
+func (tr *Tracker) dropLocked(sn string, ld *localDevice) {
 	ld.dropped = true
-	if p.local[sn] == ld {
-		delete(p.local, sn)
+	if tr.local[sn] == ld {
+		delete(tr.local, sn)
 	}
 }
 
-// connected records a device session that has just authenticated. It
+// Connected records a device session that has just authenticated. It
 // puts the device in this node's index (so that node_lost finds it should
 // this node die), then creates the device's entry (publishing a connected
 // record) or, when the entry exists (the device is back within its grace,
@@ -34,49 +34,48 @@ func (p *presence) dropLocked(sn string, ld *localDevice) {
 // same, so the entry is looked at again later and, if it names the
 // session, taken back (see expire). An index key left behind names a
 // device whose entry does not name this node: node_lost passes it over.
-func (p *presence) connected(ctx context.Context, s *Session) error {
-	id := s.Identity()
-	unlock, err := p.lockDevice(ctx, id.SN)
+func (tr *Tracker) Connected(ctx context.Context, d Device) error {
+	unlock, err := tr.lockDevice(ctx, d.SN)
 	if err != nil {
-		return fmt.Errorf("hub: presence of %s: %w", id.SN, err)
+		return fmt.Errorf("hub: presence of %s: %w", d.SN, err)
 	}
 	defer unlock()
-	if err := p.putIndex(ctx, id.SN, s.id); err != nil {
-		return fmt.Errorf("hub: presence of %s: %w", id.SN, err)
+	if err := tr.putIndex(ctx, d.SN, d.Session); err != nil {
+		return fmt.Errorf("hub: presence of %s: %w", d.SN, err)
 	}
-	now := p.srv.cfg.Now()
-	entry := PresenceEntry{
-		Node: p.srv.cfg.NodeID, Session: s.id, Since: now.UnixMilli(), LastSeen: now.UnixMilli(),
-		Addr: s.remote, Type: id.Type, Group: id.Group,
+	now := tr.now()
+	entry := schema.PresenceEntry{
+		Node: tr.cfg.NodeID, Session: d.Session, Since: now.UnixMilli(), LastSeen: now.UnixMilli(),
+		Addr: d.Addr, Type: d.Type, Group: d.Group,
 	}
 	b, _ := json.Marshal(entry)
-	rev, created, err := p.writeEntry(ctx, id.SN, s.id, b)
+	rev, created, err := tr.writeEntry(ctx, d.SN, d.Session, b)
 	if err != nil {
-		sn, session := id.SN, s.id
-		p.srv.goTask(func() { p.expire(sn, session, ReasonClosed) })
-		return fmt.Errorf("hub: presence of %s: %w", id.SN, err)
+		sn, session := d.SN, d.Session
+		tr.cfg.Go(func() { tr.expire(sn, session, schema.ReasonClosed) })
+		return fmt.Errorf("hub: presence of %s: %w", d.SN, err)
 	}
-	p.mu.Lock()
-	if old := p.local[id.SN]; old != nil {
+	tr.mu.Lock()
+	if old := tr.local[d.SN]; old != nil {
 		if old.grace != nil {
 			old.grace.Stop()
 		}
-		p.dropLocked(id.SN, old)
+		tr.dropLocked(d.SN, old)
 	}
 	// Pretend the last write was up to a whole interval earlier than it
 	// was, so that the refreshes of devices that connected together spread
 	// evenly over the interval, this cycle and every later one.
-	every := refreshAfter(p.srv.cfg.PresenceTTL)
+	every := RefreshAfter(tr.cfg.PresenceTTL)
 	jitter := time.Duration(rand.Int64N(int64(every) + 1))
-	ld := &localDevice{session: s.id, rev: rev, since: entry.Since, id: id, addr: s.remote}
-	p.local[id.SN] = ld
-	p.schedule(ld, now.Add(every-jitter).UnixNano())
-	p.mu.Unlock()
-	if created || !p.lastSaysOnline(ctx, id.SN) {
-		rec := PresenceRecord{SN: id.SN, Type: id.Type, Group: id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: now.UnixMilli()}
-		if err := p.record(ctx, rec, s.id+"/on"); err != nil {
+	ld := &localDevice{session: d.Session, rev: rev, since: entry.Since, dev: d, addr: d.Addr}
+	tr.local[d.SN] = ld
+	tr.schedule(ld, now.Add(every-jitter).UnixNano())
+	tr.mu.Unlock()
+	if created || !tr.lastSaysOnline(ctx, d.SN) {
+		rec := schema.PresenceRecord{SN: d.SN, Type: d.Type, Group: d.Group, Online: true, Reason: schema.ReasonConnected, Node: tr.cfg.NodeID, At: now.UnixMilli()}
+		if err := tr.record(ctx, rec, d.Session+"/on"); err != nil {
 			// The session is served: its record follows when it can.
-			p.srv.goTask(func() { p.recordConnected(ld, rec, s.id+"/on") })
+			tr.cfg.Go(func() { tr.recordConnected(ld, rec, d.Session+"/on") })
 		}
 	}
 	return nil
@@ -87,12 +86,12 @@ func (p *presence) connected(ctx context.Context, s *Session) error {
 // within its grace): then no record is due. It is read from the stream,
 // not guessed, before a record is written: a write the stream refuses
 // must not be tried in vain.
-func (p *presence) lastSaysOnline(ctx context.Context, sn string) bool {
+func (tr *Tracker) lastSaysOnline(ctx context.Context, sn string) bool {
 	subj, err := subjects.Presence(sn)
 	if err != nil {
 		return true
 	}
-	last, err := p.readRecord(ctx, sn, subj)
+	last, err := tr.readRecord(ctx, sn, subj)
 	return err == nil && last.says(true)
 }
 
@@ -101,16 +100,16 @@ func (p *presence) lastSaysOnline(ctx context.Context, sn string) bool {
 // revision so that a removal in between is not undone unseen. An entry
 // that already names session is this session's own earlier write, whose
 // answer was lost. A missing bucket is created again, once.
-func (p *presence) writeEntry(ctx context.Context, sn, session string, b []byte) (rev uint64, created bool, err error) {
+func (tr *Tracker) writeEntry(ctx context.Context, sn, session string, b []byte) (rev uint64, created bool, err error) {
 	healed := false
-	for range quickRetries + 1 {
-		rev, err = p.kv.Create(ctx, sn, b)
+	for range QuickRetries + 1 {
+		rev, err = tr.kv.Create(ctx, sn, b)
 		if err == nil {
 			return rev, true, nil
 		}
 		if storeGone(err) && !healed {
 			healed = true
-			if herr := p.srv.stores.heal(ctx, BucketPresence); herr != nil {
+			if herr := tr.stores.Heal(ctx, schema.BucketPresence); herr != nil {
 				return 0, false, err
 			}
 			continue
@@ -118,64 +117,62 @@ func (p *presence) writeEntry(ctx context.Context, sn, session string, b []byte)
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return 0, false, err
 		}
-		e, err := p.kv.Get(ctx, sn)
+		e, err := tr.kv.Get(ctx, sn)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // removed meanwhile: create it
 		}
 		if err != nil {
 			return 0, false, err
 		}
-		var pe PresenceEntry
+		var pe schema.PresenceEntry
 		if json.Unmarshal(e.Value(), &pe) == nil && pe.Session == session {
 			return e.Revision(), true, nil
 		}
-		rev, err = p.kv.Update(ctx, sn, b, e.Revision())
+		rev, err = tr.kv.Update(ctx, sn, b, e.Revision())
 		if err == nil {
 			return rev, false, nil
 		}
-		if !isWrongLastSeq(err) {
+		if !IsWrongLastSeq(err) {
 			return 0, false, err
 		}
 	}
-	return 0, false, errPresenceContended
+	return 0, false, ErrContended
 }
 
 // recordConnected stores the connected record of a session whose record
 // could not be stored while it authenticated, for as long as the session
 // is still this node's.
-func (p *presence) recordConnected(ld *localDevice, rec PresenceRecord, msgID string) {
-	p.retry("connected", p.forDevice(rec.SN, func(ctx context.Context) (bool, error) {
-		p.mu.Lock()
-		gone := p.stopped || ld.dropped
-		p.mu.Unlock()
+func (tr *Tracker) recordConnected(ld *localDevice, rec schema.PresenceRecord, msgID string) {
+	tr.retry("connected", tr.forDevice(rec.SN, func(ctx context.Context) (bool, error) {
+		tr.mu.Lock()
+		gone := tr.stopped || ld.dropped
+		tr.mu.Unlock()
 		if gone {
 			return true, nil // expired or replaced meanwhile: what follows settles it
 		}
-		err := p.record(ctx, rec, msgID)
+		err := tr.record(ctx, rec, msgID)
 		return err == nil, err
 	}))
 }
 
-// disconnected starts the grace of a device session that ended. A replaced
-// session has no grace: the newer one owns the entry; the device leaves
-// this node's index unless the newer session is here too.
-func (p *presence) disconnected(s *Session, reason Reason) {
-	id := s.Identity()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	ld := p.local[id.SN]
-	if ld == nil || ld.session != s.id || p.stopped {
+// Disconnected starts the grace of device sn's session that ended. A
+// replaced session has no grace: the newer one owns the entry; the device
+// leaves this node's index unless the newer session is here too.
+func (tr *Tracker) Disconnected(sn, session string, reason schema.Reason) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	ld := tr.local[sn]
+	if ld == nil || ld.session != session || tr.stopped {
 		return
 	}
-	sn, session := id.SN, s.id
-	if reason == ReasonReplaced {
-		p.dropLocked(sn, ld)
-		p.srv.goTask(func() { p.retry("unindex", p.unindexing(sn, p.srv.cfg.NodeID)) })
+	if reason == schema.ReasonReplaced {
+		tr.dropLocked(sn, ld)
+		tr.cfg.Go(func() { tr.retry("unindex", tr.unindexing(sn, tr.cfg.NodeID)) })
 		return
 	}
 	ld.gone = true
-	ld.grace = time.AfterFunc(p.srv.cfg.OfflineGrace, func() {
-		p.srv.goTask(func() { p.expire(sn, session, reason) })
+	ld.grace = tr.cfg.Clock.AfterFunc(tr.cfg.OfflineGrace, func() {
+		tr.cfg.Go(func() { tr.expire(sn, session, reason) })
 	})
 }
 
@@ -183,8 +180,8 @@ func (p *presence) disconnected(s *Session, reason Reason) {
 // record first, then the entry's removal, checked against the revision
 // that was read (see presence), tried until done; then the device leaves
 // this node's index.
-func (p *presence) expire(sn, session string, reason Reason) {
-	p.retry("expire", p.then(p.expiry(sn, session, reason), p.unindexing(sn, p.srv.cfg.NodeID)))
+func (tr *Tracker) expire(sn, session string, reason schema.Reason) {
+	tr.retry("expire", tr.then(tr.expiry(sn, session, reason), tr.unindexing(sn, tr.cfg.NodeID)))
 }
 
 // expiry is the step of expire. Each attempt reads the entry and does
@@ -192,8 +189,8 @@ func (p *presence) expire(sn, session string, reason Reason) {
 // already: a retry after a write that timed out), then the removal. A
 // device that came back on another session after its offline record was
 // stored is reported connected again.
-func (p *presence) expiry(sn, session string, reason Reason) step {
-	return p.expiryStep(sn, session, reason, nil, false, false)
+func (tr *Tracker) expiry(sn, session string, reason schema.Reason) step {
+	return tr.expiryStep(sn, session, reason, nil, false, false)
 }
 
 // expiryStep is expiry, for callers that know more: read, when set, is
@@ -202,17 +199,17 @@ func (p *presence) expiry(sn, session string, reason Reason) step {
 // says it may be (an append whose answer was lost), so that a device back
 // on a newer session is recorded back (record, reading the last record,
 // writes nothing if none is due).
-func (p *presence) expiryStep(sn, session string, reason Reason, read jetstream.KeyValueEntry, offlined, maybe bool) step {
-	at := p.srv.cfg.Now().UnixMilli()
-	return p.forDevice(sn, func(ctx context.Context) (bool, error) {
-		p.mu.Lock()
-		stopped := p.stopped
-		ld := p.local[sn]
+func (tr *Tracker) expiryStep(sn, session string, reason schema.Reason, read jetstream.KeyValueEntry, offlined, maybe bool) step {
+	at := tr.now().UnixMilli()
+	return tr.forDevice(sn, func(ctx context.Context) (bool, error) {
+		tr.mu.Lock()
+		stopped := tr.stopped
+		ld := tr.local[sn]
 		mine := ld != nil && ld.session == session
 		if mine && ld.gone {
-			p.dropLocked(sn, ld)
+			tr.dropLocked(sn, ld)
 		}
-		p.mu.Unlock()
+		tr.mu.Unlock()
 		if stopped || (mine && !ld.gone) {
 			// Stopped: the other nodes take over. Or the session is served
 			// here after all (its auth was tried again).
@@ -220,16 +217,16 @@ func (p *presence) expiryStep(sn, session string, reason Reason, read jetstream.
 		}
 		e, err := read, error(nil)
 		if read = nil; e == nil {
-			e, err = p.kv.Get(ctx, sn)
+			e, err = tr.kv.Get(ctx, sn)
 		}
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return true, nil // removed, by this expiry or whoever reported it
 		}
 		if err != nil {
-			p.srv.stores.lost(BucketPresence, err)
+			tr.stores.Lost(schema.BucketPresence, err)
 			return false, err
 		}
-		var pe PresenceEntry
+		var pe schema.PresenceEntry
 		if json.Unmarshal(e.Value(), &pe) != nil {
 			return true, nil // not an entry any node wrote: left to its TTL
 		}
@@ -238,38 +235,38 @@ func (p *presence) expiryStep(sn, session string, reason Reason, read jetstream.
 				return true, nil // the device is back, on a newer session
 			}
 			// It came back after its offline record: say so.
-			err := p.recordBack(ctx, sn, &pe)
+			err := tr.recordBack(ctx, sn, &pe)
 			return err == nil, err
 		}
 		if !offlined {
-			rec := PresenceRecord{SN: sn, Type: pe.Type, Group: pe.Group, Online: false, Reason: reason, Node: pe.Node, At: at}
-			if err := p.record(ctx, rec, session+"/off"); err != nil {
+			rec := schema.PresenceRecord{SN: sn, Type: pe.Type, Group: pe.Group, Online: false, Reason: reason, Node: pe.Node, At: at}
+			if err := tr.record(ctx, rec, session+"/off"); err != nil {
 				return false, err
 			}
 			offlined = true
 		}
-		err = p.kv.Delete(ctx, sn, jetstream.LastRevision(e.Revision()))
+		err = tr.kv.Delete(ctx, sn, jetstream.LastRevision(e.Revision()))
 		if err == nil {
 			return true, nil
 		}
-		if isWrongLastSeq(err) {
+		if IsWrongLastSeq(err) {
 			return false, nil // the entry changed: look at it again
 		}
-		p.srv.stores.lost(BucketPresence, err)
+		tr.stores.Lost(schema.BucketPresence, err)
 		return false, err // maybe removed, maybe not: look again
 	})
 }
 
 // recordBack reports connected a device whose entry pe was written (by
 // any node) after its offline record.
-func (p *presence) recordBack(ctx context.Context, sn string, pe *PresenceEntry) error {
-	rec := PresenceRecord{SN: sn, Type: pe.Type, Group: pe.Group, Online: true, Reason: ReasonConnected, Node: pe.Node, At: p.srv.cfg.Now().UnixMilli()}
-	return p.record(ctx, rec, pe.Session+"/on")
+func (tr *Tracker) recordBack(ctx context.Context, sn string, pe *schema.PresenceEntry) error {
+	rec := schema.PresenceRecord{SN: sn, Type: pe.Type, Group: pe.Group, Online: true, Reason: schema.ReasonConnected, Node: pe.Node, At: tr.now().UnixMilli()}
+	return tr.record(ctx, rec, pe.Session+"/on")
 }
 
 // then makes a step that runs first until done, then second: each attempt
 // runs what is left.
-func (p *presence) then(first, second step) step {
+func (tr *Tracker) then(first, second step) step {
 	firstDone := false
 	return func(ctx context.Context) (bool, error) {
 		if !firstDone {
@@ -292,40 +289,40 @@ func (p *presence) then(first, second step) step {
 // written again, with a connected record only if the last record says
 // offline (the coordinator took this node for lost while it was cut off),
 // and a revision beyond the bucket's last is replaced by the entry's own.
-func (p *presence) reassert(ctx context.Context) {
-	p.mu.Lock()
-	held := make([]*localDevice, 0, len(p.local))
-	for _, ld := range p.local {
+func (tr *Tracker) reassert(ctx context.Context) {
+	tr.mu.Lock()
+	held := make([]*localDevice, 0, len(tr.local))
+	for _, ld := range tr.local {
 		if !ld.gone {
 			held = append(held, ld)
 		}
 	}
-	p.mu.Unlock()
+	tr.mu.Unlock()
 	var revised, rewritten int
 	// Reads that fail (NATS is still settling) are tried again, backing
 	// off, while the node stays connected.
 	for attempt := 0; len(held) > 0; attempt++ {
 		if attempt > 0 {
-			p.srv.metrics.presenceRetries.WithLabelValues("reassert").Add(float64(len(held)))
-			if !sleepBackoff(ctx, attempt) {
-				p.srv.metrics.presenceAbandoned.WithLabelValues("reassert").Add(float64(len(held)))
+			tr.metrics.Retried("reassert", len(held))
+			if !Backoff(ctx, attempt) {
+				tr.metrics.Abandoned("reassert", len(held))
 				return
 			}
 		}
-		if ctx.Err() != nil || !p.srv.nc.IsConnected() {
+		if ctx.Err() != nil || !tr.cfg.Conn.IsConnected() {
 			return // the next reconnection starts over
 		}
-		ictx, cancel := context.WithTimeout(ctx, presenceCallTimeout)
-		info, err := p.srv.js.Stream(ictx, "KV_"+BucketPresence)
+		ictx, cancel := context.WithTimeout(ctx, CallTimeout)
+		info, err := tr.cfg.JS.Stream(ictx, "KV_"+schema.BucketPresence)
 		cancel()
 		if err != nil {
-			p.srv.stores.lost(BucketPresence, err)
+			tr.stores.Lost(schema.BucketPresence, err)
 			continue
 		}
 		last := info.CachedInfo().State.LastSeq
 		failed := held[:0]
 		for _, ld := range held {
-			switch p.reassertOne(ctx, ld, last) {
+			switch tr.reassertOne(ctx, ld, last) {
 			case reassertRevised:
 				revised++
 			case reassertRewritten:
@@ -337,7 +334,7 @@ func (p *presence) reassert(ctx context.Context) {
 		held = failed
 	}
 	if revised+rewritten > 0 {
-		p.srv.log.Warn("presence entries lost by NATS restored", "rewritten", rewritten, "revisions", revised)
+		tr.log.Warn("presence entries lost by NATS restored", "rewritten", rewritten, "revisions", revised)
 	}
 }
 
@@ -348,23 +345,23 @@ const (
 	reassertFailed
 )
 
-func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64) int {
-	ctx, cancel := context.WithTimeout(ctx, presenceCallTimeout)
+func (tr *Tracker) reassertOne(ctx context.Context, ld *localDevice, last uint64) int {
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	defer cancel()
-	sn := ld.id.SN
-	unlock, err := p.lockDevice(ctx, sn)
+	sn := ld.dev.SN
+	unlock, err := tr.lockDevice(ctx, sn)
 	if err != nil {
 		return reassertFailed
 	}
 	defer unlock()
-	e, err := p.kv.Get(ctx, sn)
+	e, err := tr.kv.Get(ctx, sn)
 	if err == nil {
-		var pe PresenceEntry
+		var pe schema.PresenceEntry
 		if json.Unmarshal(e.Value(), &pe) != nil || pe.Session != ld.session {
 			return reassertKept // another session's: the takeover settles it
 		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
 		// A refresh checked against a revision the bucket lost fails, so
 		// none can have moved the entry past e meanwhile.
 		if !ld.dropped && ld.rev > last {
@@ -376,43 +373,43 @@ func (p *presence) reassertOne(ctx context.Context, ld *localDevice, last uint64
 	if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return reassertFailed
 	}
-	p.mu.Lock()
-	held := !p.stopped && !ld.dropped && !ld.gone
-	since := p.srv.cfg.Now().UnixMilli()
-	pe := p.entryOf(ld, since)
-	p.mu.Unlock()
+	tr.mu.Lock()
+	held := !tr.stopped && !ld.dropped && !ld.gone
+	since := tr.now().UnixMilli()
+	pe := tr.entryOf(ld, since)
+	tr.mu.Unlock()
 	if !held {
 		return reassertKept
 	}
-	rev, err := p.kv.Create(ctx, sn, pres.AppendEntry(nil, &pe))
+	rev, err := tr.kv.Create(ctx, sn, AppendEntry(nil, &pe))
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return reassertKept // written meanwhile, by whichever session
 	}
 	if err != nil {
 		return reassertFailed
 	}
-	p.mu.Lock()
+	tr.mu.Lock()
 	if !ld.dropped {
 		ld.rev = rev
 	}
-	p.mu.Unlock()
+	tr.mu.Unlock()
 	// Lost by NATS, nobody saw it go, and the last record still says
 	// online: no record. Reported offline meanwhile (this node was taken
 	// for lost while cut off): connected again. record decides which.
-	rec := PresenceRecord{SN: sn, Type: ld.id.Type, Group: ld.id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: since}
+	rec := schema.PresenceRecord{SN: sn, Type: ld.dev.Type, Group: ld.dev.Group, Online: true, Reason: schema.ReasonConnected, Node: tr.cfg.NodeID, At: since}
 	msgID := ld.session + "/on-" + strconv.FormatInt(since, 10)
-	if err := p.record(ctx, rec, msgID); err != nil {
-		p.srv.goTask(func() { p.recordConnected(ld, rec, msgID) })
+	if err := tr.record(ctx, rec, msgID); err != nil {
+		tr.cfg.Go(func() { tr.recordConnected(ld, rec, msgID) })
 	}
 	return reassertRewritten
 }
 
 // entryOf is the entry this node writes for a device session it holds.
 // Since and the rest stay as first written; only last_seen moves.
-func (p *presence) entryOf(ld *localDevice, lastSeen int64) PresenceEntry {
-	return PresenceEntry{
-		Node: p.srv.cfg.NodeID, Session: ld.session, Since: ld.since, LastSeen: lastSeen,
-		Addr: ld.addr, Type: ld.id.Type, Group: ld.id.Group,
+func (tr *Tracker) entryOf(ld *localDevice, lastSeen int64) schema.PresenceEntry {
+	return schema.PresenceEntry{
+		Node: tr.cfg.NodeID, Session: ld.session, Since: ld.since, LastSeen: lastSeen,
+		Addr: ld.addr, Type: ld.dev.Type, Group: ld.dev.Group,
 	}
 }
 
@@ -422,68 +419,71 @@ func (p *presence) entryOf(ld *localDevice, lastSeen int64) PresenceEntry {
 // already: nobody reported it offline). If another session holds the
 // entry by then, the takeover closes this one instead. Tried until done,
 // for as long as the session is this node's.
-func (p *presence) repair(sn string, ld *localDevice) {
-	p.retry("repair", p.repairing(sn, ld))
+func (tr *Tracker) repair(sn string, ld *localDevice) {
+	tr.retry("repair", tr.repairing(sn, ld))
 }
 
 // repairing is the step of repair.
-func (p *presence) repairing(sn string, ld *localDevice) step {
+func (tr *Tracker) repairing(sn string, ld *localDevice) step {
 	var since int64 // of the entry written back, once written
-	return p.forDevice(sn, func(ctx context.Context) (bool, error) {
-		p.mu.Lock()
-		held := !p.stopped && p.local[sn] == ld && !ld.gone && !ld.dropped
-		p.mu.Unlock()
+	return tr.forDevice(sn, func(ctx context.Context) (bool, error) {
+		tr.mu.Lock()
+		held := !tr.stopped && tr.local[sn] == ld && !ld.gone && !ld.dropped
+		tr.mu.Unlock()
 		if !held {
 			return true, nil
 		}
-		e, err := p.kv.Get(ctx, sn)
+		e, err := tr.kv.Get(ctx, sn)
 		switch {
 		case err == nil:
-			var pe PresenceEntry
+			var pe schema.PresenceEntry
 			if json.Unmarshal(e.Value(), &pe) != nil || pe.Session != ld.session {
 				// Another session's: no longer this node's to refresh; the
 				// takeover announcement closes this one.
-				p.mu.Lock()
-				p.dropLocked(sn, ld)
-				p.mu.Unlock()
-				p.srv.goTask(func() { p.retry("unindex", p.unindexing(sn, p.srv.cfg.NodeID)) })
+				tr.mu.Lock()
+				tr.dropLocked(sn, ld)
+				tr.mu.Unlock()
+				if tr.cfg.Lost != nil {
+					tr.cfg.Lost(sn, ld.session)
+				}
+				tr.cfg.Go(func() { tr.retry("unindex", tr.unindexing(sn, tr.cfg.NodeID)) })
 				return true, nil
 			}
 			// This repair's own write, whose answer was lost: its record
 			// is due. Otherwise a write this node lost track of.
 			written := since != 0 && pe.Since == since
-			p.mu.Lock()
+			tr.mu.Lock()
 			ld.rev = e.Revision()
 			if written {
 				ld.since = since
 			}
-			p.mu.Unlock()
+			tr.mu.Unlock()
 			if !written {
 				return true, nil
 			}
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			since = p.srv.cfg.Now().UnixMilli()
-			p.mu.Lock()
-			pe := p.entryOf(ld, since)
-			p.mu.Unlock()
+			since = tr.now().UnixMilli()
+			tr.mu.Lock()
+			pe := tr.entryOf(ld, since)
+			tr.mu.Unlock()
 			pe.Since = since
-			rev, err := p.kv.Create(ctx, sn, pres.AppendEntry(nil, &pe))
+			rev, err := tr.kv.Create(ctx, sn, AppendEntry(nil, &pe))
 			if errors.Is(err, jetstream.ErrKeyExists) {
 				return false, nil // written meanwhile: look again
 			}
 			if err != nil {
-				p.srv.stores.lost(BucketPresence, err)
+				tr.stores.Lost(schema.BucketPresence, err)
 				return false, err // maybe written: the next attempt reads it
 			}
-			p.mu.Lock()
+			tr.mu.Lock()
 			ld.rev, ld.since = rev, since
-			p.mu.Unlock()
+			tr.mu.Unlock()
 		default:
-			p.srv.stores.lost(BucketPresence, err)
+			tr.stores.Lost(schema.BucketPresence, err)
 			return false, err
 		}
-		rec := PresenceRecord{SN: sn, Type: ld.id.Type, Group: ld.id.Group, Online: true, Reason: ReasonConnected, Node: p.srv.cfg.NodeID, At: since}
-		err = p.record(ctx, rec, ld.session+"/on-"+strconv.FormatInt(since, 10))
+		rec := schema.PresenceRecord{SN: sn, Type: ld.dev.Type, Group: ld.dev.Group, Online: true, Reason: schema.ReasonConnected, Node: tr.cfg.NodeID, At: since}
+		err = tr.record(ctx, rec, ld.session+"/on-"+strconv.FormatInt(since, 10))
 		return err == nil, err
 	})
 }
@@ -492,22 +492,22 @@ func (p *presence) repairing(sn string, ld *localDevice) step {
 // entries go, so this node writes back those of the devices it holds,
 // including those in their grace (their expiry needs the entry to report
 // them), with no record; each at its own revision in the new bucket.
-func (p *presence) rewriteHeld() {
-	p.mu.Lock()
+func (tr *Tracker) rewriteHeld() {
+	tr.mu.Lock()
 	var steps []step
-	for sn, ld := range p.local {
+	for sn, ld := range tr.local {
 		if !ld.dropped {
-			steps = append(steps, p.rewriting(sn, ld))
+			steps = append(steps, tr.rewriting(sn, ld))
 		}
 	}
-	p.mu.Unlock()
-	p.retry("rewrite", steps...)
+	tr.mu.Unlock()
+	tr.retry("rewrite", steps...)
 }
 
 // forDevice makes f a step that runs holding sn's device lock.
-func (p *presence) forDevice(sn string, f step) step {
+func (tr *Tracker) forDevice(sn string, f step) step {
 	return func(ctx context.Context) (bool, error) {
-		unlock, err := p.lockDevice(ctx, sn)
+		unlock, err := tr.lockDevice(ctx, sn)
 		if err != nil {
 			return false, err
 		}
@@ -516,35 +516,35 @@ func (p *presence) forDevice(sn string, f step) step {
 	}
 }
 
-func (p *presence) rewriting(sn string, ld *localDevice) step {
-	return p.forDevice(sn, func(ctx context.Context) (bool, error) {
-		p.mu.Lock()
-		held := !p.stopped && p.local[sn] == ld && !ld.dropped
-		pe := p.entryOf(ld, p.srv.cfg.Now().UnixMilli())
-		p.mu.Unlock()
+func (tr *Tracker) rewriting(sn string, ld *localDevice) step {
+	return tr.forDevice(sn, func(ctx context.Context) (bool, error) {
+		tr.mu.Lock()
+		held := !tr.stopped && tr.local[sn] == ld && !ld.dropped
+		pe := tr.entryOf(ld, tr.now().UnixMilli())
+		tr.mu.Unlock()
 		if !held {
 			return true, nil
 		}
-		rev, err := p.kv.Create(ctx, sn, pres.AppendEntry(nil, &pe))
+		rev, err := tr.kv.Create(ctx, sn, AppendEntry(nil, &pe))
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			e, err := p.kv.Get(ctx, sn)
+			e, err := tr.kv.Get(ctx, sn)
 			if err != nil {
 				return false, err
 			}
-			var cur PresenceEntry
+			var cur schema.PresenceEntry
 			if json.Unmarshal(e.Value(), &cur) != nil || cur.Session != ld.session {
 				return true, nil // another session's: the takeover settles it
 			}
 			rev = e.Revision() // this node's write, whose answer was lost
 		} else if err != nil {
-			p.srv.stores.lost(BucketPresence, err)
+			tr.stores.Lost(schema.BucketPresence, err)
 			return false, err
 		}
-		p.mu.Lock()
+		tr.mu.Lock()
 		if !ld.dropped {
 			ld.rev = rev
 		}
-		p.mu.Unlock()
+		tr.mu.Unlock()
 		return true, nil
 	})
 }

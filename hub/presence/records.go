@@ -1,22 +1,17 @@
-package hub
+package presence
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"strconv"
 
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// validPresence reports whether a presence record is one a hub could
-// have stored: any writer of the bus may publish others, and those do not
-// reach admins.
-func validPresence(r *PresenceRecord) bool { return r.Reason.Known() && auth.ValidSerial(r.SN) }
 
 // lastRecord is what a device's last presence record says: its stream
 // sequence (0: there is none), whether it says online, and the record.
@@ -51,56 +46,58 @@ func (l lastRecord) says(online bool) bool {
 // Once stored, the record goes out on its watch subject too, to the nodes
 // whose sessions watch the device. A retry that finds its own earlier
 // append stored (its id is the last record's) sends it then.
-func (p *presence) record(ctx context.Context, r PresenceRecord, msgID string) error {
+func (tr *Tracker) record(ctx context.Context, r schema.PresenceRecord, msgID string) error {
 	subj, err := subjects.Presence(r.SN)
 	if err != nil {
 		return nil // no such subject: no record can be kept for it
 	}
 	id := r.SN + "/" + msgID
-	for range quickRetries {
-		last, err := p.readRecord(ctx, r.SN, subj)
+	for range QuickRetries {
+		last, err := tr.readRecord(ctx, r.SN, subj)
 		if err != nil {
 			return err
 		}
 		if last.says(r.Online) {
 			if last.msgID == id && last.data != nil {
 				// This record, stored by an attempt whose answer was lost.
-				p.stored(r, last.seq, last.data)
+				tr.stored(r, last.seq, last.data)
 			}
 			return nil
 		}
 		b, _ := json.Marshal(r)
-		ack, err := p.appendRecord(ctx, subj, b, id, last.seq)
+		ack, err := tr.appendRecord(ctx, subj, b, id, last.seq)
 		if err == nil {
 			if !ack.Duplicate {
-				p.stored(r, ack.Sequence, b)
+				tr.stored(r, ack.Sequence, b)
 			}
 			return nil
 		}
-		if !isWrongLastSeq(err) {
-			p.srv.stores.lost(StreamPresence, err)
+		if !IsWrongLastSeq(err) {
+			tr.stores.Lost(schema.StreamPresence, err)
 			return fmt.Errorf("hub: presence record of %s: %w", r.SN, err)
 		}
 		// Another record came first: look again.
 	}
-	return errPresenceContended
+	return ErrContended
 }
 
-// stored runs once per record this node appended to HUB_PRESENCE: it
-// counts it and sends it to the watchers of its device.
-func (p *presence) stored(r PresenceRecord, seq uint64, data []byte) {
-	p.srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
-	p.srv.publishWatchID(subjects.WatchPresence, r.Group, r.Type, r.SN, fmt.Sprintf("p%d", seq), data)
+// stored runs once per record this node appended to HUB_PRESENCE: the
+// record sink gets it (the hub counts it and sends it to the watchers of
+// its device).
+func (tr *Tracker) stored(r schema.PresenceRecord, seq uint64, data []byte) {
+	if tr.cfg.Stored != nil {
+		tr.cfg.Stored(r, seq, data)
+	}
 }
 
 // readRecord reads the device's last record back from HUB_PRESENCE.
-func (p *presence) readRecord(ctx context.Context, sn, subj string) (lastRecord, error) {
-	m, err := p.records.GetLastMsgForSubject(ctx, subj)
+func (tr *Tracker) readRecord(ctx context.Context, sn, subj string) (lastRecord, error) {
+	m, err := tr.records.GetLastMsgForSubject(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return lastRecord{}, nil
 	}
 	if err != nil {
-		p.srv.stores.lost(StreamPresence, err)
+		tr.stores.Lost(schema.StreamPresence, err)
 		return lastRecord{}, fmt.Errorf("hub: last presence record of %s: %w", sn, err)
 	}
 	var r struct {
@@ -112,10 +109,10 @@ func (p *presence) readRecord(ctx context.Context, sn, subj string) (lastRecord,
 
 // appendRecord stores the record b if the subject's last record is at
 // sequence after (0: none).
-func (p *presence) appendRecord(ctx context.Context, subj string, b []byte, msgID string, after uint64) (*jetstream.PubAck, error) {
+func (tr *Tracker) appendRecord(ctx context.Context, subj string, b []byte, msgID string, after uint64) (*jetstream.PubAck, error) {
 	m := nats.NewMsg(subj)
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(after, 10))
-	return p.srv.js.PublishMsg(ctx, m)
+	return tr.cfg.JS.PublishMsg(ctx, m)
 }

@@ -1,18 +1,8 @@
-package hub
+package presence
 
 import (
 	"context"
-	"errors"
 	"sync"
-
-	pres "github.com/fleethub/fleethub/hub/presence"
-)
-
-// Presence work against JetStream is done in steps (see hub/presence):
-// each attempt has its own timeout, off the run context.
-const (
-	presenceCallTimeout = pres.CallTimeout
-	quickRetries        = pres.QuickRetries
 )
 
 // step is one attempt at a piece of presence work. It reports done when
@@ -25,25 +15,25 @@ type step func(ctx context.Context) (done bool, err error)
 // fail does not hold the others up), up to retryParallel of them side by
 // side, then backs off, doubling from presence.RetryFirst to RetryMax. op names the
 // work in metrics and logs.
-func (p *presence) retry(op string, steps ...step) {
-	runCtx := p.srv.runCtx
+func (tr *Tracker) retry(op string, steps ...step) {
+	runCtx := tr.runCtx
 	pending := steps
 	for failures := 0; len(pending) > 0; {
-		failed, lastErr := p.pass(runCtx, pending)
+		failed, lastErr := tr.pass(runCtx, pending)
 		pending = failed
 		if len(pending) == 0 {
 			if failures > 0 {
-				p.srv.log.Info("presence work done after retries", "op", op, "retries", failures)
+				tr.log.Info("presence work done after retries", "op", op, "retries", failures)
 			}
 			return
 		}
 		failures++
-		p.srv.metrics.presenceRetries.WithLabelValues(op).Add(float64(len(pending)))
-		if p.warnLog.Allow() {
-			p.srv.log.Warn("presence work failed, trying again", "op", op, "pending", len(pending), "err", lastErr)
+		tr.metrics.Retried(op, len(pending))
+		if tr.warnLog.Allow() {
+			tr.log.Warn("presence work failed, trying again", "op", op, "pending", len(pending), "err", lastErr)
 		}
-		if !sleepBackoff(runCtx, failures) {
-			p.srv.metrics.presenceAbandoned.WithLabelValues(op).Add(float64(len(pending)))
+		if !Backoff(runCtx, failures) {
+			tr.metrics.Abandoned(op, len(pending))
 			return
 		}
 	}
@@ -57,9 +47,9 @@ const retryParallel = 64
 // pass attempts each step once, up to retryParallel at a time, on
 // goroutines it waits for, and returns those that failed (in their order)
 // with the last error.
-func (p *presence) pass(runCtx context.Context, steps []step) ([]step, error) {
+func (tr *Tracker) pass(runCtx context.Context, steps []step) ([]step, error) {
 	if len(steps) == 1 {
-		if err := p.attempt(runCtx, steps[0]); err != nil {
+		if err := tr.attempt(runCtx, steps[0]); err != nil {
 			return steps, err
 		}
 		return nil, nil
@@ -72,7 +62,7 @@ func (p *presence) pass(runCtx context.Context, steps []step) ([]step, error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				errs[i] = p.attempt(runCtx, steps[i])
+				errs[i] = tr.attempt(runCtx, steps[i])
 			}
 		}()
 	}
@@ -94,12 +84,12 @@ func (p *presence) pass(runCtx context.Context, steps []step) ([]step, error) {
 
 // attempt runs st with a fresh timeout, again at once while it reports
 // that what it read changed under it (a few times).
-func (p *presence) attempt(runCtx context.Context, st step) error {
+func (tr *Tracker) attempt(runCtx context.Context, st step) error {
 	for quick := 0; ; quick++ {
 		if err := runCtx.Err(); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(runCtx, presenceCallTimeout)
+		ctx, cancel := context.WithTimeout(runCtx, CallTimeout)
 		done, err := st(ctx)
 		cancel()
 		switch {
@@ -107,23 +97,14 @@ func (p *presence) attempt(runCtx context.Context, st step) error {
 			return nil
 		case err != nil:
 			return err
-		case quick >= quickRetries:
-			return errPresenceContended
+		case quick >= QuickRetries:
+			return ErrContended
 		}
 	}
 }
 
-var errPresenceContended = errors.New("hub: presence entry or record keeps changing")
-
-// sleepBackoff waits before attempt n (see presence.Backoff).
-func sleepBackoff(ctx context.Context, n int) bool { return pres.Backoff(ctx, n) }
-
-// isWrongLastSeq reports whether err is JetStream refusing a write for
-// its expected last sequence (see presence.IsWrongLastSeq).
-func isWrongLastSeq(err error) bool { return pres.IsWrongLastSeq(err) }
-
 // lockDevice takes sn's lock, waiting at most until ctx ends, and returns
-// its release. Lock order: a device's lock, then presence.mu.
-func (p *presence) lockDevice(ctx context.Context, sn string) (func(), error) {
-	return p.locks.Lock(ctx, sn)
+// its release. Lock order: a device's lock, then Tracker.mu.
+func (tr *Tracker) lockDevice(ctx context.Context, sn string) (func(), error) {
+	return tr.locks.Lock(ctx, sn)
 }
