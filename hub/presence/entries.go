@@ -37,11 +37,11 @@ func (tr *Tracker) dropLocked(sn string, ld *localDevice) {
 func (tr *Tracker) Connected(ctx context.Context, d Device) error {
 	unlock, err := tr.lockDevice(ctx, d.SN)
 	if err != nil {
-		return fmt.Errorf("hub: presence of %s: %w", d.SN, err)
+		return fmt.Errorf("presence: device %s: %w", d.SN, err)
 	}
 	defer unlock()
 	if err := tr.putIndex(ctx, d.SN, d.Session); err != nil {
-		return fmt.Errorf("hub: presence of %s: %w", d.SN, err)
+		return fmt.Errorf("presence: device %s: %w", d.SN, err)
 	}
 	now := tr.now()
 	entry := schema.PresenceEntry{
@@ -53,7 +53,7 @@ func (tr *Tracker) Connected(ctx context.Context, d Device) error {
 	if err != nil {
 		sn, session := d.SN, d.Session
 		tr.cfg.Go(func() { tr.expire(sn, session, schema.ReasonClosed) })
-		return fmt.Errorf("hub: presence of %s: %w", d.SN, err)
+		return fmt.Errorf("presence: device %s: %w", d.SN, err)
 	}
 	tr.mu.Lock()
 	if old := tr.local[d.SN]; old != nil {
@@ -178,7 +178,7 @@ func (tr *Tracker) Disconnected(sn, session string, reason schema.Reason) {
 
 // expire reports a device offline if its entry still names session: the
 // record first, then the entry's removal, checked against the revision
-// that was read (see presence), tried until done; then the device leaves
+// that was read (see Tracker), tried until done; then the device leaves
 // this node's index.
 func (tr *Tracker) expire(sn, session string, reason schema.Reason) {
 	tr.retry("expire", tr.then(tr.expiry(sn, session, reason), tr.unindexing(sn, tr.cfg.NodeID)))

@@ -121,7 +121,8 @@ func (tr *Tracker) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		}
 	}
 	stored := victims[:0]
-	for _, v := range victims {
+	for i, v := range victims {
+		id := v.sn + "/" + v.entry.Session + "/off"
 		switch {
 		case v.rec == nil:
 			stored = append(stored, v) // said offline already
@@ -130,16 +131,25 @@ func (tr *Tracker) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		default:
 			select {
 			case ack := <-v.ack.Ok():
-				if !ack.Duplicate {
+				if unsure := tr.settleUnsure(id); !ack.Duplicate || unsure {
 					tr.stored(schema.PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Reason: schema.ReasonNodeLost}, ack.Sequence, v.rec)
 				}
 				stored = append(stored, v)
-			case <-v.ack.Err():
+			case err := <-v.ack.Err():
 				// Refused (another record came first) or unknown: the
 				// step reads again. The record may be stored: should the
 				// device be back by then, it is recorded back.
+				if !IsWrongLastSeq(err) {
+					tr.markUnsure(id)
+				}
 				left = append(left, tr.expiryStep(v.sn, v.entry.Session, schema.ReasonNodeLost, nil, false, true))
 			case <-ctx.Done():
+				// The appends not heard back about may be stored.
+				for _, w := range victims[i:] {
+					if w.rec != nil && w.ack != nil {
+						tr.markUnsure(w.sn + "/" + w.entry.Session + "/off")
+					}
+				}
 				return append(left, fallback(sns)...)
 			}
 		}

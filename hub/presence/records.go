@@ -43,9 +43,14 @@ func (l lastRecord) says(online bool) bool {
 // back what the first one did. msgID (under the Nats-Msg-Id header) lets
 // the stream drop the same record written by two nodes.
 //
-// Once stored, the record goes out on its watch subject too, to the nodes
-// whose sessions watch the device. A retry that finds its own earlier
-// append stored (its id is the last record's) sends it then.
+// Once stored, the record goes to the record sink (the hub sends it to
+// the nodes whose sessions watch the device), once: by the tracker whose
+// append stored it. A retry that finds stored the append this tracker
+// never heard back about (its id is the last record's, and the id is
+// unsure) hands it over then; one whose id is the last record's without
+// being unsure here found another node's append of the same record (a
+// device recorded back by the node that expired it, with the id of the
+// connected record its new node stored), which that node handed over.
 func (tr *Tracker) record(ctx context.Context, r schema.PresenceRecord, msgID string) error {
 	subj, err := subjects.Presence(r.SN)
 	if err != nil {
@@ -58,7 +63,7 @@ func (tr *Tracker) record(ctx context.Context, r schema.PresenceRecord, msgID st
 			return err
 		}
 		if last.says(r.Online) {
-			if last.msgID == id && last.data != nil {
+			if tr.settleUnsure(id) && last.msgID == id && last.data != nil {
 				// This record, stored by an attempt whose answer was lost.
 				tr.stored(r, last.seq, last.data)
 			}
@@ -67,18 +72,39 @@ func (tr *Tracker) record(ctx context.Context, r schema.PresenceRecord, msgID st
 		b, _ := json.Marshal(r)
 		ack, err := tr.appendRecord(ctx, subj, b, id, last.seq)
 		if err == nil {
-			if !ack.Duplicate {
+			// A duplicate is this tracker's earlier append, whose answer
+			// was lost, or another node's, which that node handed over.
+			if unsure := tr.settleUnsure(id); !ack.Duplicate || unsure {
 				tr.stored(r, ack.Sequence, b)
 			}
 			return nil
 		}
 		if !IsWrongLastSeq(err) {
+			tr.markUnsure(id) // it may be stored all the same
 			tr.stores.Lost(schema.StreamPresence, err)
-			return fmt.Errorf("hub: presence record of %s: %w", r.SN, err)
+			return fmt.Errorf("presence: record of %s: %w", r.SN, err)
 		}
 		// Another record came first: look again.
 	}
 	return ErrContended
+}
+
+// markUnsure notes that the append of record id got no answer: it may be
+// stored.
+func (tr *Tracker) markUnsure(id string) {
+	tr.mu.Lock()
+	tr.unsure[id] = struct{}{}
+	tr.mu.Unlock()
+}
+
+// settleUnsure forgets id's unsure append, and reports whether there was
+// one.
+func (tr *Tracker) settleUnsure(id string) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	_, ok := tr.unsure[id]
+	delete(tr.unsure, id)
+	return ok
 }
 
 // stored runs once per record this node appended to HUB_PRESENCE: the
@@ -98,7 +124,7 @@ func (tr *Tracker) readRecord(ctx context.Context, sn, subj string) (lastRecord,
 	}
 	if err != nil {
 		tr.stores.Lost(schema.StreamPresence, err)
-		return lastRecord{}, fmt.Errorf("hub: last presence record of %s: %w", sn, err)
+		return lastRecord{}, fmt.Errorf("presence: last presence record of %s: %w", sn, err)
 	}
 	var r struct {
 		Online bool `json:"online"`

@@ -10,7 +10,7 @@ import (
 // changed under it, and it should run again at once.
 type step func(ctx context.Context) (done bool, err error)
 
-// retry runs steps until each is done, or the hub stops. Each pass gives
+// retry runs steps until each is done, or the tracker stops. Each pass gives
 // every step still pending one attempt (so that one device whose writes
 // fail does not hold the others up), up to retryParallel of them side by
 // side, then backs off, doubling from presence.RetryFirst to RetryMax. op names the

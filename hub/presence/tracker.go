@@ -82,7 +82,7 @@ type nodeView struct {
 // Every write whose outcome is unknown (a timeout: it may have taken
 // effect) is followed by a read: the next attempt looks at the entry and
 // the last record as they are, and does what is left. Work that fails is
-// tried again, backing off, until it is done or the hub stops. On this
+// tried again, backing off, until it is done or the tracker stops. On this
 // node, the writes of one device are serialised (lockDevice).
 type Tracker struct {
 	cfg     Config
@@ -105,6 +105,9 @@ type Tracker struct {
 	due     Queue[*localDevice]     // local entries by refresh time. Guarded by mu.
 	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
 	stopped bool                    // Guarded by mu.
+	// unsure holds the ids of records whose append got no answer (see
+	// record). Guarded by mu.
+	unsure map[string]struct{}
 
 	// refreshMu serialises refresh, which owns enc (the upkeep goroutine
 	// calls it; so do load tests).
@@ -125,17 +128,17 @@ func Open(ctx context.Context, cfg Config) (*Tracker, error) {
 	tr := &Tracker{
 		cfg: cfg, runCtx: runCtx, cancel: cancel, log: cfg.Log, metrics: cfg.Metrics, stores: cfg.Stores,
 		started: cfg.Clock.Now(), warnLog: rate.NewLimiter(1, 5),
-		local: make(map[string]*localDevice), nodes: make(map[string]nodeView),
+		local: make(map[string]*localDevice), nodes: make(map[string]nodeView), unsure: make(map[string]struct{}),
 	}
-	t, err := tr.open(ctx)
-	if err != nil {
-		cancel()
+	if err := tr.open(ctx); err != nil {
+		cancel() // ends the feeds it started
 		return nil, err
 	}
-	return t, nil
+	return tr, nil
 }
 
-func (tr *Tracker) open(ctx context.Context) (*Tracker, error) {
+// open is Open's work, once the tracker is made.
+func (tr *Tracker) open(ctx context.Context) error {
 	cfg, js := tr.cfg, tr.cfg.JS
 	runCtx := tr.runCtx
 	entriesCfg := jetstream.KeyValueConfig{
@@ -179,22 +182,22 @@ func (tr *Tracker) open(ctx context.Context) (*Tracker, error) {
 	// never comes must not stay pending for ever (see settle).
 	if tr.pubJS, err = jetstream.New(cfg.Conn, jetstream.WithPublishAsyncTimeout(CallTimeout),
 		jetstream.WithPublishAsyncMaxPending(2*maxRefreshPerSweep)); err != nil {
-		return nil, fmt.Errorf("hub: presence: %w", err)
+		return fmt.Errorf("presence: %w", err)
 	}
 	if tr.kv, err = createEntries(ctx); err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", schema.BucketPresence, err)
+		return fmt.Errorf("presence: bucket %s: %w", schema.BucketPresence, err)
 	}
 	if tr.nodesKV, err = createNodes(ctx); err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", schema.BucketNodes, err)
+		return fmt.Errorf("presence: bucket %s: %w", schema.BucketNodes, err)
 	}
 	if tr.index, err = createIndex(ctx); err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", schema.BucketNodeDevices, err)
+		return fmt.Errorf("presence: bucket %s: %w", schema.BucketNodeDevices, err)
 	}
 	if tr.records, err = createRecords(ctx); err != nil {
-		return nil, fmt.Errorf("hub: stream %s: %w", schema.StreamPresence, err)
+		return fmt.Errorf("presence: stream %s: %w", schema.StreamPresence, err)
 	}
 	if err := tr.heartbeat(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	// The stores. Only hub_nodes has a feed: the live nodes, so that a
 	// lost one is found. A store created again starts its feeds anew; this
@@ -217,7 +220,7 @@ func (tr *Tracker) open(ctx context.Context) (*Tracker, error) {
 		{Name: schema.StreamPresence, Stream: schema.StreamPresence, Create: discard(createRecords)},
 	} {
 		if err := tr.register(ctx, st); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	tr.cfg.Go(func() { tr.reconcile(runCtx) })
@@ -239,7 +242,7 @@ func (tr *Tracker) open(ctx context.Context) (*Tracker, error) {
 			}
 		}
 	})
-	return tr, nil
+	return nil
 }
 
 // register hands st to Config.Register, or, with none, starts its feed
@@ -253,13 +256,13 @@ func (tr *Tracker) register(ctx context.Context, st Store) error {
 	}
 	loaded, err := st.Follow(tr.runCtx, false)
 	if err != nil {
-		return fmt.Errorf("hub: %s: %w", st.Name, err)
+		return fmt.Errorf("presence: %s: %w", st.Name, err)
 	}
 	select {
 	case <-loaded:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("hub: load %s: %w", st.Name, ctx.Err())
+		return fmt.Errorf("presence: load %s: %w", st.Name, ctx.Err())
 	}
 }
 

@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -10,7 +11,6 @@ import (
 
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/natstest"
-	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -176,32 +176,57 @@ func openTrackerTB(t testing.TB, ns *server.Server, node string, cfg Config, opt
 	return tr
 }
 
-// records follows every presence record stored on ns, in order.
+// records collects the records the trackers stored, as their record
+// sinks get them (what the hub sends to watchers): a core subscriber of
+// hub.presence.> would also see the appends the stream refused.
 type records struct {
 	mu   sync.Mutex
 	list []schema.PresenceRecord
 }
 
-func watchRecords(t *testing.T, ns *server.Server) *records {
+func (rs *records) sink(r schema.PresenceRecord, _ uint64, data []byte) {
+	var stored schema.PresenceRecord
+	if json.Unmarshal(data, &stored) != nil || stored.SN != r.SN || stored.Reason != r.Reason {
+		panic(fmt.Sprintf("record %+v handed over as %s", r, data))
+	}
+	rs.mu.Lock()
+	rs.list = append(rs.list, stored)
+	rs.mu.Unlock()
+}
+
+// history reads sn's records from HUB_PRESENCE, in order, as "online/reason".
+func history(t *testing.T, tr *Tracker, sn string) []string {
 	t.Helper()
-	nc := natstest.Connect(t, ns)
-	rs := &records{}
-	sub, err := nc.Subscribe(subjects.AllPresence, func(m *nats.Msg) {
-		var r schema.PresenceRecord
-		if json.Unmarshal(m.Data, &r) == nil {
-			rs.mu.Lock()
-			rs.list = append(rs.list, r)
-			rs.mu.Unlock()
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := tr.cfg.JS.OrderedConsumer(ctx, schema.StreamPresence, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"hub.presence." + sn}, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
+	var out []string
+	for {
+		batch, err := cons.FetchNoWait(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var r schema.PresenceRecord
+			if err := json.Unmarshal(m.Data(), &r); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("%v/%s", r.Online, r.Reason))
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return out
+		}
 	}
-	return rs
 }
 
 // of returns sn's records, as "online/reason" strings.
@@ -217,12 +242,16 @@ func (rs *records) of(sn string) []string {
 	return out
 }
 
-// want waits until sn's records are exactly want.
-func (rs *records) want(t *testing.T, sn string, want ...string) {
+// want waits until sn's records, handed over and stored (as tr reads
+// them), are exactly want.
+func (rs *records) want(t *testing.T, tr *Tracker, sn string, want ...string) {
 	t.Helper()
 	natstest.Eventually(t, 10*time.Second, func() error {
 		if got := rs.of(sn); fmt.Sprint(got) != fmt.Sprint(want) {
 			return fmt.Errorf("%s: records %v, want %v", sn, got, want)
+		}
+		if h := history(t, tr, sn); fmt.Sprint(h) != fmt.Sprint(want) {
+			return fmt.Errorf("%s: stored %v, want %v", sn, h, want)
 		}
 		return nil
 	})
@@ -249,17 +278,17 @@ func dev(sn, session string) Device {
 func TestTrackerTakeover(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Run(t)
-	rs := watchRecords(t, ns)
+	rs := &records{}
 	clockA := newFakeClock()
 	var lostA lostSet
-	a := openTracker(t, ns, "a", Config{Clock: clockA, Lost: lostA.add})
-	b := openTracker(t, ns, "b", Config{Clock: newFakeClock()})
+	a := openTracker(t, ns, "a", Config{Clock: clockA, Lost: lostA.add, Stored: rs.sink})
+	b := openTracker(t, ns, "b", Config{Clock: newFakeClock(), Stored: rs.sink})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := a.Connected(ctx, dev("TK-1", "s1")); err != nil {
 		t.Fatal(err)
 	}
-	rs.want(t, "TK-1", "true/connected")
+	rs.want(t, a, "TK-1", "true/connected")
 	if err := b.Connected(ctx, dev("TK-1", "s2")); err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +308,7 @@ func TestTrackerTakeover(t *testing.T) {
 	if held {
 		t.Fatal("A still refreshes the device")
 	}
-	rs.want(t, "TK-1", "true/connected")
+	rs.want(t, a, "TK-1", "true/connected")
 }
 
 // A session that ended is reported offline once its grace has passed on
@@ -287,9 +316,9 @@ func TestTrackerTakeover(t *testing.T) {
 func TestTrackerOfflineAfterGrace(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Run(t)
-	rs := watchRecords(t, ns)
+	rs := &records{}
 	clock := newFakeClock()
-	a := openTracker(t, ns, "a", Config{Clock: clock, OfflineGrace: 30 * time.Second})
+	a := openTracker(t, ns, "a", Config{Clock: clock, OfflineGrace: 30 * time.Second, Stored: rs.sink})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := a.Connected(ctx, dev("GR-1", "s1")); err != nil {
@@ -297,12 +326,12 @@ func TestTrackerOfflineAfterGrace(t *testing.T) {
 	}
 	a.Disconnected("GR-1", "s1", schema.ReasonClosed)
 	clock.Advance(29 * time.Second)
-	rs.want(t, "GR-1", "true/connected")
+	rs.want(t, a, "GR-1", "true/connected")
 	if _, err := entryOf(t, a, "GR-1"); err != nil {
 		t.Fatalf("entry gone within the grace: %v", err)
 	}
 	clock.Advance(time.Second)
-	rs.want(t, "GR-1", "true/connected", "false/closed")
+	rs.want(t, a, "GR-1", "true/connected", "false/closed")
 	natstest.Eventually(t, 10*time.Second, func() error {
 		if _, err := entryOf(t, a, "GR-1"); err == nil {
 			return fmt.Errorf("entry still there")
@@ -317,19 +346,19 @@ func TestTrackerOfflineAfterGrace(t *testing.T) {
 func TestTrackerNodeLost(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Run(t)
-	rs := watchRecords(t, ns)
+	rs := &records{}
 	clockA := newFakeClock()
-	a := openTracker(t, ns, "a", Config{Clock: clockA, NodeTTL: time.Second})
+	a := openTracker(t, ns, "a", Config{Clock: clockA, NodeTTL: time.Second, Stored: rs.sink})
 	// B's clock never moves: it never refreshes its liveness entry, which
 	// the server expires after its TTL.
-	b := openTracker(t, ns, "b", Config{Clock: newFakeClock(), NodeTTL: time.Second})
+	b := openTracker(t, ns, "b", Config{Clock: newFakeClock(), NodeTTL: time.Second, Stored: rs.sink})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, sn := range []string{"NL-1", "NL-2"} {
 		if err := b.Connected(ctx, dev(sn, "s-"+sn)); err != nil {
 			t.Fatal(err)
 		}
-		rs.want(t, sn, "true/connected")
+		rs.want(t, a, sn, "true/connected")
 	}
 	natstest.Eventually(t, 10*time.Second, func() error {
 		a.mu.Lock()
@@ -341,13 +370,16 @@ func TestTrackerNodeLost(t *testing.T) {
 		return nil
 	})
 	for _, sn := range []string{"NL-1", "NL-2"} {
-		rs.want(t, sn, "true/connected") // the grace runs
+		rs.want(t, a, sn, "true/connected") // the grace runs
 	}
 	natstest.Eventually(t, 10*time.Second, func() error {
 		clockA.Advance(a.cfg.OfflineGrace)
 		for _, sn := range []string{"NL-1", "NL-2"} {
 			if got := rs.of(sn); fmt.Sprint(got) != "[true/connected false/node_lost]" {
 				return fmt.Errorf("%s: records %v", sn, got)
+			}
+			if h := history(t, a, sn); fmt.Sprint(h) != "[true/connected false/node_lost]" {
+				return fmt.Errorf("%s: stored %v", sn, h)
 			}
 		}
 		return nil
@@ -366,13 +398,13 @@ func TestTrackerNodeLost(t *testing.T) {
 func TestTrackerRacingReconnect(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Run(t)
-	rs := watchRecords(t, ns)
+	rs := &records{}
 	clockA := newFakeClock()
-	a := openTracker(t, ns, "a", Config{Clock: clockA})
-	b := openTracker(t, ns, "b", Config{Clock: newFakeClock()})
+	a := openTracker(t, ns, "a", Config{Clock: clockA, Stored: rs.sink})
+	b := openTracker(t, ns, "b", Config{Clock: newFakeClock(), Stored: rs.sink})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	const n = 20
+	const n = 200
 	for i := range n {
 		sn := fmt.Sprintf("RR-%d", i)
 		if err := a.Connected(ctx, dev(sn, "a-"+sn)); err != nil {
@@ -387,6 +419,14 @@ func TestTrackerRacingReconnect(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Staggered by a few round trips each, so that the connects
+			// fall before, within and after the expiries' writes.
+			for range i % 16 {
+				if err := b.cfg.Conn.Flush(); err != nil {
+					errs <- err
+					return
+				}
+			}
 			errs <- b.Connected(ctx, dev(sn, "b-"+sn))
 		}()
 	}
@@ -398,8 +438,11 @@ func TestTrackerRacingReconnect(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	patterns := map[string]int{}
+	defer func() { t.Logf("record patterns: %v", patterns) }()
 	for i := range n {
 		sn := fmt.Sprintf("RR-%d", i)
+		defer func() { patterns[fmt.Sprint(rs.of(sn))]++ }()
 		natstest.Eventually(t, 15*time.Second, func() error {
 			pe, err := entryOf(t, b, sn)
 			if err != nil || pe.Session != "b-"+sn {
@@ -408,11 +451,14 @@ func TestTrackerRacingReconnect(t *testing.T) {
 			got := rs.of(sn)
 			for k, r := range got {
 				if want := fmt.Sprint(k%2 == 0); r[:len(want)] != want {
-					return fmt.Errorf("%s: records %v do not alternate", sn, got)
+					return fmt.Errorf("%s: records %v do not alternate (stored %v)", sn, got, history(t, b, sn))
 				}
 			}
 			if len(got) == 0 || len(got)%2 == 0 {
 				return fmt.Errorf("%s: records %v, want the last online", sn, got)
+			}
+			if h := history(t, b, sn); fmt.Sprint(h) != fmt.Sprint(got) {
+				return fmt.Errorf("%s: records %v handed over, %v stored", sn, got, h)
 			}
 			return nil
 		})

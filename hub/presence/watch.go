@@ -15,7 +15,7 @@ import (
 func (tr *Tracker) watchKV(ctx context.Context, kv jetstream.KeyValue, apply func(e jetstream.KeyValueEntry, live bool), loaded func()) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
-		return fmt.Errorf("hub: watch %s: %w", kv.Bucket(), err)
+		return fmt.Errorf("presence: watch %s: %w", kv.Bucket(), err)
 	}
 	started := tr.cfg.Go(func() {
 		defer func() {
@@ -52,7 +52,7 @@ func (tr *Tracker) watchKV(ctx context.Context, kv jetstream.KeyValue, apply fun
 	})
 	if !started {
 		_ = w.Stop()
-		return fmt.Errorf("hub: watch %s: %w", kv.Bucket(), context.Canceled)
+		return fmt.Errorf("presence: watch %s: %w", kv.Bucket(), context.Canceled)
 	}
 	return nil
 }
