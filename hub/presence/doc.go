@@ -36,13 +36,14 @@
 // in-process server and a fake clock.
 //
 // Files by concern: tracker.go (Open, Stop, the node's devices),
-// config.go (dependencies), entries.go (connect, grace, expiry, reassert,
-// repair), records.go (the compare-and-set append), nodes.go (node
-// liveness and node_lost), lost.go (node_lost, pipelined), index.go and
-// nodeindex.go (the node index), schedule.go and refresh.go (refresh
-// scheduling), retry.go and steps.go (retried work, device locks),
-// codec.go (the entry codec, fuzzed), batch.go (batched reads),
-// buckets.go and watch.go (stores), known.go (a device's type and group).
+// config.go (dependencies), entries.go (connect, grace, expiry),
+// reassert.go (putting back what NATS lost), records.go (the
+// compare-and-set append), nodes.go (node liveness and node_lost),
+// lost.go (node_lost, pipelined), index.go and nodeindex.go (the node
+// index), schedule.go and refresh.go (refresh scheduling), retry.go and
+// steps.go (retried work, device locks), codec.go (the entry codec,
+// fuzzed), batch.go (batched reads), buckets.go and watch.go (stores),
+// known.go (a device's type and group).
 //
 // Example, wiring a tracker (hub/presence.go wires the hub's):
 //

@@ -108,3 +108,31 @@ func (tr *Tracker) attempt(runCtx context.Context, st step) error {
 func (tr *Tracker) lockDevice(ctx context.Context, sn string) (func(), error) {
 	return tr.locks.Lock(ctx, sn)
 }
+
+// forDevice makes f a step that runs holding sn's device lock.
+func (tr *Tracker) forDevice(sn string, f step) step {
+	return func(ctx context.Context) (bool, error) {
+		unlock, err := tr.lockDevice(ctx, sn)
+		if err != nil {
+			return false, err
+		}
+		defer unlock()
+		return f(ctx)
+	}
+}
+
+// then makes a step that runs first until done, then second: each attempt
+// runs what is left.
+func (tr *Tracker) then(first, second step) step {
+	firstDone := false
+	return func(ctx context.Context) (bool, error) {
+		if !firstDone {
+			done, err := first(ctx)
+			if !done {
+				return false, err
+			}
+			firstDone = true
+		}
+		return second(ctx)
+	}
+}
