@@ -29,7 +29,11 @@ func FuzzSubscribeArgs(f *testing.F) {
 	ns := natstest.Run(f)
 	bus := startTestServer(f, natstest.Connect(f, ns), Config{})
 	entry, _ := json.Marshal(PresenceEntry{Node: "other", Session: "s", Type: "dog", Group: "g2"})
-	if _, err := bus.presence.kv.Put(context.Background(), "R-3", entry); err != nil {
+	kv, err := bus.js.KeyValue(context.Background(), BucketPresence)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), "R-3", entry); err != nil {
 		f.Fatal(err)
 	}
 	srv := &Server{

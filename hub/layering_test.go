@@ -26,6 +26,8 @@ func nonStdDeps(t *testing.T, pkgs ...string) []string {
 //     no nats-server (the embedded server lives in internal/embedded);
 //   - subjects and auth are leaves without NATS or net/http;
 //   - hub/schema imports the standard library and subjects only;
+//   - hub/presence knows no Session and no Server: it imports neither hub
+//     nor node, only hub/schema and subjects of this module;
 //   - cmd/hubctl works from hub/schema and subjects, never hub.
 func TestLayering(t *testing.T) {
 	for _, tc := range []struct {
@@ -62,6 +64,14 @@ func TestLayering(t *testing.T) {
 		for _, dep := range strings.Fields(string(out)) {
 			if strings.Contains(dep, "nats") || dep == "net/http" {
 				t.Errorf("leaf packages depend on %s", dep)
+			}
+		}
+	})
+	t.Run("presence", func(t *testing.T) {
+		allowed := []string{module + "/hub/presence", module + "/hub/schema", module + "/subjects"}
+		for _, dep := range nonStdDeps(t, module+"/hub/presence") {
+			if strings.HasPrefix(dep, module+"/") && !slices.Contains(allowed, dep) {
+				t.Errorf("hub/presence depends on %s", dep)
 			}
 		}
 	})

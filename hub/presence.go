@@ -3,265 +3,101 @@ package hub
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
+	"github.com/fleethub/fleethub/auth"
 	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/time/rate"
 )
 
-// localDevice is this node's bookkeeping for a device session it holds or
-// held: the revision of the entry it wrote, and the grace timer once the
-// session has ended. Guarded by presence.mu.
-type localDevice struct {
-	session string
-	rev     uint64
-	since   int64 // the entry's since, as this node wrote it
-	gone    bool  // the session ended; its grace runs
-	dropped bool  // no longer this node's: replaced, or reported offline
-	grace   *time.Timer
-	id      *Identity
-	addr    string
-	dueAt   int64 // when its refresh is queued (see schedule)
-}
-
-// nodeView is what this node knows of a live node.
-type nodeView struct {
-	since int64
-}
-
-// presence keeps device presence in JetStream: an entry per online device
-// in hub_presence, written on connect, refreshed rarely and removed after
-// the offline grace; a short-TTL liveness entry per node in hub_nodes; a
-// key per device a node holds in hub_node_devices; and one record per
-// change in the HUB_PRESENCE stream.
-//
-// A node pays only for its own devices: it keeps the state of the devices
-// it holds in memory (localDevice), and neither watches hub_presence nor
-// consumes HUB_PRESENCE. What it needs of other devices it reads when it
-// needs it: the last record of a device before appending one, the entry
-// of a device before taking it over or reporting it offline, the index of
-// a node's devices when that node is lost. Only hub_nodes, small, is
-// watched by every node.
-//
-// Each device's records alternate strictly: connected, offline,
-// connected... A record is appended only after the device's last one, as
-// read from the stream (a compare-and-set on the subject's last
-// sequence), and only when that last one says otherwise; a failed check
-// reads the last record again and decides again (see record).
-//
-// Who publishes a record is decided so that there is one per change:
-//   - connected: the node whose create-only write of the entry succeeded
-//     (only one can; a device that comes back while its entry still exists
-//     overwrites it and nothing is published, unless its last record says
-//     offline);
-//   - offline (closed, timeout, kicked): the node that held the session,
-//     once the grace has passed and the entry still names that session;
-//   - node_lost: the live node with the smallest id (the coordinator), for
-//     every device that the lost node's index names and whose entry still
-//     names that node; records carry a Nats-Msg-Id, so that should two
-//     nodes briefly disagree on who is the smallest, the stream keeps one.
-//
-// An offline record is published before the entry is removed, so a device
-// that comes back must wait for the removal before its create can succeed:
-// its connected record always follows the offline one. Should the device
-// come back in between (the removal then fails its revision check), the
-// node publishes a connected record at once.
-//
-// A node learns that an entry it holds changed under it from its own
-// writes: each refresh is checked against the revision the node last
-// wrote, and a refresh refused reads the entry back. Gone (reported
-// offline while this node was cut off, or lost by NATS), it is written
-// again, with a connected record if the last record says offline; taken
-// by another session, the takeover announcement closes this one.
-//
-// Every write whose outcome is unknown (a timeout: it may have taken
-// effect) is followed by a read: the next attempt looks at the entry and
-// the last record as they are, and does what is left. Work that fails is
-// tried again, backing off, until it is done or the hub stops. On this
-// node, the writes of one device are serialised (lockDevice).
+// presence wires the Server to its presence tracker (hub/presence): the
+// tracker keeps device presence in JetStream and knows no Session and no
+// Server; what it needs of the hub (its connection, clock, task spawner,
+// stores, metrics, and the watchers of each record it stores) it is given
+// here.
 type presence struct {
-	srv     *Server
-	kv      jetstream.KeyValue
-	nodesKV jetstream.KeyValue
-	index   jetstream.KeyValue  // hub_node_devices
-	records jetstream.Stream    // HUB_PRESENCE
-	pubJS   jetstream.JetStream // for refreshes: acknowledgements that time out
-	started time.Time
-	locks   pres.Locks
-	warnLog *rate.Limiter // per-device warnings, node-wide
-
-	mu      sync.Mutex
-	local   map[string]*localDevice  // by sn. Guarded by mu.
-	due     pres.Queue[*localDevice] // local entries by refresh time. Guarded by mu.
-	nodes   map[string]nodeView      // live nodes by id. Guarded by mu.
-	stopped bool                     // Guarded by mu.
-
-	// refreshMu serialises refresh, which owns enc (the upkeep goroutine
-	// calls it; so do load tests).
-	refreshMu sync.Mutex
-	enc       refreshEncoder
+	tr *pres.Tracker
 }
+
+// presenceCallTimeout bounds one attempt of presence work (see
+// presence.CallTimeout).
+const presenceCallTimeout = pres.CallTimeout
 
 func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	cfg := srv.cfg
-	p := &presence{
-		srv: srv, started: cfg.Now(), warnLog: rate.NewLimiter(1, 5),
-		local: make(map[string]*localDevice), nodes: make(map[string]nodeView),
-	}
-	entriesCfg := jetstream.KeyValueConfig{
-		Bucket: BucketPresence, Description: "online devices: an entry per device, expiring when no node refreshes it",
-		History: 1, TTL: cfg.PresenceTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
-	}
-	createEntries := func(ctx context.Context) (jetstream.KeyValue, error) { return openSoftBucket(ctx, srv.js, entriesCfg) }
-	nodesCfg := jetstream.KeyValueConfig{
-		Bucket: BucketNodes, Description: "live nodes: an entry per node, expiring fast when the node stops refreshing it",
-		History: 1, TTL: cfg.NodeTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
-	}
-	createNodes := func(ctx context.Context) (jetstream.KeyValue, error) {
-		return createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-			return srv.js.CreateOrUpdateKeyValue(ctx, nodesCfg)
-		})
-	}
-	// The index has no TTL: a key lives as long as its node holds the
-	// device, and the coordinator removes those of a lost node.
-	indexCfg := jetstream.KeyValueConfig{
-		Bucket: schema.BucketNodeDevices, Description: "the devices each node holds: a key <node>.<sn>, read when the node is lost",
-		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
-	}
-	createIndex := func(ctx context.Context) (jetstream.KeyValue, error) {
-		return createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-			return srv.js.CreateOrUpdateKeyValue(ctx, indexCfg)
-		})
-	}
-	recordsCfg := jetstream.StreamConfig{
-		Name: StreamPresence, Description: "presence history: one record per change",
-		Subjects: []string{subjects.AllPresence}, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
-		MaxAge: cfg.PresenceHistory, MaxMsgsPerSubject: 1000, Duplicates: 2 * time.Minute,
-		Discard: jetstream.DiscardOld, AllowDirect: true, // listings read last records by direct get
-	}
-	createRecords := func(ctx context.Context) (jetstream.Stream, error) {
-		return createOrUpdate(ctx, func(ctx context.Context) (jetstream.Stream, error) {
-			return srv.js.CreateOrUpdateStream(ctx, recordsCfg)
-		})
-	}
-	var err error
-	// Refreshes are published asynchronously; one whose acknowledgement
-	// never comes must not stay pending for ever (see settle).
-	if p.pubJS, err = jetstream.New(srv.nc, jetstream.WithPublishAsyncTimeout(presenceCallTimeout),
-		jetstream.WithPublishAsyncMaxPending(2*maxRefreshPerSweep)); err != nil {
-		return nil, fmt.Errorf("hub: presence: %w", err)
-	}
-	if p.kv, err = createEntries(ctx); err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", BucketPresence, err)
-	}
-	if p.nodesKV, err = createNodes(ctx); err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", BucketNodes, err)
-	}
-	if p.index, err = createIndex(ctx); err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", schema.BucketNodeDevices, err)
-	}
-	if p.records, err = createRecords(ctx); err != nil {
-		return nil, fmt.Errorf("hub: stream %s: %w", StreamPresence, err)
-	}
-	if err := p.heartbeat(ctx); err != nil {
+	tr, err := pres.Open(ctx, pres.Config{
+		JS: srv.js, Conn: srv.nc, NodeID: cfg.NodeID, NodeAddr: cfg.NodeAddr,
+		PresenceTTL: cfg.PresenceTTL, NodeTTL: cfg.NodeTTL, OfflineGrace: cfg.OfflineGrace,
+		History: cfg.PresenceHistory, Replicas: cfg.Replicas,
+		RunCtx: runCtx, Clock: hubClock{now: cfg.Now}, Log: srv.log, Go: srv.goTask,
+		Sessions: srv.SessionCount,
+		Stored: func(r schema.PresenceRecord, seq uint64, data []byte) {
+			srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
+			srv.publishWatchID(subjects.WatchPresence, r.Group, r.Type, r.SN, fmt.Sprintf("p%d", seq), data)
+		},
+		Metrics: presenceMetrics{srv.metrics},
+		Stores:  presenceStores{srv.stores},
+		Register: func(ctx context.Context, st pres.Store) error {
+			s := &store{name: st.Name, stream: st.Stream, create: st.Create, recreated: st.Recreated}
+			if st.Follow != nil {
+				s.feeds = []*feed{{start: st.Follow}}
+			}
+			return srv.stores.add(ctx, runCtx, s)
+		},
+	})
+	if err != nil {
 		return nil, err
 	}
-	// The stores. Only hub_nodes has a feed: the live nodes, so that a
-	// lost one is found. A store created again starts its feeds anew; this
-	// node first writes back what it holds: its liveness entry, its
-	// devices' entries and their index keys.
-	for _, st := range []*store{
-		{
-			name: BucketNodes, stream: "KV_" + BucketNodes, create: discard(createNodes),
-			recreated: func() { srv.goTask(p.beat) },
-			feeds:     []*feed{{start: p.followNodes}},
-		},
-		{
-			name: BucketPresence, stream: "KV_" + BucketPresence, create: discard(createEntries),
-			recreated: func() { srv.goTask(p.rewriteHeld) },
-		},
-		{
-			name: schema.BucketNodeDevices, stream: "KV_" + schema.BucketNodeDevices, create: discard(createIndex),
-			recreated: func() { srv.goTask(p.reindexHeld) },
-		},
-		{name: StreamPresence, stream: StreamPresence, create: discard(createRecords)},
-	} {
-		if err := srv.stores.add(ctx, runCtx, st); err != nil {
-			return nil, err
-		}
-	}
-	srv.goTask(func() { p.reconcile(runCtx) })
-	srv.goTask(func() { p.upkeep(runCtx) })
-	// After each reconnection, this node's entries are read back: the
-	// server may have lost its last writes (see reassert).
-	reconnected := srv.nc.StatusChanged(nats.CONNECTED)
-	srv.goTask(func() {
-		defer srv.nc.RemoveStatusListener(reconnected)
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case _, ok := <-reconnected:
-				if !ok {
-					return
-				}
-				p.reassert(runCtx)
-			}
-		}
-	})
-	return p, nil
+	return &presence{tr: tr}, nil
 }
 
-// discard adapts a create that returns a handle to a store's create.
-func discard[T any](create func(context.Context) (T, error)) func(context.Context) error {
-	return func(ctx context.Context) error {
-		_, err := create(ctx)
-		return err
-	}
+// connected records a device session that has just authenticated (see
+// presence.Tracker.Connected): an error means it is not served.
+func (p *presence) connected(ctx context.Context, s *Session) error {
+	id := s.Identity()
+	return p.tr.Connected(ctx, pres.Device{SN: id.SN, Type: id.Type, Group: id.Group, Session: s.id, Addr: s.remote})
 }
 
-// followNodes starts the hub_nodes watcher. Started anew on a bucket
-// created again, it forgets the nodes the new bucket does not name once it
-// has loaded those it does: such a node is found lost now, unless it
-// refreshes its entry within its TTL.
-func (p *presence) followNodes(ctx context.Context, fresh bool) (<-chan struct{}, error) {
-	seen := make(map[string]bool) // owned by the watcher goroutine
-	loaded := make(chan struct{})
-	err := p.srv.watchKV(ctx, p.nodesKV, func(e jetstream.KeyValueEntry, live bool) {
-		if !live {
-			seen[e.Key()] = true
-		}
-		p.onNode(e, live)
-	}, func() {
-		if fresh {
-			p.forgetNodesBut(seen)
-		}
-		close(loaded)
-	})
-	return loaded, err
+// disconnected starts the grace of a device session that ended.
+func (p *presence) disconnected(s *Session, reason Reason) {
+	p.tr.Disconnected(s.Identity().SN, s.id, reason)
 }
 
-// stop ends presence upkeep at shutdown: no more records from this node,
-// and its liveness entry goes, so the other nodes take over its devices'
-// grace. The devices' entries stay for them.
-func (p *presence) stop(ctx context.Context) {
-	p.mu.Lock()
-	p.stopped = true
-	for _, ld := range p.local {
-		if ld.grace != nil {
-			ld.grace.Stop()
-		}
-	}
-	p.mu.Unlock()
-	if !p.srv.nc.IsConnected() {
-		return // the entry expires by itself
-	}
-	if err := p.nodesKV.Delete(ctx, p.srv.cfg.NodeID); err != nil {
-		p.srv.log.Warn("node liveness entry not removed", "err", err)
-	}
+// known returns a device's type and group as presence has them.
+func (p *presence) known(sn string) (typ, group string, ok bool) { return p.tr.Known(sn) }
+
+// stop ends presence upkeep at shutdown.
+func (p *presence) stop(ctx context.Context) { p.tr.Stop(ctx) }
+
+// validPresence reports whether a presence record is one a hub could
+// have stored: any writer of the bus may publish others, and those do not
+// reach admins.
+func validPresence(r *PresenceRecord) bool { return r.Reason.Known() && auth.ValidSerial(r.SN) }
+
+// hubClock is Config.Now, with wall-clock timers.
+type hubClock struct{ now func() time.Time }
+
+func (c hubClock) Now() time.Time { return c.now() }
+func (hubClock) AfterFunc(d time.Duration, f func()) pres.Timer {
+	return time.AfterFunc(d, f)
+}
+
+// presenceMetrics counts the tracker's work on the hub's metrics.
+type presenceMetrics struct{ m *metrics }
+
+func (pm presenceMetrics) Refreshed(n int) { pm.m.presenceWrites.Add(float64(n)) }
+func (pm presenceMetrics) Retried(op string, n int) {
+	pm.m.presenceRetries.WithLabelValues(op).Add(float64(n))
+}
+func (pm presenceMetrics) Abandoned(op string, n int) {
+	pm.m.presenceAbandoned.WithLabelValues(op).Add(float64(n))
+}
+
+// presenceStores hands the tracker's store failures to the store set.
+type presenceStores struct{ ss *storeSet }
+
+func (ps presenceStores) Lost(name string, err error) { ps.ss.lost(name, err) }
+func (ps presenceStores) Heal(ctx context.Context, name string) error {
+	return ps.ss.heal(ctx, name)
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"reflect"
 	"sync"
 	"testing"
@@ -39,7 +40,7 @@ func TestOpenSoftBucket(t *testing.T) {
 	errs := make(chan error, 4)
 	for range 4 {
 		wg.Go(func() {
-			if _, err := openSoftBucket(ctx, js, cfg("soft", time.Minute)); err != nil {
+			if _, err := pres.OpenSoftBucket(ctx, js, cfg("soft", time.Minute)); err != nil {
 				errs <- err
 			}
 		})
@@ -63,7 +64,7 @@ func TestOpenSoftBucket(t *testing.T) {
 	}
 
 	// Reopened with a new TTL: updated, still asynchronous.
-	kv, err := openSoftBucket(ctx, js, cfg("soft", 2*time.Minute))
+	kv, err := pres.OpenSoftBucket(ctx, js, cfg("soft", 2*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func TestOpenSoftBucket(t *testing.T) {
 		t.Fatalf("get: %v %v", e, err)
 	}
 	// A bucket made before, by nats.go, keeps its persistence.
-	if _, err := openSoftBucket(ctx, js, cfg("plain", 2*time.Minute)); err != nil {
+	if _, err := pres.OpenSoftBucket(ctx, js, cfg("plain", 2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if c := streamCfg("plain"); c.MaxAge != 2*time.Minute || c.PersistMode != jetstream.DefaultPersistMode {

@@ -1,7 +1,5 @@
-// Package presence holds the parts of device presence that know no
-// session and no server: the entry codec, refresh scheduling, and the
-// retry and per-device locking that presence work runs under. The hub's
-// tracker (hub/presence*.go) uses them; it is moving here piece by piece.
+// Package presence keeps device presence in JetStream, exactly once per
+// change. It knows no session and no server.
 //
 // # Exactly once
 //
@@ -28,12 +26,37 @@
 // looks at the entry and the last record as they are, and does what is
 // left.
 //
-// Example, the refresh queue:
+// # The tracker
 //
-//	var q presence.Queue[*device]
-//	q.Push(presence.Due[*device]{At: next.UnixNano(), Item: d})
-//	for q.Len() > 0 && q.Peek().At <= now.UnixNano() {
-//		it := q.Pop()
-//		refresh(it.Item)
+// The hub hands its Tracker the device sessions that authenticate and
+// end (Connected, Disconnected) and gets back each record stored
+// (Config.Stored). Open takes every dependency explicitly (JetStream,
+// node id, TTLs, clock, logger, a task spawner that refuses work after
+// stop, a record sink), so the tracker is tested with two of them on one
+// in-process server and a fake clock.
+//
+// Files by concern: tracker.go (Open, Stop, the node's devices),
+// config.go (dependencies), entries.go (connect, grace, expiry),
+// reassert.go (putting back what NATS lost), records.go (the
+// compare-and-set append), nodes.go (node liveness and node_lost),
+// lost.go (node_lost, pipelined), index.go and nodeindex.go (the node
+// index), schedule.go and refresh.go (refresh scheduling), retry.go and
+// steps.go (retried work, device locks), codec.go (the entry codec,
+// fuzzed), batch.go (batched reads), buckets.go and watch.go (stores),
+// known.go (a device's type and group).
+//
+// Example, wiring a tracker (hub/presence.go wires the hub's):
+//
+//	tr, err := presence.Open(ctx, presence.Config{
+//		JS: js, Conn: nc, NodeID: "node-1",
+//		PresenceTTL: 2 * time.Minute, NodeTTL: 15 * time.Second, OfflineGrace: 30 * time.Second,
+//		RunCtx: runCtx, Go: tasks.Go,
+//		Stored: func(r schema.PresenceRecord, seq uint64, data []byte) { publish(r, data) },
+//	})
+//	if err != nil {
+//		return err
 //	}
+//	defer tr.Stop(ctx)
+//	err = tr.Connected(ctx, presence.Device{SN: "D-1", Session: "s1"})
+//	tr.Disconnected("D-1", "s1", schema.ReasonClosed)
 package presence

@@ -1,9 +1,10 @@
-package hub
+package presence
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/fleethub/fleethub/hub/schema"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,37 +17,39 @@ import (
 // node TTL, and a device that needs most of its grace to come back
 // elsewhere would be reported offline; counted from now, node_lost comes
 // at most node TTL + grace after the last refresh.
-func (p *presence) onNode(e jetstream.KeyValueEntry, live bool) {
+func (tr *Tracker) onNode(e jetstream.KeyValueEntry, live bool) {
 	id := e.Key()
 	if e.Operation() == jetstream.KeyValuePut {
-		var ne NodeEntry
+		var ne schema.NodeEntry
 		_ = json.Unmarshal(e.Value(), &ne)
-		p.mu.Lock()
-		p.nodes[id] = nodeView{since: ne.Since}
-		p.mu.Unlock()
+		tr.mu.Lock()
+		tr.nodes[id] = nodeView{since: ne.Since}
+		tr.mu.Unlock()
 		return
 	}
-	p.mu.Lock()
-	delete(p.nodes, id)
-	p.mu.Unlock()
-	if !live || id == p.srv.cfg.NodeID {
+	tr.mu.Lock()
+	delete(tr.nodes, id)
+	tr.mu.Unlock()
+	if !live || id == tr.cfg.NodeID {
 		return
 	}
-	p.srv.log.Warn("node lost", "lost", id, "expired", e.Operation() == jetstream.KeyValuePurge)
-	p.afterDeadline(p.srv.cfg.Now().Add(p.srv.cfg.OfflineGrace), func() { p.nodeLost(id) })
+	tr.log.Warn("node lost", "lost", id, "expired", e.Operation() == jetstream.KeyValuePurge)
+	tr.afterDeadline(tr.now().Add(tr.cfg.OfflineGrace), func() { tr.nodeLost(id) })
 }
 
 // afterDeadline runs f at deadline (at once if it has passed) on a
-// goroutine that Shutdown waits for, unless the hub stops first.
-func (p *presence) afterDeadline(deadline time.Time, f func()) {
-	d := max(deadline.Sub(p.srv.cfg.Now()), 0)
-	p.srv.goTask(func() {
-		t := time.NewTimer(d)
+// goroutine that the spawner's owner waits for, unless the tracker stops
+// first.
+func (tr *Tracker) afterDeadline(deadline time.Time, f func()) {
+	d := max(deadline.Sub(tr.now()), 0)
+	tr.cfg.Go(func() {
+		fire := make(chan struct{})
+		t := tr.cfg.Clock.AfterFunc(d, func() { close(fire) })
 		defer t.Stop()
 		select {
-		case <-t.C:
+		case <-fire:
 			f()
-		case <-p.srv.runCtx.Done():
+		case <-tr.runCtx.Done():
 		}
 	})
 }
@@ -57,30 +60,30 @@ func (p *presence) afterDeadline(deadline time.Time, f func()) {
 // The devices are worked on in batches (see bulkLost), and what that
 // leaves side by side (see retry): a node that held 10,000 devices has
 // them all reported within seconds.
-func (p *presence) nodeLost(lost string) {
-	p.mu.Lock()
-	if p.stopped || !p.isCoordinatorLocked() {
-		p.mu.Unlock()
+func (tr *Tracker) nodeLost(lost string) {
+	tr.mu.Lock()
+	if tr.stopped || !tr.isCoordinatorLocked() {
+		tr.mu.Unlock()
 		return
 	}
-	if _, back := p.nodes[lost]; back {
-		p.mu.Unlock()
+	if _, back := tr.nodes[lost]; back {
+		tr.mu.Unlock()
 		return
 	}
-	p.mu.Unlock()
+	tr.mu.Unlock()
 	var sns []string
-	p.retry("node_lost", func(ctx context.Context) (bool, error) {
+	tr.retry("node_lost", func(ctx context.Context) (bool, error) {
 		var err error
-		sns, err = p.indexed(ctx, lost)
+		sns, err = tr.indexed(ctx, lost)
 		return err == nil, err
 	})
-	p.retry("node_lost", p.bulkLost(lost, sns)...)
-	if p.srv.runCtx.Err() != nil {
+	tr.retry("node_lost", tr.bulkLost(lost, sns)...)
+	if tr.runCtx.Err() != nil {
 		return // not all done: the next coordinator reads the index again
 	}
 	// All reported: the lost node's index goes in one purge.
-	p.retry("node_lost", func(ctx context.Context) (bool, error) {
-		err := p.purgeIndex(ctx, lost)
+	tr.retry("node_lost", func(ctx context.Context) (bool, error) {
+		err := tr.purgeIndex(ctx, lost)
 		return err == nil, err
 	})
 }
@@ -90,38 +93,38 @@ func (p *presence) nodeLost(lost string) {
 // stale says the entry is one to report). Of a lost node's index, the
 // caller purges the keys once all are done; of this node's own (stale
 // set), each key goes once its device is settled.
-func (p *presence) lostDevice(sn, node string, stale func(*PresenceEntry) bool) step {
+func (tr *Tracker) lostDevice(sn, node string, stale func(*schema.PresenceEntry) bool) step {
 	var expiry step // once the entry has named the session to report
 	return func(ctx context.Context) (bool, error) {
 		if expiry == nil {
-			e, err := p.kv.Get(ctx, sn)
+			e, err := tr.kv.Get(ctx, sn)
 			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-				p.srv.stores.lost(BucketPresence, err)
+				tr.stores.Lost(schema.BucketPresence, err)
 				return false, err
 			}
-			var pe PresenceEntry
+			var pe schema.PresenceEntry
 			report := err == nil && json.Unmarshal(e.Value(), &pe) == nil && pe.Node == node && (stale == nil || stale(&pe))
 			switch {
 			case report && stale == nil:
-				expiry = p.expiryStep(sn, pe.Session, ReasonNodeLost, e, false, false)
+				expiry = tr.expiryStep(sn, pe.Session, schema.ReasonNodeLost, e, false, false)
 			case report:
-				expiry = p.then(p.expiryStep(sn, pe.Session, ReasonNodeLost, e, false, false), p.unindexing(sn, node))
+				expiry = tr.then(tr.expiryStep(sn, pe.Session, schema.ReasonNodeLost, e, false, false), tr.unindexing(sn, node))
 			case stale == nil:
 				return true, nil // offline already, or held by another node
 			default:
 				// Offline already, or held by another node or by this
 				// node's current run: only the key goes, if it is not
 				// this run's.
-				expiry = p.unindexing(sn, node)
+				expiry = tr.unindexing(sn, node)
 			}
 		}
 		return expiry(ctx)
 	}
 }
 
-func (p *presence) isCoordinatorLocked() bool {
-	me := p.srv.cfg.NodeID
-	for id := range p.nodes {
+func (tr *Tracker) isCoordinatorLocked() bool {
+	me := tr.cfg.NodeID
+	for id := range tr.nodes {
 		if id < me {
 			return false
 		}
@@ -134,56 +137,56 @@ func (p *presence) isCoordinatorLocked() bool {
 // grace unless they come back. Other nodes' are found by the coordinator
 // alone, in one pass over the index's keys: nodes that died while no node
 // was there to see them go.
-func (p *presence) reconcile(ctx context.Context) {
-	deadline := p.srv.cfg.Now().Add(p.srv.cfg.OfflineGrace)
-	p.afterDeadline(deadline, p.expireStaleOwn)
-	p.mu.Lock()
-	coordinator := p.isCoordinatorLocked()
-	live := make(map[string]bool, len(p.nodes))
-	for id := range p.nodes {
+func (tr *Tracker) reconcile(ctx context.Context) {
+	deadline := tr.now().Add(tr.cfg.OfflineGrace)
+	tr.afterDeadline(deadline, tr.expireStaleOwn)
+	tr.mu.Lock()
+	coordinator := tr.isCoordinatorLocked()
+	live := make(map[string]bool, len(tr.nodes))
+	for id := range tr.nodes {
 		live[id] = true
 	}
-	p.mu.Unlock()
+	tr.mu.Unlock()
 	if !coordinator {
 		return
 	}
 	var nodes map[string]bool
-	p.retry("reconcile", func(ctx context.Context) (bool, error) {
+	tr.retry("reconcile", func(ctx context.Context) (bool, error) {
 		var err error
-		nodes, err = p.indexedNodes(ctx)
+		nodes, err = tr.indexedNodes(ctx)
 		return err == nil, err
 	})
 	for id := range nodes {
-		if !live[id] && id != p.srv.cfg.NodeID && ctx.Err() == nil {
-			p.afterDeadline(deadline, func() { p.nodeLost(id) })
+		if !live[id] && id != tr.cfg.NodeID && ctx.Err() == nil {
+			tr.afterDeadline(deadline, func() { tr.nodeLost(id) })
 		}
 	}
 }
 
 // expireStaleOwn reports offline the devices this node held before it
 // restarted, unless they came back.
-func (p *presence) expireStaleOwn() {
-	me, started := p.srv.cfg.NodeID, p.started.UnixMilli()
+func (tr *Tracker) expireStaleOwn() {
+	me, started := tr.cfg.NodeID, tr.started.UnixMilli()
 	var sns []string
-	p.retry("node_lost", func(ctx context.Context) (bool, error) {
+	tr.retry("node_lost", func(ctx context.Context) (bool, error) {
 		var err error
-		sns, err = p.indexed(ctx, me)
+		sns, err = tr.indexed(ctx, me)
 		return err == nil, err
 	})
-	stale := func(pe *PresenceEntry) bool { return pe.Since < started }
+	stale := func(pe *schema.PresenceEntry) bool { return pe.Since < started }
 	steps := make([]step, len(sns))
 	for i, sn := range sns {
-		steps[i] = p.lostDevice(sn, me, stale)
+		steps[i] = tr.lostDevice(sn, me, stale)
 	}
-	p.retry("node_lost", steps...)
+	tr.retry("node_lost", steps...)
 }
 
 // beat writes this node's liveness entry now, as upkeep does.
-func (p *presence) beat() {
-	ctx, cancel := context.WithTimeout(p.srv.runCtx, presenceCallTimeout)
+func (tr *Tracker) beat() {
+	ctx, cancel := context.WithTimeout(tr.runCtx, CallTimeout)
 	defer cancel()
-	if err := p.heartbeat(ctx); err != nil && ctx.Err() == nil {
-		p.srv.log.Warn("node liveness not refreshed", "err", err)
+	if err := tr.heartbeat(ctx); err != nil && ctx.Err() == nil {
+		tr.log.Warn("node liveness not refreshed", "err", err)
 	}
 }
 
@@ -191,25 +194,25 @@ func (p *presence) beat() {
 // created again has loaded it: a node it does not name is found lost now,
 // unless it writes its entry again within its TTL (a live node refreshes
 // it every third of that).
-func (p *presence) forgetNodesBut(seen map[string]bool) {
+func (tr *Tracker) forgetNodesBut(seen map[string]bool) {
 	var gone []string
-	p.mu.Lock()
-	for id := range p.nodes {
-		if !seen[id] && id != p.srv.cfg.NodeID {
+	tr.mu.Lock()
+	for id := range tr.nodes {
+		if !seen[id] && id != tr.cfg.NodeID {
 			gone = append(gone, id)
-			delete(p.nodes, id)
+			delete(tr.nodes, id)
 		}
 	}
-	p.mu.Unlock()
-	deadline := p.srv.cfg.Now().Add(p.srv.cfg.NodeTTL + p.srv.cfg.OfflineGrace)
+	tr.mu.Unlock()
+	deadline := tr.now().Add(tr.cfg.NodeTTL + tr.cfg.OfflineGrace)
 	for _, id := range gone {
-		p.afterDeadline(deadline, func() { p.nodeLost(id) })
+		tr.afterDeadline(deadline, func() { tr.nodeLost(id) })
 	}
 }
 
-func (p *presence) heartbeat(ctx context.Context) error {
-	b, _ := json.Marshal(NodeEntry{Addr: p.srv.cfg.NodeAddr, Since: p.started.UnixMilli(), Sessions: p.srv.SessionCount()})
-	_, err := p.nodesKV.Put(ctx, p.srv.cfg.NodeID, b)
-	p.srv.stores.lost(BucketNodes, err)
+func (tr *Tracker) heartbeat(ctx context.Context) error {
+	b, _ := json.Marshal(schema.NodeEntry{Addr: tr.cfg.NodeAddr, Since: tr.started.UnixMilli(), Sessions: tr.cfg.Sessions()})
+	_, err := tr.nodesKV.Put(ctx, tr.cfg.NodeID, b)
+	tr.stores.Lost(schema.BucketNodes, err)
 	return err
 }

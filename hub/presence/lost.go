@@ -1,11 +1,11 @@
-package hub
+package presence
 
 import (
 	"context"
 	"encoding/json"
+	"github.com/fleethub/fleethub/hub/schema"
 	"strconv"
 
-	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,12 +28,12 @@ const lostChunk = 500 // at most presence.MaxBatch
 // bulkLost reports offline with node_lost the devices sns of lost's index
 // whose entries still name lost, and returns the steps left for those it
 // did not settle.
-func (p *presence) bulkLost(lost string, sns []string) []step {
+func (tr *Tracker) bulkLost(lost string, sns []string) []step {
 	var left []step
 	for from := 0; from < len(sns); from += lostChunk {
 		chunk := sns[from:min(from+lostChunk, len(sns))]
-		ctx, cancel := context.WithTimeout(p.srv.runCtx, presenceCallTimeout)
-		left = append(left, p.bulkLostChunk(ctx, lost, chunk)...)
+		ctx, cancel := context.WithTimeout(tr.runCtx, CallTimeout)
+		left = append(left, tr.bulkLostChunk(ctx, lost, chunk)...)
 		cancel()
 	}
 	return left
@@ -42,18 +42,18 @@ func (p *presence) bulkLost(lost string, sns []string) []step {
 // lostVictim is a device of a lost node on its way through bulkLost.
 type lostVictim struct {
 	sn    string
-	entry PresenceEntry
+	entry schema.PresenceEntry
 	rev   uint64 // the entry's revision
 	last  lastRecord
 	rec   []byte
 	ack   jetstream.PubAckFuture
 }
 
-func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string) []step {
+func (tr *Tracker) bulkLostChunk(ctx context.Context, lost string, sns []string) []step {
 	fallback := func(sns []string) []step {
 		steps := make([]step, len(sns))
 		for i, sn := range sns {
-			steps[i] = p.lostDevice(sn, lost, nil)
+			steps[i] = tr.lostDevice(sn, lost, nil)
 		}
 		return steps
 	}
@@ -64,7 +64,7 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		entrySubj[i] = presenceSubjectPrefix + sn
 	}
 	var victims []*lostVictim
-	err := pres.LastMessages(ctx, p.srv.nc, "KV_"+BucketPresence, entrySubj, func(subj string, seq uint64, h nats.Header, data []byte) {
+	err := LastMessages(ctx, tr.cfg.Conn, "KV_"+schema.BucketPresence, entrySubj, func(subj string, seq uint64, h nats.Header, data []byte) {
 		if h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != "" {
 			return // removed
 		}
@@ -74,7 +74,7 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		}
 	})
 	if err != nil {
-		p.srv.stores.lost(BucketPresence, err)
+		tr.stores.Lost(schema.BucketPresence, err)
 		return fallback(sns)
 	}
 	if len(victims) == 0 {
@@ -90,7 +90,7 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		}
 		recSubj[i], bySubj[subj] = subj, v
 	}
-	err = pres.LastMessages(ctx, p.srv.nc, StreamPresence, recSubj, func(subj string, seq uint64, h nats.Header, data []byte) {
+	err = LastMessages(ctx, tr.cfg.Conn, schema.StreamPresence, recSubj, func(subj string, seq uint64, h nats.Header, data []byte) {
 		if v := bySubj[subj]; v != nil {
 			var r struct {
 				Online bool `json:"online"`
@@ -100,46 +100,56 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		}
 	})
 	if err != nil {
-		p.srv.stores.lost(StreamPresence, err)
+		tr.stores.Lost(schema.StreamPresence, err)
 		return fallback(sns)
 	}
 	var left []step
-	at := p.srv.cfg.Now().UnixMilli()
+	at := tr.now().UnixMilli()
 	// The offline records, where the last record does not say so.
 	for i, v := range victims {
 		if v.last.says(false) {
 			continue
 		}
-		r := PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Online: false, Reason: ReasonNodeLost, Node: lost, At: at}
+		r := schema.PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Online: false, Reason: schema.ReasonNodeLost, Node: lost, At: at}
 		v.rec, _ = json.Marshal(r)
 		m := nats.NewMsg(recSubj[i])
 		m.Data = v.rec
 		m.Header.Set(jetstream.MsgIDHeader, v.sn+"/"+v.entry.Session+"/off")
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(v.last.seq, 10))
-		if v.ack, err = p.pubJS.PublishMsgAsync(m); err != nil {
+		if v.ack, err = tr.pubJS.PublishMsgAsync(m); err != nil {
 			v.ack = nil
 		}
 	}
 	stored := victims[:0]
-	for _, v := range victims {
+	for i, v := range victims {
+		id := v.sn + "/" + v.entry.Session + "/off"
 		switch {
 		case v.rec == nil:
 			stored = append(stored, v) // said offline already
 		case v.ack == nil:
-			left = append(left, p.expiryStep(v.sn, v.entry.Session, ReasonNodeLost, nil, false, false))
+			left = append(left, tr.expiryStep(v.sn, v.entry.Session, schema.ReasonNodeLost, nil, false, false))
 		default:
 			select {
 			case ack := <-v.ack.Ok():
-				if !ack.Duplicate {
-					p.stored(PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Reason: ReasonNodeLost}, ack.Sequence, v.rec)
+				if unsure := tr.settleUnsure(id); !ack.Duplicate || unsure {
+					tr.stored(schema.PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Reason: schema.ReasonNodeLost}, ack.Sequence, v.rec)
 				}
 				stored = append(stored, v)
-			case <-v.ack.Err():
+			case err := <-v.ack.Err():
 				// Refused (another record came first) or unknown: the
 				// step reads again. The record may be stored: should the
 				// device be back by then, it is recorded back.
-				left = append(left, p.expiryStep(v.sn, v.entry.Session, ReasonNodeLost, nil, false, true))
+				if !IsWrongLastSeq(err) {
+					tr.markUnsure(id)
+				}
+				left = append(left, tr.expiryStep(v.sn, v.entry.Session, schema.ReasonNodeLost, nil, false, true))
 			case <-ctx.Done():
+				// The appends not heard back about may be stored.
+				for _, w := range victims[i:] {
+					if w.rec != nil && w.ack != nil {
+						tr.markUnsure(w.sn + "/" + w.entry.Session + "/off")
+					}
+				}
 				return append(left, fallback(sns)...)
 			}
 		}
@@ -149,13 +159,13 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		m := nats.NewMsg(presenceSubjectPrefix + v.sn)
 		m.Header.Set("KV-Operation", "DEL")
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(v.rev, 10))
-		if v.ack, err = p.pubJS.PublishMsgAsync(m); err != nil {
+		if v.ack, err = tr.pubJS.PublishMsgAsync(m); err != nil {
 			v.ack = nil
 		}
 	}
 	for _, v := range stored {
 		if v.ack == nil {
-			left = append(left, p.lostAfterRecord(v.sn, v.entry.Session))
+			left = append(left, tr.lostAfterRecord(v.sn, v.entry.Session))
 			continue
 		}
 		select {
@@ -163,7 +173,7 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		case <-v.ack.Err():
 			// The entry changed after its offline record (the device came
 			// back), or the answer was lost: the step looks again.
-			left = append(left, p.lostAfterRecord(v.sn, v.entry.Session))
+			left = append(left, tr.lostAfterRecord(v.sn, v.entry.Session))
 		case <-ctx.Done():
 			return append(left, fallback(sns)...)
 		}
@@ -175,6 +185,6 @@ func (p *presence) bulkLostChunk(ctx context.Context, lost string, sns []string)
 // stored (or was already) but whose entry was not removed: it removes the
 // entry if it still names session, or records the device back if a newer
 // session wrote it.
-func (p *presence) lostAfterRecord(sn, session string) step {
-	return p.expiryStep(sn, session, ReasonNodeLost, nil, true, false)
+func (tr *Tracker) lostAfterRecord(sn, session string) step {
+	return tr.expiryStep(sn, session, schema.ReasonNodeLost, nil, true, false)
 }

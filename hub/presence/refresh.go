@@ -1,11 +1,12 @@
-package hub
+package presence
 
 import (
 	"context"
+	"github.com/fleethub/fleethub/hub/schema"
 	"strconv"
+	"sync"
 	"time"
 
-	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,36 +16,82 @@ import (
 // and each local device's entry shortly before its presence TTL, in small
 // asynchronous batches spread over time: its cost grows with the devices,
 // not with how often they ping.
-func (p *presence) upkeep(ctx context.Context) {
-	beat := time.NewTicker(p.srv.cfg.NodeTTL / 3)
-	defer beat.Stop()
+func (tr *Tracker) upkeep(ctx context.Context) {
+	beat := tr.ticker(tr.cfg.NodeTTL / 3)
+	defer beat.stop()
 	// Sweeps every second, or more often when a short TTL leaves less
 	// margin than that.
-	sweep := time.NewTicker(min(time.Second, refreshAfter(p.srv.cfg.PresenceTTL)/4))
-	defer sweep.Stop()
+	sweep := tr.ticker(min(time.Second, RefreshAfter(tr.cfg.PresenceTTL)/4))
+	defer sweep.stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-beat.C:
-			hctx, cancel := context.WithTimeout(ctx, p.srv.cfg.NodeTTL/3)
-			if err := p.heartbeat(hctx); err != nil {
-				p.srv.log.Warn("node liveness not refreshed", "err", err)
+		case <-beat.c:
+			beat.rearm()
+			hctx, cancel := context.WithTimeout(ctx, tr.cfg.NodeTTL/3)
+			if err := tr.heartbeat(hctx); err != nil {
+				tr.log.Warn("node liveness not refreshed", "err", err)
 			}
 			cancel()
-		case <-sweep.C:
-			p.refresh()
+		case <-sweep.c:
+			sweep.rearm()
+			tr.refresh()
 		}
 	}
+}
+
+// ticker ticks every period on the tracker's clock: a tick that finds
+// the last one unread is dropped, as a time.Ticker's is; the reader
+// rearms it for the next.
+type ticker struct {
+	clock  Clock
+	period time.Duration
+	c      chan struct{}
+	mu     sync.Mutex
+	timer  Timer     // Guarded by mu.
+	next   time.Time // when the pending tick is due. Guarded by mu.
+}
+
+func (tr *Tracker) ticker(period time.Duration) *ticker {
+	tk := &ticker{clock: tr.cfg.Clock, period: period, c: make(chan struct{}, 1)}
+	tk.mu.Lock()
+	tk.next = tk.clock.Now()
+	tk.armLocked()
+	tk.mu.Unlock()
+	return tk
+}
+
+// armLocked queues the tick after next, keeping the period's phase.
+func (tk *ticker) armLocked() {
+	tk.next = tk.next.Add(tk.period)
+	if now := tk.clock.Now(); tk.next.Before(now) {
+		tk.next = now // a tick came late: the next one a period after it
+	}
+	tk.timer = tk.clock.AfterFunc(tk.next.Sub(tk.clock.Now()), func() {
+		select {
+		case tk.c <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// rearm queues the next tick, once the last has been read.
+func (tk *ticker) rearm() {
+	tk.mu.Lock()
+	tk.armLocked()
+	tk.mu.Unlock()
+}
+
+func (tk *ticker) stop() {
+	tk.mu.Lock()
+	tk.timer.Stop()
+	tk.mu.Unlock()
 }
 
 // maxRefreshPerSweep bounds one sweep's writes; at one sweep a second it
 // keeps 400,000 devices refreshed at the default two-minute TTL.
 const maxRefreshPerSweep = 4000
-
-// refreshAfter is how long after its last write an entry is refreshed
-// (see presence.RefreshAfter).
-func refreshAfter(ttl time.Duration) time.Duration { return pres.RefreshAfter(ttl) }
 
 // refresh rewrites the entries due for it, each only if it is still the
 // one this node wrote (a compare-and-set on its revision), published
@@ -53,30 +100,30 @@ func refreshAfter(ttl time.Duration) time.Duration { return pres.RefreshAfter(tt
 // first refresh within the interval (see connected), so devices that
 // connected together do not refresh together. A write that could not be
 // sent is tried again a second later.
-func (p *presence) refresh() {
-	p.refreshMu.Lock()
-	defer p.refreshMu.Unlock()
-	now := p.srv.cfg.Now()
-	next := now.Add(refreshAfter(p.srv.cfg.PresenceTTL)).UnixNano()
+func (tr *Tracker) refresh() {
+	tr.refreshMu.Lock()
+	defer tr.refreshMu.Unlock()
+	now := tr.now()
+	next := now.Add(RefreshAfter(tr.cfg.PresenceTTL)).UnixNano()
 	nowMs, nowNs := now.UnixMilli(), now.UnixNano()
-	enc := &p.enc
+	enc := &tr.enc
 	enc.buf, enc.ends, enc.revs, enc.lds = enc.buf[:0], enc.ends[:0], enc.revs[:0], enc.lds[:0]
-	p.mu.Lock()
+	tr.mu.Lock()
 	// Only the entries due are touched: the queue is ordered by refresh
 	// time, so a sweep costs what it writes, not what the node holds.
-	for p.due.Len() > 0 && p.due.Peek().At <= nowNs && len(enc.ends) < maxRefreshPerSweep {
-		it := p.due.Pop()
+	for tr.due.Len() > 0 && tr.due.Peek().At <= nowNs && len(enc.ends) < maxRefreshPerSweep {
+		it := tr.due.Pop()
 		ld := it.Item
 		if ld.dropped || ld.gone || ld.dueAt != it.At {
 			continue // ended, replaced or queued again since
 		}
-		e := p.entryOf(ld, nowMs)
-		enc.buf = pres.AppendEntry(enc.buf, &e)
+		e := tr.entryOf(ld, nowMs)
+		enc.buf = AppendEntry(enc.buf, &e)
 		enc.ends = append(enc.ends, len(enc.buf))
 		enc.revs = append(enc.revs, ld.rev)
 		enc.lds = append(enc.lds, ld)
 	}
-	p.mu.Unlock()
+	tr.mu.Unlock()
 	if len(enc.lds) == 0 {
 		return
 	}
@@ -87,32 +134,32 @@ func (p *presence) refresh() {
 	from, sent := 0, 0
 	for i, end := range enc.ends {
 		m := &nats.Msg{
-			Subject: presenceSubjectPrefix + enc.lds[i].id.SN,
+			Subject: presenceSubjectPrefix + enc.lds[i].dev.SN,
 			Data:    append([]byte(nil), enc.buf[from:end]...), // the publisher may send it again
 			Header:  nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(enc.revs[i], 10)}},
 		}
 		from = end
-		f, err := p.pubJS.PublishMsgAsync(m)
+		f, err := tr.pubJS.PublishMsgAsync(m)
 		if err != nil {
-			p.srv.log.Warn("presence refreshes not sent, trying again in a second", "err", err, "entries", len(enc.ends)-i)
+			tr.log.Warn("presence refreshes not sent, trying again in a second", "err", err, "entries", len(enc.ends)-i)
 			break
 		}
 		writes = append(writes, refreshWrite{ld: enc.lds[i], rev: enc.revs[i], ack: f})
 		sent++
 	}
 	retry := now.Add(time.Second).UnixNano()
-	p.mu.Lock()
+	tr.mu.Lock()
 	for i, ld := range enc.lds {
 		at := next
 		if i >= sent {
 			at = retry
 		}
-		p.schedule(ld, at)
+		tr.schedule(ld, at)
 		enc.lds[i] = nil
 	}
-	p.mu.Unlock()
-	p.srv.metrics.presenceWrites.Add(float64(sent))
-	if len(writes) > 0 && !p.srv.goTask(func() { p.settle(writes) }) {
+	tr.mu.Unlock()
+	tr.metrics.Refreshed(sent)
+	if len(writes) > 0 && !tr.cfg.Go(func() { tr.settle(writes) }) {
 		return // stopping
 	}
 }
@@ -131,8 +178,8 @@ type refreshWrite struct {
 // may have taken effect or not, so it is tried again in a second, against
 // the same revision; should it have taken effect, that retry is refused,
 // and repair reads the entry's revision back.
-func (p *presence) settle(writes []refreshWrite) {
-	timeout := time.NewTimer(presenceCallTimeout)
+func (tr *Tracker) settle(writes []refreshWrite) {
+	timeout := time.NewTimer(CallTimeout)
 	defer timeout.Stop()
 	var refused, unknown []refreshWrite
 	timedOut := false
@@ -143,13 +190,13 @@ func (p *presence) settle(writes []refreshWrite) {
 		}
 		select {
 		case ack := <-w.ack.Ok():
-			p.mu.Lock()
+			tr.mu.Lock()
 			if w.ld.rev == w.rev {
 				w.ld.rev = ack.Sequence
 			}
-			p.mu.Unlock()
+			tr.mu.Unlock()
 		case err := <-w.ack.Err():
-			if isWrongLastSeq(err) {
+			if IsWrongLastSeq(err) {
 				refused = append(refused, w)
 			} else {
 				unknown = append(unknown, w)
@@ -157,36 +204,36 @@ func (p *presence) settle(writes []refreshWrite) {
 		case <-timeout.C:
 			timedOut = true
 			unknown = append(unknown, w)
-		case <-p.srv.runCtx.Done():
+		case <-tr.runCtx.Done():
 			return
 		}
 	}
 	if len(unknown) > 0 {
-		retry := p.srv.cfg.Now().Add(time.Second).UnixNano()
-		p.mu.Lock()
+		retry := tr.now().Add(time.Second).UnixNano()
+		tr.mu.Lock()
 		for _, w := range unknown {
 			if !w.ld.dropped && !w.ld.gone && w.ld.rev == w.rev {
-				p.schedule(w.ld, retry)
+				tr.schedule(w.ld, retry)
 			}
 		}
-		p.mu.Unlock()
+		tr.mu.Unlock()
 	}
 	steps := make([]step, len(refused))
 	for i, w := range refused {
-		steps[i] = p.repairing(w.ld.id.SN, w.ld)
+		steps[i] = tr.repairing(w.ld.dev.SN, w.ld)
 	}
-	p.retry("repair", steps...)
+	tr.retry("repair", steps...)
 }
 
 // schedule queues ld's next refresh at at (Unix nanoseconds), replacing
-// the one it had. Caller holds p.mu.
-func (p *presence) schedule(ld *localDevice, at int64) {
+// the one it had. Caller holds tr.mu.
+func (tr *Tracker) schedule(ld *localDevice, at int64) {
 	ld.dueAt = at
-	p.due.Push(pres.Due[*localDevice]{At: at, Item: ld})
+	tr.due.Push(Due[*localDevice]{At: at, Item: ld})
 }
 
 // presenceSubjectPrefix is that of hub_presence's entries.
-var presenceSubjectPrefix = subjects.KVKeys(BucketPresence)
+var presenceSubjectPrefix = subjects.KVKeys(schema.BucketPresence)
 
 // refreshEncoder holds refresh's buffers, kept from sweep to sweep.
 type refreshEncoder struct {

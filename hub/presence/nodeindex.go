@@ -1,10 +1,9 @@
-package hub
+package presence
 
 import (
 	"context"
 	"errors"
 
-	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,15 +20,15 @@ import (
 
 // putIndex puts device sn in this node's index, for session. A missing
 // bucket is created again, once.
-func (p *presence) putIndex(ctx context.Context, sn, session string) error {
-	key := pres.IndexKey(p.srv.cfg.NodeID, sn)
-	_, err := p.index.Put(ctx, key, []byte(session))
+func (tr *Tracker) putIndex(ctx context.Context, sn, session string) error {
+	key := IndexKey(tr.cfg.NodeID, sn)
+	_, err := tr.index.Put(ctx, key, []byte(session))
 	if err != nil && storeGone(err) {
-		if herr := p.srv.stores.heal(ctx, schema.BucketNodeDevices); herr == nil {
-			_, err = p.index.Put(ctx, key, []byte(session))
+		if herr := tr.stores.Heal(ctx, schema.BucketNodeDevices); herr == nil {
+			_, err = tr.index.Put(ctx, key, []byte(session))
 		}
 	}
-	p.srv.stores.lost(schema.BucketNodeDevices, err)
+	tr.stores.Lost(schema.BucketNodeDevices, err)
 	return err
 }
 
@@ -37,19 +36,19 @@ func (p *presence) putIndex(ctx context.Context, sn, session string) error {
 // node's own index, only while the device has no session here: a session
 // that came back keeps its key. It takes the device's lock, so that a
 // connect in progress is not undone.
-func (p *presence) unindexing(sn, node string) step {
-	return p.forDevice(sn, func(ctx context.Context) (bool, error) {
-		if node == p.srv.cfg.NodeID {
-			p.mu.Lock()
-			held := p.local[sn] != nil || p.stopped
-			p.mu.Unlock()
+func (tr *Tracker) unindexing(sn, node string) step {
+	return tr.forDevice(sn, func(ctx context.Context) (bool, error) {
+		if node == tr.cfg.NodeID {
+			tr.mu.Lock()
+			held := tr.local[sn] != nil || tr.stopped
+			tr.mu.Unlock()
 			if held {
 				return true, nil // back here; or stopped, and the key is for node_lost
 			}
 		}
-		err := p.index.Delete(ctx, pres.IndexKey(node, sn))
+		err := tr.index.Delete(ctx, IndexKey(node, sn))
 		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			p.srv.stores.lost(schema.BucketNodeDevices, err)
+			tr.stores.Lost(schema.BucketNodeDevices, err)
 			return false, err
 		}
 		return true, nil
@@ -58,36 +57,36 @@ func (p *presence) unindexing(sn, node string) step {
 
 // reindexHeld runs when hub_node_devices was created again: this node puts
 // back the keys of the devices it holds, including those in their grace.
-func (p *presence) reindexHeld() {
-	p.mu.Lock()
+func (tr *Tracker) reindexHeld() {
+	tr.mu.Lock()
 	var steps []step
-	for sn, ld := range p.local {
+	for sn, ld := range tr.local {
 		if ld.dropped {
 			continue
 		}
-		steps = append(steps, p.forDevice(sn, func(ctx context.Context) (bool, error) {
-			p.mu.Lock()
-			held := !p.stopped && p.local[sn] == ld && !ld.dropped
-			p.mu.Unlock()
+		steps = append(steps, tr.forDevice(sn, func(ctx context.Context) (bool, error) {
+			tr.mu.Lock()
+			held := !tr.stopped && tr.local[sn] == ld && !ld.dropped
+			tr.mu.Unlock()
 			if !held {
 				return true, nil
 			}
-			err := p.putIndex(ctx, sn, ld.session)
+			err := tr.putIndex(ctx, sn, ld.session)
 			return err == nil, err
 		}))
 	}
-	p.mu.Unlock()
-	p.retry("reindex", steps...)
+	tr.mu.Unlock()
+	tr.retry("reindex", steps...)
 }
 
 // indexed lists the devices of node's index.
-func (p *presence) indexed(ctx context.Context, node string) ([]string, error) {
-	lister, err := p.index.ListKeysFiltered(ctx, pres.IndexFilter(node))
+func (tr *Tracker) indexed(ctx context.Context, node string) ([]string, error) {
+	lister, err := tr.index.ListKeysFiltered(ctx, IndexFilter(node))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil, nil
 		}
-		p.srv.stores.lost(schema.BucketNodeDevices, err)
+		tr.stores.Lost(schema.BucketNodeDevices, err)
 		return nil, err
 	}
 	defer func() { _ = lister.Stop() }()
@@ -104,19 +103,19 @@ func (p *presence) indexed(ctx context.Context, node string) ([]string, error) {
 // indexedNodes lists the nodes that the index names, with no value read.
 // Only the coordinator calls it, once at start, to find nodes that died
 // while no node was there to see it.
-func (p *presence) indexedNodes(ctx context.Context) (map[string]bool, error) {
-	lister, err := p.index.ListKeys(ctx)
+func (tr *Tracker) indexedNodes(ctx context.Context) (map[string]bool, error) {
+	lister, err := tr.index.ListKeys(ctx)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil, nil
 		}
-		p.srv.stores.lost(schema.BucketNodeDevices, err)
+		tr.stores.Lost(schema.BucketNodeDevices, err)
 		return nil, err
 	}
 	defer func() { _ = lister.Stop() }()
 	nodes := make(map[string]bool)
 	for key := range lister.Keys() {
-		if node, _, ok := pres.SplitIndexKey(key); ok {
+		if node, _, ok := SplitIndexKey(key); ok {
 			nodes[node] = true
 		}
 	}
@@ -124,11 +123,11 @@ func (p *presence) indexedNodes(ctx context.Context) (map[string]bool, error) {
 }
 
 // purgeIndex removes every key of node's index at once.
-func (p *presence) purgeIndex(ctx context.Context, node string) error {
-	st, err := p.srv.js.Stream(ctx, "KV_"+schema.BucketNodeDevices)
+func (tr *Tracker) purgeIndex(ctx context.Context, node string) error {
+	st, err := tr.cfg.JS.Stream(ctx, "KV_"+schema.BucketNodeDevices)
 	if err == nil {
-		err = st.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(schema.BucketNodeDevices)+pres.IndexFilter(node)))
+		err = st.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(schema.BucketNodeDevices)+IndexFilter(node)))
 	}
-	p.srv.stores.lost(schema.BucketNodeDevices, err)
+	tr.stores.Lost(schema.BucketNodeDevices, err)
 	return err
 }

@@ -1,4 +1,4 @@
-package hub
+package presence
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -21,18 +22,18 @@ import (
 func TestPresenceReassertAfterReconnect(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Run(t)
-	nc := natstest.Connect(t, ns, nats.ReconnectWait(10*time.Millisecond))
 	const ttl = 3 * time.Second // refreshed every 2 s
-	srv := startTestServer(t, nc, Config{PresenceTTL: ttl})
+	tr := openTracker(t, ns, "t", Config{PresenceTTL: ttl}, nats.ReconnectWait(10*time.Millisecond))
+	nc := tr.cfg.Conn
 	obs := natstest.Connect(t, ns)
 	js, err := jetstream.New(obs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var records []PresenceRecord
+	var records []schema.PresenceRecord
 	sub, err := obs.Subscribe(subjects.AllPresence, func(m *nats.Msg) {
-		var r PresenceRecord
+		var r schema.PresenceRecord
 		if json.Unmarshal(m.Data, &r) == nil {
 			mu.Lock()
 			records = append(records, r)
@@ -49,12 +50,11 @@ func TestPresenceReassertAfterReconnect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, sn := range []string{"RA-lost", "RA-rev"} {
-		s, _ := attach(t, srv, 16, device(sn, "dog", "g1"))
-		if err := srv.presence.connected(ctx, s); err != nil {
+		if err := tr.Connected(ctx, dev(sn, "s-"+sn)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	kv, err := js.KeyValue(ctx, BucketPresence)
+	kv, err := js.KeyValue(ctx, schema.BucketPresence)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,21 +69,21 @@ func TestPresenceReassertAfterReconnect(t *testing.T) {
 	// What a crash loses: one entry gone with no marker or message (a
 	// subject purge of the stream), and a revision this node learned that
 	// the bucket no longer has.
-	stream, err := js.Stream(ctx, "KV_"+BucketPresence)
+	stream, err := js.Stream(ctx, "KV_"+schema.BucketPresence)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(BucketPresence)+"RA-lost")); err != nil {
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(schema.BucketPresence)+"RA-lost")); err != nil {
 		t.Fatal(err)
 	}
-	srv.presence.mu.Lock()
-	srv.presence.local["RA-rev"].rev += 1 << 40
-	srv.presence.mu.Unlock()
+	tr.mu.Lock()
+	tr.local["RA-rev"].rev += 1 << 40
+	tr.mu.Unlock()
 	if err := nc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
-	entry := func(sn string) (jetstream.KeyValueEntry, PresenceEntry, error) {
-		var pe PresenceEntry
+	entry := func(sn string) (jetstream.KeyValueEntry, schema.PresenceEntry, error) {
+		var pe schema.PresenceEntry
 		e, err := kv.Get(ctx, sn)
 		if err != nil {
 			return nil, pe, fmt.Errorf("%s: %w", sn, err)
@@ -95,12 +95,12 @@ func TestPresenceReassertAfterReconnect(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		srv.presence.mu.Lock()
-		defer srv.presence.mu.Unlock()
-		if ld := srv.presence.local["RA-lost"]; pe.Session != ld.session {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		if ld := tr.local["RA-lost"]; pe.Session != ld.session {
 			return fmt.Errorf("entry of session %s, held %s", pe.Session, ld.session)
 		}
-		if rev := srv.presence.local["RA-rev"].rev; rev > 1<<40 {
+		if rev := tr.local["RA-rev"].rev; rev > 1<<40 {
 			return fmt.Errorf("revision %d kept", rev)
 		}
 		return nil
