@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -43,7 +44,7 @@ func TestPresenceUpkeepSteady(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("UPKEEP_DEVICES")); err == nil && v > 0 {
 		n = v // 100000 runs at the default TTL itself
 	}
-	every := refreshAfter(2 * time.Minute)
+	every := pres.RefreshAfter(2 * time.Minute)
 	rate := 100000 / every.Seconds()
 	ttl := time.Duration(float64(n)/rate/0.9*float64(time.Second)) + time.Second
 	if v, err := time.ParseDuration(os.Getenv("UPKEEP_TTL")); err == nil && v > 0 {
