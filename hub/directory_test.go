@@ -11,32 +11,9 @@ import (
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/subjects"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// startNodeServer starts a hub named id on nc, as startTestServer does but
-// with its own node id, so that several share one NATS.
-func startNodeServer(t testing.TB, nc *nats.Conn, id string, cfg Config) *Server {
-	t.Helper()
-	cfg.Conn, cfg.NodeID, cfg.MasterSecret, cfg.BcryptCost, cfg.AdminPassword = nc, id, []byte("0123456789abcdef0123"), 4, "pw"
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return srv
-}
 
 // isDirectory reports whether srv holds the directory and has loaded it.
 func isDirectory(srv *Server) bool {

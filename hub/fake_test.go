@@ -76,11 +76,33 @@ func newTestServer(t testing.TB) *Server {
 // server has.
 func startTestServer(t testing.TB, nc *nats.Conn, cfg Config) *Server {
 	t.Helper()
-	cfg.Conn, cfg.NodeID, cfg.MasterSecret, cfg.BcryptCost, cfg.AdminPassword = nc, "t", []byte("0123456789abcdef0123"), 4, "pw"
+	return startNodeServer(t, nc, "t", cfg)
+}
+
+// startNodeServer starts a hub named id on nc, as startTestServer does but
+// with its own node id, so that several share one NATS.
+func startNodeServer(t testing.TB, nc *nats.Conn, id string, cfg Config) *Server {
+	t.Helper()
+	srv := newNodeServer(t, nc, id, cfg)
+	runServer(t, srv)
+	return srv
+}
+
+// newNodeServer makes, without starting it, a hub named id on nc with cfg
+// and what every test server has, for a test that sets a hook first.
+func newNodeServer(t testing.TB, nc *nats.Conn, id string, cfg Config) *Server {
+	t.Helper()
+	cfg.Conn, cfg.NodeID, cfg.MasterSecret, cfg.BcryptCost, cfg.AdminPassword = nc, id, []byte("0123456789abcdef0123"), 4, "pw"
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv
+}
+
+// runServer starts srv and shuts it down when the test ends.
+func runServer(t testing.TB, srv *Server) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Start(ctx); err != nil {
@@ -91,7 +113,6 @@ func startTestServer(t testing.TB, nc *nats.Conn, cfg Config) *Server {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return srv
 }
 
 // attach opens a session on a fake transport with identity id, as if it had

@@ -25,9 +25,9 @@ func TestNodeLostTenThousand(t *testing.T) {
 	const devices = 10000
 	ns := natstest.Run(t)
 	cfg := Config{NodeTTL: time.Second, OfflineGrace: 500 * time.Millisecond}
-	startNode(t, natstest.Connect(t, ns), "node-a", cfg)
+	startNodeServer(t, natstest.Connect(t, ns), "node-a", cfg)
 	doomed := natstest.Connect(t, ns)
-	b := startNode(t, doomed, "node-b", cfg)
+	b := startNodeServer(t, doomed, "node-b", cfg)
 	t0 := time.Now()
 	connectDevices(t, b, "NL", devices)
 	t.Logf("%d devices connected to node-b in %v", devices, time.Since(t0).Round(time.Millisecond))

@@ -8,31 +8,8 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/internal/natstest"
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// startNode starts a hub named id on nc with cfg, as startTestServer does.
-func startNode(t testing.TB, nc *nats.Conn, id string, cfg Config) *Server {
-	t.Helper()
-	cfg.Conn, cfg.MasterSecret, cfg.BcryptCost, cfg.AdminPassword = nc, []byte("0123456789abcdef0123"), 4, "pw"
-	cfg.NodeID = id
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return srv
-}
 
 // connectDevices connects n devices sn-0... to srv's presence, side by
 // side.
@@ -79,9 +56,9 @@ func TestPresenceTrafficIgnoresOtherNodes(t *testing.T) {
 	// The busy node starts first and so holds the directory lease, which
 	// follows the fleet's presence records by design; the quiet node is
 	// a plain node.
-	busy := startNode(t, natstest.Connect(t, ns), "node-b", cfg)
+	busy := startNodeServer(t, natstest.Connect(t, ns), "node-b", cfg)
 	quiet := natstest.Connect(t, ns)
-	a := startNode(t, quiet, "node-a", cfg)
+	a := startNodeServer(t, quiet, "node-a", cfg)
 	a.dir.mu.Lock()
 	isDir := a.dir.idx != nil
 	a.dir.mu.Unlock()

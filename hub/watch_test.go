@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -24,24 +23,11 @@ import (
 func watchNode(t *testing.T, ns *server.Server, id string, cfg Config, linger time.Duration) (*Server, *nats.Conn) {
 	t.Helper()
 	nc := natstest.Connect(t, ns)
-	cfg.Conn, cfg.NodeID, cfg.MasterSecret, cfg.BcryptCost, cfg.AdminPassword = nc, id, []byte("0123456789abcdef0123"), 4, "pw"
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newNodeServer(t, nc, id, cfg)
 	if linger > 0 {
 		srv.interest.watch.linger = linger
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	runServer(t, srv)
 	return srv, nc
 }
 
