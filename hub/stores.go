@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	pres "github.com/fleethub/fleethub/hub/presence"
+	"github.com/fleethub/fleethub/internal/kvwatch"
 	"sync"
 	"time"
 
@@ -166,37 +167,10 @@ func (srv *Server) watchKV(ctx context.Context, kv jetstream.KeyValue, apply fun
 		return fmt.Errorf("hub: watch %s: %w", kv.Bucket(), err)
 	}
 	srv.goTask(func() {
-		defer func() {
-			// Stop asks the server to drop the watch; cut off from NATS it
-			// would only wait for a timeout, and the subscription dies with
-			// the connection anyway.
-			if srv.nc.IsConnected() {
-				_ = w.Stop()
-			}
-		}()
-		initial := true
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					if ctx.Err() == nil {
-						srv.log.Warn("bucket watcher ended; checking the bucket", "bucket", kv.Bucket())
-						srv.stores.lost(kv.Bucket(), jetstream.ErrStreamNotFound)
-					}
-					return
-				}
-				if e == nil { // end of the initial values
-					if initial {
-						initial = false
-						loaded()
-					}
-					continue
-				}
-				apply(e, !initial)
-			}
-		}
+		kvwatch.Run(ctx, srv.nc, w, apply, loaded, func() {
+			srv.log.Warn("bucket watcher ended; checking the bucket", "bucket", kv.Bucket())
+			srv.stores.lost(kv.Bucket(), jetstream.ErrStreamNotFound)
+		})
 	})
 	return nil
 }

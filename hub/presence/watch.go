@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"fmt"
+	"github.com/fleethub/fleethub/internal/kvwatch"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -18,37 +19,10 @@ func (tr *Tracker) watchKV(ctx context.Context, kv jetstream.KeyValue, apply fun
 		return fmt.Errorf("presence: watch %s: %w", kv.Bucket(), err)
 	}
 	started := tr.cfg.Go(func() {
-		defer func() {
-			// Stop asks the server to drop the watch; cut off from NATS it
-			// would only wait for a timeout, and the subscription dies with
-			// the connection anyway.
-			if tr.cfg.Conn.IsConnected() {
-				_ = w.Stop()
-			}
-		}()
-		initial := true
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					if ctx.Err() == nil {
-						tr.log.Warn("bucket watcher ended; checking the bucket", "bucket", kv.Bucket())
-						tr.stores.Lost(kv.Bucket(), jetstream.ErrStreamNotFound)
-					}
-					return
-				}
-				if e == nil { // end of the initial values
-					if initial {
-						initial = false
-						loaded()
-					}
-					continue
-				}
-				apply(e, !initial)
-			}
-		}
+		kvwatch.Run(ctx, tr.cfg.Conn, w, apply, loaded, func() {
+			tr.log.Warn("bucket watcher ended; checking the bucket", "bucket", kv.Bucket())
+			tr.stores.Lost(kv.Bucket(), jetstream.ErrStreamNotFound)
+		})
 	})
 	if !started {
 		_ = w.Stop()
