@@ -69,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Name: "auth_failures_total", Help: "Refused authentications by reason (replay counts replayed device signatures).",
 		}, []string{"reason"}),
 		presence: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "presence_transitions_total", Help: "Presence records seen, by reason.",
+			Namespace: ns, Name: "presence_transitions_total", Help: "Presence records this node stored, by reason.",
 		}, []string{"reason"}),
 		presenceWrites: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "presence_refreshes_total", Help: "Presence entries this node refreshed.",
