@@ -41,6 +41,8 @@ func FuzzSubscribeArgs(f *testing.F) {
 			"R-1": {Type: "dog", Group: "g1"}, "R-2": {Type: "cat", Group: "g2"},
 		}}},
 		presence: bus.presence,
+		// What reading devices' groups from JetStream needs: bus's own.
+		runCtx: bus.runCtx, nc: bus.nc, log: bus.log, logLimit: bus.logLimit,
 	}
 	root := admin("root", "*")
 	limited := admin("alice", "g1")
