@@ -45,3 +45,15 @@ const (
 	// gives each push a fresh id.
 	HeaderPushID = "Hub-Push-Id"
 )
+
+// Inbox prefixes. Replies (JetStream API answers, direct gets, request
+// replies) come back on the requester's inbox subjects, so on a bus with
+// permissions each role gets its own prefix: a backend allowed to
+// subscribe to _INBOX.> (nats.go's default) cannot read what hub nodes or
+// operators are answered, such as hub_users entries.
+const (
+	// NodeInboxPrefix is the inbox prefix of hub nodes' connections.
+	NodeInboxPrefix = "_INBOX_hub"
+	// OperatorInboxPrefix is the inbox prefix of hubctl's connections.
+	OperatorInboxPrefix = "_INBOX_ops"
+)
