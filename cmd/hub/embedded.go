@@ -1,0 +1,29 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/fleethub/fleethub/internal/embedded"
+)
+
+// startEmbedded starts the node's own NATS server (no --nats-url). Outside
+// --dev it refuses a server that would let clients in without
+// credentials off loopback; with --dev it starts and warns.
+func startEmbedded(ctx context.Context, o options, log *slog.Logger) (*embedded.Server, error) {
+	return embedded.Start(ctx, embedded.Config{
+		Listen: o.natsListen, ConfFile: o.natsConf, DataDir: o.dataDir,
+		Account: o.natsAccount, AllowOpen: o.dev, Logger: log,
+	})
+}
+
+// refusal is the one line a refused start prints on stderr (exit 2): a
+// configuration of the embedded server the node must not run with.
+func refusal(err error) (string, bool) {
+	var ce *embedded.ConfigError
+	if !errors.As(err, &ce) {
+		return "", false
+	}
+	return "hub: " + ce.Error(), true
+}
