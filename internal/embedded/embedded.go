@@ -81,13 +81,18 @@ func (s *Server) Account() string { return s.account }
 // node and its bus. A configuration the node must not run with is a
 // *ConfigError, returned before the server starts when it can be.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	opts, listenFlag, err := load(cfg)
 	if err != nil {
 		return nil, err
+	}
+	return start(ctx, cfg, opts, listenFlag)
+}
+
+// start is Start on options already loaded.
+func start(ctx context.Context, cfg Config, opts *server.Options, listenFlag string) (*Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	if err := CheckExposure(opts, listenFlag); err != nil {
 		if !cfg.AllowOpen {
@@ -174,8 +179,11 @@ func load(cfg Config) (*server.Options, string, error) {
 func (s *Server) probe(ctx context.Context, cfg Config) error {
 	nc, err := nats.Connect("", append([]nats.Option{nats.Name("hub-embedded-probe")}, s.ConnOptions()...)...)
 	if err != nil {
-		if len(cfg.Credentials) > 0 && errors.Is(err, nats.ErrAuthorization) {
-			return configErr(FlagCreds, fmt.Sprintf("the embedded NATS server refused the credentials given for the node's connection (%v): check --nats-creds, --nats-nkey or --nats-user", err))
+		if len(cfg.Credentials) > 0 {
+			// In process, a refused CONNECT often shows as a closed pipe
+			// rather than an authorization error: with credentials
+			// given, they are what the server did not take.
+			return configErr(FlagCreds, fmt.Sprintf("the embedded NATS server did not accept the node's connection with the credentials given (%s): check --nats-creds, --nats-nkey or --nats-user", oneLine(err.Error())))
 		}
 		return fmt.Errorf("embedded: in-process connection: %w", err)
 	}
@@ -183,8 +191,11 @@ func (s *Server) probe(ctx context.Context, cfg Config) error {
 	if s.account == "" {
 		// The credentials' user decides the account: ask the server.
 		if cid, err := nc.GetClientID(); err == nil {
-			if cz, err := s.Connz(&server.ConnzOptions{CID: cid}); err == nil && len(cz.Conns) == 1 {
+			if cz, err := s.Connz(&server.ConnzOptions{CID: cid, Username: true}); err == nil && len(cz.Conns) == 1 {
 				s.account = cz.Conns[0].Account
+				if s.account == "" {
+					s.account = GlobalAccount
+				}
 			}
 		}
 	}
