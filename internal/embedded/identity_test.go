@@ -200,8 +200,8 @@ func TestStartOperatorCreds(t *testing.T) {
 		}
 		return f
 	}
-	confText := "operator: "+opJWT+"\nsystem_account: "+sysPub+"\nresolver: MEMORY\nresolver_preload: {\n  "+
-		hubPub+": "+hubJWT+"\n  "+sysPub+": "+sysJWT+"\n}\n"
+	confText := "operator: " + opJWT + "\nsystem_account: " + sysPub + "\nresolver: MEMORY\nresolver_preload: {\n  " +
+		hubPub + ": " + hubJWT + "\n  " + sysPub + ": " + sysJWT + "\n}\n"
 
 	ns := startConf(t, Config{ConfFile: writeConf(t, confText), Credentials: []nats.Option{nats.UserCredentials(creds(hubKP, hubPub))}})
 	if ns.Account() != hubPub {
