@@ -70,7 +70,7 @@ func serveConf(t *testing.T, conf string) options {
 		select {
 		case err := <-done:
 			done <- err
-			return fmt.Errorf("serve returned: %v", err)
+			t.Fatalf("serve returned: %v", err)
 		default:
 		}
 		resp, err := http.Get("http://" + o.listen + "/healthz")
