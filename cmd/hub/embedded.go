@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/fleethub/fleethub/internal/embedded"
@@ -26,4 +27,13 @@ func refusal(err error) (string, bool) {
 		return "", false
 	}
 	return "hub: " + ce.Error(), true
+}
+
+// checkEmbeddedFlags refuses the embedded server's own flags on a node
+// that joins an external NATS (--nats-url), where they would do nothing.
+func checkEmbeddedFlags(o options) error {
+	if o.natsURL != "" && o.natsAccount != "" {
+		return fmt.Errorf("--nats-account applies to the embedded server only: with --nats-url the connection's credentials decide the account; drop --nats-account")
+	}
+	return nil
 }

@@ -179,6 +179,7 @@ func TestEmbeddedRefusedStart(t *testing.T) {
 		{"conf port only", []string{"--nats-conf", portOnly}, "--nats-conf"},
 		{"ambiguous accounts", []string{"--nats-conf", ambiguous}, "--nats-account"},
 		{"operator without creds", []string{"--nats-conf", operator}, "--nats-creds"},
+		{"account without embedded server", []string{"--nats-url", "nats://127.0.0.1:" + port, "--nats-account", "HUB"}, "--nats-account"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--master-secret", "s", "--listen", freeAddr(t), "--data-dir", t.TempDir()}, tc.args...)

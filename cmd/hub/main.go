@@ -105,6 +105,10 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "hub: --master-secret (or HUB_MASTER_SECRET) is required outside --dev")
 		return 2
 	}
+	if err := checkEmbeddedFlags(o); err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
 	if o.nodeID == "" {
 		o.nodeID = defaultNodeID(o.listen)
 	}
