@@ -56,7 +56,7 @@ func identity(opts *server.Options, cfg Config) ([]nats.Option, string, error) {
 			"give the node's in-process connection a user of the hub's account with --nats-creds")
 	}
 	if opts.CustomClientAuthentication == nil && opts.Nkeys == nil && opts.Users == nil && opts.Username == "" && opts.Authorization == "" {
-		if cfg.Account != "" {
+		if cfg.Account != "" && cfg.Account != GlobalAccount {
 			return nil, "", configErr(FlagAccount, fmt.Sprintf("--nats-account %s: --nats-conf has no users, so every client is in the global account: "+
 				"add users to an authorization or accounts block, or drop --nats-account", cfg.Account))
 		}
