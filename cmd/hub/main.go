@@ -149,7 +149,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}()
-		log.Info("embedded NATS server started", "client_url", ns.ClientURL(), "data_dir", o.dataDir)
+		log.Info("embedded NATS server started", "client_url", ns.ClientURL(), "data_dir", o.dataDir, "account", ns.Account())
 		nc, err = nats.Connect("", append(connOpts, ns.ConnOptions()...)...)
 	} else {
 		nc, err = nats.Connect(o.natsURL, connOpts...)
