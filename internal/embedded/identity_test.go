@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -251,4 +252,26 @@ func TestShippedNatsConfStarts(t *testing.T) {
 	}
 	defer ns.Shutdown()
 	checkNode(t, ns)
+}
+
+// TestIdentityAuthCallout: with an auth callout, the node's user is one
+// of the conf's own (auth_users), not one the callout service decides.
+func TestIdentityAuthCallout(t *testing.T) {
+	t.Parallel()
+	acc, _ := nkeys.CreateAccount()
+	accPub, _ := acc.PublicKey()
+	cfg := Config{ConfFile: writeConf(t, `authorization {
+  users: [ {user: auth, password: pw} ]
+  auth_callout { issuer: `+accPub+`, auth_users: [ auth ] }
+}`)}
+	opts, _, err := load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := identity(opts, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(opts.Nkeys) != 1 || opts.AuthCallout == nil || !slices.Contains(opts.AuthCallout.AuthUsers, opts.Nkeys[0].Nkey) {
+		t.Fatalf("node user %v not in auth_users %v", opts.Nkeys, opts.AuthCallout)
+	}
 }
