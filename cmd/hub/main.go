@@ -20,7 +20,6 @@ import (
 	"github.com/fleethub/fleethub/internal/embedded"
 	"github.com/fleethub/fleethub/node"
 	"github.com/fleethub/fleethub/node/dashboard"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -42,6 +41,7 @@ type options struct {
 	maxMessageBytes                                        int64
 	queueBytes, replicas                                   int
 	requireRegistered, dev, pprof                          bool
+	natsAccount                                            string // embedded server: the hub's account in --nats-conf
 }
 
 func main() {
@@ -81,6 +81,8 @@ func run(args []string) int {
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ (profiling; keep it off on an untrusted network)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	// The embedded server, secured.
+	fs.StringVar(&o.natsAccount, "nats-account", "", "account of --nats-conf the node's own NATS user joins (default: the only one with JetStream)")
 	if code, ok := cli.ParseFlags("hub", fs, args, cli.Env, os.Stderr); !ok {
 		return code
 	}
@@ -103,12 +105,20 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "hub: --master-secret (or HUB_MASTER_SECRET) is required outside --dev")
 		return 2
 	}
+	if err := checkEmbeddedFlags(o); err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
 	if o.nodeID == "" {
 		o.nodeID = defaultNodeID(o.listen)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, o, log); err != nil {
+		if line, ok := refusal(err); ok {
+			fmt.Fprintln(os.Stderr, line)
+			return 2
+		}
 		log.Error("hub stopped with an error", "err", err)
 		return 1
 	}
@@ -116,7 +126,7 @@ func run(args []string) int {
 }
 
 func serve(ctx context.Context, o options, log *slog.Logger) error {
-	var ns *server.Server
+	var ns *embedded.Server
 	var nc *nats.Conn
 	var err error
 	connOpts := []nats.Option{nats.Name(o.nodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
@@ -131,7 +141,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		}),
 	}
 	if o.natsURL == "" {
-		ns, err = embedded.Start(embedded.Config{Listen: o.natsListen, ConfFile: o.natsConf, DataDir: o.dataDir, Logger: log})
+		ns, err = startEmbedded(ctx, o, log)
 		if err != nil {
 			return err
 		}
@@ -139,8 +149,8 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}()
-		log.Info("embedded NATS server started", "client_url", ns.ClientURL(), "data_dir", o.dataDir)
-		nc, err = nats.Connect("", append(connOpts, nats.InProcessServer(ns))...)
+		log.Info("embedded NATS server started", "client_url", ns.ClientURL(), "data_dir", o.dataDir, "account", ns.Account())
+		nc, err = nats.Connect("", append(connOpts, ns.ConnOptions()...)...)
 	} else {
 		nc, err = nats.Connect(o.natsURL, connOpts...)
 	}

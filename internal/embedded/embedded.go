@@ -2,13 +2,20 @@
 // when it is given no NATS URL (hub --dev). It lives outside hub so that
 // the hub core depends on a NATS client only, never on nats-server.
 //
-//	ns, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:4222", DataDir: "./data"})
+//	ns, err := embedded.Start(ctx, embedded.Config{Listen: "127.0.0.1:4222", DataDir: "./data"})
 //	if err != nil { ... }
 //	defer ns.Shutdown()
-//	nc, err := nats.Connect("", nats.InProcessServer(ns))
+//	nc, err := nats.Connect("", ns.ConnOptions()...)
+//
+// The server is secured by its conf file: with users (an authorization or
+// accounts block) the node adds a user of its own for its in-process
+// connection, and Start refuses a server that would let clients in
+// without credentials off loopback (see CheckExposure).
 package embedded
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +23,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Config configures the NATS server a node starts when it is given no NATS
@@ -30,35 +39,127 @@ type Config struct {
 	ConfFile string
 	// DataDir is where JetStream keeps its data. Default ./data.
 	DataDir string
+	// Account is the account of ConfFile the node's own user joins
+	// (--nats-account). Empty picks the only one, besides the system
+	// account, with JetStream enabled; GlobalAccount keeps the global one.
+	Account string
+	// Credentials authenticate the in-process connection instead of the
+	// user the node makes for itself: nats.UserCredentials, nats.Nkey,
+	// nats.UserInfo (from --nats-creds, --nats-nkey, --nats-user). They are
+	// required when ConfFile trusts an operator (JWT mode). No TLS
+	// options: the in-process connection has no TLS.
+	Credentials []nats.Option
+	// AllowOpen starts the server even when CheckExposure refuses it,
+	// with a warning (--dev).
+	AllowOpen bool
 	// Logger receives the server's notices and errors. Nil discards them.
 	Logger *slog.Logger
 }
 
-// Start starts a nats-server with JetStream in this process and
-// waits until it accepts connections. Connect to it with
-// nats.InProcessServer(ns): no TCP hop between the node and its bus.
-func Start(cfg Config) (*server.Server, error) {
+// Server is a running embedded nats-server with what the node's
+// in-process connection needs to join it.
+type Server struct {
+	*server.Server
+	auth    []nats.Option
+	account string
+}
+
+// ConnOptions are the options of a connection to the server inside this
+// process: nats.InProcessServer and the node's credentials. Append them
+// after the caller's own options.
+func (s *Server) ConnOptions() []nats.Option {
+	return append([]nats.Option{nats.InProcessServer(s.Server)}, s.auth...)
+}
+
+// Account is the account the node's connection is in: the one Start
+// chose, or, with Config.Credentials, the one the server bound them to.
+func (s *Server) Account() string { return s.account }
+
+// Start starts a nats-server with JetStream in this process, waits until
+// it accepts connections and checks that the node's connection gets
+// JetStream. Connect to it with ns.ConnOptions(): no TCP hop between the
+// node and its bus. A configuration the node must not run with is a
+// *ConfigError, returned before the server starts when it can be.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	opts, listenFlag, err := load(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return start(ctx, cfg, opts, listenFlag)
+}
+
+// start is Start on options already loaded.
+func start(ctx context.Context, cfg Config, opts *server.Options, listenFlag string) (*Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := CheckExposure(opts, listenFlag); err != nil {
+		if !cfg.AllowOpen {
+			return nil, err
+		}
+		log.Warn("DEVELOPMENT MODE: the embedded NATS server lets anyone who reaches it in without credentials, and whoever reaches the bus owns the fleet; only --dev allows this",
+			"reason", err.Error())
+	}
+	auth, account, err := identity(opts, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: nats server: %w", err)
+	}
+	ns.SetLoggerV2(natsLogger{log.With("component", "nats")}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded: nats server on %s:%d not ready", opts.Host, opts.Port)
+	}
+	s := &Server{Server: ns, auth: auth, account: account}
+	if err := s.probe(ctx, cfg); err != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, err
+	}
+	return s, nil
+}
+
+// load builds the server's options from the conf file and the flags, and
+// says which flag the client address came from.
+func load(cfg Config) (*server.Options, string, error) {
 	opts := &server.Options{}
+	listenFlag := FlagListen
 	if cfg.ConfFile != "" {
 		var err error
 		if opts, err = server.ProcessConfigFile(cfg.ConfFile); err != nil {
-			return nil, fmt.Errorf("embedded: nats config %s: %w", cfg.ConfFile, err)
+			return nil, "", configErr(FlagConf, fmt.Sprintf("--nats-conf %s: %s", cfg.ConfFile, oneLine(err.Error())))
 		}
 	}
-	if opts.Port == 0 {
+	switch {
+	case opts.Port != 0:
+		// The conf's listen address wins; a port alone means every
+		// interface, as in nats-server.
+		listenFlag = FlagConf
+	default:
 		listen := cfg.Listen
 		if listen == "" {
 			listen = "127.0.0.1:4222"
 		}
 		host, port, err := net.SplitHostPort(listen)
 		if err != nil {
-			return nil, fmt.Errorf("embedded: nats listen %q: %w", listen, err)
+			return nil, "", configErr(FlagListen, fmt.Sprintf("--nats-listen %q: %v", listen, err))
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
-			return nil, fmt.Errorf("embedded: nats listen port %q: %w", port, err)
+			return nil, "", configErr(FlagListen, fmt.Sprintf("--nats-listen %q: port %q is not a number", listen, port))
 		}
-		opts.Host, opts.Port = host, p
+		if opts.Host != "" {
+			// The conf names the host only: it wins, on the flag's port.
+			listenFlag = FlagConf
+		} else {
+			opts.Host = host
+		}
+		opts.Port = p
 	}
 	opts.JetStream = true
 	if opts.StoreDir == "" {
@@ -68,21 +169,53 @@ func Start(cfg Config) (*server.Server, error) {
 		}
 	}
 	opts.NoSigs = true
-	ns, err := server.NewServer(opts)
+	return opts, listenFlag, nil
+}
+
+// probe connects as the node will and asks JetStream for the account's
+// limits, so that a conf where the node's account has no JetStream, or
+// credentials the server refuses, stop the start with a clear reason
+// rather than a failing bucket later.
+func (s *Server) probe(ctx context.Context, cfg Config) error {
+	nc, err := nats.Connect("", append([]nats.Option{nats.Name("hub-embedded-probe")}, s.ConnOptions()...)...)
 	if err != nil {
-		return nil, fmt.Errorf("embedded: nats server: %w", err)
+		if len(cfg.Credentials) > 0 {
+			// In process, a refused CONNECT often shows as a closed pipe
+			// rather than an authorization error: with credentials
+			// given, they are what the server did not take.
+			return configErr(FlagCreds, fmt.Sprintf("the embedded NATS server did not accept the node's connection with the credentials given (%s): check --nats-creds, --nats-nkey or --nats-user", oneLine(err.Error())))
+		}
+		return fmt.Errorf("embedded: in-process connection: %w", err)
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	defer nc.Close()
+	if s.account == "" {
+		// The credentials' user decides the account: ask the server.
+		if cid, err := nc.GetClientID(); err == nil {
+			if cz, err := s.Connz(&server.ConnzOptions{CID: cid, Username: true}); err == nil && len(cz.Conns) == 1 {
+				s.account = cz.Conns[0].Account
+				if s.account == "" {
+					s.account = GlobalAccount
+				}
+			}
+		}
 	}
-	ns.SetLoggerV2(natsLogger{log.With("component", "nats")}, false, false, false)
-	ns.Start()
-	if !ns.ReadyForConnections(15 * time.Second) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("embedded: nats server on %s:%d not ready", opts.Host, opts.Port)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("embedded: jetstream: %w", err)
 	}
-	return ns, nil
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(actx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			acc := s.account
+			if acc == "" {
+				acc = "of the node's connection"
+			}
+			return configErr(FlagConf, fmt.Sprintf("the hub's account %s has no JetStream in --nats-conf: enable it there (jetstream: enabled), or pick another with --nats-account", acc))
+		}
+		return fmt.Errorf("embedded: jetstream in account %s: %w", s.account, err)
+	}
+	return nil
 }
 
 // natsLogger routes nats-server's logs to slog.

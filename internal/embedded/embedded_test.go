@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -32,7 +33,7 @@ func TestStart(t *testing.T) {
 		"conf":  {ConfFile: conf, Listen: "127.0.0.1:1", DataDir: filepath.Join(dir, "unused")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			ns, err := Start(cfg)
+			ns, err := Start(context.Background(), cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -40,7 +41,7 @@ func TestStart(t *testing.T) {
 			if !ns.JetStreamEnabled() {
 				t.Fatal("JetStream off")
 			}
-			nc, err := nats.Connect("", nats.InProcessServer(ns))
+			nc, err := nats.Connect("", ns.ConnOptions()...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,7 +51,7 @@ func TestStart(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Start(Config{Listen: "nonsense", DataDir: dir}); err == nil {
+	if _, err := Start(context.Background(), Config{Listen: "nonsense", DataDir: dir}); err == nil {
 		t.Fatal("bad listen address accepted")
 	}
 }
