@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleethub/fleethub/internal/hubtest"
+	"github.com/fleethub/fleethub/internal/loadtest"
+	"github.com/fleethub/fleethub/internal/natsconn/authtest"
+	"github.com/fleethub/fleethub/internal/natstest"
+	"github.com/nats-io/nkeys"
+)
+
+// hubExit runs the hub binary with args until it exits (at most 30 s)
+// and returns its exit code and standard error.
+func hubExit(t *testing.T, bin string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--listen", freeAddr(t), "--log-level", "warn"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("hub %q: %v (want a non-zero exit)\n%s", args, err, stderr.String())
+	}
+	return ee.ExitCode(), stderr.String()
+}
+
+func writeSecret(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestNATSConn runs the node process against nats-server processes that
+// demand a password, an nkey, creds or a client certificate: with the
+// right --nats-* flags (and the secrets from files) it serves; with the
+// wrong ones or none it exits with one error line naming the reason.
+func TestNATSConn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs node and nats-server processes; skipped with -short")
+	}
+	bin, err := loadtest.BuildHub(t.TempDir())
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	secretFile := writeSecret(t, "master-secret", string(hubtest.MasterSecret)+"\n")
+	adminPW := "admin-" + fmt.Sprint(time.Now().UnixNano())
+	adminFile := writeSecret(t, "admin-password", adminPW+"\n")
+
+	servers := authtest.All(t)
+	pwServer := servers[0]
+	withPW := authtest.PasswordURL(t, pwServer)
+	pw, _, _ := strings.Cut(strings.TrimPrefix(withPW, "nats://hub:"), "@")
+	type run struct {
+		name  string
+		flags []string
+	}
+	var runs []run
+	for _, s := range servers {
+		runs = append(runs, run{s.Name, s.Flags})
+	}
+	runs = append(runs, run{"password-in-url", []string{"--nats-url", withPW}})
+
+	for _, r := range runs {
+		t.Run(r.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			h, err := loadtest.StartHub(ctx, bin, append(r.flags, "--dev=false", "--node-id", "nc-"+r.name,
+				"--master-secret-file", secretFile, "--admin-password-file", adminFile, "--log-level", "info")...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = h.Stop() }()
+			natstest.Eventually(t, 15*time.Second, func() error {
+				resp, err := http.Get(h.HTTPURL + "/readyz")
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("/readyz %d", resp.StatusCode)
+				}
+				return nil
+			})
+			// The device key derives from the secret in the file, less
+			// its newline; the admin's password is the file's.
+			d := hubtest.Dial(t, h.WSURL, nil)
+			d.MustOK("/auth/device", hubtest.DeviceArgs("NC-1", "retail"))
+			a := hubtest.Dial(t, h.WSURL, nil)
+			a.MustOK("/auth/login", map[string]any{"username": "admin", "password": adminPW})
+			// The node logs where it connects, with the URL's user part
+			// redacted. (Stop removes the log, so read it first.)
+			log := h.LogTail(1 << 20)
+			if !strings.Contains(log, `msg="connecting to NATS"`) || strings.Contains(log, pw) {
+				t.Fatalf("want the connect line, without the NATS password, in the node's log:\n%s", log)
+			}
+			if err := h.Stop(); err != nil {
+				t.Fatalf("stop: %v\n%s", err, log)
+			}
+		})
+	}
+
+	// Refused: wrong or missing credentials are one ERROR line with the
+	// server's reason, and exit 1 (the node does not start).
+	for _, s := range servers {
+		for name, flags := range map[string][]string{"bad": s.Bad, "none": {"--nats-url", s.URL}} {
+			t.Run(s.Name+"-"+name, func(t *testing.T) {
+				code, stderr := hubExit(t, bin, append(flags, "--master-secret-file", secretFile)...)
+				var errLines []string
+				for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+					if strings.Contains(l, "level=ERROR") {
+						errLines = append(errLines, l)
+					}
+				}
+				if code != 1 || len(errLines) != 1 || !strings.Contains(errLines[0], "connect to NATS") || !strings.Contains(errLines[0], s.BadError) {
+					t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 and one ERROR line with %q", code, stderr, s.BadError)
+				}
+			})
+		}
+	}
+
+	// Refused before any dial: exit 2 with one line naming the flag.
+	akp, _ := nkeys.CreateAccount()
+	aseed, _ := akp.Seed()
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--master-secret", "s", "--master-secret-file", secretFile}, "hub: --master-secret and --master-secret-file both given"},
+		{[]string{"--master-secret-file", missing}, "hub: --master-secret-file " + missing + ": no such file or directory"},
+		{[]string{"--master-secret-file", writeSecret(t, "empty", "\n")}, "hub: --master-secret-file"},
+		{[]string{"--master-secret", "s", "--admin-password", "p", "--admin-password-file", adminFile}, "hub: --admin-password and --admin-password-file both given"},
+		{[]string{"--master-secret", "s", "--admin-password-file", missing}, "hub: --admin-password-file " + missing},
+		{[]string{"--master-secret", "s", "--nats-url", pwServer.URL, "--nats-nkey", writeSecret(t, "acct.nk", string(aseed))}, "hub: --nats-nkey"},
+		{[]string{"--master-secret", "s", "--nats-url", pwServer.URL, "--nats-user", "hub"}, "hub: --nats-user needs"},
+	} {
+		code, stderr := hubExit(t, bin, tc.args...)
+		if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, tc.want) {
+			t.Errorf("hub %q: exit %d, stderr %q; want 2 and one line starting %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
