@@ -75,6 +75,15 @@ func TestNATSConn(t *testing.T) {
 		runs = append(runs, run{s.Name, s.Flags})
 	}
 	runs = append(runs, run{"password-in-url", []string{"--nats-url", withPW}})
+	// A user denied nats.go's default inbox: the node's replies come to
+	// its own prefix, so it still serves.
+	port := natstest.FreePort(t)
+	inboxProc := natstest.StartProc(t, port, fmt.Sprintf(`host: 127.0.0.1
+port: %d
+jetstream { store_dir: %q }
+authorization { users = [ { user: node, password: pw, permissions: { subscribe: { deny: "_INBOX.>" } } } ] }
+`, port, filepath.Join(t.TempDir(), "js")))
+	runs = append(runs, run{"node-inbox", []string{"--nats-url", "nats://127.0.0.1:" + fmt.Sprint(inboxProc.Port), "--nats-user", "node", "--nats-password", "pw"}})
 
 	for _, r := range runs {
 		t.Run(r.name, func(t *testing.T) {
