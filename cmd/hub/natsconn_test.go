@@ -69,12 +69,14 @@ func TestNATSConn(t *testing.T) {
 	type run struct {
 		name  string
 		flags []string
+		env   map[string]string
 	}
 	var runs []run
 	for _, s := range servers {
-		runs = append(runs, run{s.Name, s.Flags})
+		runs = append(runs, run{s.Name, s.Flags, nil})
 	}
-	runs = append(runs, run{"password-in-url", []string{"--nats-url", withPW}})
+	runs = append(runs, run{"password-in-url", []string{"--nats-url", withPW}, nil},
+		run{"password-env", nil, map[string]string{"HUB_NATS_URL": pwServer.URL, "HUB_NATS_USER": "hub", "HUB_NATS_PASSWORD": pw}})
 	// A user denied nats.go's default inbox: the node's replies come to
 	// its own prefix, so it still serves.
 	port := natstest.FreePort(t)
@@ -83,10 +85,13 @@ port: %d
 jetstream { store_dir: %q }
 authorization { users = [ { user: node, password: pw, permissions: { subscribe: { deny: "_INBOX.>" } } } ] }
 `, port, filepath.Join(t.TempDir(), "js")))
-	runs = append(runs, run{"node-inbox", []string{"--nats-url", "nats://127.0.0.1:" + fmt.Sprint(inboxProc.Port), "--nats-user", "node", "--nats-password", "pw"}})
+	runs = append(runs, run{"node-inbox", []string{"--nats-url", "nats://127.0.0.1:" + fmt.Sprint(inboxProc.Port), "--nats-user", "node", "--nats-password", "pw"}, nil})
 
 	for _, r := range runs {
 		t.Run(r.name, func(t *testing.T) {
+			for k, v := range r.env {
+				t.Setenv(k, v) // the child inherits the environment
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			h, err := loadtest.StartHub(ctx, bin, append(r.flags, "--dev=false", "--node-id", "nc-"+r.name,
