@@ -4,6 +4,7 @@ import (
 	"flag"
 
 	"github.com/fleethub/fleethub/internal/cli"
+	"github.com/nats-io/nats.go"
 )
 
 // registerNATSConn adds the flags of the node's connection to NATS (URL,
@@ -26,6 +27,13 @@ func (o *options) loadNATSConn() error {
 	if o.adminPassword, err = cli.SecretFromFile("admin-password", o.adminPassword, "admin-password-file", o.adminPasswordFile); err != nil {
 		return err
 	}
-	o.natsAuth, err = o.nats.Options()
-	return err
+	if o.natsAuth, err = o.nats.Options(); err != nil {
+		return err
+	}
+	// nats.go gives up reconnecting when the server refuses the
+	// credentials twice in a row. A node must not: credentials being
+	// rotated are refused until the new file is in place, and the files
+	// are read again at each reconnect (until then /readyz says 503).
+	o.natsAuth = append(o.natsAuth, nats.IgnoreAuthErrorAbort())
+	return nil
 }

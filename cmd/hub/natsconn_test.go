@@ -129,6 +129,8 @@ authorization { users = [ { user: node, password: pw, permissions: { subscribe: 
 		})
 	}
 
+	t.Run("password-rotation", func(t *testing.T) { testRotation(t, bin, secretFile) })
+
 	// Refused: wrong or missing credentials are one ERROR line with the
 	// server's reason, and exit 1 (the node does not start).
 	for _, s := range servers {
@@ -173,4 +175,77 @@ authorization { users = [ { user: node, password: pw, permissions: { subscribe: 
 			t.Errorf("hub %q: exit %d, stderr %q; want 2 and one line starting %q", tc.args, code, stderr, tc.want)
 		}
 	}
+}
+
+// readyz polls /readyz until it answers want.
+func readyz(t *testing.T, base string, want int, timeout time.Duration) {
+	t.Helper()
+	natstest.Eventually(t, timeout, func() error {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			return fmt.Errorf("/readyz %d, want %d", resp.StatusCode, want)
+		}
+		return nil
+	})
+}
+
+// testRotation: the NATS password is changed on the server first (which
+// drops the node and refuses its reconnects), then in the node's
+// --nats-password-file: the node keeps retrying, reads the file again and
+// is ready again, with no restart.
+func testRotation(t *testing.T, bin, secretFile string) {
+	port := natstest.FreePort(t)
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "nats.pid")
+	conf := func(pw string) string {
+		return fmt.Sprintf("host: 127.0.0.1\nport: %d\npid_file: %q\njetstream { store_dir: %q }\nauthorization { users = [ { user: hub, password: %q } ] }\n",
+			port, pidFile, filepath.Join(dir, "js"), pw)
+	}
+	p := natstest.StartProc(t, port, conf("first-password"))
+	pwFile := writeSecret(t, "nats-password", "first-password\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h, err := loadtest.StartHub(ctx, bin, "--nats-url", p.URL(), "--nats-user", "hub", "--nats-password-file", pwFile,
+		"--dev=false", "--master-secret-file", secretFile, "--node-id", "nc-rotation")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = h.Stop() }()
+	readyz(t, h.HTTPURL, http.StatusOK, 15*time.Second)
+
+	// The server first: it closes the node's connection and refuses the
+	// old password from then on.
+	if err := os.WriteFile(p.Conf, []byte(conf("second-password")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusals := strings.Count(p.Log(), "authentication error")
+	if out, err := exec.Command("kill", "-HUP", strings.TrimSpace(string(pid))).CombinedOutput(); err != nil {
+		t.Fatalf("reload nats-server: %v %s", err, out)
+	}
+	readyz(t, h.HTTPURL, http.StatusServiceUnavailable, 15*time.Second)
+	// Refused more than twice: nats.go's default would have given up.
+	natstest.Eventually(t, 15*time.Second, func() error {
+		if n := strings.Count(p.Log(), "authentication error") - refusals; n < 3 {
+			return fmt.Errorf("%d refused reconnects", n)
+		}
+		return nil
+	})
+	if exited, _ := h.Exited(); exited {
+		t.Fatal("the node exited")
+	}
+	// Then the node's file.
+	if err := os.WriteFile(pwFile, []byte("second-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	readyz(t, h.HTTPURL, http.StatusOK, 15*time.Second)
+	d := hubtest.Dial(t, h.WSURL, nil)
+	d.MustOK("/auth/device", hubtest.DeviceArgs("NC-ROT", "retail"))
 }

@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fleethub/fleethub/internal/cli"
@@ -78,9 +79,9 @@ func InboxPrefix(prefix string) nats.Option { return nats.CustomInboxPrefix(pref
 
 // Options checks the flags and returns the nats.go options they make:
 // credentials and TLS. The URL itself goes to nats.Connect. Every file is
-// read now, so that an error names its flag; creds, seed and certificate
-// files are read again at each (re)connect by nats.go, so a renewed file
-// takes effect without a restart.
+// read now, so that an error names its flag; the creds, seed, password,
+// CA and certificate files are read again at each (re)connect, so a
+// renewed file takes effect without a restart.
 func (c *Config) Options() ([]nats.Option, error) {
 	var opts []nats.Option
 	auth, err := c.authMethods()
@@ -114,13 +115,34 @@ func (c *Config) Options() ([]nats.Option, error) {
 		if pw == "" {
 			return nil, fmt.Errorf("--nats-user needs --nats-password-file, %s or --nats-password", cli.EnvName("nats-password"))
 		}
-		opts = append(opts, nats.UserInfo(c.User, pw))
+		if c.PasswordFile == "" {
+			opts = append(opts, nats.UserInfo(c.User, pw))
+			break
+		}
+		opts = append(opts, nats.UserInfoHandler(passwordFromFile(c.User, c.PasswordFile, pw)))
 	}
 	tlsOpts, err := c.tlsOptions()
 	if err != nil {
 		return nil, err
 	}
 	return append(opts, tlsOpts...), nil
+}
+
+// passwordFromFile is the user and password of each connect and
+// reconnect, the password read again from its file, so that a rotated
+// password takes effect at the next reconnect. A file that cannot be read
+// at that moment (being replaced) leaves the last password in use.
+func passwordFromFile(user, path, first string) nats.UserInfoCB {
+	var mu sync.Mutex
+	last := first
+	return func() (string, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if pw, err := cli.ReadSecretFile("nats-password-file", path); err == nil {
+			last = pw
+		}
+		return user, last
+	}
 }
 
 // authMethods names the ways of authenticating the flags and URL give.
