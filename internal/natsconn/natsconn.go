@@ -5,12 +5,12 @@
 // missing file or a wrong kind of key is one line naming the flag, not a
 // connection that fails later with the server's words.
 //
-//	var nc natsconn.Config
-//	nc.Register(fs, "nats://127.0.0.1:4222")
+//	var conn natsconn.Config
+//	conn.Register(fs, "nats://127.0.0.1:4222")
 //	// parse fs ...
-//	opts, err := nc.Options()
-//	if err != nil { ... } // "--nats-nkey seed.txt: not a user nkey seed"
-//	conn, err := nats.Connect(nc.URL, append(opts, natsconn.InboxPrefix(schema.OperatorInboxPrefix))...)
+//	opts, err := conn.Options()
+//	if err != nil { ... } // "--nats-nkey seed.txt: not a user nkey seed (SU...): account seed"
+//	nc, err := nats.Connect(conn.URL, append(opts, natsconn.InboxPrefix(schema.OperatorInboxPrefix))...)
 //
 // Secrets never need the command line: every flag also comes from its
 // HUB_* variable (HUB_NATS_PASSWORD), the password from
@@ -110,6 +110,9 @@ func (c *Config) Options() ([]nats.Option, error) {
 			return nil, err
 		}
 		if c.User == "" {
+			if c.PasswordFile != "" {
+				return nil, errors.New("--nats-password-file needs --nats-user")
+			}
 			return nil, errors.New("--nats-password needs --nats-user")
 		}
 		if pw == "" {
