@@ -332,14 +332,11 @@ func Redact(urls string) string {
 		if !ok {
 			continue
 		}
+		// Cut by hand, not with url.Parse: a malformed URL (a password
+		// with an unescaped / or @) must lose its password too. A NATS
+		// URL has no path that could hold an @.
 		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			// Cut by hand, not with url.Parse: a malformed URL must
-			// lose its password too.
-			host := rest[at+1:]
-			if slash := strings.IndexByte(rest, '/'); slash >= 0 && slash < at {
-				continue // the @ is in the path, not a user part
-			}
-			parts[i] = scheme + "://REDACTED@" + host
+			parts[i] = scheme + "://REDACTED@" + rest[at+1:]
 		}
 	}
 	return strings.Join(parts, ",")

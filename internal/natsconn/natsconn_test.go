@@ -115,6 +115,9 @@ func TestPasswordSources(t *testing.T) {
 		r != "nats://REDACTED@127.0.0.1:"+strings.TrimPrefix(s.URL, "nats://127.0.0.1:")+",nats://REDACTED@127.0.0.1:1,127.0.0.1:2" {
 		t.Fatalf("redacted %q", r)
 	}
+	if r := natsconn.Redact("nats://u:p/a@ss@127.0.0.1:1"); r != "nats://REDACTED@127.0.0.1:1" {
+		t.Fatalf("redacted %q", r)
+	}
 }
 
 // TestOptionsRefused: every bad combination or file is one line naming
