@@ -16,6 +16,11 @@
 // status round-trip latencies and the errors by code: a table, or JSON with
 // --json.
 //
+// --register writes the simulated devices' registry entries (type and
+// group, as --print-registry prints them) into the hub's hub_devices
+// bucket over NATS, joined with the --nats-* connection flags (creds,
+// nkey, user and password, TLS) as hubctl joins it, and exits.
+//
 // Every flag may also come from an environment variable HUB_<FLAG>, for
 // example HUB_MASTER_SECRET or HUB_URL; the command line wins. Exit status
 // is 0 on success, 2 for a usage error and 1 for any other failure.
@@ -35,6 +40,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/internal/cli"
+	"github.com/fleethub/fleethub/internal/natsconn"
 )
 
 // devMasterSecret is the fixed, public master secret of `hub --dev`.
@@ -51,6 +57,7 @@ func main() {
 type options struct {
 	urls, masterSecret, logLevel string
 	dev, printRegistry           bool
+	registerOptions
 }
 
 // run is devsim: it parses args (and the HUB_* variables env finds), runs
@@ -79,6 +86,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	fs.BoolVar(&cfg.JSON, "json", false, "print the load report as JSON (load mode)")
 	fs.BoolVar(&o.printRegistry, "print-registry", false, "print the hubctl commands that register the simulated devices with their types and groups, and exit")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	// --register, its connection to NATS (--nats-*), and the secret file.
+	o.registerOptions.flags(fs)
 	if code, ok := cli.ParseFlags("devsim", fs, args, env, stderr); !ok {
 		return code
 	}
@@ -92,11 +101,16 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 			cfg.URLs = append(cfg.URLs, u)
 		}
 	}
+	natsOpts, err := o.registerOptions.load(&o.masterSecret)
+	if err != nil {
+		fmt.Fprintln(stderr, "devsim:", err)
+		return 2
+	}
 	cfg.MasterSecret = []byte(o.masterSecret)
 	if o.dev && o.masterSecret == "" {
 		cfg.MasterSecret = []byte(devMasterSecret)
 	}
-	if o.printRegistry {
+	if o.printRegistry || o.register {
 		cfg.MasterSecret = []byte("unused") // registering needs no key
 	}
 	var errs []error
@@ -105,6 +119,9 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	}
 	if cfg.JSON && !cfg.Load {
 		errs = append(errs, errors.New("--json: only with --load"))
+	}
+	if o.register && o.printRegistry {
+		errs = append(errs, errors.New("--register and --print-registry: give one"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
@@ -117,6 +134,15 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 			typ, s := kind(i)
 			fmt.Fprintf(stdout, "hubctl device add %s --type %s --group %s\n", cfg.serial(i), typ, s.group)
 		}
+		return 0
+	}
+	if o.register {
+		n, err := register(ctx, cfg, o.nats.URL, natsOpts)
+		if err != nil {
+			fmt.Fprintln(stderr, "devsim: --register:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "registered %d devices in %s\n", n, natsconn.Redact(o.nats.URL))
 		return 0
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))

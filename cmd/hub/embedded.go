@@ -16,6 +16,7 @@ func startEmbedded(ctx context.Context, o options, log *slog.Logger) (*embedded.
 	return embedded.Start(ctx, embedded.Config{
 		Listen: o.natsListen, ConfFile: o.natsConf, DataDir: o.dataDir,
 		Account: o.natsAccount, AllowOpen: o.dev, Logger: log,
+		Credentials: o.natsCreds,
 	})
 }
 
@@ -32,8 +33,11 @@ func refusal(err error) (string, bool) {
 // checkEmbeddedFlags refuses the embedded server's own flags on a node
 // that joins an external NATS (--nats-url), where they would do nothing.
 func checkEmbeddedFlags(o options) error {
-	if o.natsURL != "" && o.natsAccount != "" {
+	if o.nats.URL != "" && o.natsAccount != "" {
 		return fmt.Errorf("--nats-account applies to the embedded server only: with --nats-url the connection's credentials decide the account; drop --nats-account")
+	}
+	if o.nats.URL == "" && o.nats.TLS() {
+		return fmt.Errorf("--nats-tls-ca, --nats-tls-cert and --nats-tls-key apply to --nats-url only: the node's connection to its embedded server is in-process")
 	}
 	return nil
 }

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/cli"
 	"github.com/fleethub/fleethub/internal/embedded"
+	"github.com/fleethub/fleethub/internal/natsconn"
 	"github.com/fleethub/fleethub/node"
 	"github.com/fleethub/fleethub/node/dashboard"
 	"github.com/nats-io/nats.go"
@@ -31,17 +33,28 @@ import (
 const devMasterSecret = "fleethub-dev-master-secret-do-not-use-in-production"
 
 type options struct {
-	listen, natsURL, natsListen, natsConf, dataDir, nodeID string
-	masterSecret, adminPassword, allowedOrigins            string
-	logFormat, logLevel                                    string
-	pingInterval, pongWait, authTimeout, tokenTTL          time.Duration
-	serviceTimeout, presenceTTL, nodeTTL, offlineGrace     time.Duration
-	summaryInterval, recordAge, coalesceWindow             time.Duration
-	statusHistory, eventHistory                            int
-	maxMessageBytes                                        int64
-	queueBytes, replicas                                   int
-	requireRegistered, dev, pprof                          bool
-	natsAccount                                            string // embedded server: the hub's account in --nats-conf
+	listen, natsListen, natsConf, dataDir, nodeID      string
+	masterSecret, adminPassword, allowedOrigins        string
+	logFormat, logLevel                                string
+	pingInterval, pongWait, authTimeout, tokenTTL      time.Duration
+	serviceTimeout, presenceTTL, nodeTTL, offlineGrace time.Duration
+	summaryInterval, recordAge, coalesceWindow         time.Duration
+	statusHistory, eventHistory                        int
+	maxMessageBytes                                    int64
+	queueBytes, replicas                               int
+	requireRegistered, dev, pprof                      bool
+
+	// The connection to NATS and the secret files (natsconn.go).
+	nats                                natsconn.Config
+	masterSecretFile, adminPasswordFile string
+	// natsAuth are the credentials and TLS options of nats, for the
+	// connection to an external NATS (--nats-url).
+	natsAuth []nats.Option
+	// natsCreds are natsAuth's credentials alone, for the in-process
+	// connection to the embedded server.
+	natsCreds []nats.Option
+	// natsAccount is the hub's account in --nats-conf (embedded server).
+	natsAccount string
 }
 
 func main() {
@@ -52,7 +65,6 @@ func run(args []string) int {
 	var o options
 	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "HTTP/WebSocket address")
-	fs.StringVar(&o.natsURL, "nats-url", "", "NATS servers to join; empty starts an embedded NATS server with JetStream")
 	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	fs.StringVar(&o.natsConf, "nats-conf", "", "nats-server config file for the embedded server")
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "where the embedded server keeps JetStream data")
@@ -83,11 +95,18 @@ func run(args []string) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	// The embedded server, secured.
 	fs.StringVar(&o.natsAccount, "nats-account", "", "account of --nats-conf the node's own NATS user joins (default: the only one with JetStream)")
+	// Credentials and TLS to NATS (--nats-url, --nats-creds, ...), and the
+	// secrets read from files.
+	o.registerNATSConn(fs)
 	if code, ok := cli.ParseFlags("hub", fs, args, cli.Env, os.Stderr); !ok {
 		return code
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
+	if err := o.loadNATSConn(); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
 		return 2
 	}
@@ -102,7 +121,7 @@ func run(args []string) int {
 		}
 	}
 	if o.masterSecret == "" {
-		fmt.Fprintln(os.Stderr, "hub: --master-secret (or HUB_MASTER_SECRET) is required outside --dev")
+		fmt.Fprintln(os.Stderr, "hub: --master-secret-file (or HUB_MASTER_SECRET, --master-secret) is required outside --dev")
 		return 2
 	}
 	if err := checkEmbeddedFlags(o); err != nil {
@@ -140,7 +159,10 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 			log.Error("NATS async error", "subject", subj, "err", err)
 		}),
 	}
-	if o.natsURL == "" {
+	// Replies to the node come to its own inbox prefix, which a backend's
+	// permissions (allowed nats.go's default _INBOX.>) do not reach.
+	connOpts = append(connOpts, natsconn.InboxPrefix(schema.NodeInboxPrefix))
+	if o.nats.URL == "" {
 		ns, err = startEmbedded(ctx, o, log)
 		if err != nil {
 			return err
@@ -152,7 +174,8 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		log.Info("embedded NATS server started", "client_url", ns.ClientURL(), "data_dir", o.dataDir, "account", ns.Account())
 		nc, err = nats.Connect("", append(connOpts, ns.ConnOptions()...)...)
 	} else {
-		nc, err = nats.Connect(o.natsURL, connOpts...)
+		log.Info("connecting to NATS", "url", natsconn.Redact(o.nats.URL), "auth", o.nats.Auth(), "tls", o.nats.TLS())
+		nc, err = nats.Connect(o.nats.URL, append(connOpts, o.natsAuth...)...)
 	}
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)

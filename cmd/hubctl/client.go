@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/fleethub/fleethub/hub/schema"
+	"github.com/fleethub/fleethub/internal/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -25,7 +24,9 @@ const connectTimeout = 3 * time.Second
 // first use, so commands that need no NATS (device-key) never dial it.
 type client struct {
 	url string
-	out io.Writer
+	// opts are the credentials and TLS of the connection flags.
+	opts []nats.Option
+	out  io.Writer
 
 	nc *nats.Conn
 	js jetstream.JetStream
@@ -37,9 +38,13 @@ func (c *client) conn() (*nats.Conn, error) {
 	if c.nc != nil {
 		return c.nc, nil
 	}
-	nc, err := nats.Connect(c.url, nats.Name("hubctl"), nats.Timeout(connectTimeout), nats.NoReconnect())
+	// Replies come to the operators' own inbox prefix: a backend allowed
+	// nats.go's default _INBOX.> cannot read users or password hashes.
+	opts := append([]nats.Option{nats.Name("hubctl"), nats.Timeout(connectTimeout), nats.NoReconnect(),
+		natsconn.InboxPrefix(schema.OperatorInboxPrefix)}, c.opts...)
+	nc, err := nats.Connect(c.url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redact(c.url), err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", natsconn.Redact(c.url), err)
 	}
 	c.nc = nc
 	return nc, nil
@@ -174,18 +179,4 @@ func removeEntry(ctx context.Context, kv jetstream.KeyValue, what, key string, r
 		return fmt.Errorf("remove %s %s: %w", what, key, err)
 	}
 	return nil
-}
-
-// redact hides credentials in a (comma-separated) NATS URL before it goes
-// into an error message. The whole user part goes, since with token
-// authentication the user name is the secret.
-func redact(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = url.User("REDACTED")
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }

@@ -10,25 +10,31 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/schema"
+	"github.com/fleethub/fleethub/internal/cli"
 )
 
 // deviceKeyCommand prints the key a device is provisioned with. It derives
 // the key locally from the master secret, so it needs no NATS.
 var deviceKeyCommand = &command{
 	name:     "device-key",
-	synopsis: "SN --master-secret S",
+	synopsis: "SN --master-secret-file FILE | --master-secret S",
 	setup: func(fs *flag.FlagSet) func([]string) (*job, error) {
-		secret := fs.String("master-secret", "", "the secret device keys derive from (HUB_MASTER_SECRET)")
+		direct := fs.String("master-secret", "", "the secret device keys derive from (HUB_MASTER_SECRET)")
+		file := fs.String("master-secret-file", "", "read the master secret from this file (a trailing newline is not part of it)")
 		return func(args []string) (*job, error) {
 			sn, err := serialArg(args)
 			if err != nil {
 				return nil, err
 			}
-			if *secret == "" {
-				return nil, errors.New("--master-secret (or HUB_MASTER_SECRET) is required")
+			secret, err := cli.SecretFromFile("master-secret", *direct, "master-secret-file", *file)
+			if err != nil {
+				return nil, err
+			}
+			if secret == "" {
+				return nil, errors.New("--master-secret-file (or HUB_MASTER_SECRET, --master-secret) is required")
 			}
 			return &job{run: func(_ context.Context, c *client) error {
-				_, err := fmt.Fprintln(c.out, hex.EncodeToString(auth.DeviceKey([]byte(*secret), sn)))
+				_, err := fmt.Fprintln(c.out, hex.EncodeToString(auth.DeviceKey([]byte(secret), sn)))
 				return err
 			}}, nil
 		}

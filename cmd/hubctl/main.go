@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/internal/cli"
+	"github.com/fleethub/fleethub/internal/natsconn"
 )
 
 // defaultNATSURL is where hubctl looks for NATS when neither --nats-url nor
@@ -85,14 +86,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 // runCtx is run under ctx: cancelling ctx ends the command, which is how
 // tests stop an endless one.
 func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	natsURL := defaultNATSURL
+	// The connection flags (--nats-url, --nats-creds, ...: natsconn.go).
+	var conn natsconn.Config
 	global := newFlagSet("hubctl")
-	global.StringVar(&natsURL, "nats-url", defaultNATSURL, "NATS servers to join (HUB_NATS_URL)")
+	conn.Register(global, defaultNATSURL)
 	if err := cli.ApplyEnv(global, cli.Env); err != nil {
 		return fail(stderr, usageError{err})
 	}
 	// The global flags end at the command name; the command's own flag set
-	// takes everything after it, --nats-url included.
+	// takes everything after it, the connection flags included.
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(stderr)
@@ -123,14 +125,15 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := cli.ApplyEnv(fs, cli.Env); err != nil {
 		return fail(stderr, usagef("%s: %v", cmd.name, err))
 	}
-	// Declared after ApplyEnv on purpose: HUB_NATS_URL was applied to the
-	// global flag already, and applying it again here would override a
-	// --nats-url given before the command name. The value so far is put
-	// back by hand so that -h shows the documented default, never a URL
-	// from the environment that may hold credentials.
-	sofar := natsURL
-	fs.StringVar(&natsURL, "nats-url", defaultNATSURL, "NATS servers to join (HUB_NATS_URL)")
-	natsURL = sofar
+	// Declared after ApplyEnv on purpose: HUB_NATS_URL and the other
+	// connection variables were applied to the global flags already, and
+	// applying them again here would override a --nats-url given before
+	// the command name. The values so far are put back by hand so that -h
+	// shows the documented defaults, never a URL or password from the
+	// environment.
+	sofar := conn
+	conn.Register(fs, defaultNATSURL)
+	conn = sofar
 	pos, err := cli.Parse(fs, cmdArgs)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(stderr, "usage: hubctl "+strings.TrimSpace(cmd.name+" "+cmd.synopsis))
@@ -150,6 +153,12 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, usagef("%s: %v", cmd.name, err))
 	}
+	// A missing creds file or a wrong kind of key is a usage error, found
+	// before any dial.
+	natsOpts, err := conn.Options()
+	if err != nil {
+		return fail(stderr, usagef("%s: %v", cmd.name, err))
+	}
 
 	var cancel context.CancelFunc
 	if j.endless {
@@ -158,7 +167,7 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, budget+j.extra)
 	}
 	defer cancel()
-	c := &client{url: natsURL, out: stdout}
+	c := &client{url: conn.URL, opts: natsOpts, out: stdout}
 	defer c.close()
 	if err := j.run(ctx, c); err != nil {
 		return fail(stderr, err)
@@ -187,7 +196,7 @@ func lookup(rest []string) (*command, []string, error) {
 		return nil, nil, usagef("unknown command %q (run hubctl help)", name)
 	}
 	union := newFlagSet("hubctl " + name)
-	union.String("nats-url", "", "")
+	new(natsconn.Config).Register(union, "")
 	// -h is an ordinary flag here, so that "device add -h" still finds its
 	// action and reaches the help of "device add".
 	help := union.Bool("h", false, "")
@@ -243,7 +252,7 @@ func wantArgs(args []string, names ...string) error {
 }
 
 func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: hubctl [--nats-url URL] COMMAND [ARGUMENTS] [FLAGS]")
+	fmt.Fprintln(w, "usage: hubctl [--nats-url URL] [CONNECTION FLAGS] COMMAND [ARGUMENTS] [FLAGS]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "commands:")
 	for _, c := range commands {
@@ -253,5 +262,8 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Flags may come before or after the arguments. Each flag may also be set")
 	fmt.Fprintln(w, "with an environment variable HUB_<FLAG>: --nats-url is HUB_NATS_URL")
 	fmt.Fprintf(w, "(default %s), --master-secret is HUB_MASTER_SECRET.\n", defaultNATSURL)
+	fmt.Fprintln(w, "Connection flags: --nats-creds FILE, --nats-nkey FILE, --nats-user U with")
+	fmt.Fprintln(w, "--nats-password-file FILE (or HUB_NATS_PASSWORD), --nats-tls-ca FILE,")
+	fmt.Fprintln(w, "--nats-tls-cert FILE --nats-tls-key FILE.")
 	fmt.Fprintln(w, "hubctl COMMAND -h describes a command's flags.")
 }
