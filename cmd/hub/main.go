@@ -42,6 +42,7 @@ type options struct {
 	maxMessageBytes                                        int64
 	queueBytes, replicas                                   int
 	requireRegistered, dev, pprof                          bool
+	tls                                                    tlsOptions // TLS on the WebSocket edge (tls.go)
 }
 
 func main() {
@@ -81,11 +82,18 @@ func run(args []string) int {
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ (profiling; keep it off on an untrusted network)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	// TLS on the WebSocket edge (tls.go).
+	fs.StringVar(&o.tls.cert, "tls-cert", "", "PEM certificate file: serve HTTPS and WSS only on --listen (with --tls-key); re-read when it changes")
+	fs.StringVar(&o.tls.key, "tls-key", "", "PEM private key file of --tls-cert; re-read when it changes")
 	if code, ok := cli.ParseFlags("hub", fs, args, cli.Env, os.Stderr); !ok {
 		return code
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
+	if err := o.tls.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
 		return 2
 	}
@@ -179,14 +187,15 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		Hub: srv, Listen: o.listen, PingInterval: o.pingInterval, PongWait: o.pongWait,
 		MaxMessageBytes: o.maxMessageBytes, QueueBytes: o.queueBytes, AllowedOrigins: origins,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Debug: o.pprof, Logger: log,
-		Dashboard: dashboard.Handler(),
+		Dashboard: dashboard.Handler(), TLSCertFile: o.tls.cert, TLSKeyFile: o.tls.key, Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("node ready", "node", o.nodeID, "ws", "ws://"+o.listen+"/ws", "health", "http://"+o.listen+"/healthz")
+	httpScheme, wsScheme := o.tls.schemes()
+	log.Info("node ready", "node", o.nodeID, "ws", wsScheme+"://"+o.listen+"/ws", "health", httpScheme+"://"+o.listen+"/healthz")
 	if o.dev {
-		log.Info("dev login: user admin, password admin", "dashboard", "http://"+o.listen+"/")
+		log.Info("dev login: user admin, password admin", "dashboard", httpScheme+"://"+o.listen+"/")
 	}
 	return n.Run(ctx)
 }
