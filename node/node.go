@@ -145,7 +145,7 @@ const shutdownTimeout = 10 * time.Second
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	ln, stopTLS := n.serveTLS(ctx, ln)
 	defer stopTLS()
-	n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second}
+	n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: n.httpErrorLog()}
 	errc := make(chan error, 1)
 	go func() { errc <- n.httpSrv.Serve(ln) }()
 	n.log.Info("serving", "addr", ln.Addr().String())

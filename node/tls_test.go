@@ -19,7 +19,6 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/client"
-	"github.com/fleethub/fleethub/hub"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/internal/testpki"
@@ -46,10 +45,7 @@ func startTLSNode(t *testing.T, leaf *testpki.Leaf) *tlsNode {
 	replaceFile(t, tn.certFile, leaf.CertPEM)
 	replaceFile(t, tn.keyFile, leaf.KeyPEM)
 	ns := natstest.Run(t)
-	tn.Node = hubtest.StartNode(t, ns, "n1", func(hc *hub.Config, nc *node.Config) {
-		nc.TLSCertFile, nc.TLSKeyFile = tn.certFile, tn.keyFile
-		nc.Registerer = hc.Registerer
-	})
+	tn.Node = hubtest.StartNode(t, ns, "n1", hubtest.TLS(tn.certFile, tn.keyFile))
 	tn.addr = tn.Serve(t)
 	return tn
 }

@@ -1,10 +1,12 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"os"
@@ -204,4 +206,25 @@ func (n *Node) serveTLS(ctx context.Context, ln net.Listener) (_ net.Listener, s
 		cancel()
 		<-done
 	}
+}
+
+// httpErrorLog is the http.Server's ErrorLog, into the node's logger
+// rather than the standard log. A failed TLS handshake (a client that
+// does not trust the certificate, a scanner, plain HTTP sent to the TLS
+// port) is the client's doing and common on an open port: Debug. The
+// rest (a handler's panic, for one) is Warn.
+func (n *Node) httpErrorLog() *log.Logger {
+	return log.New(httpLogWriter{n.log}, "", 0)
+}
+
+type httpLogWriter struct{ log *slog.Logger }
+
+func (w httpLogWriter) Write(p []byte) (int, error) {
+	msg := string(bytes.TrimSpace(p))
+	if bytes.Contains(p, []byte("TLS handshake error")) {
+		w.log.Debug("http server", "err", msg)
+	} else {
+		w.log.Warn("http server", "err", msg)
+	}
+	return len(p), nil
 }

@@ -51,6 +51,7 @@ func main() {
 type options struct {
 	urls, masterSecret, logLevel string
 	dev, printRegistry           bool
+	tlsCA                        string // TLS on the WebSocket edge (tls.go)
 }
 
 // run is devsim: it parses args (and the HUB_* variables env finds), runs
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	fs.BoolVar(&cfg.JSON, "json", false, "print the load report as JSON (load mode)")
 	fs.BoolVar(&o.printRegistry, "print-registry", false, "print the hubctl commands that register the simulated devices with their types and groups, and exit")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	// TLS on the WebSocket edge (tls.go).
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM file of the CA to trust for wss:// URLs (instead of the system's roots)")
 	if code, ok := cli.ParseFlags("devsim", fs, args, env, stderr); !ok {
 		return code
 	}
@@ -100,6 +103,10 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		cfg.MasterSecret = []byte("unused") // registering needs no key
 	}
 	var errs []error
+	var err error
+	if cfg.TLS, err = loadTLS(o.tlsCA); err != nil {
+		errs = append(errs, err)
+	}
 	if err := cfg.validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -5,6 +5,9 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/node"
 )
 
 // Serve runs the node's own listener, Node.Serve (HTTPS and WSS when the
@@ -32,4 +35,15 @@ func (n *Node) Serve(t testing.TB) string {
 		}
 	})
 	return ln.Addr().String()
+}
+
+// TLS is an option serving the pair of PEM files certFile and keyFile
+// (node.Config.TLSCertFile, TLSKeyFile), with the node's metrics in the
+// test node's Registry. Only Serve speaks TLS; the node's httptest server
+// stays plain.
+func TLS(certFile, keyFile string) Option {
+	return func(hc *hub.Config, nc *node.Config) {
+		nc.TLSCertFile, nc.TLSKeyFile = certFile, keyFile
+		nc.Registerer = hc.Registerer
+	}
 }
