@@ -53,6 +53,7 @@ type certLoader struct {
 
 	// Owned by watch (and by newCertLoader before it starts).
 	tried    [2]fileStamp // the files as they were when last read
+	failed   bool         // the last read of the pair failed
 	lastWarn time.Time    // when an invalid pair was last warned about
 	quiet    int          // invalid pairs not warned about since then
 }
@@ -147,27 +148,36 @@ func (l *certLoader) watch(ctx context.Context) {
 }
 
 // poll reloads the pair when either file differs from when it was last
-// read. A pair that does not load is not read again until a file changes
-// again, so a broken pair is counted once, not at every poll.
+// read, and while the last read failed: a failure that no change of the
+// files cures (a permission fixed with chmod changes neither time nor
+// size) must not stick. A broken pair is counted and warned about once
+// per state of the files, not at every poll.
 func (l *certLoader) poll() {
 	now := [2]fileStamp{stamp(l.certFile), stamp(l.keyFile)}
-	if now[0].same(l.tried[0]) && now[1].same(l.tried[1]) {
+	changed := !now[0].same(l.tried[0]) || !now[1].same(l.tried[1])
+	if !changed && !l.failed {
 		return
 	}
 	cert, stamps, err := l.load()
+	changed = !stamps[0].same(l.tried[0]) || !stamps[1].same(l.tried[1])
 	l.tried = stamps
 	if err != nil {
+		l.failed = true
+		if !changed {
+			return // the same broken pair as at the last poll
+		}
 		l.reloadError.Inc()
-		if since := time.Since(l.lastWarn); since < certWarnEvery {
+		if time.Since(l.lastWarn) < certWarnEvery {
 			l.quiet++
 			l.log.Debug("new TLS certificate or key invalid; still serving the previous one", "err", err)
 			return
 		}
-		l.log.Warn("new TLS certificate or key invalid; still serving the previous one (written at different moments? retried when the files change)",
+		l.log.Warn("new TLS certificate or key invalid; still serving the previous one (written at different moments? read again at every poll)",
 			"cert", l.certFile, "key", l.keyFile, "err", err, "not_warned", l.quiet)
 		l.lastWarn, l.quiet = time.Now(), 0
 		return
 	}
+	l.failed = false
 	l.cert.Store(cert)
 	l.reloadOK.Inc()
 	l.log.Info("TLS certificate reloaded", certAttrs(cert)...)
