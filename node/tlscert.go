@@ -38,8 +38,8 @@ const (
 
 // Results of fleethub_tls_reloads_total.
 const (
-	reloadOK    = "ok"
-	reloadError = "error"
+	resultOK    = "ok"
+	resultError = "error"
 )
 
 // certLoader holds the served certificate and reloads it from its files.
@@ -91,7 +91,7 @@ func newCertLoader(certFile, keyFile string, reg prometheus.Registerer, log *slo
 	}, []string{"result"})
 	l := &certLoader{
 		certFile: certFile, keyFile: keyFile, log: log,
-		reloadOK: reloads.WithLabelValues(reloadOK), reloadError: reloads.WithLabelValues(reloadError),
+		reloadOK: reloads.WithLabelValues(resultOK), reloadError: reloads.WithLabelValues(resultError),
 	}
 	cert, stamps, err := l.load()
 	if err != nil {
