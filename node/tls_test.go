@@ -172,9 +172,11 @@ func TestTLSRenewalKeepsSessions(t *testing.T) {
 		t.Fatalf("command before the renewal: %v", err)
 	}
 
+	renewed := time.Now()
 	replaceFile(t, tn.keyFile, second.KeyPEM)
 	replaceFile(t, tn.certFile, second.CertPEM)
 	awaitSerial(t, tn.addr, roots, second)
+	t.Logf("new certificate served %v after the files were replaced", time.Since(renewed).Round(time.Millisecond))
 	awaitReloads(t, tn.Registry, "ok", 1)
 
 	ctx = ctxT(t)
