@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,8 +49,14 @@ type Config struct {
 	Token string
 
 	// Dialer opens the WebSocket connections. Nil uses a dialer with the
-	// proxy from the environment and a 10 s handshake timeout.
+	// proxy from the environment, a 10 s handshake timeout and TLSConfig.
 	Dialer *websocket.Dialer
+	// TLSConfig is the TLS configuration of wss:// connections made by
+	// the default dialer, for example to trust a private CA
+	// (&tls.Config{RootCAs: pool}, pool from LoadCAFile). Nil trusts the
+	// system's roots. With Dialer set, set its TLSClientConfig instead:
+	// setting both is an error.
+	TLSConfig *tls.Config
 	// Header is sent with every WebSocket handshake (for example a
 	// User-Agent). Browser-only headers such as Origin are not needed.
 	Header http.Header
@@ -137,6 +144,9 @@ func (c *Config) Validate() error {
 	if n != 1 {
 		errs = append(errs, errors.New("client: exactly one of Device, Login and Token is required"))
 	}
+	if c.Dialer != nil && c.TLSConfig != nil {
+		errs = append(errs, errors.New("client: set TLSConfig or Dialer (with its TLSClientConfig), not both"))
+	}
 	if c.MinBackoff < 0 || c.MaxBackoff < 0 || c.RequestTimeout < 0 {
 		errs = append(errs, errors.New("client: durations must not be negative"))
 	}
@@ -170,6 +180,10 @@ func (c Config) withDefaults() Config {
 	c.Header = c.Header.Clone()
 	if c.Dialer == nil {
 		c.Dialer = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: defaultHandshakeTimeout}
+		if c.TLSConfig != nil {
+			// A clone: the caller may change its own later.
+			c.Dialer.TLSClientConfig = c.TLSConfig.Clone()
+		}
 	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = DefaultMinBackoff

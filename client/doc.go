@@ -45,4 +45,21 @@
 //	if errors.As(err, &e) {
 //		log.Printf("device answered %d %s", e.Code, e.Msg)
 //	}
+//
+// A hub serving TLS (hub --tls-cert, --tls-key) is reached with a wss://
+// URL. Its certificate is verified against the system's roots, or, for a
+// private or test CA, against a pool given in TLSConfig:
+//
+//	pool, err := client.LoadCAFile("ca.pem")
+//	if err != nil {
+//		return err
+//	}
+//	c, err := client.Dial(ctx, client.Config{
+//		URL:       "wss://hub.example:8443/ws",
+//		TLSConfig: &tls.Config{RootCAs: pool},
+//		Login:     &client.LoginAuth{Username: "admin", Password: password},
+//	})
+//
+// A certificate that does not verify fails the connection attempt with
+// the x509 reason (Dial returns it); the client never falls back to ws://.
 package client

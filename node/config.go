@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Node. Zero values get the defaults on each field.
@@ -40,6 +41,15 @@ type Config struct {
 	Dashboard http.Handler
 	// Logger receives the node's logs. Nil discards them.
 	Logger *slog.Logger
+
+	// TLSCertFile and TLSKeyFile are PEM files (--tls-cert, --tls-key):
+	// when set, Run and Serve speak HTTPS and WSS only. Both or neither.
+	// The pair is loaded by New and reloaded while the node serves when
+	// either file changes (see tlscert.go).
+	TLSCertFile, TLSKeyFile string
+	// Registerer receives the node's own metrics (the TLS reloads). Nil
+	// registers nowhere.
+	Registerer prometheus.Registerer
 }
 
 // Validate reports every problem with the configuration at once.
@@ -61,6 +71,9 @@ func (c *Config) Validate() error {
 		if _, err := normalizeOrigin(o); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("node: --tls-cert and --tls-key go together: set both or neither"))
 	}
 	return errors.Join(errs...)
 }

@@ -24,6 +24,7 @@ type Node struct {
 	log     *slog.Logger
 	melody  *melody.Melody
 	handler http.Handler
+	certs   *certLoader // nil without TLS
 
 	stopping atomic.Bool
 	stopOnce sync.Once
@@ -40,6 +41,13 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg.setDefaults()
 	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID())}
+	if cfg.TLSCertFile != "" {
+		certs, err := newCertLoader(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Registerer, n.log)
+		if err != nil {
+			return nil, err
+		}
+		n.certs = certs
+	}
 
 	m := melody.New()
 	m.Config.PingPeriod = cfg.PingInterval
@@ -132,9 +140,12 @@ func (n *Node) Run(ctx context.Context) error {
 // shutdownTimeout bounds Serve's shutdown once its context has ended.
 const shutdownTimeout = 10 * time.Second
 
-// Serve serves on ln until ctx ends, then shuts down.
+// Serve serves on ln until ctx ends, then shuts down. With a TLS
+// certificate configured, it serves HTTPS and WSS only.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
-	n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second}
+	ln, stopTLS := n.serveTLS(ctx, ln)
+	defer stopTLS()
+	n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: n.httpErrorLog()}
 	errc := make(chan error, 1)
 	go func() { errc <- n.httpSrv.Serve(ln) }()
 	n.log.Info("serving", "addr", ln.Addr().String())

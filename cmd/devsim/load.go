@@ -3,6 +3,7 @@ package main
 import (
 	"container/heap"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -119,7 +120,7 @@ func connectAll(ctx context.Context, cfg Config, clients []*client.Client, disco
 		wg                      sync.WaitGroup
 	)
 	n := len(clients)
-	dialer, sdkLog := newDialer(), sdkLogger(cfg.Logger)
+	dialer, sdkLog := newDialer(cfg.TLS), sdkLogger(cfg.Logger)
 	start := time.Now()
 	for range min(cfg.Concurrency, n) {
 		wg.Go(func() {
@@ -139,6 +140,9 @@ func connectAll(ctx context.Context, cfg Config, clients []*client.Client, disco
 					}
 					failed.Add(1)
 					errs.add(errorCode(err))
+					if cfg.abortOnCertificate(err) {
+						return
+					}
 					cfg.Logger.Debug("load: connect failed", "sn", cfg.serial(i), "err", err)
 					continue
 				}
@@ -205,11 +209,12 @@ func loadClientConfig(cfg Config, i int, dialer *websocket.Dialer, sdkLog *slog.
 // newDialer returns the WebSocket dialer every device shares: small read
 // buffers and a pool of write buffers (used only while a frame is
 // written), since thousands of idle connections each holding 8 KiB of
-// buffers add up.
-func newDialer() *websocket.Dialer {
+// buffers add up. tlsConfig (nil: the system's roots) is for wss:// URLs.
+func newDialer(tlsConfig *tls.Config) *websocket.Dialer {
 	return &websocket.Dialer{
 		Proxy: http.ProxyFromEnvironment, HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize: 1024, WriteBufferSize: 1024, WriteBufferPool: &sync.Pool{},
+		TLSClientConfig: tlsConfig,
 	}
 }
 

@@ -58,6 +58,7 @@ type options struct {
 	urls, masterSecret, logLevel string
 	dev, printRegistry           bool
 	registerOptions
+	tlsCA string // TLS on the WebSocket edge (tls.go)
 }
 
 // run is devsim: it parses args (and the HUB_* variables env finds), runs
@@ -88,6 +89,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	// --register, its connection to NATS (--nats-*), and the secret file.
 	o.registerOptions.flags(fs)
+	// TLS on the WebSocket edge (tls.go).
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM file of the CA to trust for wss:// URLs (instead of the system's roots)")
 	if code, ok := cli.ParseFlags("devsim", fs, args, env, stderr); !ok {
 		return code
 	}
@@ -114,6 +117,9 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		cfg.MasterSecret = []byte("unused") // registering needs no key
 	}
 	var errs []error
+	if cfg.TLS, err = loadTLS(o.tlsCA); err != nil {
+		errs = append(errs, err)
+	}
 	if err := cfg.validate(); err != nil {
 		errs = append(errs, err)
 	}

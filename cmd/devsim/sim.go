@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -74,10 +75,17 @@ type Config struct {
 	// JSON makes load mode print its report as JSON.
 	JSON bool
 
+	// TLS configures wss:// connections (--tls-ca); nil trusts the
+	// system's roots.
+	TLS *tls.Config
+
 	// Logger receives the lifecycle logs; nil discards them.
 	Logger *slog.Logger
 	// Out receives load mode's report; nil discards it.
 	Out io.Writer
+
+	// abort ends the run with a cause; Run sets it (see certAbort).
+	abort context.CancelCauseFunc
 }
 
 // validate reports every problem with the configuration at once.
@@ -164,8 +172,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	cfg = cfg.withDefaults()
+	ctx, cfg.abort = context.WithCancelCause(ctx)
+	defer cfg.abort(nil)
 	if cfg.Load {
 		rep, err := runLoad(ctx, cfg)
+		if cerr := certAbortOf(ctx); cerr != nil {
+			return cerr
+		}
 		if rep != nil {
 			if werr := rep.write(cfg.Out, cfg.JSON); werr != nil && err == nil {
 				err = werr
@@ -174,6 +187,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	_, err := simulate(ctx, cfg)
+	if cerr := certAbortOf(ctx); cerr != nil {
+		return cerr
+	}
 	return err
 }
 
@@ -215,7 +231,7 @@ func simulate(ctx context.Context, cfg Config) (*simStats, error) {
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	f := &fleet{cfg: cfg, log: cfg.Logger, sdkLog: sdkLogger(cfg.Logger), dialer: newDialer(), stats: &simStats{}}
+	f := &fleet{cfg: cfg, log: cfg.Logger, sdkLog: sdkLogger(cfg.Logger), dialer: newDialer(cfg.TLS), stats: &simStats{}}
 	f.log.Info("simulation starting", "devices", cfg.Devices, "urls", cfg.URLs,
 		"status_interval", cfg.StatusInterval, "event_rate_per_min", cfg.EventRate,
 		"disconnect_rate_per_hour", cfg.DisconnectRate, "duration", cfg.Duration)
@@ -266,6 +282,9 @@ func (f *fleet) runRobot(ctx context.Context, i int, r *robot, delay time.Durati
 			}
 			failures++
 			f.stats.DialFailures.Add(1)
+			if f.cfg.abortOnCertificate(err) {
+				return
+			}
 			var e *client.Error
 			switch {
 			case errors.As(err, &e) && (e.Code == 401 || e.Code == 403):

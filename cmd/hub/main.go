@@ -55,6 +55,8 @@ type options struct {
 	natsCreds []nats.Option
 	// natsAccount is the hub's account in --nats-conf (embedded server).
 	natsAccount string
+	// TLS on the WebSocket edge (tls.go).
+	tls tlsOptions
 }
 
 func main() {
@@ -98,6 +100,9 @@ func run(args []string) int {
 	// Credentials and TLS to NATS (--nats-url, --nats-creds, ...), and the
 	// secrets read from files.
 	o.registerNATSConn(fs)
+	// TLS on the WebSocket edge (tls.go).
+	fs.StringVar(&o.tls.cert, "tls-cert", "", "PEM certificate file: serve HTTPS and WSS only on --listen (with --tls-key); re-read when it changes")
+	fs.StringVar(&o.tls.key, "tls-key", "", "PEM private key file of --tls-cert; re-read when it changes")
 	if code, ok := cli.ParseFlags("hub", fs, args, cli.Env, os.Stderr); !ok {
 		return code
 	}
@@ -107,6 +112,10 @@ func run(args []string) int {
 		return 2
 	}
 	if err := o.loadNATSConn(); err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
+	if err := o.tls.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
 		return 2
 	}
@@ -212,14 +221,15 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		Hub: srv, Listen: o.listen, PingInterval: o.pingInterval, PongWait: o.pongWait,
 		MaxMessageBytes: o.maxMessageBytes, QueueBytes: o.queueBytes, AllowedOrigins: origins,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Debug: o.pprof, Logger: log,
-		Dashboard: dashboard.Handler(),
+		Dashboard: dashboard.Handler(), TLSCertFile: o.tls.cert, TLSKeyFile: o.tls.key, Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("node ready", "node", o.nodeID, "ws", "ws://"+o.listen+"/ws", "health", "http://"+o.listen+"/healthz")
+	httpScheme, wsScheme := o.tls.schemes()
+	log.Info("node ready", "node", o.nodeID, "ws", wsScheme+"://"+o.listen+"/ws", "health", httpScheme+"://"+o.listen+"/healthz")
 	if o.dev {
-		log.Info("dev login: user admin, password admin", "dashboard", "http://"+o.listen+"/")
+		log.Info("dev login: user admin, password admin", "dashboard", httpScheme+"://"+o.listen+"/")
 	}
 	return n.Run(ctx)
 }

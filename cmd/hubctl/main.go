@@ -73,6 +73,7 @@ var commands = []*command{
 	cmdCommand,
 	onlineCommand,
 	tailCommand,
+	loginCommand, // TLS on the WebSocket edge: login.go
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

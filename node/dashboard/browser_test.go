@@ -320,8 +320,9 @@ func consoleProblems() []string {
 	return out
 }
 
-// startBrowser starts headless Chromium with a throwaway profile.
-func startBrowser(t *testing.T) context.Context {
+// startBrowser starts headless Chromium with a throwaway profile, and
+// any extra options.
+func startBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),
@@ -341,6 +342,7 @@ func startBrowser(t *testing.T) context.Context {
 		chromedp.Flag("password-store", "basic"),
 		chromedp.WindowSize(1440, 1000),
 	}
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() {
