@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -205,7 +206,7 @@ func (srv *Server) authLogin(ctx context.Context, s *Session, m *wire.Message) (
 	if a.Password == nil {
 		return nil, missing("password")
 	}
-	token, claims, err := srv.Login(ctx, *a.Username, *a.Password)
+	token, claims, err := srv.Login(ctx, s.remote, *a.Username, *a.Password)
 	if err != nil {
 		return nil, loginFailure(err)
 	}
@@ -215,6 +216,10 @@ func (srv *Server) authLogin(ctx context.Context, s *Session, m *wire.Message) (
 func loginFailure(err error) *wire.Error {
 	if errors.Is(err, auth.ErrBadPassword) {
 		return wire.Errorf(wire.CodeUnauthorized, "wrong username or password")
+	}
+	var te *ThrottledError
+	if errors.As(err, &te) {
+		return wire.Errorf(wire.CodeRateLimited, fmt.Sprintf("too many failed logins: try again in %d s", RetryAfterSeconds(te.RetryAfter)))
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return wire.Errorf(wire.CodeUnavailable, "login is busy, try again")
