@@ -151,9 +151,9 @@ func (t *Tokens) Issue(user string, role Role, groups []string, gen int64) (toke
 	var id [16]byte
 	rand.Read(id[:]) // never fails since Go 1.24
 	c = Claims{
-		User:      user,
-		Role:      role,
-		Groups:    slices.Clone(groups),
+		User:          user,
+		Role:          role,
+		Groups:        slices.Clone(groups),
 		IssuedAt:      iat,
 		ExpiresAt:     exp,
 		ID:            hex.EncodeToString(id[:]),
