@@ -45,7 +45,7 @@ const (
 	loginBackoffMax  = 5 * time.Minute  // the longest
 	loginForget      = 15 * time.Minute // a counter with no failure for this long is forgotten
 	loginMaxInflight = 1                // password checks in flight per address
-	loginMaxWaiting  = 8                // attempts of one address waiting for their turn
+	loginMaxWaiting  = 16               // attempts of one address waiting for their turn
 	loginTableCap    = 10000            // entries per table (addresses, usernames, pairs)
 	loginSweepEvery  = time.Minute
 )

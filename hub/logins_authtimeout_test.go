@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/internal/natstest"
 )
 
 // loginFrame is an /auth/login request with request id "a".
@@ -34,9 +36,11 @@ func openFrom(srv *Server, remote string) (*Session, *fakeTransport) {
 
 // TestAuthTimeoutHeldForQueuedLogins: while every bcrypt slot is taken,
 // many sessions send their login just before their auth timeout falls.
-// The logins wait for a slot much longer than the timeout: none of the
-// sessions is closed with 1008 while its request waits, and each gets its
-// answer (a success) once bcrypt is free again.
+// The logins wait for a slot far longer than the auth timeout, and longer
+// than an auth request's own bound (authRequestTimeout, which used to
+// bound this wait too, ending it with a 503 and then a 1008): none of the
+// sessions is closed while its request waits, and each gets its answer
+// (a success) once bcrypt is free again.
 func TestAuthTimeoutHeldForQueuedLogins(t *testing.T) {
 	t.Parallel()
 	const (
@@ -81,11 +85,11 @@ func TestAuthTimeoutHeldForQueuedLogins(t *testing.T) {
 			c.s.HandleFrame(loginFrame(t, "admin", "pw"))
 		}()
 	}
-	// The logins wait for bcrypt for three auth timeouts.
-	time.Sleep(3 * authTimeout)
+	// The logins wait for bcrypt.
+	time.Sleep(authRequestTimeout + time.Second)
 	for i, c := range clients {
 		if code := c.ft.closeCode(); code != 0 {
-			t.Errorf("session %d closed with %d while its login waited for bcrypt", i, code)
+			t.Errorf("session %d closed with %d: its login waited for bcrypt", i, code)
 		}
 	}
 	release()
@@ -118,4 +122,37 @@ func (f *fakeTransport) answerMsg() string {
 		}
 	}
 	return ""
+}
+
+// TestAuthTimeoutRestartsAfterTryAgain: a login sent just before the auth
+// timeout and answered 429 (throttled) leaves the session the full auth
+// timeout to try again, not the few milliseconds that were left; then the
+// timeout falls as usual.
+func TestAuthTimeoutRestartsAfterTryAgain(t *testing.T) {
+	t.Parallel()
+	const authTimeout = 400 * time.Millisecond
+	srv := newTestServer(t)
+	srv.cfg.AuthTimeout = authTimeout
+	const addr = "192.0.2.50:7000"
+	for i := range loginIPFree + 1 {
+		_, _, _ = srv.Login(context.Background(), addr, fmt.Sprintf("nobody%d", i), "x")
+	}
+	s, ft := openFrom(srv, addr)
+	opened := time.Now()
+	time.Sleep(time.Until(opened.Add(authTimeout - 50*time.Millisecond)))
+	s.HandleFrame(loginFrame(t, "admin", "pw"))
+	answered := time.Now()
+	if code, _ := ft.answerCode(); code != wire.CodeRateLimited {
+		t.Fatalf("answer %d, want 429", code)
+	}
+	time.Sleep(time.Until(answered.Add(authTimeout / 2)))
+	if code := ft.closeCode(); code != 0 {
+		t.Fatalf("closed with %d %v after a 429, want the full auth timeout to try again", code, time.Since(answered))
+	}
+	natstest.Eventually(t, 5*authTimeout, func() error {
+		if code := ft.closeCode(); code != wire.ClosePolicy {
+			return fmt.Errorf("close code %d, want %d", code, wire.ClosePolicy)
+		}
+		return nil
+	})
 }
