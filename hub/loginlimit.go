@@ -75,7 +75,8 @@ func RetryAfterSeconds(d time.Duration) int64 {
 }
 
 // loginLimiter keeps the login failure counters. It is safe for
-// concurrent use; its lock is a leaf (nothing else is taken under it).
+// concurrent use; its lock is taken alone, and an attempt waits for its
+// address's turn with it released.
 type loginLimiter struct {
 	now func() time.Time
 	// Policy, set at construction (tests shorten it).
@@ -191,11 +192,12 @@ func (l *loginLimiter) begin(ctx context.Context, remote, username string) (*log
 		return nil, ctx.Err()
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	ip.waiting--
 	// The attempts ahead in the queue may have made the address, or the
 	// pair, back off meanwhile.
-	if err := l.refusal(ip, user, addr); err != nil {
+	err := l.refusal(ip, user, addr)
+	l.mu.Unlock()
+	if err != nil {
 		<-turn
 		return nil, err
 	}
@@ -241,9 +243,9 @@ func (l *loginLimiter) backoff(n int) time.Duration {
 func (a *loginAttempt) failed() {
 	l := a.l
 	now := l.now()
+	defer func() { <-a.turn }() // after the unlock: no channel under mu
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	defer func() { <-a.turn }()
 	l.decay(&a.ip.failCount, now)
 	a.ip.fails++
 	a.ip.last = now
@@ -272,9 +274,9 @@ func (a *loginAttempt) failed() {
 // again from zero.
 func (a *loginAttempt) succeeded() {
 	l := a.l
+	defer func() { <-a.turn }() // after the unlock: no channel under mu
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	<-a.turn
 	a.ip.failCount = failCount{}
 	if a.user != "" {
 		l.pairs.remove(userAddrKey(a.user, a.addr))
