@@ -247,7 +247,8 @@ func loginFailure(err error) *wire.Error {
 	if errors.As(err, &te) {
 		return wire.Errorf(wire.CodeRateLimited, fmt.Sprintf("too many failed logins: try again in %d s", RetryAfterSeconds(te.RetryAfter)))
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		// Waited too long for bcrypt, or the node stops.
 		return wire.Errorf(wire.CodeUnavailable, "login is busy, try again")
 	}
 	return wire.Errorf(wire.CodeInternal, "internal error")
