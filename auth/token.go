@@ -58,12 +58,22 @@ type Claims struct {
 	IssuedAt  time.Time // whole seconds, as written in the token
 	ExpiresAt time.Time // whole seconds, as written in the token
 	ID        string    // jti, random 16 bytes hex
+	// Generation is the version of the account the token was issued for
+	// (User.UpdatedAt, in ms), claim "gen". A verifier refuses the token
+	// once the account's version is another one, so a password change
+	// revokes every token issued before it, even in the same second.
+	// HasGeneration is false for a token without the claim (issued before
+	// the claim existed); see the hub's CheckToken for how those are
+	// treated.
+	Generation    int64
+	HasGeneration bool
 }
 
 // jwtClaims is the wire form of Claims.
 type jwtClaims struct {
-	Role   string   `json:"role"`
-	Groups []string `json:"groups"`
+	Role       string   `json:"role"`
+	Groups     []string `json:"groups"`
+	Generation *int64   `json:"gen,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -120,12 +130,13 @@ func NewTokens(cfg TokenConfig) (*Tokens, error) {
 // TTL returns the lifetime of issued tokens, e.g. for a cookie's Max-Age.
 func (t *Tokens) TTL() time.Duration { return t.ttl }
 
-// Issue signs a token for user with role and groups. The JWT claims are sub,
-// iss, iat, exp, jti, role and groups. It refuses what Verify would refuse
+// Issue signs a token for user with role and groups, for the version gen of
+// the account (its User.UpdatedAt). The JWT claims are sub, iss, iat, exp,
+// jti, role, groups and gen. It refuses what Verify would refuse
 // (ErrBadUsername, ErrBadRole, ErrBadGroup) so a bad token is never handed
 // out. IssuedAt in the returned Claims is truncated to the second exactly as
-// written, because callers compare it with User.UpdatedAt.
-func (t *Tokens) Issue(user string, role Role, groups []string) (token string, c Claims, err error) {
+// written.
+func (t *Tokens) Issue(user string, role Role, groups []string, gen int64) (token string, c Claims, err error) {
 	if !ValidUsername(user) {
 		return "", Claims{}, ErrBadUsername
 	}
@@ -140,16 +151,19 @@ func (t *Tokens) Issue(user string, role Role, groups []string) (token string, c
 	var id [16]byte
 	rand.Read(id[:]) // never fails since Go 1.24
 	c = Claims{
-		User:      user,
-		Role:      role,
-		Groups:    slices.Clone(groups),
-		IssuedAt:  iat,
-		ExpiresAt: exp,
-		ID:        hex.EncodeToString(id[:]),
+		User:          user,
+		Role:          role,
+		Groups:        slices.Clone(groups),
+		IssuedAt:      iat,
+		ExpiresAt:     exp,
+		ID:            hex.EncodeToString(id[:]),
+		Generation:    gen,
+		HasGeneration: true,
 	}
 	jc := jwtClaims{
-		Role:   string(role),
-		Groups: c.Groups,
+		Role:       string(role),
+		Groups:     c.Groups,
+		Generation: &gen,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   user,
 			Issuer:    t.issuer,
@@ -167,8 +181,10 @@ func (t *Tokens) Issue(user string, role Role, groups []string) (token string, c
 
 // Verify parses token and checks the signature (HS256 only: "none" and every
 // other alg are refused, so a token cannot choose its own verification),
-// issuer, exp and iat (both required), role (admin or viewer), groups
-// (non-empty, valid) and that sub is a valid username. A correctly signed but
+// issuer, exp and iat (both required), that exp - iat is at most the
+// verifier's TTL (a token minted with a longer lifetime is refused, even
+// correctly signed), role (admin or viewer), groups (non-empty, valid) and
+// that sub is a valid username. A correctly signed but
 // expired token is ErrTokenExpired; anything else is ErrTokenInvalid wrapped
 // with a short reason. Errors never include the token text, which is a
 // credential.
@@ -237,6 +253,13 @@ func (t *Tokens) claims(jc jwtClaims) (Claims, error) {
 	if jc.IssuedAt.After(t.now().Add(maxIssuedAtDrift)) {
 		return invalid("issued in the future")
 	}
+	// The lifetime a token claims is bounded by this verifier's TTL: a
+	// token minted elsewhere with a longer one (a node or tool with a
+	// larger --token-ttl, or a leaked key used to mint long-lived tokens)
+	// does not outlive what this node's operator chose.
+	if jc.ExpiresAt.Sub(jc.IssuedAt.Time) > t.ttl {
+		return invalid("lifetime longer than the token TTL")
+	}
 	if !ValidUsername(jc.Subject) {
 		return invalid("bad subject")
 	}
@@ -247,14 +270,18 @@ func (t *Tokens) claims(jc jwtClaims) (Claims, error) {
 	if validGroups(jc.Groups) != nil {
 		return invalid("bad groups")
 	}
-	return Claims{
+	c := Claims{
 		User:      jc.Subject,
 		Role:      role,
 		Groups:    jc.Groups,
 		IssuedAt:  jc.IssuedAt.Time,
 		ExpiresAt: jc.ExpiresAt.Time,
 		ID:        jc.ID,
-	}, nil
+	}
+	if jc.Generation != nil {
+		c.Generation, c.HasGeneration = *jc.Generation, true
+	}
+	return c, nil
 }
 
 // jwtReason maps a jwt error to a fixed short reason. jwt's own messages can

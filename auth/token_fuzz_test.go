@@ -90,7 +90,7 @@ func FuzzTokenRoundTrip(f *testing.F) {
 	f.Add(strings.Repeat("u", 65), "admin", "*,g")
 	f.Fuzz(func(t *testing.T, user, role, groupList string) {
 		groups := strings.Split(groupList, ",")
-		tok, issued, err := tk.Issue(user, Role(role), groups)
+		tok, issued, err := tk.Issue(user, Role(role), groups, 7)
 		_, roleErr := ParseRole(role)
 		valid := ValidUsername(user) && roleErr == nil && validGroups(groups) == nil
 		if err != nil {

@@ -39,7 +39,7 @@ func TestTokenRoundTrip(t *testing.T) {
 	c := &clock{time.Unix(1700000000, 987654321)} // sub-second part must be dropped
 	tk := newTestTokens(t, testTokenKey, "", c)
 	groups := []string{"warehouse-1", "lab"}
-	tok, issued, err := tk.Issue("alice", RoleViewer, groups)
+	tok, issued, err := tk.Issue("alice", RoleViewer, groups, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		t.Fatalf("Verify = %+v, issued %+v", got, issued)
 	}
 
-	_, again, _ := tk.Issue("alice", RoleViewer, []string{"lab"})
+	_, again, _ := tk.Issue("alice", RoleViewer, []string{"lab"}, 1)
 	if again.ID == issued.ID {
 		t.Fatal("two tokens share a jti")
 	}
@@ -83,7 +83,7 @@ func TestTokenDefaults(t *testing.T) {
 	if tk.TTL() != 24*time.Hour {
 		t.Fatalf("TTL = %v", tk.TTL())
 	}
-	tok, c, err := tk.Issue("root", RoleAdmin, []string{"*"})
+	tok, c, err := tk.Issue("root", RoleAdmin, []string{"*"}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestTokenIssueRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, _, err := tk.Issue(tt.user, tt.role, tt.groups)
+			tok, _, err := tk.Issue(tt.user, tt.role, tt.groups, 1)
 			if !errors.Is(err, tt.want) || tok != "" {
 				t.Fatalf("Issue = %q, %v; want %v", tok, err, tt.want)
 			}
@@ -157,7 +157,7 @@ func TestTokenIssueRejects(t *testing.T) {
 func TestTokenExpiry(t *testing.T) {
 	c := &clock{testNow}
 	tk := newTestTokens(t, testTokenKey, "", c)
-	tok, _, err := tk.Issue("alice", RoleAdmin, []string{"*"})
+	tok, _, err := tk.Issue("alice", RoleAdmin, []string{"*"}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,12 +207,12 @@ func goodClaims(mod func(jwt.MapClaims)) jwt.MapClaims {
 func TestTokenVerifyRejects(t *testing.T) {
 	c := &clock{testNow}
 	tk := newTestTokens(t, testTokenKey, "", c)
-	valid, _, err := tk.Issue("alice", RoleViewer, []string{"lab"})
+	valid, _, err := tk.Issue("alice", RoleViewer, []string{"lab"}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged, _, _ := newTestTokens(t, TokenKey([]byte("other master")), "", c).Issue("alice", RoleAdmin, []string{"*"})
-	otherIss, _, _ := newTestTokens(t, testTokenKey, "someone-else", c).Issue("alice", RoleAdmin, []string{"*"})
+	forged, _, _ := newTestTokens(t, TokenKey([]byte("other master")), "", c).Issue("alice", RoleAdmin, []string{"*"}, 1)
+	otherIss, _, _ := newTestTokens(t, testTokenKey, "someone-else", c).Issue("alice", RoleAdmin, []string{"*"}, 1)
 	parts := strings.Split(valid, ".")
 	hs256 := jwt.SigningMethodHS256
 	sign := func(mod func(jwt.MapClaims)) string { return signMap(t, hs256, testTokenKey, goodClaims(mod)) }

@@ -39,7 +39,7 @@ func FuzzUserEntry(f *testing.F) {
 			}
 			return
 		}
-		tok, _, err := tk.Issue(u.Name, u.Role, u.Groups)
+		tok, _, err := tk.Issue(u.Name, u.Role, u.Groups, u.UpdatedAt)
 		if err != nil {
 			t.Fatalf("valid user %+v cannot get a token: %v", u, err)
 		}

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -52,32 +53,50 @@ type authValues struct {
 // to an auth request it sent in time.
 const authRequestTimeout = 5 * time.Second
 
+// loginWait bounds how long a password login waits for its address's turn
+// and a bcrypt slot (then authRequestTimeout bounds the rest of it, as for
+// any auth request). The auth timeout is held meanwhile: a login sent in
+// time waits for its answer however many logins are ahead of it, up to
+// this (the per-address turns and the caps on unauthenticated connections
+// bound how many there can be).
+const loginWait = 30 * time.Second
+
 // serveAuth serves an auth request. The auth timeout stops while it is
-// served: a request sent in time is answered, however slow JetStream is
-// (within authRequestTimeout); a failed one restarts what was left of it.
+// served (HandleFrame stopped it already when the frame came): a request
+// sent in time is answered, however slow JetStream is or however many
+// logins wait for bcrypt. A refused request restarts what was left of the
+// timeout; one answered "try again" (429 throttled, 503 busy or
+// unavailable) restarts it in full, so that the client has the time to do
+// so. Failed auth requests of a session are counted, "try again" answers
+// included, and the session is closed with 1008 at maxAuthFailures, which
+// bounds how long a session can stay unauthenticated.
 func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 	if !s.holdAuthTimeout() {
 		// The timeout fell as the request came: the session is closing.
 		return nil, wire.Errorf(wire.CodeUnauthorized, "authentication timeout")
 	}
-	ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
-	defer cancel()
 	var (
 		values any
 		werr   *wire.Error
 	)
 	switch m.Service {
 	case "/auth/device":
+		ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
 		values, werr = srv.authDevice(ctx, s, m)
+		cancel()
 	case "/auth/login":
-		values, werr = srv.authLogin(ctx, s, m)
+		values, werr = srv.authLogin(s, m)
 	default:
+		ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
 		values, werr = srv.authToken(ctx, s, m)
+		cancel()
 	}
-	if werr != nil {
-		s.resumeAuthTimeout()
+	if werr == nil {
+		return values, nil
 	}
-	if werr != nil && werr.Code == wire.CodeUnauthorized {
+	retry := werr.Code == wire.CodeRateLimited || werr.Code == wire.CodeUnavailable
+	s.resumeAuthTimeout(retry)
+	if retry || werr.Code == wire.CodeUnauthorized {
 		s.mu.Lock()
 		s.authFails++
 		n := s.authFails
@@ -87,7 +106,7 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 			s.closeLater(wire.ClosePolicy, "too many failed authentication attempts")
 		}
 	}
-	return values, werr
+	return nil, werr
 }
 
 // holdAuthTimeout stops the auth timer while an auth request is served,
@@ -107,15 +126,19 @@ func (s *Session) holdAuthTimeout() bool {
 	return true
 }
 
-// resumeAuthTimeout restarts the auth timer of a session whose auth
-// request failed, with what was left of it.
-func (s *Session) resumeAuthTimeout() {
+// resumeAuthTimeout restarts the auth timer of a session that is still
+// unauthenticated, with what was left of it, or in full when full is set.
+// It does nothing when the timer runs already.
+func (s *Session) resumeAuthTimeout(full bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.timer != nil || s.Identity() != nil {
 		return
 	}
 	left := max(s.authLeft, 0)
+	if full {
+		left = s.srv.cfg.AuthTimeout
+	}
 	s.authDeadline = time.Now().Add(left)
 	s.timer = time.AfterFunc(left, s.authTimedOut)
 }
@@ -194,7 +217,7 @@ func deviceAuthFailure(err error) (string, *wire.Error) {
 	return "store_unavailable", wire.Errorf(wire.CodeUnavailable, "replay protection unavailable, try again")
 }
 
-func (srv *Server) authLogin(ctx context.Context, s *Session, m *wire.Message) (any, *wire.Error) {
+func (srv *Server) authLogin(s *Session, m *wire.Message) (any, *wire.Error) {
 	var a loginArgs
 	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
 		return nil, werr
@@ -205,10 +228,14 @@ func (srv *Server) authLogin(ctx context.Context, s *Session, m *wire.Message) (
 	if a.Password == nil {
 		return nil, missing("password")
 	}
-	token, claims, err := srv.Login(ctx, *a.Username, *a.Password)
+	wait, cancelWait := context.WithTimeout(srv.runCtx, loginWait)
+	token, claims, err := srv.Login(wait, s.remote, *a.Username, *a.Password)
+	cancelWait()
 	if err != nil {
 		return nil, loginFailure(err)
 	}
+	ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
+	defer cancel()
 	return srv.establishAdmin(ctx, s, token, claims)
 }
 
@@ -216,7 +243,12 @@ func loginFailure(err error) *wire.Error {
 	if errors.Is(err, auth.ErrBadPassword) {
 		return wire.Errorf(wire.CodeUnauthorized, "wrong username or password")
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	var te *ThrottledError
+	if errors.As(err, &te) {
+		return wire.Errorf(wire.CodeRateLimited, fmt.Sprintf("too many failed logins: try again in %d s", RetryAfterSeconds(te.RetryAfter)))
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		// Waited too long for bcrypt, or the node stops.
 		return wire.Errorf(wire.CodeUnavailable, "login is busy, try again")
 	}
 	return wire.Errorf(wire.CodeInternal, "internal error")

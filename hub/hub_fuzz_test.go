@@ -695,7 +695,7 @@ func FuzzKVEntries(f *testing.F) {
 				if err := u.Validate(); err != nil {
 					t.Fatalf("user entry %q kept: %v", data, err)
 				}
-				if _, _, err := h.srv.tokens.Issue(u.Name, u.Role, u.Groups); err != nil {
+				if _, _, err := h.srv.tokens.Issue(u.Name, u.Role, u.Groups, u.UpdatedAt); err != nil {
 					t.Fatalf("user entry %q kept, yet no token: %v", data, err)
 				}
 			}

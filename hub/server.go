@@ -45,6 +45,7 @@ type Server struct {
 	admit     *admission    // cost-based admission of expensive requests
 	bcrypt    chan struct{} // bounds concurrent bcrypt work
 	dummyHash string        // checked for unknown users; same cost as real hashes
+	logins    *loginLimiter // login failure throttling
 
 	started   atomic.Bool
 	stopping  atomic.Bool
@@ -85,6 +86,7 @@ func New(cfg Config) (*Server, error) {
 		tokens:   tokens,
 		sessions: make(map[*Session]struct{}),
 		bcrypt:   make(chan struct{}, 2),
+		logins:   newLoginLimiter(cfg.Now),
 	}
 	if s.dummyHash, err = auth.HashPassword(nuid.Next(), cfg.BcryptCost); err != nil {
 		return nil, fmt.Errorf("hub: BcryptCost: %w", err)
@@ -107,6 +109,7 @@ func New(cfg Config) (*Server, error) {
 	for _, reason := range dropReasons {
 		s.metrics.pushesDropped.WithLabelValues(reason)
 	}
+	s.metrics.authFailures.WithLabelValues("throttled")
 	s.services = s.builtinServices()
 	s.admit = newAdmission(&s.cfg, s.metrics)
 	return s, nil
@@ -165,6 +168,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.goTask(func() { s.dir.run(runCtx, dirTerm) })
 	s.goTask(func() { s.summaries(runCtx) })
 	s.goTask(func() { s.stores.run(runCtx) })
+	s.goTask(func() { s.logins.run(runCtx) })
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
 		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)
 	}

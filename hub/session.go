@@ -250,7 +250,14 @@ func (s *Session) HandleBinary() {
 // protocol promises one answer per request, and the read goroutine then
 // pauses until the limit lets a request through again, so a flood is shed
 // at the socket.
+//
+// The auth timeout of an unauthenticated session is held from when its
+// frame is received until the frame is handled: the timeout bounds how
+// long a client takes to send its auth request, not how long the hub
+// takes to get to it (serveAuth, which holds it while the request is
+// served, says more).
 func (s *Session) HandleFrame(frame []byte) {
+	held := s.Identity() == nil && s.holdAuthTimeout()
 	var f frameState
 	f.budget = s.srv.cfg.MaxAnswerBytes
 	wire.Lines(frame, func(line []byte) {
@@ -276,6 +283,9 @@ func (s *Session) HandleFrame(frame []byte) {
 		s.send(wire.Join(f.out))
 	}
 	s.closeIfDecided()
+	if held {
+		s.resumeAuthTimeout(false) // nothing when it authenticated, or an auth request resumed it
+	}
 	if f.limited {
 		s.shed()
 	}

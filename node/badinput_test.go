@@ -795,7 +795,7 @@ func TestBadInputToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tok, _, err := toks.Issue(user, auth.RoleAdmin, []string{"*"})
+		tok, _, err := toks.Issue(user, auth.RoleAdmin, []string{"*"}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

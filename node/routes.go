@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -114,10 +116,15 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	token, c, err := n.hub.Login(ctx, *req.Username, *req.Password)
+	token, c, err := n.hub.Login(ctx, r.RemoteAddr, *req.Username, *req.Password)
+	var throttled *hub.ThrottledError
 	switch {
 	case errors.Is(err, auth.ErrBadPassword):
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"msg": "wrong username or password"})
+	case errors.As(err, &throttled):
+		secs := hub.RetryAfterSeconds(throttled.RetryAfter)
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"msg": fmt.Sprintf("too many failed logins: try again in %d s", secs)})
 	case err != nil:
 		n.log.Error("login failed", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"msg": "login unavailable, try again"})

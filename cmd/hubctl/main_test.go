@@ -140,14 +140,15 @@ func login(t *testing.T, n *hubtest.Node, user, password string) (*hubtest.Clien
 	return c, v.Token
 }
 
-// mintToken issues a token as a test node would, from its master secret.
-func mintToken(t *testing.T, user string, role auth.Role, groups []string) string {
+// mintToken issues a token as a test node would, from its master secret,
+// for the version gen of the account (its UpdatedAt).
+func mintToken(t *testing.T, user string, role auth.Role, groups []string, gen int64) string {
 	t.Helper()
 	tokens, err := auth.NewTokens(auth.TokenConfig{Key: auth.TokenKey(hubtest.MasterSecret), TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, _, err := tokens.Issue(user, role, groups)
+	token, _, err := tokens.Issue(user, role, groups, gen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +369,7 @@ func TestUsers(t *testing.T) {
 	// The node knows bob once it accepts a token for him. That is the
 	// cheap probe: a password login of a user the node does not know yet
 	// would burn a full-cost bcrypt on purpose, seconds under -race.
-	minted := mintToken(t, "bob", auth.RoleViewer, []string{"g2", "g1"})
+	minted := mintToken(t, "bob", auth.RoleViewer, []string{"g2", "g1"}, readKV[auth.User](t, ns, schema.BucketUsers, "bob").UpdatedAt)
 	natstest.Eventually(t, propagation, func() error {
 		if c := tokenCode(t, n, minted); c != 0 {
 			return fmt.Errorf("token of bob answered %d", c)
