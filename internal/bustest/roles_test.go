@@ -567,6 +567,25 @@ func TestBusAttacksRefused(t *testing.T) {
 			},
 		})
 	}
+	rows = append(rows, row{
+		name: "publish on a watch subject", allowed: []bustest.Role{node}, refused: []bustest.Role{backend, operator},
+		try: func(t *testing.T, f *fleet, c *bustest.Conn, tag string) error {
+			// What nodes send each other for the admins watching a device.
+			subj := "hub.watch.default.robot.R-1.status"
+			if err := c.Publish(subj, []byte(`{"sn":"R-1","type":"robot","group":"default","status":{"forged":true}}`)); err != nil {
+				return err
+			}
+			// The server answers a refused publish before the PONG, and
+			// nats.go records it as it reads it.
+			if err := c.Flush(); err != nil {
+				return err
+			}
+			if err := c.LastError(); err != nil && strings.Contains(err.Error(), subj) {
+				return fmt.Errorf("%v: %w", err, nats.ErrPermissionViolation)
+			}
+			return nil
+		},
+	})
 	for _, s := range []struct {
 		subj, queue string
 		allowed     []bustest.Role
@@ -576,6 +595,7 @@ func TestBusAttacksRefused(t *testing.T) {
 		{"hub.dev.R-1.cmd", "", []bustest.Role{node}, []bustest.Role{backend, operator}},
 		{"hub.ctl.>", "", []bustest.Role{node}, []bustest.Role{backend, operator}},
 		{"hub.ctl.dir.*", "directory", []bustest.Role{node}, []bustest.Role{backend, operator}},
+		{"hub.watch.>", "", []bustest.Role{node}, []bustest.Role{backend, operator}},
 		{"_INBOX_hub.>", "", []bustest.Role{node}, []bustest.Role{backend, operator}},
 		{"_INBOX_ops.>", "", []bustest.Role{node, operator}, []bustest.Role{backend}},
 		{"_INBOX.>", "", []bustest.Role{node, backend}, []bustest.Role{operator}},
@@ -627,6 +647,29 @@ func TestBusAttacksRefused(t *testing.T) {
 		}
 		// With a role's key the same connection works (every row below).
 		if err := f.conns[backend].Flush(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("a push consumer delivering into hub.ctl.takeover", func(t *testing.T) {
+		// JetStream publishes for a consumer's creator on any subject it
+		// names, whatever the creator's own permissions: the nodes drop
+		// what they did not sign.
+		c := f.conns[backend]
+		before := counter(t, f.a, "fleethub_control_refused_total", "unsigned")
+		req := `{"stream_name":"HUB_EVENTS","config":{"deliver_subject":"hub.ctl.takeover","filter_subject":"hub.dev.R-1.event","ack_policy":"none","deliver_policy":"all"}}`
+		m, err := c.Request("$JS.API.CONSUMER.CREATE.HUB_EVENTS.relay.hub.dev.R-1.event", []byte(req), 5*time.Second)
+		if err != nil || strings.Contains(string(m.Data), `"error"`) {
+			t.Fatalf("consumer not created (%v): %s", err, m.Data)
+		}
+		natstest.Eventually(t, 10*time.Second, func() error {
+			if got := counter(t, f.a, "fleethub_control_refused_total", "unsigned"); got <= before {
+				return fmt.Errorf("control_refused_total{reason=unsigned} still %v", got)
+			}
+			return nil
+		})
+		f.dev.MustOK("/ping", nil)
+		js, _ := jetstream.New(f.conns[node].Conn)
+		if err := js.DeleteConsumer(ctx(t), "HUB_EVENTS", "relay"); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -748,4 +791,27 @@ func readUsers(cx context.Context, c *bustest.Conn) error {
 		return fmt.Errorf("watch of hub_users gave %v", e)
 	}
 	return nil
+}
+
+// counter is the value of a counter of n's metrics with the given reason.
+func counter(t *testing.T, n *hubtest.Node, name, reason string) float64 {
+	t.Helper()
+	mfs, err := n.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{reason=%q}", name, reason)
+	return 0
 }
