@@ -650,16 +650,39 @@ func TestBusAttacksRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	t.Run("a push consumer delivering into hub.ctl.takeover", func(t *testing.T) {
+	t.Run("push consumers delivering into hub.ctl.takeover and hub_users", func(t *testing.T) {
 		// JetStream publishes for a consumer's creator on any subject it
-		// names, whatever the creator's own permissions: the nodes drop
-		// what they did not sign.
+		// names, whatever the creator's own permissions (nats-server
+		// 2.15): the nodes drop the control messages they did not sign,
+		// and the server delivers nothing into a bucket's subjects (a
+		// deleted registry entry's marker, delivered on the admin's key,
+		// would delete the admin).
+		op := f.conns[operator]
+		ojs, _ := jetstream.New(op.Conn)
+		reg, err := ojs.KeyValue(ctx(t), schema.BucketDevices)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reg.Put(ctx(t), "X-1", []byte(`{"type":"robot","group":"g1"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := reg.Delete(ctx(t), "X-1"); err != nil {
+			t.Fatal(err)
+		}
 		c := f.conns[backend]
 		before := counter(t, f.a, "fleethub_control_refused_total", "unsigned")
-		req := `{"stream_name":"HUB_EVENTS","config":{"deliver_subject":"hub.ctl.takeover","filter_subject":"hub.dev.R-1.event","ack_policy":"none","deliver_policy":"all"}}`
-		m, err := c.Request("$JS.API.CONSUMER.CREATE.HUB_EVENTS.relay.hub.dev.R-1.event", []byte(req), 5*time.Second)
-		if err != nil || strings.Contains(string(m.Data), `"error"`) {
-			t.Fatalf("consumer not created (%v): %s", err, m.Data)
+		for _, cons := range []struct{ stream, name, filter, deliver string }{
+			{"KV_hub_devices", "relay1", "$KV.hub_devices.X-1", "$KV.hub_users.admin"},
+			{"KV_hub_devices", "relay2", "$KV.hub_devices.X-1", "$KV.hub_nonces.n1"},
+			{"HUB_EVENTS", "relay3", "hub.dev.R-1.event", "hub.ctl.takeover"},
+		} {
+			req := `{"stream_name":"` + cons.stream + `","config":{"name":"` + cons.name + `","deliver_subject":"` + cons.deliver +
+				`","filter_subject":"` + cons.filter + `","ack_policy":"none","deliver_policy":"all"}}`
+			m, err := c.Request("$JS.API.CONSUMER.CREATE."+cons.stream+"."+cons.name+"."+cons.filter, []byte(req), 5*time.Second)
+			if err != nil || strings.Contains(string(m.Data), `"error"`) {
+				t.Fatalf("consumer %s not created (%v): %s", cons.name, err, m.Data)
+			}
+			t.Cleanup(func() { _ = f.nodeJS.DeleteConsumer(context.Background(), cons.stream, cons.name) })
 		}
 		natstest.Eventually(t, 10*time.Second, func() error {
 			if got := counter(t, f.a, "fleethub_control_refused_total", "unsigned"); got <= before {
@@ -668,9 +691,9 @@ func TestBusAttacksRefused(t *testing.T) {
 			return nil
 		})
 		f.dev.MustOK("/ping", nil)
-		js, _ := jetstream.New(f.conns[node].Conn)
-		if err := js.DeleteConsumer(ctx(t), "HUB_EVENTS", "relay"); err != nil {
-			t.Fatal(err)
+		adminOnly(t, f, "relay")
+		if _, err := f.nodeKV(t, schema.BucketNonces).Get(ctx(t), "n1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("n1 in hub_nonces: %v", err)
 		}
 	})
 	// Rows run one after the other: they share the device.
