@@ -2,6 +2,8 @@ package bustest_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -570,6 +572,41 @@ func TestBusAttacksRefused(t *testing.T) {
 			},
 		})
 	}
+	captured := make(map[string]map[string]any) // device logins by tag
+	rows = append(rows, row{
+		// The replay of a captured device login is refused by its claimed
+		// nonce; removing the claim would let it in again.
+		name: "replay a captured login after purging its nonce", allowed: []bustest.Role{node}, refused: []bustest.Role{backend, operator},
+		try: func(t *testing.T, f *fleet, c *bustest.Conn, tag string) error {
+			args := hubtest.DeviceArgs("R-cap-"+tag, "robot")
+			captured[tag] = args
+			first := hubtest.Dial(t, f.a.WSURL(), nil)
+			first.MustOK("/auth/device", args)
+			first.Conn.Close()
+			replay := hubtest.Dial(t, f.b.WSURL(), nil)
+			defer replay.Conn.Close()
+			if r := replay.Request("/auth/device", args); r.Code == 0 {
+				return fmt.Errorf("replay accepted before any purge: %s", r.Raw)
+			}
+			sum := sha256.Sum256([]byte(args["nonce"].(string)))
+			if err := kvWrite(t, c, schema.BucketNonces, hex.EncodeToString(sum[:16]), "purge", nil); err != nil {
+				return err
+			}
+			again := hubtest.Dial(t, f.b.WSURL(), nil)
+			defer again.Conn.Close()
+			if r := again.Request("/auth/device", args); r.Code != 0 {
+				return fmt.Errorf("replay after the purge refused: %s", r.Raw)
+			}
+			return nil
+		},
+		unchanged: func(t *testing.T, f *fleet, tag string) {
+			replay := hubtest.Dial(t, f.b.WSURL(), nil)
+			defer replay.Conn.Close()
+			if r := replay.Request("/auth/device", captured[tag]); r.Code == 0 {
+				t.Fatalf("replay accepted: %s", r.Raw)
+			}
+		},
+	})
 	rows = append(rows, row{
 		name: "publish on a watch subject", allowed: []bustest.Role{node}, refused: []bustest.Role{backend, operator},
 		try: func(t *testing.T, f *fleet, c *bustest.Conn, tag string) error {
