@@ -463,10 +463,16 @@ type dirReply struct {
 
 // serve answers a directory request. Answers are bounded: a page holds at
 // most maxListLimit devices and fits the connection's payload limit.
+// Requests and answers are signed control messages: only a node may ask
+// (listings cross group boundaries) and only the directory may answer.
 func (d *directory) serve(m *nats.Msg) {
+	if !d.srv.controlOK(m, m.Subject, "directory request") {
+		return
+	}
+	respond := func(b []byte) { _ = d.srv.nc.PublishMsg(d.srv.ctl.reply(m, b)) }
 	fail := func(code int, msg string) {
 		b, _ := json.Marshal(dirReply{Code: code, Msg: msg})
-		_ = m.Respond(b)
+		respond(b)
 	}
 	switch m.Subject {
 	case subjects.DirList:
@@ -494,7 +500,7 @@ func (d *directory) serve(m *nats.Msg) {
 		case !ready:
 			fail(wire.CodeUnavailable, "directory loading")
 		default:
-			_ = m.Respond(body)
+			respond(body)
 		}
 	case subjects.DirSummary:
 		var req dirSummaryRequest
@@ -516,7 +522,7 @@ func (d *directory) serve(m *nats.Msg) {
 			fail(wire.CodeUnavailable, "directory loading")
 		default:
 			b, _ := json.Marshal(dirReply{Sum: &sum})
-			_ = m.Respond(b)
+			respond(b)
 		}
 	default:
 		fail(wire.CodeNotFound, "directory: unknown request")
@@ -545,8 +551,13 @@ func (srv *Server) askDirectory(ctx context.Context, subj string, req any) (*dir
 	backoff := 10 * time.Millisecond
 	reason := dirTimeout // why the last try failed
 	for {
-		m, err := srv.nc.RequestWithContext(ctx, subj, data)
+		req := srv.ctl.message(subj, data)
+		m, err := srv.nc.RequestMsgWithContext(ctx, req)
 		switch {
+		case err == nil && !srv.controlOK(m, auth.ReplyBinding(req.Header.Get(schema.HeaderSig)), "directory reply"):
+			// Not the directory's: try again, the directory's own
+			// answer may come.
+			reason = dirBadAnswer
 		case err == nil:
 			var r dirReply
 			if err := json.Unmarshal(m.Data, &r); err != nil {

@@ -347,7 +347,7 @@ var serviceRoles = map[string][]auth.Role{
 // FuzzBusMessages hands the hub bodies as any publisher on the bus may
 // send them: pushes on push subjects, commands on a device's cmd subject,
 // the replies of a device's holder and of a backend service, takeover
-// announcements. Accepted pushes reach exactly their audience as valid
+// announcements (signed, as a node's: control_test.go covers unsigned ones). Accepted pushes reach exactly their audience as valid
 // frames, refused ones nobody; every command gets a valid reply; every
 // relayed reply is a valid response.
 func FuzzBusMessages(f *testing.F) {
@@ -444,7 +444,7 @@ func FuzzBusMessages(f *testing.F) {
 			}
 		case 7:
 			before := dev.s.id
-			h.srv.onTakeover(&nats.Msg{Subject: subjects.Takeover, Data: data})
+			h.srv.onTakeover(h.srv.ctl.message(subjects.Takeover, data)) // as a node sends it
 			h.drain(t)
 			if dev.ft.closeCode() != 0 {
 				var tk takeover

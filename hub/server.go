@@ -37,6 +37,7 @@ type Server struct {
 	interest  *registry
 	presence  *presence
 	dir       *directory // the device directory's election and client
+	ctl       *control   // signs and checks node-to-node control messages
 	stores    *storeSet
 	subs      *subIndex
 	coalescer *coalescer
@@ -87,6 +88,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[*Session]struct{}),
 		bcrypt:   make(chan struct{}, 2),
 		logins:   newLoginLimiter(cfg.Now),
+		ctl:      newControl(cfg.MasterSecret, cfg.Registerer),
 	}
 	if s.dummyHash, err = auth.HashPassword(nuid.Next(), cfg.BcryptCost); err != nil {
 		return nil, fmt.Errorf("hub: BcryptCost: %w", err)

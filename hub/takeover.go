@@ -31,12 +31,17 @@ func (srv *Server) replaceOlder(id *Identity, s *Session) {
 	t := takeover{SN: id.SN, Session: s.id, Node: srv.cfg.NodeID, AtNS: id.AuthAt.UnixNano()}
 	srv.closeOlder(t)
 	b, _ := json.Marshal(t)
-	if err := srv.nc.Publish(subjects.Takeover, b); err != nil {
+	if err := srv.nc.PublishMsg(srv.ctl.message(subjects.Takeover, b)); err != nil {
 		s.logger().Warn("takeover announcement not sent", "err", err)
 	}
 }
 
+// onTakeover handles an announcement. Only a signed one (by a node) is
+// heeded: anyone else could close any device's sessions with it.
 func (srv *Server) onTakeover(m *nats.Msg) {
+	if !srv.controlOK(m, subjects.Takeover, "takeover") {
+		return
+	}
 	var t takeover
 	if err := json.Unmarshal(m.Data, &t); err != nil || t.SN == "" {
 		srv.warnLimited("bad takeover announcement", "err", err)

@@ -57,3 +57,15 @@ const (
 	// OperatorInboxPrefix is the inbox prefix of hubctl's connections.
 	OperatorInboxPrefix = "_INBOX_ops"
 )
+
+// Headers of the hub's node-to-node control messages (hub.ctl.takeover,
+// the directory's requests and replies): an HMAC-SHA256 under a key
+// derived from the master secret (auth.ControlKey) and the signing time.
+// A node drops a control message without them, or with a signature that
+// does not verify or a time too far from its own clock.
+const (
+	// HeaderSig is the hex signature (auth.SignControl).
+	HeaderSig = "Hub-Sig"
+	// HeaderSigAt is the signing time, Unix milliseconds.
+	HeaderSigAt = "Hub-Sig-At"
+)

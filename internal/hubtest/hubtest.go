@@ -43,7 +43,14 @@ type Option func(*hub.Config, *node.Config)
 // StartNode starts a node named id on ns. It stops when the test ends.
 func StartNode(t testing.TB, ns *server.Server, id string, opts ...Option) *Node {
 	t.Helper()
-	nc := natstest.Connect(t, ns, nats.Name(id))
+	return StartNodeOn(t, natstest.Connect(t, ns, nats.Name(id)), id, opts...)
+}
+
+// StartNodeOn starts a node named id on an open NATS connection (one with
+// the credentials and inbox prefix of a hub node, on a server with
+// permissions). It stops when the test ends; nc stays the caller's.
+func StartNodeOn(t testing.TB, nc *nats.Conn, id string, opts ...Option) *Node {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	hc := hub.Config{
 		Conn: nc, NodeID: id, MasterSecret: MasterSecret, AdminPassword: AdminPassword,
