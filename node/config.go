@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Node. Zero values get the defaults on each field.
@@ -40,6 +41,26 @@ type Config struct {
 	Dashboard http.Handler
 	// Logger receives the node's logs. Nil discards them.
 	Logger *slog.Logger
+
+	// Limits on the HTTP edge (limits.go). For each, zero means the
+	// default and a negative value means no limit.
+
+	// ReadTimeout bounds reading one HTTP request, body included, so a
+	// body sent a byte at a time is cut. A WebSocket session is not
+	// affected: the upgrade clears the connection's deadlines. Default 15s.
+	ReadTimeout time.Duration
+	// IdleTimeout is how long a keep-alive connection may wait for its
+	// next request. Default 120s.
+	IdleTimeout time.Duration
+	// MaxUnauthenticated caps the WebSocket connections not yet
+	// authenticated, over all clients. Upgrades over it are refused with
+	// 503 and Retry-After. Default 10000.
+	MaxUnauthenticated int
+	// MaxUnauthenticatedPerIP is the same cap per remote IP address (the
+	// TCP peer's; X-Forwarded-For is not trusted). Default 1000.
+	MaxUnauthenticatedPerIP int
+	// Registerer receives the node's metrics. Nil registers nowhere.
+	Registerer prometheus.Registerer
 }
 
 // Validate reports every problem with the configuration at once.
@@ -86,5 +107,17 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 15 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	if c.MaxUnauthenticated == 0 {
+		c.MaxUnauthenticated = 10000
+	}
+	if c.MaxUnauthenticatedPerIP == 0 {
+		c.MaxUnauthenticatedPerIP = 1000
 	}
 }

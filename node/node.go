@@ -24,6 +24,7 @@ type Node struct {
 	log     *slog.Logger
 	melody  *melody.Melody
 	handler http.Handler
+	unauth  *unauthLimiter // caps on unauthenticated connections (limits.go)
 
 	stopping atomic.Bool
 	stopOnce sync.Once
@@ -40,6 +41,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg.setDefaults()
 	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID())}
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("node: metrics: %w", err)
+	}
+	n.unauth = newUnauthLimiter(cfg.MaxUnauthenticated, cfg.MaxUnauthenticatedPerIP, met)
 
 	m := melody.New()
 	m.Config.PingPeriod = cfg.PingInterval
@@ -55,7 +61,7 @@ func New(cfg Config) (*Node, error) {
 		ReadBufferSize:  1024,
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     newOriginChecker(cfg.AllowedOrigins).check,
+		CheckOrigin:     newOriginChecker(cfg.AllowedOrigins, cfg.Listen).check,
 	}
 	m.HandleConnect(func(s *melody.Session) {
 		c := connOf(s)
@@ -104,11 +110,22 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "node is not ready", http.StatusServiceUnavailable)
 		return
 	}
-	c := &wsConn{node: n, hijacked: make(chan struct{})}
+	ip := remoteIP(r)
+	if reason := n.unauth.acquire(ip); reason != "" {
+		n.log.Debug("upgrade refused: unauthenticated connections over the cap", "remote", r.RemoteAddr, "reason", reason)
+		refuseOverCap(w, reason)
+		return
+	}
+	c := &wsConn{node: n, hijacked: make(chan struct{}), unauthIP: ip}
+	c.unauthCounted.Store(true)
 	r = r.WithContext(context.WithValue(r.Context(), connKey{}, c))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// HandleRequest returns when the session has ended (or the upgrade
+		// was refused): its slot goes back then, unless authentication
+		// gave it back already.
+		defer c.releaseUnauth()
 		if err := n.melody.HandleRequest(&hijackCapture{ResponseWriter: w, conn: c}, r); err != nil {
 			// The upgrader has already answered (403 for a refused origin).
 			n.log.Debug("upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
@@ -134,7 +151,7 @@ const shutdownTimeout = 10 * time.Second
 
 // Serve serves on ln until ctx ends, then shuts down.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
-	n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second}
+	n.httpSrv = n.newHTTPServer()
 	errc := make(chan error, 1)
 	go func() { errc <- n.httpSrv.Serve(ln) }()
 	n.log.Info("serving", "addr", ln.Addr().String())

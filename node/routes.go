@@ -24,11 +24,11 @@ func (n *Node) routes() http.Handler {
 		r.Method(http.MethodGet, "/metrics", n.cfg.Metrics)
 	}
 	if n.cfg.Debug {
-		r.HandleFunc("/debug/pprof/*", pprof.Index)
+		r.HandleFunc("/debug/pprof/*", longRead(pprof.Index))
 		r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		r.HandleFunc("/debug/pprof/profile", longRead(pprof.Profile))
 		r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		r.HandleFunc("/debug/pprof/trace", longRead(pprof.Trace))
 	}
 	if n.cfg.Dashboard != nil {
 		r.Handle("/*", n.cfg.Dashboard)
@@ -102,10 +102,8 @@ type loginResponse struct {
 
 // serveLogin is POST /api/login, for scripts.
 func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4096)
-	var req loginRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"msg": "body must be JSON {\"username\",\"password\"}"})
+	req, ok := readLogin(w, r)
+	if !ok {
 		return
 	}
 	if req.Username == nil || req.Password == nil {

@@ -42,6 +42,7 @@ type options struct {
 	maxMessageBytes                                        int64
 	queueBytes, replicas                                   int
 	requireRegistered, dev, pprof                          bool
+	edge                                                   edgeOptions // limits on the HTTP edge (edge.go)
 }
 
 func main() {
@@ -79,6 +80,12 @@ func run(args []string) int {
 	fs.IntVar(&o.queueBytes, "queue-bytes", 1<<20, "outbound queue per session, in bytes; overflow closes with 4008")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the hub's JetStream buckets (for a NATS cluster)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ (profiling; keep it off on an untrusted network)")
+	// Limits on the HTTP edge (edge.go).
+	fs.DurationVar(&o.edge.readTimeout, "read-timeout", 15*time.Second, "longest time to read one HTTP request, body included (WebSocket sessions are not affected); 0 for none")
+	fs.DurationVar(&o.edge.idleTimeout, "idle-timeout", 120*time.Second, "how long an idle keep-alive HTTP connection is kept; 0 for no limit")
+	fs.IntVar(&o.edge.maxUnauth, "max-unauthenticated", 10000, "WebSocket connections not yet authenticated, at most; over it upgrades get 503; 0 for no cap")
+	fs.IntVar(&o.edge.maxUnauthPerIP, "max-unauthenticated-per-ip", 1000, "WebSocket connections not yet authenticated from one remote IP, at most; 0 for no cap")
+	fs.BoolVar(&o.edge.allowDevOnNetwork, "allow-dev-on-network", false, "let --dev run on a non-loopback --listen (anyone who reaches it is admin)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if code, ok := cli.ParseFlags("hub", fs, args, cli.Env, os.Stderr); !ok {
@@ -86,6 +93,10 @@ func run(args []string) int {
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
+	if err := checkDevListen(o.dev, o.listen, o.edge.allowDevOnNetwork, log); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
 		return 2
 	}
@@ -175,12 +186,14 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 			origins = append(origins, o)
 		}
 	}
-	n, err := node.New(node.Config{
+	ncfg := node.Config{
 		Hub: srv, Listen: o.listen, PingInterval: o.pingInterval, PongWait: o.pongWait,
 		MaxMessageBytes: o.maxMessageBytes, QueueBytes: o.queueBytes, AllowedOrigins: origins,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Debug: o.pprof, Logger: log,
-		Dashboard: dashboard.Handler(),
-	})
+		Dashboard: dashboard.Handler(), Registerer: reg,
+	}
+	o.edge.apply(&ncfg)
+	n, err := node.New(ncfg)
 	if err != nil {
 		return err
 	}
