@@ -258,7 +258,8 @@ func TestEdgeUnauthenticatedCaps(t *testing.T) {
 		hc.AuthTimeout = 2 * time.Minute
 		nc.MaxUnauthenticated, nc.MaxUnauthenticatedPerIP = 3, 2
 	})
-	ctx := ctxT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	open := func(ip string) *websocket.Conn {
 		t.Helper()
 		c, _, err := edgeDial(ctx, n.WSURL(), ip, nil)
