@@ -161,6 +161,32 @@ func TestEdgeSlowBodyCut(t *testing.T) {
 	}
 }
 
+// A handler may run past ReadTimeout: a CPU profile (--pprof) runs for
+// the seconds asked. (net/http lifts the read deadline once the request
+// has been read; this keeps it so.)
+func TestEdgeProfileOutlivesReadTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 100 * time.Millisecond
+	ns := natstest.Run(t)
+	n := hubtest.StartNode(t, ns, "edge-pprof", func(_ *hub.Config, nc *node.Config) {
+		nc.ReadTimeout, nc.Debug = timeout, true
+	})
+	addr := edgeServe(t, n)
+	start := time.Now()
+	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("profile: HTTP %d", resp.StatusCode)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("a 1 s profile ended after %v: cut at the read deadline", d)
+	}
+}
+
 // A keep-alive connection left idle is closed after IdleTimeout.
 func TestEdgeIdleConnectionClosed(t *testing.T) {
 	t.Parallel()

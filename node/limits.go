@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fleethub/fleethub/hub"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -33,11 +34,6 @@ const (
 // then the slots held by clients that never authenticate are being freed
 // by the auth timeout (5 s by default).
 const retryAfter = 5
-
-// pprofReadWindow replaces ReadTimeout on /debug/pprof/ requests, which
-// may run for as long as the profile they take (net/http cancels a
-// request's context when its read deadline passes).
-const pprofReadWindow = 10 * time.Minute
 
 // metrics are the node's Prometheus metrics.
 type metrics struct {
@@ -159,15 +155,6 @@ func (n *Node) newHTTPServer() *http.Server {
 	}
 }
 
-// longRead lets a request run past ReadTimeout (for the profiling
-// endpoints); it is still bounded by pprofReadWindow.
-func longRead(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(pprofReadWindow))
-		h(w, r)
-	}
-}
-
 // Authenticated implements hub.AuthWatcher: the session no longer counts
 // against the caps on unauthenticated connections.
 func (c *wsConn) Authenticated() { c.releaseUnauth() }
@@ -178,3 +165,7 @@ func (c *wsConn) releaseUnauth() {
 		c.node.unauth.release(c.unauthIP)
 	}
 }
+
+// wsConn must stay an AuthWatcher, or authenticated sessions would keep
+// their unauthenticated slots until they end.
+var _ hub.AuthWatcher = (*wsConn)(nil)

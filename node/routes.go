@@ -24,11 +24,11 @@ func (n *Node) routes() http.Handler {
 		r.Method(http.MethodGet, "/metrics", n.cfg.Metrics)
 	}
 	if n.cfg.Debug {
-		r.HandleFunc("/debug/pprof/*", longRead(pprof.Index))
+		r.HandleFunc("/debug/pprof/*", pprof.Index)
 		r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		r.HandleFunc("/debug/pprof/profile", longRead(pprof.Profile))
+		r.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		r.HandleFunc("/debug/pprof/trace", longRead(pprof.Trace))
+		r.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	if n.cfg.Dashboard != nil {
 		r.Handle("/*", n.cfg.Dashboard)
