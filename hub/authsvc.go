@@ -310,6 +310,7 @@ func (srv *Server) establish(ctx context.Context, s *Session, id *Identity) *wir
 		s.timer = time.AfterFunc(id.ExpiresAt.Sub(srv.cfg.Now()), s.tokenExpired)
 	}
 	s.mu.Unlock()
+	s.notifyAuthenticated()
 	srv.metrics.sessions.WithLabelValues(string(id.Role)).Inc()
 	s.logger().Info("session authenticated")
 	return nil

@@ -29,8 +29,10 @@ type Config struct {
 	// QueueBytes bounds what a session may have waiting to be written. A
 	// session whose queue overflows is closed with 4008. Default 1 MiB.
 	QueueBytes int
-	// AllowedOrigins are the browser origins allowed besides same-origin,
-	// each exactly scheme://host[:port].
+	// AllowedOrigins are the browser origins allowed, each exactly
+	// scheme://host[:port]. When set, only these are (and requests without
+	// Origin): same-origin is not inferred from Host. Empty allows
+	// same-origin requests, with a loopback Host on loopback (origin.go).
 	AllowedOrigins []string
 	// Metrics serves GET /metrics; nil serves 404 there.
 	Metrics http.Handler
@@ -47,8 +49,25 @@ type Config struct {
 	// The pair is loaded by New and reloaded while the node serves when
 	// either file changes (see tlscert.go).
 	TLSCertFile, TLSKeyFile string
-	// Registerer receives the node's own metrics (the TLS reloads). Nil
-	// registers nowhere.
+	// Limits on the HTTP edge (limits.go). For each, zero means the
+	// default and a negative value means no limit.
+
+	// ReadTimeout bounds reading one HTTP request, body included, so a
+	// body sent a byte at a time is cut. A WebSocket session is not
+	// affected: the upgrade clears the connection's deadlines. Default 15s.
+	ReadTimeout time.Duration
+	// IdleTimeout is how long a keep-alive connection may wait for its
+	// next request. Default 120s.
+	IdleTimeout time.Duration
+	// MaxUnauthenticated caps the WebSocket connections not yet
+	// authenticated, over all clients. Upgrades over it are refused with
+	// 503 and Retry-After. Default 10000.
+	MaxUnauthenticated int
+	// MaxUnauthenticatedPerIP is the same cap per remote IP address (the
+	// TCP peer's; X-Forwarded-For is not trusted). Default 1000.
+	MaxUnauthenticatedPerIP int
+	// Registerer receives the node's metrics (TLS reloads, refused
+	// connections). Nil registers nowhere.
 	Registerer prometheus.Registerer
 }
 
@@ -99,5 +118,17 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 15 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	if c.MaxUnauthenticated == 0 {
+		c.MaxUnauthenticated = 10000
+	}
+	if c.MaxUnauthenticatedPerIP == 0 {
+		c.MaxUnauthenticatedPerIP = 1000
 	}
 }

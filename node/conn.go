@@ -41,6 +41,9 @@ type wsConn struct {
 	ms *melody.Session // set in the connect handler, before any message
 	hs *hub.Session    // likewise
 
+	unauthIP      string      // the remote IP its unauthenticated slot is counted on
+	unauthCounted atomic.Bool // it holds a slot (limits.go)
+
 	overflow atomic.Bool // a frame did not fit (melody's queue or the batch)
 	closing  atomic.Bool // Close was called
 	timedOut atomic.Bool // the read side missed the pong wait

@@ -24,7 +24,8 @@ type Node struct {
 	log     *slog.Logger
 	melody  *melody.Melody
 	handler http.Handler
-	certs   *certLoader // nil without TLS
+	certs   *certLoader    // nil without TLS
+	unauth  *unauthLimiter // caps on unauthenticated connections (limits.go)
 
 	stopping atomic.Bool
 	stopOnce sync.Once
@@ -41,6 +42,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg.setDefaults()
 	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID())}
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("node: metrics: %w", err)
+	}
+	n.unauth = newUnauthLimiter(cfg.MaxUnauthenticated, cfg.MaxUnauthenticatedPerIP, met)
 	if cfg.TLSCertFile != "" {
 		certs, err := newCertLoader(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Registerer, n.log)
 		if err != nil {
@@ -63,7 +69,7 @@ func New(cfg Config) (*Node, error) {
 		ReadBufferSize:  1024,
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     newOriginChecker(cfg.AllowedOrigins).check,
+		CheckOrigin:     newOriginChecker(cfg.AllowedOrigins, cfg.Listen).check,
 	}
 	m.HandleConnect(func(s *melody.Session) {
 		c := connOf(s)
@@ -112,11 +118,22 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "node is not ready", http.StatusServiceUnavailable)
 		return
 	}
-	c := &wsConn{node: n, hijacked: make(chan struct{})}
+	ip := remoteIP(r)
+	if reason := n.unauth.acquire(ip); reason != "" {
+		n.log.Debug("upgrade refused: unauthenticated connections over the cap", "remote", r.RemoteAddr, "reason", reason)
+		refuseOverCap(w, reason)
+		return
+	}
+	c := &wsConn{node: n, hijacked: make(chan struct{}), unauthIP: ip}
+	c.unauthCounted.Store(true)
 	r = r.WithContext(context.WithValue(r.Context(), connKey{}, c))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// HandleRequest returns when the session has ended (or the upgrade
+		// was refused): its slot goes back then, unless authentication
+		// gave it back already.
+		defer c.releaseUnauth()
 		if err := n.melody.HandleRequest(&hijackCapture{ResponseWriter: w, conn: c}, r); err != nil {
 			// The upgrader has already answered (403 for a refused origin).
 			n.log.Debug("upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
@@ -145,7 +162,7 @@ const shutdownTimeout = 10 * time.Second
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	ln, stopTLS := n.serveTLS(ctx, ln)
 	defer stopTLS()
-	n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: n.httpErrorLog()}
+	n.httpSrv = n.newHTTPServer()
 	errc := make(chan error, 1)
 	go func() { errc <- n.httpSrv.Serve(ln) }()
 	n.log.Info("serving", "addr", ln.Addr().String())

@@ -104,10 +104,8 @@ type loginResponse struct {
 
 // serveLogin is POST /api/login, for scripts.
 func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4096)
-	var req loginRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"msg": "body must be JSON {\"username\",\"password\"}"})
+	req, ok := readLogin(w, r)
+	if !ok {
 		return
 	}
 	if req.Username == nil || req.Password == nil {

@@ -57,6 +57,8 @@ type options struct {
 	natsAccount string
 	// TLS on the WebSocket edge (tls.go).
 	tls tlsOptions
+	// Limits on the HTTP edge (edge.go).
+	edge edgeOptions
 }
 
 func main() {
@@ -80,7 +82,7 @@ func run(args []string) int {
 	fs.DurationVar(&o.offlineGrace, "offline-grace", 5*time.Second, "how long a disconnected device may take to come back")
 	fs.DurationVar(&o.authTimeout, "auth-timeout", 5*time.Second, "time allowed for the first (auth) message")
 	fs.Int64Var(&o.maxMessageBytes, "max-message-bytes", 65536, "largest frame accepted")
-	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "browser origins allowed besides same-origin, comma-separated")
+	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "browser origins allowed, comma-separated; when set, only these (same-origin is not inferred from Host)")
 	fs.BoolVar(&o.requireRegistered, "require-registered", false, "refuse devices missing from hub_devices")
 	fs.DurationVar(&o.summaryInterval, "summary-interval", 5*time.Second, "period of /push/summary")
 	fs.IntVar(&o.statusHistory, "status-history", 100, "status records HUB_STATUS keeps per device")
@@ -93,6 +95,12 @@ func run(args []string) int {
 	fs.IntVar(&o.queueBytes, "queue-bytes", 1<<20, "outbound queue per session, in bytes; overflow closes with 4008")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the hub's JetStream buckets (for a NATS cluster)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ (profiling; keep it off on an untrusted network)")
+	// Limits on the HTTP edge (edge.go).
+	fs.DurationVar(&o.edge.readTimeout, "read-timeout", 15*time.Second, "longest time to read one HTTP request, body included (WebSocket sessions are not affected); 0 for none")
+	fs.DurationVar(&o.edge.idleTimeout, "idle-timeout", 120*time.Second, "how long an idle keep-alive HTTP connection is kept; 0 for no limit")
+	fs.IntVar(&o.edge.maxUnauth, "max-unauthenticated", 10000, "WebSocket connections not yet authenticated, at most; over it upgrades get 503; 0 for no cap")
+	fs.IntVar(&o.edge.maxUnauthPerIP, "max-unauthenticated-per-ip", 1000, "WebSocket connections not yet authenticated from one remote IP, at most; 0 for no cap")
+	fs.BoolVar(&o.edge.allowDevOnNetwork, "allow-dev-on-network", false, "let --dev run on a non-loopback --listen (anyone who reaches it is admin)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	// The embedded server, secured.
@@ -116,6 +124,10 @@ func run(args []string) int {
 		return 2
 	}
 	if err := o.tls.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
+	if err := checkDevListen(o.dev, o.listen, o.edge.allowDevOnNetwork, log); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
 		return 2
 	}
@@ -217,12 +229,15 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 			origins = append(origins, o)
 		}
 	}
-	n, err := node.New(node.Config{
+	ncfg := node.Config{
 		Hub: srv, Listen: o.listen, PingInterval: o.pingInterval, PongWait: o.pongWait,
 		MaxMessageBytes: o.maxMessageBytes, QueueBytes: o.queueBytes, AllowedOrigins: origins,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Debug: o.pprof, Logger: log,
-		Dashboard: dashboard.Handler(), TLSCertFile: o.tls.cert, TLSKeyFile: o.tls.key, Registerer: reg,
-	})
+		Dashboard: dashboard.Handler(), Registerer: reg,
+		TLSCertFile: o.tls.cert, TLSKeyFile: o.tls.key,
+	}
+	o.edge.apply(&ncfg)
+	n, err := node.New(ncfg)
 	if err != nil {
 		return err
 	}

@@ -76,9 +76,10 @@ type Hub struct {
 }
 
 // StartHub starts the hub binary at path on free loopback ports (or on the
-// --listen address args give), with a
-// fresh data directory, --dev, --log-level warn, --pong-wait 60s and
-// --ping-interval 30s; args come last, so they may override any of these.
+// --listen address args give), with a fresh data directory, --dev,
+// --log-level warn, --pong-wait 60s, --ping-interval 30s and no cap on
+// unauthenticated connections; args come last, so they may override any
+// of these.
 // It returns once GET /healthz answers 200, waiting at most 30 s (less if
 // ctx ends sooner). ctx bounds the start only: the process runs until Stop.
 func StartHub(ctx context.Context, path string, args ...string) (*Hub, error) {
@@ -111,6 +112,11 @@ func StartHub(ctx context.Context, path string, args ...string) (*Hub, error) {
 		"--log-level", "warn",
 		"--pong-wait", "60s",
 		"--ping-interval", "30s",
+		// Every simulated device connects from 127.0.0.1, thousands at
+		// once: the per-IP and global caps on unauthenticated connections
+		// are for the internet, not for this.
+		"--max-unauthenticated", "0",
+		"--max-unauthenticated-per-ip", "0",
 	}
 	h.child, err = startChild(path, append(all, args...), dir, filepath.Join(dir, "hub.log"))
 	if err != nil {
