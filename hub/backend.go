@@ -44,7 +44,7 @@ func (srv *Server) forwardService(s *Session, m *wire.Message) (any, *wire.Error
 	return srv.runAsync(s, m, func(ctx context.Context) (any, *wire.Error) {
 		ctx, cancel := context.WithTimeout(ctx, srv.cfg.ServiceTimeout)
 		defer cancel()
-		resp, err := srv.nc.RequestMsgWithContext(ctx, msg)
+		resp, err := srv.svc.request(ctx, srv.nc, msg)
 		if err != nil {
 			if errors.Is(err, nats.ErrNoResponders) {
 				return nil, wire.Errorf(wire.CodeNotFound, "unknown service "+service)

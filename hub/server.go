@@ -47,6 +47,7 @@ type Server struct {
 	bcrypt    chan struct{} // bounds concurrent bcrypt work
 	dummyHash string        // checked for unknown users; same cost as real hashes
 	logins    *loginLimiter // login failure throttling
+	svc       *svcReplies   // replies to hub.svc requests (svcreply.go)
 
 	started   atomic.Bool
 	stopping  atomic.Bool
@@ -88,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[*Session]struct{}),
 		bcrypt:   make(chan struct{}, 2),
 		logins:   newLoginLimiter(cfg.Now),
+		svc:      newSvcReplies(),
 		ctl:      newControl(cfg.MasterSecret, cfg.Registerer),
 	}
 	if s.dummyHash, err = auth.HashPassword(nuid.Next(), cfg.BcryptCost); err != nil {
@@ -174,6 +176,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
 		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)
 	}
+	if err := s.svc.open(s.nc); err != nil {
+		return fmt.Errorf("hub: subscribe service replies: %w", err)
+	}
 	if err := s.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("hub: flush: %w", err)
 	}
@@ -189,6 +194,7 @@ func (s *Server) abortStart() {
 	if s.takeover != nil {
 		_ = s.takeover.Unsubscribe()
 	}
+	s.svc.close()
 	s.cancelRun()
 	s.interest.stop()
 	s.closeTasks()
@@ -288,6 +294,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.takeover != nil {
 		_ = s.takeover.Unsubscribe()
 	}
+	s.svc.close()
 	if s.cancelRun != nil {
 		s.cancelRun() // ends watchers and requests still waiting on the bus
 	}

@@ -69,3 +69,10 @@ const (
 	// HeaderSigAt is the signing time, Unix milliseconds.
 	HeaderSigAt = "Hub-Sig-At"
 )
+
+// ServiceReplyPrefix starts the reply subject of every hub.svc.<path>
+// request a node sends: <prefix>.<connection>.<id>. Backends answer on it
+// with a plain publish, so their permissions allow publishing there (and
+// need no allow_responses, which would also let them answer the
+// acknowledgement inboxes of the records they follow).
+const ServiceReplyPrefix = "_HUB_SVC"

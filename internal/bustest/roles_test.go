@@ -417,6 +417,58 @@ func TestBusAttacksRefused(t *testing.T) {
 			},
 		},
 		{
+			// A record a node stores is a JetStream publish: its reply
+			// subject is the node's acknowledgement inbox, and everyone
+			// following the records sees it. Answering it first would
+			// forge the acknowledgement (a record reported stored, or
+			// refused, whatever the stream said).
+			name: "answer the acknowledgement inbox of a record", allowed: []bustest.Role{node}, refused: []bustest.Role{backend, operator},
+			try: func(t *testing.T, f *fleet, c *bustest.Conn, tag string) error {
+				sub, err := subscribe(c, "hub.dev.*.status", "")
+				if err != nil {
+					return err
+				}
+				defer func() { _ = sub.Unsubscribe() }()
+				sn := "R-ack-" + tag
+				d := hubtest.Device(t, f.b, sn, "robot")
+				defer d.Conn.Close()
+				d.MustOK("/device/status", map[string]any{})
+				for {
+					m, err := sub.NextMsg(5 * time.Second)
+					if err != nil {
+						return fmt.Errorf("waiting for the status record: %w", err)
+					}
+					if m.Subject != "hub.dev."+sn+".status" {
+						continue
+					}
+					if m.Reply == "" {
+						return fmt.Errorf("the record carries no reply subject")
+					}
+					if err := c.Publish(m.Reply, []byte(`{"stream":"HUB_STATUS","seq":1}`)); err != nil {
+						return err
+					}
+					if err := c.Flush(); err != nil {
+						return err
+					}
+					if c.Errors.Has(`Publish to "` + m.Reply + `"`) {
+						return refusedPublish(c, m.Reply)
+					}
+					// Allowed unless the server reports the violation
+					// within the wait: a refused publish is reported
+					// asynchronously.
+					if err := waitFor(time.Second, func() error {
+						if c.Errors.Has(`Publish to "` + m.Reply + `"`) {
+							return nil
+						}
+						return fmt.Errorf("not refused")
+					}); err == nil {
+						return refusedPublish(c, m.Reply)
+					}
+					return nil
+				}
+			},
+		},
+		{
 			name: "read hub_presence and hub_devices", allowed: []bustest.Role{node, backend, operator},
 			try: func(t *testing.T, f *fleet, c *bustest.Conn, tag string) error {
 				js, _ := jetstream.New(c.Conn)
