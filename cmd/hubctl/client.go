@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fleethub/fleethub/hub/schema"
@@ -26,7 +28,17 @@ type client struct {
 	url string
 	// opts are the credentials and TLS of the connection flags.
 	opts []nats.Option
-	out  io.Writer
+	// inbox is the connection's inbox prefix (--nats-inbox-prefix).
+	inbox string
+	out   io.Writer
+
+	// refused is the last permission violation the server reported on
+	// the connection (asynchronously: the call it refused fails later,
+	// usually with a timeout).
+	refused atomic.Pointer[string]
+	// abort ends the command at once when the server refuses it, rather
+	// than let the refused call wait out its timeout.
+	abort context.CancelFunc
 
 	nc *nats.Conn
 	js jetstream.JetStream
@@ -40,14 +52,38 @@ func (c *client) conn() (*nats.Conn, error) {
 	}
 	// Replies come to the operators' own inbox prefix: a backend allowed
 	// nats.go's default _INBOX.> cannot read users or password hashes.
+	inbox := c.inbox
+	if inbox == "" {
+		inbox = schema.OperatorInboxPrefix
+	}
 	opts := append([]nats.Option{nats.Name("hubctl"), nats.Timeout(connectTimeout), nats.NoReconnect(),
-		natsconn.InboxPrefix(schema.OperatorInboxPrefix)}, c.opts...)
+		natsconn.InboxPrefix(inbox), nats.PermissionErrOnSubscribe(true),
+		// The server's asynchronous errors are kept for explain, not
+		// printed: a failing command prints one line.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				msg := err.Error()
+				c.refused.Store(&msg)
+				if c.abort != nil {
+					c.abort()
+				}
+			}
+		})}, c.opts...)
 	nc, err := nats.Connect(c.url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", natsconn.Redact(c.url), err)
 	}
 	c.nc = nc
 	return nc, nil
+}
+
+// explain turns the error of a command the server's permissions refused
+// (a JetStream call then times out) into the permission error itself.
+func (c *client) explain(err error) error {
+	if p := c.refused.Load(); p != nil && !errors.Is(err, nats.ErrPermissionViolation) {
+		return fmt.Errorf("refused by the NATS permissions of these credentials: %s", strings.TrimPrefix(*p, "nats: permissions violation: "))
+	}
+	return err
 }
 
 func (c *client) close() {
@@ -177,6 +213,14 @@ func getEntry[T any](ctx context.Context, c *client, name, what, key string) (je
 func removeEntry(ctx context.Context, kv jetstream.KeyValue, what, key string, rev uint64) error {
 	if err := kv.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil {
 		return fmt.Errorf("remove %s %s: %w", what, key, err)
+	}
+	return nil
+}
+
+// checkInbox refuses an inbox prefix nats.go would refuse, before any dial.
+func checkInbox(p string) error {
+	if p == "" || strings.ContainsAny(p, "*> \t") || strings.HasSuffix(p, ".") {
+		return fmt.Errorf("--nats-inbox-prefix %q: want subject tokens without wildcards, spaces or a trailing dot", p)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/cli"
 	"github.com/fleethub/fleethub/internal/natsconn"
 )
@@ -91,6 +92,7 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var conn natsconn.Config
 	global := newFlagSet("hubctl")
 	conn.Register(global, defaultNATSURL)
+	conn.RegisterInbox(global, schema.OperatorInboxPrefix)
 	if err := cli.ApplyEnv(global, cli.Env); err != nil {
 		return fail(stderr, usageError{err})
 	}
@@ -134,6 +136,7 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// environment.
 	sofar := conn
 	conn.Register(fs, defaultNATSURL)
+	conn.RegisterInbox(fs, schema.OperatorInboxPrefix)
 	conn = sofar
 	pos, err := cli.Parse(fs, cmdArgs)
 	if errors.Is(err, flag.ErrHelp) {
@@ -160,6 +163,9 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, usagef("%s: %v", cmd.name, err))
 	}
+	if err := checkInbox(conn.Inbox); err != nil {
+		return fail(stderr, usagef("%s: %v", cmd.name, err))
+	}
 
 	var cancel context.CancelFunc
 	if j.endless {
@@ -168,10 +174,10 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, budget+j.extra)
 	}
 	defer cancel()
-	c := &client{url: conn.URL, opts: natsOpts, out: stdout}
+	c := &client{url: conn.URL, opts: natsOpts, inbox: conn.Inbox, out: stdout, abort: cancel}
 	defer c.close()
 	if err := j.run(ctx, c); err != nil {
-		return fail(stderr, err)
+		return fail(stderr, c.explain(err))
 	}
 	return 0
 }
@@ -197,7 +203,9 @@ func lookup(rest []string) (*command, []string, error) {
 		return nil, nil, usagef("unknown command %q (run hubctl help)", name)
 	}
 	union := newFlagSet("hubctl " + name)
-	new(natsconn.Config).Register(union, "")
+	unionConn := new(natsconn.Config)
+	unionConn.Register(union, "")
+	unionConn.RegisterInbox(union, "")
 	// -h is an ordinary flag here, so that "device add -h" still finds its
 	// action and reaches the help of "device add".
 	help := union.Bool("h", false, "")

@@ -54,6 +54,16 @@ type Config struct {
 	// TLSCert and TLSKey are the PEM client certificate and key, for a
 	// server that verifies clients (verify: true).
 	TLSCert, TLSKey string
+	// Inbox is the connection's inbox prefix, for a tool whose role
+	// decides it (hubctl: RegisterInbox).
+	Inbox string
+}
+
+// RegisterInbox adds --nats-inbox-prefix with def as its default: the
+// prefix of the connection's reply subjects, which the NATS permissions
+// of the credentials must let it subscribe to.
+func (c *Config) RegisterInbox(fs *flag.FlagSet, def string) {
+	fs.StringVar(&c.Inbox, "nats-inbox-prefix", def, "inbox prefix of the connection's replies ("+def+" for operator credentials, _INBOX for a backend's)")
 }
 
 // Register adds the flags to fs, with defaultURL as --nats-url's default.
