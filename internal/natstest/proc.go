@@ -82,6 +82,10 @@ type Proc struct {
 	log  *bytes.Buffer
 	mu   sync.Mutex
 	done chan struct{}
+	bin  string
+	env  []string
+	// started is set once the first start registered the cleanup.
+	started bool
 }
 
 // syncBuffer guards the process's output buffer.
@@ -121,6 +125,8 @@ func StartProcFile(t testing.TB, port int, confFile string, env ...string) *Proc
 
 func (p *Proc) start(t testing.TB, bin string, env []string) *Proc {
 	t.Helper()
+	p.bin, p.env = bin, env
+	p.done = make(chan struct{})
 	p.cmd = exec.Command(bin, "-c", p.Conf)
 	p.cmd.Dir = filepath.Dir(p.Conf)
 	p.cmd.Env = append(os.Environ(), env...)
@@ -129,13 +135,17 @@ func (p *Proc) start(t testing.TB, bin string, env []string) *Proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			t.Logf("nats-server output (%s):\n%s", p.Conf, p.Log())
-		}
-	})
+	done := p.done
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	if !p.started {
+		p.started = true
+		t.Cleanup(func() {
+			p.Stop()
+			if t.Failed() {
+				t.Logf("nats-server output (%s):\n%s", p.Conf, p.Log())
+			}
+		})
+	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Port))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -153,6 +163,25 @@ func (p *Proc) start(t testing.TB, bin string, env []string) *Proc {
 			t.Fatalf("nats-server on %s not listening on %s: %v\n%s", p.Conf, addr, err, p.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Restart starts the process again on the same configuration (and so the
+// same ports and store) once it has been killed or stopped, and returns
+// once it accepts TCP connections.
+func (p *Proc) Restart(t testing.TB) {
+	t.Helper()
+	p.Stop()
+	p.start(t, p.bin, p.env)
+}
+
+// Running reports whether the process has not exited.
+func (p *Proc) Running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
 	}
 }
 
