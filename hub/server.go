@@ -11,6 +11,7 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,31 +31,38 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	devices   *auth.DeviceVerifier
-	tokens    *auth.Tokens
-	users     *userStore
-	registry  *deviceRegistry
-	interest  *registry
-	presence  *presence
-	dir       *directory // the device directory's election and client
-	ctl       *control   // signs and checks node-to-node control messages
-	stores    *storeSet
-	subs      *subIndex
-	coalescer *coalescer
-	logLimit  *logLimiter // per-message warnings, node-wide
-	services  map[string]service
-	admit     *admission    // cost-based admission of expensive requests
-	bcrypt    chan struct{} // bounds concurrent bcrypt work
-	dummyHash string        // checked for unknown users; same cost as real hashes
-	logins    *loginLimiter // login failure throttling
-	svc       *svcReplies   // replies to hub.svc requests (svcreply.go)
+	devices    *auth.DeviceVerifier
+	tokens     *auth.Tokens
+	users      *userStore
+	registry   *deviceRegistry
+	interest   *registry
+	presence   *presence
+	dir        *directory // the device directory's election and client
+	dirMetrics dirMetrics
+	ctl        *control // signs and checks node-to-node control messages
+	stores     *storeSet
+	subs       *subIndex
+	coalescer  *coalescer
+	logLimit   *logLimiter // per-message warnings, node-wide
+	services   map[string]service
+	admit      *admission    // cost-based admission of expensive requests
+	bcrypt     chan struct{} // bounds concurrent bcrypt work
+	dummyHash  string        // checked for unknown users; same cost as real hashes
+	logins     *loginLimiter // login failure throttling
+	svc        *svcReplies   // replies to hub.svc requests (svcreply.go)
 
-	started   atomic.Bool
-	stopping  atomic.Bool
-	takeover  *nats.Subscription
-	runCtx    context.Context // ends at Shutdown
-	cancelRun context.CancelFunc
-	prevErrCB nats.ErrHandler // the connection's own async error handler
+	started  atomic.Bool
+	stopping atomic.Bool
+	closed   atomic.Bool // Shutdown was called: no Start any more
+	// startMu is held by Start while it runs: Shutdown waits for a Start
+	// it has cancelled (startCancel) to have undone itself.
+	startMu     sync.Mutex
+	startCancel context.CancelFunc // of the running Start. Guarded by mu.
+	attempted   bool               // a Start has run before. Guarded by startMu.
+	takeover    *nats.Subscription
+	runCtx      context.Context // ends at Shutdown
+	cancelRun   context.CancelFunc
+	prevErrCB   nats.ErrHandler // the connection's own async error handler
 
 	taskMu      sync.Mutex
 	tasks       sync.WaitGroup // async requests and watchers; Add under taskMu
@@ -114,6 +122,7 @@ func New(cfg Config) (*Server, error) {
 		s.metrics.pushesDropped.WithLabelValues(reason)
 	}
 	s.metrics.authFailures.WithLabelValues("throttled")
+	s.dirMetrics = newDirMetrics(cfg.Registerer)
 	s.services = s.builtinServices()
 	s.admit = newAdmission(&s.cfg, s.metrics)
 	return s, nil
@@ -125,8 +134,29 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 // Start creates (or opens) the hub's JetStream buckets, loads the user store
 // and device registry, bootstraps the admin user and subscribes to the
 // node-wide subjects. It returns once the node can serve. A Start that
-// fails leaves nothing running: what it started is stopped and waited for.
+// fails leaves nothing running: what it started is stopped and waited for,
+// and Start may be called again (a node waiting for JetStream tries until
+// it succeeds). Each JetStream call has its own timeout; ctx bounds the
+// whole. Shutdown cancels a Start that runs, and after it Start returns
+// ErrStopped.
 func (s *Server) Start(ctx context.Context) (err error) {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if s.started.Load() {
+		return errors.New("hub: already started")
+	}
+	ctx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	s.mu.Lock()
+	s.startCancel = cancelStart
+	s.mu.Unlock()
+	if s.closed.Load() { // checked after startCancel is set: see Shutdown
+		return ErrStopped
+	}
+	if s.attempted {
+		s.resetStart()
+	}
+	s.attempted = true
 	runCtx, cancel := context.WithCancel(context.Background()) // the root of the node's own lifetime
 	s.runCtx, s.cancelRun = runCtx, cancel
 	s.prevErrCB = s.nc.Opts.AsyncErrorCB
@@ -136,6 +166,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.abortStart()
 		}
 	}()
+	// JetStream first: while it does not answer (no meta leader yet, or
+	// the server not joined), /readyz names it.
+	actx, acancel := context.WithTimeout(ctx, jscreate.CallTimeout)
+	_, err = s.js.AccountInfo(actx)
+	acancel()
+	s.stores.jsDown.Store(err != nil)
+	if err != nil {
+		return fmt.Errorf("hub: jetstream: %w", err)
+	}
 	nonces, err := newNonceStore(ctx, s, 2*s.cfg.MaxSkew+10*time.Second)
 	if err != nil {
 		return err
@@ -179,7 +218,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.svc.open(s.nc); err != nil {
 		return fmt.Errorf("hub: subscribe service replies: %w", err)
 	}
-	if err := s.nc.FlushWithContext(ctx); err != nil {
+	fctx, fcancel := context.WithTimeout(ctx, jscreate.CallTimeout)
+	err = s.nc.FlushWithContext(fctx)
+	fcancel()
+	if err != nil {
 		return fmt.Errorf("hub: flush: %w", err)
 	}
 	s.started.Store(true)
@@ -200,6 +242,20 @@ func (s *Server) abortStart() {
 	s.closeTasks()
 	s.tasks.Wait()
 	s.nc.SetErrorHandler(s.prevErrCB)
+}
+
+// resetStart readies a Server whose Start failed for another one: what
+// abortStart stopped for good (the dispatch workers, the task spawner, the
+// list of stores) is made anew. Called with startMu held, when nothing of
+// the failed Start runs any more.
+func (s *Server) resetStart() {
+	s.stopping.Store(false)
+	s.taskMu.Lock()
+	s.tasksClosed = false
+	s.taskMu.Unlock()
+	s.interest = newRegistry(s)
+	s.stores.reset()
+	s.takeover, s.presence, s.dir = nil, nil, nil
 }
 
 // onAsyncError counts what nats.go dropped for a subscription of the hub,
@@ -283,10 +339,25 @@ func (s *Server) SessionCount() int {
 // From its first step no new task starts (goTask refuses). The NATS
 // connection belongs to the caller, who drains it afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if !s.stopping.CompareAndSwap(false, true) {
+	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	// A Start that runs is cancelled, and undoes itself before the rest:
+	// closed is set before startCancel is read, and Start reads closed
+	// after setting startCancel, so one of the two sees the other.
+	s.mu.Lock()
+	if s.startCancel != nil {
+		s.startCancel()
+	}
+	s.mu.Unlock()
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	s.stopping.Store(true)
 	s.closeTasks()
+	if !s.started.Load() {
+		// No Start succeeded: nothing runs (a failed one undid itself).
+		return s.CloseAll(ctx, wire.CloseRestart, "node restarting")
+	}
 	err := s.CloseAll(ctx, wire.CloseRestart, "node restarting")
 	if s.presence != nil {
 		s.presence.stop(ctx)

@@ -99,7 +99,16 @@ type storeSet struct {
 }
 
 func newStoreSet(srv *Server) *storeSet {
-	return &storeSet{srv: srv, kick: make(chan struct{}, 1)}
+	ss := &storeSet{srv: srv, kick: make(chan struct{}, 1)}
+	ss.jsDown.Store(true) // until Start has seen JetStream answer
+	return ss
+}
+
+// reset forgets the stores of a Start that failed.
+func (ss *storeSet) reset() {
+	ss.mu.Lock()
+	ss.list = nil
+	ss.mu.Unlock()
 }
 
 // add records a store that Start has just opened, with its creation time,
