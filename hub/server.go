@@ -142,6 +142,9 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 func (s *Server) Start(ctx context.Context) (err error) {
 	s.startMu.Lock()
 	defer s.startMu.Unlock()
+	if s.closed.Load() {
+		return ErrStopped
+	}
 	if s.started.Load() {
 		return errors.New("hub: already started")
 	}
