@@ -210,7 +210,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.dir, err = openDirectory(ctx, s); err != nil {
 		return err
 	}
-	dirTerm := s.dir.first(ctx, runCtx)
+	// The first term's index loads before the node serves, for at most
+	// feedLoadTimeout; its loading goes on past that (see first).
+	dctx, dcancel := context.WithTimeout(ctx, feedLoadTimeout)
+	dirTerm := s.dir.first(dctx, runCtx)
+	dcancel()
 	s.goTask(func() { s.dir.run(runCtx, dirTerm) })
 	s.goTask(func() { s.summaries(runCtx) })
 	s.goTask(func() { s.stores.run(runCtx) })

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -113,9 +114,11 @@ func (ss *storeSet) reset() {
 
 // add records a store that Start has just opened, with its creation time,
 // and starts its feeds, to run until runCtx ends; it returns once they
-// have delivered what the store holds (or ctx ends).
+// have delivered what the store holds (or ctx ends, or feedLoadTimeout
+// has passed: Start is then tried again). The look-up has its own timeout
+// and is tried again while JetStream forms.
 func (ss *storeSet) add(ctx, runCtx context.Context, st *store) error {
-	info, err := ss.srv.js.Stream(ctx, st.stream)
+	info, err := jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return ss.srv.js.Stream(ctx, st.stream) })
 	if err != nil {
 		return fmt.Errorf("hub: %s: %w", st.name, err)
 	}
@@ -128,9 +131,14 @@ func (ss *storeSet) add(ctx, runCtx context.Context, st *store) error {
 		if err != nil {
 			return fmt.Errorf("hub: %s: %w", st.name, err)
 		}
+		t := time.NewTimer(feedLoadTimeout)
 		select {
 		case <-loaded:
+			t.Stop()
+		case <-t.C:
+			return fmt.Errorf("hub: load %s: not loaded within %v", st.name, feedLoadTimeout)
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("hub: load %s: %w", st.name, ctx.Err())
 		}
 	}

@@ -86,6 +86,25 @@ func Ensure[T any](ctx context.Context, create, update func(context.Context) (T,
 	}
 }
 
+// Retry runs f with its own CallTimeout, again after a jittered back-off
+// while it fails with a transient error, until ctx ends: for the look-ups
+// that follow a creation.
+func Retry[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	var b Backoff
+	for {
+		v, err := call(ctx, f)
+		if err == nil || !Transient(err) {
+			return v, err
+		}
+		if ctx.Err() != nil {
+			return v, fmt.Errorf("%w (last try: %w)", ctx.Err(), err)
+		}
+		if serr := Sleep(ctx, b.Next()); serr != nil {
+			return v, fmt.Errorf("%w (last try: %w)", serr, err)
+		}
+	}
+}
+
 // errRaced is a store deleted between its create and its update.
 var errRaced = errors.New("jscreate: store deleted while being updated")
 

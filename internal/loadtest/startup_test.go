@@ -10,16 +10,16 @@ import (
 	"github.com/fleethub/fleethub/internal/natstest"
 )
 
-// startupRun starts a fresh 3-server cluster, then three hub nodes at the
-// same moment, each on a different server, with --replicas 3, and
-// requires all of them ready within limit. It returns the time the last
-// one took.
-func startupRun(t *testing.T, bin string, limit time.Duration) time.Duration {
+// startupRun starts a fresh 3-server cluster, then n hub nodes at the
+// same moment, spread over the servers, with --replicas 3, and requires
+// all of them ready within limit. It returns the time the last one took.
+func startupRun(t *testing.T, bin string, n int, limit time.Duration) time.Duration {
 	t.Helper()
 	c := natstest.StartCluster(t, natstest.ClusterOptions{Name: "fresh"})
 	var args [][]string
-	for i, s := range c.Servers {
-		args = append(args, []string{"--nats-url", s.URL(), "--replicas", "3", "--node-id", fmt.Sprintf("start-%d", i)})
+	for i := range n {
+		url := c.Servers[i%len(c.Servers)].URL()
+		args = append(args, []string{"--nats-url", url, "--replicas", "3", "--node-id", fmt.Sprintf("start-%d", i)})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
@@ -48,7 +48,7 @@ func TestStartTogetherFreshCluster(t *testing.T) {
 	}
 	for run := range 2 {
 		t.Run(fmt.Sprintf("run%d", run), func(t *testing.T) {
-			took := startupRun(t, bin, 60*time.Second)
+			took := startupRun(t, bin, 3, 60*time.Second)
 			t.Logf("all three ready %v after launch", took)
 		})
 	}
