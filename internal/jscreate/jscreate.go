@@ -9,8 +9,10 @@
 // deadline although JetStream is ready a second later; and when several
 // clients create the same replicated stream at once, all but one of the
 // creates may go unanswered the same way. Each call therefore has its own
-// short timeout (CallTimeout) and is tried again, after a jittered
-// back-off, while the error is one a forming JetStream gives (Transient).
+// short timeout (FirstCallTimeout, growing to CallTimeout) and is tried
+// again, after a jittered back-off, while the error is one a forming
+// JetStream gives (Transient). Trying a create again is safe: it is a
+// no-op once the first one has taken effect.
 //
 //	kv, err := jscreate.KeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: "hub_users", Replicas: 3})
 //
@@ -31,8 +33,18 @@ import (
 )
 
 const (
+	// FirstCallTimeout bounds the first try of a call; each try after it
+	// gets twice as long, up to CallTimeout. A request lost while the
+	// meta leader is elected then costs a second, and a call that is
+	// merely slow (a replicated stream created under load) still gets
+	// its CallTimeout.
+	FirstCallTimeout = time.Second
 	// CallTimeout bounds one JetStream API call of a creation.
 	CallTimeout = 5 * time.Second
+	// RetryFor bounds the tries of one creation or look-up: past it the
+	// last error is returned, and the caller (the node's start, tried
+	// again as a whole) logs it.
+	RetryFor = 30 * time.Second
 	// MinBackoff and MaxBackoff bound the wait between two tries.
 	MinBackoff = 250 * time.Millisecond
 	MaxBackoff = 5 * time.Second
@@ -57,16 +69,18 @@ func Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamCon
 }
 
 // Ensure runs create, then update when create finds the store existing
-// with another config, each with its own CallTimeout. A transient error
+// with another config, each with its own timeout (FirstCallTimeout,
+// doubling at each try up to CallTimeout). A transient error
 // has the pair tried again after a jittered exponential back-off, until
-// ctx ends; any other error is returned at once. So is the last error
+// ctx ends or RetryFor has passed; any other error is returned at once. So is the last error
 // when ctx ends, wrapped with ctx's.
 func Ensure[T any](ctx context.Context, create, update func(context.Context) (T, error)) (T, error) {
 	var b Backoff
-	for {
-		v, err := call(ctx, create)
+	giveUp := time.Now().Add(RetryFor)
+	for try := 0; ; try++ {
+		v, err := call(ctx, try, create)
 		if exists(err) {
-			v, err = call(ctx, update)
+			v, err = call(ctx, try, update)
 			if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) {
 				err = errRaced // deleted between the create and the update: create again
 			}
@@ -80,24 +94,32 @@ func Ensure[T any](ctx context.Context, create, update func(context.Context) (T,
 		if err != errRaced && !Transient(err) {
 			return v, err
 		}
+		if time.Now().After(giveUp) {
+			return v, fmt.Errorf("jscreate: still failing after %v: %w", RetryFor, err)
+		}
 		if serr := Sleep(ctx, b.Next()); serr != nil {
 			return v, fmt.Errorf("%w (last try: %w)", serr, err)
 		}
 	}
 }
 
-// Retry runs f with its own CallTimeout, again after a jittered back-off
-// while it fails with a transient error, until ctx ends: for the look-ups
-// that follow a creation.
+// Retry runs f with its own timeout (as Ensure's), again after a
+// jittered back-off while it fails with a transient error, until ctx ends
+// or RetryFor has passed: for the look-ups that follow a creation, and the
+// node's first question to JetStream.
 func Retry[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
 	var b Backoff
-	for {
-		v, err := call(ctx, f)
+	giveUp := time.Now().Add(RetryFor)
+	for try := 0; ; try++ {
+		v, err := call(ctx, try, f)
 		if err == nil || !Transient(err) {
 			return v, err
 		}
 		if ctx.Err() != nil {
 			return v, fmt.Errorf("%w (last try: %w)", ctx.Err(), err)
+		}
+		if time.Now().After(giveUp) {
+			return v, fmt.Errorf("jscreate: still failing after %v: %w", RetryFor, err)
 		}
 		if serr := Sleep(ctx, b.Next()); serr != nil {
 			return v, fmt.Errorf("%w (last try: %w)", serr, err)
@@ -108,8 +130,9 @@ func Retry[T any](ctx context.Context, f func(context.Context) (T, error)) (T, e
 // errRaced is a store deleted between its create and its update.
 var errRaced = errors.New("jscreate: store deleted while being updated")
 
-func call[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
-	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
+// call runs f under the timeout of try (0 for the first).
+func call[T any](ctx context.Context, try int, f func(context.Context) (T, error)) (T, error) {
+	cctx, cancel := context.WithTimeout(ctx, min(CallTimeout, FirstCallTimeout<<min(try, 8)))
 	defer cancel()
 	return f(cctx)
 }
