@@ -31,38 +31,41 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	devices    *auth.DeviceVerifier
-	tokens     *auth.Tokens
-	users      *userStore
-	registry   *deviceRegistry
-	interest   *registry
-	presence   *presence
-	dir        *directory // the device directory's election and client
-	dirMetrics dirMetrics
-	ctl        *control // signs and checks node-to-node control messages
-	stores     *storeSet
-	subs       *subIndex
-	coalescer  *coalescer
-	logLimit   *logLimiter // per-message warnings, node-wide
-	services   map[string]service
-	admit      *admission    // cost-based admission of expensive requests
-	bcrypt     chan struct{} // bounds concurrent bcrypt work
-	dummyHash  string        // checked for unknown users; same cost as real hashes
-	logins     *loginLimiter // login failure throttling
-	svc        *svcReplies   // replies to hub.svc requests (svcreply.go)
+	devices   *auth.DeviceVerifier
+	tokens    *auth.Tokens
+	users     *userStore
+	registry  *deviceRegistry
+	interest  *registry
+	presence  *presence
+	dir       *directory // the device directory's election and client
+	ctl       *control   // signs and checks node-to-node control messages
+	stores    *storeSet
+	subs      *subIndex
+	coalescer *coalescer
+	logLimit  *logLimiter // per-message warnings, node-wide
+	services  map[string]service
+	admit     *admission    // cost-based admission of expensive requests
+	bcrypt    chan struct{} // bounds concurrent bcrypt work
+	dummyHash string        // checked for unknown users; same cost as real hashes
+	logins    *loginLimiter // login failure throttling
+	svc       *svcReplies   // replies to hub.svc requests (svcreply.go)
 
-	started  atomic.Bool
-	stopping atomic.Bool
-	closed   atomic.Bool // Shutdown was called: no Start any more
+	started   atomic.Bool
+	stopping  atomic.Bool
+	takeover  *nats.Subscription
+	runCtx    context.Context // ends at Shutdown
+	cancelRun context.CancelFunc
+	prevErrCB nats.ErrHandler // the connection's own async error handler
+
+	// The metrics of the directory outlive a directory (a Start tried
+	// again opens a new one).
+	dirMetrics dirMetrics
+	closed     atomic.Bool // Shutdown was called: no Start any more
 	// startMu is held by Start while it runs: Shutdown waits for a Start
 	// it has cancelled (startCancel) to have undone itself.
 	startMu     sync.Mutex
 	startCancel context.CancelFunc // of the running Start. Guarded by mu.
 	attempted   bool               // a Start has run before. Guarded by startMu.
-	takeover    *nats.Subscription
-	runCtx      context.Context // ends at Shutdown
-	cancelRun   context.CancelFunc
-	prevErrCB   nats.ErrHandler // the connection's own async error handler
 
 	taskMu      sync.Mutex
 	tasks       sync.WaitGroup // async requests and watchers; Add under taskMu
