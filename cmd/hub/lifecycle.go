@@ -22,10 +22,10 @@ const (
 )
 
 // reconnectDelay is the wait after a failed pass over every server of
-// the connection, the n-th in a row: 250 ms doubling to 2 s, with jitter,
+// the connection, the n-th in a row: 250 ms doubling to 1 s, with jitter,
 // so that nodes started before their NATS cluster do not dial in step.
 func reconnectDelay(n int) time.Duration {
-	d := 250 * time.Millisecond << min(max(n-1, 0), 3)
+	d := 250 * time.Millisecond << min(max(n-1, 0), 2)
 	return d/2 + rand.N(d/2+1)
 }
 
