@@ -174,7 +174,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}()
 	// JetStream first: while it does not answer (no meta leader yet, or
 	// the server not joined), /readyz names it.
-	_, err = jscreate.Retry(ctx, s.js.AccountInfo)
+	_, err = jscreate.Wait(ctx, s.js.AccountInfo)
 	s.stores.jsDown.Store(err != nil)
 	if err != nil {
 		return fmt.Errorf("hub: jetstream: %w", err)

@@ -44,6 +44,7 @@ func TestStartUp(t *testing.T) {
 	for name, f := range map[string]func(*testing.T, string){
 		"BeforeNATS":             testStartBeforeNATS,
 		"WaitingStopsOnSIGTERM":  testStartWaitingStopsOnSIGTERM,
+		"NoJetStreamSIGTERM":     testStartNoJetStreamSIGTERM,
 		"WithoutJetStreamQuorum": testStartWithoutJetStreamQuorum,
 		"ReplicasOutOfRange":     testReplicasOutOfRange,
 	} {
@@ -131,6 +132,33 @@ func testStartWaitingStopsOnSIGTERM(t *testing.T, bin string) {
 	t.Logf("exited %v after SIGTERM", time.Since(at).Round(time.Millisecond))
 }
 
+// testStartNoJetStreamSIGTERM: a node connected to a NATS server without
+// JetStream waits (/readyz 503 naming jetstream) and exits 0 within a few
+// seconds of SIGTERM, its start cancelled.
+func testStartNoJetStreamSIGTERM(t *testing.T, bin string) {
+	port := natstest.FreePort(t)
+	ns := natstest.StartProc(t, port, fmt.Sprintf("listen: 127.0.0.1:%d\n", port))
+	h := launch(t, bin, "--nats-url", ns.URL())
+	natstest.Eventually(t, 15*time.Second, func() error {
+		body := waitProbe(t, h, "/readyz", http.StatusServiceUnavailable, 5*time.Second)
+		if m := missing(body); !slices.Contains(m, "jetstream") || slices.Contains(m, "nats") {
+			return fmt.Errorf("/readyz missing %v, want jetstream and not nats", m)
+		}
+		return nil
+	})
+	at := time.Now()
+	if err := h.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !h.Wait(5 * time.Second) {
+		t.Fatal("node waiting for JetStream did not exit within 5 s of SIGTERM")
+	}
+	if _, err := h.Exited(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v, want 0", err)
+	}
+	t.Logf("exited %v after SIGTERM", time.Since(at).Round(time.Millisecond))
+}
+
 // testStartWithoutJetStreamQuorum: a node started on a cluster of three
 // whose JetStream has no quorum (one server up) waits, /readyz 503 naming
 // jetstream, and comes up once the other two servers are back.
@@ -152,7 +180,7 @@ func testStartWithoutJetStreamQuorum(t *testing.T, bin string) {
 	c.Servers[1].Restart(t)
 	c.Servers[2].Restart(t)
 	began := time.Now()
-	waitProbe(t, h, "/readyz", http.StatusOK, 60*time.Second)
+	waitProbe(t, h, "/readyz", http.StatusOK, 30*time.Second)
 	t.Logf("ready %v after the other two servers restarted", time.Since(began).Round(time.Millisecond))
 	dev := hubtest.Dial(t, h.WSURL, nil)
 	dev.MustOK("/auth/device", hubtest.DeviceArgs("QUORUM-1", "retail"))

@@ -70,10 +70,10 @@ func Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamCon
 
 // Ensure runs create, then update when create finds the store existing
 // with another config, each with its own timeout (FirstCallTimeout,
-// doubling at each try up to CallTimeout). A transient error
-// has the pair tried again after a jittered exponential back-off, until
-// ctx ends or RetryFor has passed; any other error is returned at once. So is the last error
-// when ctx ends, wrapped with ctx's.
+// doubling at each try up to CallTimeout). A transient error has the pair
+// tried again after a jittered exponential back-off, until ctx ends or
+// RetryFor has passed; any other error is returned at once. So is the
+// last error when ctx ends, wrapped with ctx's.
 func Ensure[T any](ctx context.Context, create, update func(context.Context) (T, error)) (T, error) {
 	var b Backoff
 	giveUp := time.Now().Add(RetryFor)
@@ -105,13 +105,32 @@ func Ensure[T any](ctx context.Context, create, update func(context.Context) (T,
 
 // Retry runs f with its own timeout (as Ensure's), again after a
 // jittered back-off while it fails with a transient error, until ctx ends
-// or RetryFor has passed: for the look-ups that follow a creation, and the
-// node's first question to JetStream.
+// or RetryFor has passed: for the look-ups that follow a creation.
 func Retry[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
-	var b Backoff
+	return retry(ctx, CallTimeout, MaxBackoff, f)
+}
+
+// Wait is Retry for a cheap question asked while waiting for JetStream to
+// answer at all (the account's info): each try gets at most
+// WaitCallTimeout and the back-off stays under WaitBackoff, so that the
+// answer is seen within a few seconds of JetStream's return.
+func Wait[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	return retry(ctx, WaitCallTimeout, WaitBackoff, f)
+}
+
+// Bounds of Wait.
+const (
+	WaitCallTimeout = 2 * time.Second
+	WaitBackoff     = time.Second
+)
+
+func retry[T any](ctx context.Context, maxCall, maxBackoff time.Duration, f func(context.Context) (T, error)) (T, error) {
+	b := Backoff{Max: maxBackoff}
 	giveUp := time.Now().Add(RetryFor)
 	for try := 0; ; try++ {
-		v, err := call(ctx, try, f)
+		cctx, cancel := context.WithTimeout(ctx, min(maxCall, FirstCallTimeout<<min(try, 8)))
+		v, err := f(cctx)
+		cancel()
 		if err == nil || !Transient(err) {
 			return v, err
 		}
