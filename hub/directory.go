@@ -11,6 +11,7 @@ import (
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -79,9 +80,15 @@ const (
 	dirBadAnswer   = "bad_answer"
 )
 
-func openDirectory(ctx context.Context, srv *Server) (*directory, error) {
-	d := &directory{
-		srv: srv, ttl: srv.cfg.NodeTTL,
+// dirMetrics are the directory's metrics. They outlive a directory: a
+// Start that failed and is tried again opens a new one.
+type dirMetrics struct {
+	unavailable *prometheus.CounterVec
+	held        prometheus.Gauge
+}
+
+func newDirMetrics(reg prometheus.Registerer) dirMetrics {
+	m := dirMetrics{
 		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "fleethub", Name: "directory_unavailable_total",
 			Help: "Listings and summaries of this node that no directory answered, by reason.",
@@ -91,10 +98,18 @@ func openDirectory(ctx context.Context, srv *Server) (*directory, error) {
 		}),
 	}
 	for _, r := range []string{dirNoResponder, dirLoading, dirTimeout, dirBadAnswer} {
-		d.unavailable.WithLabelValues(r)
+		m.unavailable.WithLabelValues(r)
 	}
-	if reg := srv.cfg.Registerer; reg != nil {
-		reg.MustRegister(d.unavailable, d.held)
+	if reg != nil {
+		reg.MustRegister(m.unavailable, m.held)
+	}
+	return m
+}
+
+func openDirectory(ctx context.Context, srv *Server) (*directory, error) {
+	d := &directory{
+		srv: srv, ttl: srv.cfg.NodeTTL,
+		unavailable: srv.dirMetrics.unavailable, held: srv.dirMetrics.held,
 	}
 	if err := d.openBucket(ctx); err != nil {
 		return nil, err
@@ -107,9 +122,7 @@ func (d *directory) openBucket(ctx context.Context) error {
 		Bucket: schema.BucketRoles, Description: "leases of the hub's roles (the device directory)",
 		History: 1, TTL: d.ttl, Storage: jetstream.FileStorage, Replicas: d.srv.cfg.Replicas,
 	}
-	kv, err := createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-		return d.srv.js.CreateOrUpdateKeyValue(ctx, cfg)
-	})
+	kv, err := jscreate.KeyValue(ctx, d.srv.js, cfg)
 	if err != nil {
 		return fmt.Errorf("hub: bucket %s: %w", schema.BucketRoles, err)
 	}

@@ -10,4 +10,7 @@ var (
 	ErrClosed = errors.New("hub: session closed")
 	// ErrBusDown is returned while the node is cut off from NATS.
 	ErrBusDown = errors.New("hub: message bus unavailable")
+	// ErrStopped is returned by Start once Shutdown has been called, and
+	// by Login before the hub has started.
+	ErrStopped = errors.New("hub: not running")
 )

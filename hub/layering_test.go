@@ -27,8 +27,8 @@ func nonStdDeps(t *testing.T, pkgs ...string) []string {
 //   - subjects and auth are leaves without NATS or net/http;
 //   - hub/schema imports the standard library and subjects only;
 //   - hub/presence knows no Session and no Server: it imports neither hub
-//     nor node, only hub/schema, subjects and internal/kvwatch of this
-//     module;
+//     nor node, only hub/schema, subjects, internal/kvwatch and
+//     internal/jscreate of this module;
 //   - cmd/hubctl works from hub/schema and subjects, never hub.
 func TestLayering(t *testing.T) {
 	for _, tc := range []struct {
@@ -69,7 +69,7 @@ func TestLayering(t *testing.T) {
 		}
 	})
 	t.Run("presence", func(t *testing.T) {
-		allowed := []string{module + "/hub/presence", module + "/hub/schema", module + "/subjects", module + "/internal/kvwatch"}
+		allowed := []string{module + "/hub/presence", module + "/hub/schema", module + "/subjects", module + "/internal/kvwatch", module + "/internal/jscreate"}
 		for _, dep := range nonStdDeps(t, module+"/hub/presence") {
 			if strings.HasPrefix(dep, module+"/") && !slices.Contains(allowed, dep) {
 				t.Errorf("hub/presence depends on %s", dep)

@@ -20,6 +20,9 @@ import (
 // check in flight (the next few wait for their turn), so that it cannot
 // hold every bcrypt slot.
 func (srv *Server) Login(ctx context.Context, remote, username, password string) (string, auth.Claims, error) {
+	if !srv.started.Load() {
+		return "", auth.Claims{}, ErrStopped // the user store is not loaded yet
+	}
 	attempt, err := srv.logins.begin(ctx, remote, username)
 	if err != nil {
 		if errors.Is(err, ErrThrottled) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,7 +67,7 @@ func openDataStreams(ctx context.Context, srv *Server) error {
 }
 
 func createStream(ctx context.Context, srv *Server, sc jetstream.StreamConfig) error {
-	_, err := createOrUpdate(ctx, func(ctx context.Context) (jetstream.Stream, error) { return srv.js.CreateOrUpdateStream(ctx, sc) })
+	_, err := jscreate.Stream(ctx, srv.js, sc)
 	return err
 }
 

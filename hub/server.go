@@ -11,6 +11,7 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,6 +56,16 @@ type Server struct {
 	runCtx    context.Context // ends at Shutdown
 	cancelRun context.CancelFunc
 	prevErrCB nats.ErrHandler // the connection's own async error handler
+
+	// The metrics of the directory outlive a directory (a Start tried
+	// again opens a new one).
+	dirMetrics dirMetrics
+	closed     atomic.Bool // Shutdown was called: no Start any more
+	// startMu is held by Start while it runs: Shutdown waits for a Start
+	// it has cancelled (startCancel) to have undone itself.
+	startMu     sync.Mutex
+	startCancel context.CancelFunc // of the running Start. Guarded by mu.
+	attempted   bool               // a Start has run before. Guarded by startMu.
 
 	taskMu      sync.Mutex
 	tasks       sync.WaitGroup // async requests and watchers; Add under taskMu
@@ -114,6 +125,7 @@ func New(cfg Config) (*Server, error) {
 		s.metrics.pushesDropped.WithLabelValues(reason)
 	}
 	s.metrics.authFailures.WithLabelValues("throttled")
+	s.dirMetrics = newDirMetrics(cfg.Registerer)
 	s.services = s.builtinServices()
 	s.admit = newAdmission(&s.cfg, s.metrics)
 	return s, nil
@@ -125,8 +137,32 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 // Start creates (or opens) the hub's JetStream buckets, loads the user store
 // and device registry, bootstraps the admin user and subscribes to the
 // node-wide subjects. It returns once the node can serve. A Start that
-// fails leaves nothing running: what it started is stopped and waited for.
+// fails leaves nothing running: what it started is stopped and waited for,
+// and Start may be called again (a node waiting for JetStream tries until
+// it succeeds). Each JetStream call has its own timeout; ctx bounds the
+// whole. Shutdown cancels a Start that runs, and after it Start returns
+// ErrStopped.
 func (s *Server) Start(ctx context.Context) (err error) {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if s.closed.Load() {
+		return ErrStopped
+	}
+	if s.started.Load() {
+		return errors.New("hub: already started")
+	}
+	ctx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	s.mu.Lock()
+	s.startCancel = cancelStart
+	s.mu.Unlock()
+	if s.closed.Load() { // checked after startCancel is set: see Shutdown
+		return ErrStopped
+	}
+	if s.attempted {
+		s.resetStart()
+	}
+	s.attempted = true
 	runCtx, cancel := context.WithCancel(context.Background()) // the root of the node's own lifetime
 	s.runCtx, s.cancelRun = runCtx, cancel
 	s.prevErrCB = s.nc.Opts.AsyncErrorCB
@@ -136,6 +172,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.abortStart()
 		}
 	}()
+	// JetStream first: while it does not answer (no meta leader yet, or
+	// the server not joined), /readyz names it.
+	_, err = jscreate.Wait(ctx, s.js.AccountInfo)
+	s.stores.jsDown.Store(err != nil)
+	if err != nil {
+		return fmt.Errorf("hub: jetstream: %w", err)
+	}
 	nonces, err := newNonceStore(ctx, s, 2*s.cfg.MaxSkew+10*time.Second)
 	if err != nil {
 		return err
@@ -168,7 +211,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.dir, err = openDirectory(ctx, s); err != nil {
 		return err
 	}
-	dirTerm := s.dir.first(ctx, runCtx)
+	// The first term's index loads before the node serves, for at most
+	// feedLoadTimeout; its loading goes on past that (see first).
+	dctx, dcancel := context.WithTimeout(ctx, feedLoadTimeout)
+	dirTerm := s.dir.first(dctx, runCtx)
+	dcancel()
 	s.goTask(func() { s.dir.run(runCtx, dirTerm) })
 	s.goTask(func() { s.summaries(runCtx) })
 	s.goTask(func() { s.stores.run(runCtx) })
@@ -179,7 +226,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.svc.open(s.nc); err != nil {
 		return fmt.Errorf("hub: subscribe service replies: %w", err)
 	}
-	if err := s.nc.FlushWithContext(ctx); err != nil {
+	fctx, fcancel := context.WithTimeout(ctx, jscreate.CallTimeout)
+	err = s.nc.FlushWithContext(fctx)
+	fcancel()
+	if err != nil {
 		return fmt.Errorf("hub: flush: %w", err)
 	}
 	s.started.Store(true)
@@ -200,6 +250,20 @@ func (s *Server) abortStart() {
 	s.closeTasks()
 	s.tasks.Wait()
 	s.nc.SetErrorHandler(s.prevErrCB)
+}
+
+// resetStart readies a Server whose Start failed for another one: what
+// abortStart stopped for good (the dispatch workers, the task spawner, the
+// list of stores) is made anew. Called with startMu held, when nothing of
+// the failed Start runs any more.
+func (s *Server) resetStart() {
+	s.stopping.Store(false)
+	s.taskMu.Lock()
+	s.tasksClosed = false
+	s.taskMu.Unlock()
+	s.interest = newRegistry(s)
+	s.stores.reset()
+	s.takeover, s.presence, s.dir = nil, nil, nil
 }
 
 // onAsyncError counts what nats.go dropped for a subscription of the hub,
@@ -283,10 +347,25 @@ func (s *Server) SessionCount() int {
 // From its first step no new task starts (goTask refuses). The NATS
 // connection belongs to the caller, who drains it afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if !s.stopping.CompareAndSwap(false, true) {
+	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	// A Start that runs is cancelled, and undoes itself before the rest:
+	// closed is set before startCancel is read, and Start reads closed
+	// after setting startCancel, so one of the two sees the other.
+	s.mu.Lock()
+	if s.startCancel != nil {
+		s.startCancel()
+	}
+	s.mu.Unlock()
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	s.stopping.Store(true)
 	s.closeTasks()
+	if !s.started.Load() {
+		// No Start succeeded: nothing runs (a failed one undid itself).
+		return s.CloseAll(ctx, wire.CloseRestart, "node restarting")
+	}
 	err := s.CloseAll(ctx, wire.CloseRestart, "node restarting")
 	if s.presence != nil {
 		s.presence.stop(ctx)

@@ -8,13 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	pres "github.com/fleethub/fleethub/hub/presence"
-	"github.com/fleethub/fleethub/internal/kvwatch"
 	"sync"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/schema"
+	"github.com/fleethub/fleethub/internal/jscreate"
+	"github.com/fleethub/fleethub/internal/kvwatch"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -35,14 +35,12 @@ func newNonceStore(ctx context.Context, srv *Server, window time.Duration) (*non
 		Storage:     jetstream.FileStorage,
 		Replicas:    srv.cfg.Replicas,
 	}
-	kv, err := createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-		return srv.js.CreateOrUpdateKeyValue(ctx, cfg)
-	})
+	kv, err := jscreate.KeyValue(ctx, srv.js, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("hub: bucket %s: %w", schema.BucketNonces, err)
 	}
 	if err := srv.stores.add(ctx, srv.runCtx, kvStore(cfg.Bucket, func(ctx context.Context) error {
-		_, err := createOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return srv.js.CreateOrUpdateKeyValue(ctx, cfg) })
+		_, err := jscreate.KeyValue(ctx, srv.js, cfg)
 		return err
 	})); err != nil {
 		return nil, err
@@ -68,13 +66,6 @@ func (n *nonceStore) Claim(ctx context.Context, nonce string) error {
 	return err
 }
 
-// createOrUpdate runs create, a create-or-update of a bucket or stream,
-// once more when another node created the stream between its look-up and
-// its create with a config that differs: the second time, it updates.
-func createOrUpdate[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
-	return pres.CreateOrUpdate(ctx, create)
-}
-
 // kvStore is the store of a bucket.
 func kvStore(bucket string, create func(ctx context.Context) error, feeds ...*feed) *store {
 	return &store{name: bucket, stream: "KV_" + bucket, create: create, feeds: feeds}
@@ -94,14 +85,13 @@ type watchCache[T any] struct {
 }
 
 func openCache[T any](ctx, runCtx context.Context, srv *Server, cfg jetstream.KeyValueConfig, onChange func(string, *T, *T)) (*watchCache[T], error) {
-	create := func(ctx context.Context) (jetstream.KeyValue, error) { return srv.js.CreateOrUpdateKeyValue(ctx, cfg) }
-	kv, err := createOrUpdate(ctx, create)
+	kv, err := jscreate.KeyValue(ctx, srv.js, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("hub: bucket %s: %w", cfg.Bucket, err)
 	}
 	c := &watchCache[T]{kv: kv, onChange: onChange, entries: make(map[string]T)}
 	st := kvStore(cfg.Bucket, func(ctx context.Context) error {
-		_, err := createOrUpdate(ctx, create)
+		_, err := jscreate.KeyValue(ctx, srv.js, cfg)
 		return err
 	}, &feed{start: func(ctx context.Context, fresh bool) (<-chan struct{}, error) { return c.follow(ctx, srv, fresh) }})
 	if err := srv.stores.add(ctx, runCtx, st); err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -99,14 +100,25 @@ type storeSet struct {
 }
 
 func newStoreSet(srv *Server) *storeSet {
-	return &storeSet{srv: srv, kick: make(chan struct{}, 1)}
+	ss := &storeSet{srv: srv, kick: make(chan struct{}, 1)}
+	ss.jsDown.Store(true) // until Start has seen JetStream answer
+	return ss
+}
+
+// reset forgets the stores of a Start that failed.
+func (ss *storeSet) reset() {
+	ss.mu.Lock()
+	ss.list = nil
+	ss.mu.Unlock()
 }
 
 // add records a store that Start has just opened, with its creation time,
 // and starts its feeds, to run until runCtx ends; it returns once they
-// have delivered what the store holds (or ctx ends).
+// have delivered what the store holds (or ctx ends, or feedLoadTimeout
+// has passed: Start is then tried again). The look-up has its own timeout
+// and is tried again while JetStream forms.
 func (ss *storeSet) add(ctx, runCtx context.Context, st *store) error {
-	info, err := ss.srv.js.Stream(ctx, st.stream)
+	info, err := jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return ss.srv.js.Stream(ctx, st.stream) })
 	if err != nil {
 		return fmt.Errorf("hub: %s: %w", st.name, err)
 	}
@@ -119,9 +131,14 @@ func (ss *storeSet) add(ctx, runCtx context.Context, st *store) error {
 		if err != nil {
 			return fmt.Errorf("hub: %s: %w", st.name, err)
 		}
+		t := time.NewTimer(feedLoadTimeout)
 		select {
 		case <-loaded:
+			t.Stop()
+		case <-t.C:
+			return fmt.Errorf("hub: load %s: not loaded within %v", st.name, feedLoadTimeout)
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("hub: load %s: %w", st.name, ctx.Err())
 		}
 	}

@@ -35,7 +35,10 @@ type Node struct {
 
 type connKey struct{}
 
-// New builds a Node for a started hub.
+// New builds a Node for a hub, started or not yet: until the hub has
+// started, /readyz and /healthz answer 503 (naming "serving") and /ws
+// refuses upgrades with 503, so that a node can serve HTTP while its hub
+// waits for NATS and JetStream.
 func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
-	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/cli"
 	"github.com/fleethub/fleethub/internal/embedded"
 	"github.com/fleethub/fleethub/internal/natsconn"
@@ -93,7 +92,7 @@ func run(args []string) int {
 	fs.DurationVar(&o.tokenTTL, "token-ttl", 24*time.Hour, "lifetime of admin tokens")
 	fs.DurationVar(&o.serviceTimeout, "service-timeout", 5*time.Second, "how long a backend service on hub.svc.* may take")
 	fs.IntVar(&o.queueBytes, "queue-bytes", 1<<20, "outbound queue per session, in bytes; overflow closes with 4008")
-	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the hub's JetStream buckets (for a NATS cluster)")
+	fs.IntVar(&o.replicas, "replicas", 1, "replicas (1 to 5) of the hub's JetStream buckets and streams (for a NATS cluster)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ (profiling; keep it off on an untrusted network)")
 	// Limits on the HTTP edge (edge.go).
 	fs.DurationVar(&o.edge.readTimeout, "read-timeout", 15*time.Second, "longest time to read one HTTP request, body included (WebSocket sessions are not affected); 0 for none")
@@ -121,6 +120,10 @@ func run(args []string) int {
 	}
 	if err := o.loadNATSConn(); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
+	if o.replicas < 1 || o.replicas > 5 {
+		fmt.Fprintf(os.Stderr, "hub: --replicas %d: want 1 to 5 (a bucket or stream of a NATS cluster has 1 to 5 replicas)\n", o.replicas)
 		return 2
 	}
 	if err := o.tls.check(); err != nil {
@@ -165,24 +168,15 @@ func run(args []string) int {
 	return 0
 }
 
+// serve runs the node until ctx ends. The HTTP listener comes first
+// (/livez 200, /readyz 503, WebSocket upgrades 503); the connection to
+// NATS is retried, with back-off, from the start; the hub's start is
+// retried, with back-off, until it succeeds (lifecycle.go). So a node
+// started before NATS or JetStream can serve waits instead of exiting,
+// and SIGTERM ends it at any point.
 func serve(ctx context.Context, o options, log *slog.Logger) error {
 	var ns *embedded.Server
-	var nc *nats.Conn
 	var err error
-	connOpts := []nats.Option{nats.Name(o.nodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subj := ""
-			if sub != nil {
-				subj = sub.Subject
-			}
-			log.Error("NATS async error", "subject", subj, "err", err)
-		}),
-	}
-	// Replies to the node come to its own inbox prefix, which a backend's
-	// permissions (allowed nats.go's default _INBOX.>) do not reach.
-	connOpts = append(connOpts, natsconn.InboxPrefix(schema.NodeInboxPrefix))
 	if o.nats.URL == "" {
 		ns, err = startEmbedded(ctx, o, log)
 		if err != nil {
@@ -193,11 +187,10 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 			ns.WaitForShutdown()
 		}()
 		log.Info("embedded NATS server started", "client_url", ns.ClientURL(), "data_dir", o.dataDir, "account", ns.Account())
-		nc, err = nats.Connect("", append(connOpts, ns.ConnOptions()...)...)
 	} else {
 		log.Info("connecting to NATS", "url", natsconn.Redact(o.nats.URL), "auth", o.nats.Auth(), "tls", o.nats.TLS())
-		nc, err = nats.Connect(o.nats.URL, append(connOpts, o.natsAuth...)...)
 	}
+	nc, err := connectNATS(o, ns, log)
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -214,12 +207,6 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		RecordAge: o.recordAge, CoalesceWindow: o.coalesceWindow,
 		Logger: log, Registerer: reg,
 	})
-	if err != nil {
-		return err
-	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = srv.Start(sctx)
-	cancel()
 	if err != nil {
 		return err
 	}
@@ -241,12 +228,27 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	httpScheme, wsScheme := o.tls.schemes()
-	log.Info("node ready", "node", o.nodeID, "ws", wsScheme+"://"+o.listen+"/ws", "health", httpScheme+"://"+o.listen+"/healthz")
-	if o.dev {
-		log.Info("dev login: user admin, password admin", "dashboard", httpScheme+"://"+o.listen+"/")
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", o.listen, err)
 	}
-	return n.Run(ctx)
+	// The node serves until ctx ends (then shuts the hub down), or until
+	// serving fails, which ends the start too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- n.Serve(ctx, ln)
+		cancel()
+	}()
+	if startHub(ctx, srv, log) {
+		httpScheme, wsScheme := o.tls.schemes()
+		log.Info("node ready", "node", o.nodeID, "ws", wsScheme+"://"+o.listen+"/ws", "health", httpScheme+"://"+o.listen+"/healthz")
+		if o.dev {
+			log.Info("dev login: user admin, password admin", "dashboard", httpScheme+"://"+o.listen+"/")
+		}
+	}
+	return <-served
 }
 
 // drain flushes what the connection still holds and waits, bounded, until

@@ -49,7 +49,8 @@ func writeSecret(t *testing.T, name, content string) string {
 // TestNATSConn runs the node process against nats-server processes that
 // demand a password, an nkey, creds or a client certificate: with the
 // right --nats-* flags (and the secrets from files) it serves; with the
-// wrong ones or none it exits with one error line naming the reason.
+// wrong ones or none it keeps retrying, not ready, and warns with the
+// reason.
 func TestNATSConn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs node and nats-server processes; skipped with -short")
@@ -131,8 +132,10 @@ authorization { users = [ { user: node, password: pw, permissions: { subscribe: 
 
 	t.Run("password-rotation", func(t *testing.T) { testRotation(t, bin, secretFile) })
 
-	// Refused: wrong or missing credentials are one ERROR line with the
-	// server's reason, and exit 1 (the node does not start).
+	// Refused: with wrong or missing credentials the node does not exit:
+	// it serves /livez, answers /readyz 503 naming nats, and keeps
+	// retrying, with a warning that gives the server's reason (at a
+	// bounded rate: credentials being rotated are refused for a while).
 	for _, s := range servers {
 		for name, flags := range map[string][]string{"bad": s.Bad, "none": {"--nats-url", s.URL}} {
 			reason := s.BadError
@@ -140,16 +143,31 @@ authorization { users = [ { user: node, password: pw, permissions: { subscribe: 
 				reason = "" // the server's own words differ by kind
 			}
 			t.Run(s.Name+"-"+name, func(t *testing.T) {
-				code, stderr := hubExit(t, bin, append(flags, "--master-secret-file", secretFile)...)
-				var errLines []string
-				for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
-					if strings.Contains(l, "level=ERROR") {
-						errLines = append(errLines, l)
+				h, err := loadtest.LaunchHub(bin, append(flags, "--dev=false", "--master-secret-file", secretFile, "--log-level", "info")...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = h.Stop() }()
+				natstest.Eventually(t, 15*time.Second, func() error {
+					if exited, err := h.Exited(); exited {
+						t.Fatalf("node exited (%v) on refused credentials:\n%s", err, h.LogTail(8192))
 					}
-				}
-				if code != 1 || len(errLines) != 1 || !strings.Contains(errLines[0], "connect to NATS") || !strings.Contains(errLines[0], reason) {
-					t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 and one ERROR line with %q", code, stderr, reason)
-				}
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					defer cancel()
+					code, body, err := h.Probe(ctx, "/readyz")
+					if err != nil {
+						return err
+					}
+					if m := fmt.Sprint(body["missing"]); code != http.StatusServiceUnavailable || !strings.Contains(m, "nats") {
+						return fmt.Errorf("/readyz %d %s, want 503 naming nats", code, m)
+					}
+					for _, l := range strings.Split(h.LogTail(1<<20), "\n") {
+						if strings.Contains(l, "level=WARN") && strings.Contains(l, "NATS not reachable yet") && strings.Contains(l, reason) {
+							return nil
+						}
+					}
+					return fmt.Errorf("no warning with %q in the log:\n%s", reason, h.LogTail(8192))
+				})
 			})
 		}
 	}

@@ -5,20 +5,11 @@ import (
 	"errors"
 	"time"
 
+	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// CreateOrUpdate runs create, a create-or-update of a bucket or stream,
-// once more if another node created it at the same moment.
-func CreateOrUpdate[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
-	v, err := create(ctx)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		v, err = create(ctx)
-	}
-	return v, err
-}
 
 // storeGone reports whether err says that the stream behind an operation
 // does not exist (as the hub's store set tells it).
@@ -35,29 +26,38 @@ func storeGone(err error) bool {
 // Replicated streams flush asynchronously already, and do not take the
 // setting. A stream's persistence is fixed at creation: an existing bucket
 // keeps its own, whichever it is.
+//
+// Creation goes through jscreate (create, then update when the stream
+// exists with another config; each call with its own timeout, tried again
+// while JetStream forms).
 func OpenSoftBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	if cfg.Replicas > 1 {
-		return js.CreateOrUpdateKeyValue(ctx, cfg)
+		return jscreate.KeyValue(ctx, js, cfg)
 	}
 	scfg := kvStreamConfig(cfg)
 	scfg.PersistMode = jetstream.AsyncPersistMode
-	info, err := js.Stream(ctx, scfg.Name)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		_, err = js.CreateStream(ctx, scfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			// Another node created it first, with this same config.
-			_, err = js.UpdateStream(ctx, scfg)
-		}
-	case err != nil:
-	case info.CachedInfo().Config.PersistMode == jetstream.AsyncPersistMode:
-		_, err = js.UpdateStream(ctx, scfg)
-	default:
-		_, err = js.CreateOrUpdateKeyValue(ctx, cfg)
-	}
+	_, err := jscreate.Ensure(ctx,
+		func(ctx context.Context) (jetstream.Stream, error) { return js.CreateStream(ctx, scfg) },
+		func(ctx context.Context) (jetstream.Stream, error) {
+			// The stream exists with another config: it keeps the
+			// persistence it was created with.
+			info, err := js.Stream(ctx, scfg.Name)
+			if err != nil {
+				return nil, err
+			}
+			if info.CachedInfo().Config.PersistMode == jetstream.AsyncPersistMode {
+				return js.UpdateStream(ctx, scfg)
+			}
+			if _, err := js.UpdateKeyValue(ctx, cfg); err != nil {
+				return nil, err
+			}
+			return info, nil
+		})
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, jscreate.CallTimeout)
+	defer cancel()
 	return js.KeyValue(ctx, cfg.Bucket)
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub/schema"
+	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -151,9 +152,7 @@ func (tr *Tracker) open(ctx context.Context) error {
 		History: 1, TTL: cfg.NodeTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	}
 	createNodes := func(ctx context.Context) (jetstream.KeyValue, error) {
-		return CreateOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-			return js.CreateOrUpdateKeyValue(ctx, nodesCfg)
-		})
+		return jscreate.KeyValue(ctx, js, nodesCfg)
 	}
 	// The index has no TTL: a key lives as long as its node holds the
 	// device, and the coordinator removes those of a lost node.
@@ -162,9 +161,7 @@ func (tr *Tracker) open(ctx context.Context) error {
 		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	}
 	createIndex := func(ctx context.Context) (jetstream.KeyValue, error) {
-		return CreateOrUpdate(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-			return js.CreateOrUpdateKeyValue(ctx, indexCfg)
-		})
+		return jscreate.KeyValue(ctx, js, indexCfg)
 	}
 	recordsCfg := jetstream.StreamConfig{
 		Name: schema.StreamPresence, Description: "presence history: one record per change",
@@ -173,9 +170,7 @@ func (tr *Tracker) open(ctx context.Context) error {
 		Discard: jetstream.DiscardOld, AllowDirect: true, // listings read last records by direct get
 	}
 	createRecords := func(ctx context.Context) (jetstream.Stream, error) {
-		return CreateOrUpdate(ctx, func(ctx context.Context) (jetstream.Stream, error) {
-			return js.CreateOrUpdateStream(ctx, recordsCfg)
-		})
+		return jscreate.Stream(ctx, js, recordsCfg)
 	}
 	var err error
 	// Refreshes are published asynchronously; one whose acknowledgement

@@ -83,6 +83,24 @@ type Hub struct {
 // It returns once GET /healthz answers 200, waiting at most 30 s (less if
 // ctx ends sooner). ctx bounds the start only: the process runs until Stop.
 func StartHub(ctx context.Context, path string, args ...string) (*Hub, error) {
+	h, err := LaunchHub(path, args...)
+	if err != nil {
+		return nil, err
+	}
+	hctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
+	if err := h.waitHealthy(hctx); err != nil {
+		tail := h.LogTail(4096)
+		_ = h.Stop()
+		return nil, fmt.Errorf("%w\nhub log tail:\n%s", err, tail)
+	}
+	return h, nil
+}
+
+// LaunchHub starts the hub binary as StartHub does, and returns at once,
+// without waiting for it to be healthy (for start-up tests, which watch
+// /livez and /readyz themselves).
+func LaunchHub(path string, args ...string) (*Hub, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
@@ -122,14 +140,6 @@ func StartHub(ctx context.Context, path string, args ...string) (*Hub, error) {
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("loadtest: start hub: %w", err)
-	}
-
-	hctx, cancel := context.WithTimeout(ctx, healthTimeout)
-	defer cancel()
-	if err := h.waitHealthy(hctx); err != nil {
-		tail := h.LogTail(4096)
-		_ = h.Stop()
-		return nil, fmt.Errorf("%w\nhub log tail:\n%s", err, tail)
 	}
 	return h, nil
 }
