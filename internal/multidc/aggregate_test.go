@@ -100,7 +100,7 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 		// A mirror may not set LimitMarkerTTL (the server refuses
 		// "subject delete markers forbidden on mirrors"): it copies the
 		// origin's markers as they are.
-		Bucket: "hub_presence_view_west",
+		Bucket:    "hub_presence_view_west",
 		Placement: &jetstream.Placement{Cluster: "west"}, Mirror: &jetstream.StreamSource{Name: "hub_presence"},
 	}); err != nil {
 		t.Fatalf("mirror: %v", err)

@@ -33,7 +33,8 @@ type ClusterOptions struct {
 	// not advertise the cluster's other leaf URLs, so a leaf's link stays
 	// on the address it was given (a wanproxy).
 	Leaf bool
-	// Size is the number of servers (default 3).
+	// Size is the number of servers (default 3). A single server
+	// without gateways has no cluster block (JetStream standalone).
 	Size int
 	// Extra is added to every server's configuration (authorization,
 	// accounts, a gateway block: %d in it is not expanded).
@@ -102,7 +103,12 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 			fmt.Fprintf(&b, ", domain: %q", o.JSDomain)
 		}
 		b.WriteString(" }\n")
-		fmt.Fprintf(&b, "cluster {\n  name: %q\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", o.Name, c.ClusterPorts[i], strings.Join(routes, ", "))
+		// A lone server without gateways runs standalone: with only a
+		// route to itself its JetStream waits for routing that never
+		// comes, and without routes it refuses to start.
+		if o.Size > 1 || c.GatewayPorts[i] != 0 {
+			fmt.Fprintf(&b, "cluster {\n  name: %q\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", o.Name, c.ClusterPorts[i], strings.Join(routes, ", "))
+		}
 		if c.GatewayPorts[i] != 0 {
 			adv := ""
 			if i < len(o.GatewayAdvertise) {
