@@ -1,3 +1,5 @@
+//go:build load
+
 package multidc
 
 import (
@@ -84,7 +86,14 @@ func TestLeafSiteOwnDomain(t *testing.T) {
 
 	// Cuts of growing length: the site keeps its state; central cannot
 	// read it; the views converge after heal.
-	for round, cut := range []time.Duration{5 * time.Second, 20 * time.Second} {
+	centralView := jetstream.KeyValueConfig{Bucket: "hub_presence", Sources: []*jetstream.StreamSource{{Name: "hub_presence_central"}, {Name: "hub_presence_edge", Domain: "edge"}}}
+	for round, c := range []struct {
+		cut time.Duration
+		// kick: right after heal, drop central's edge source and add it
+		// back (the edge view is left alone, as the control).
+		kick bool
+	}{{5 * time.Second, false}, {20 * time.Second, false}, {20 * time.Second, true}} {
+		cut := c.cut
 		ls.Cut()
 		cutAt := time.Now()
 		ke, kc := fmt.Sprintf("cut%d-e", round), fmt.Sprintf("cut%d-c", round)
@@ -123,6 +132,16 @@ func TestLeafSiteOwnDomain(t *testing.T) {
 		t0 := time.Now()
 		natstest.WaitReachable(t, cURL, eURL, 60*time.Second)
 		dLink := time.Since(t0)
+		if c.kick {
+			only := centralView
+			only.Sources = centralView.Sources[:1]
+			if _, err := jsC.UpdateKeyValue(ctx, only); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := jsC.UpdateKeyValue(ctx, centralView); err != nil {
+				t.Fatal(err)
+			}
+		}
 		var dC, dE time.Duration
 		waitFor(t, 3*time.Minute, func() error {
 			if dC == 0 && found(viewC, ke+"19")() == nil {
@@ -136,6 +155,6 @@ func TestLeafSiteOwnDomain(t *testing.T) {
 			}
 			return nil
 		})
-		t.Logf("heal after %.1f s of cut: leaf link carries requests after %.0f ms; central view has the edge's cut keys after %.0f ms, edge view central's after %.0f ms", t0.Sub(cutAt).Seconds(), ms(dLink), ms(dC), ms(dE))
+		t.Logf("heal after %.1f s of cut (central's source re-added: %v): leaf link carries requests after %.0f ms; central view has the edge's cut keys after %.0f ms, edge view central's after %.0f ms", t0.Sub(cutAt).Seconds(), c.kick, ms(dLink), ms(dC), ms(dE))
 	}
 }
