@@ -198,6 +198,11 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 	if err != nil {
 		t.Errorf("the west mirror did not answer during the cut: %v", err)
 	}
+	// 1+1 servers: neither side holds a meta quorum during the cut.
+	for dc, kv := range map[string]jetstream.KeyValue{"east": srcE, "west": srcW} {
+		d, err := attempt(t, 3*time.Second, func(ctx context.Context) error { return watchOnce(ctx, kv) })
+		t.Logf("cut, 1+1 meta peers: %s starts a watch on its own bucket: %s in %.0f ms", dc, errText(err), ms(d))
+	}
 	_, err = viewW.Get(timeout(t, 2*time.Second), "cutw0")
 	t.Logf("cut: west's own new device cutw0 in the hub_presence view in west: %s", errText(err))
 	waitFor(t, 60*time.Second, func() error {
