@@ -74,6 +74,13 @@ func TestRecordStreamsPerDC(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = ncE.Flush()
+	liveW, err := jsW.Conn().SubscribeSync("hub.dev.*.status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = jsW.Conn().Flush()
+	// East's interest reaches west's gateway before the first record.
+	natstest.WaitReachable(t, westURL, eastURL, 10*time.Second, app)
 	// A west node stores a status record: local ack.
 	p50, worst, err := timed(20, func(int) error {
 		_, err := jsW.Publish(ctx, "hub.dc.west.dev.R-001.status", []byte(`{"sn":"R-001"}`))
@@ -83,6 +90,11 @@ func TestRecordStreamsPerDC(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("west status record stored in HUB_STATUS_west: ack p50 %.2f ms max %.2f ms", ms(p50), ms(worst))
+	if m, err := liveW.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("republished record on the §6 subject in west: %v", err)
+	} else {
+		t.Logf("a west subscriber of hub.dev.*.status got the republished record on %s", m.Subject)
+	}
 	m, err := live.NextMsg(5 * time.Second)
 	if err != nil {
 		t.Fatalf("republished record on the §6 subject in east: %v", err)
