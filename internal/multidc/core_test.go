@@ -103,3 +103,39 @@ func TestCoreAcrossGateways(t *testing.T) {
 	t.Logf("heal: the west device subject answers east again after %.0f ms", ms(time.Since(t0)))
 	_ = sub.Unsubscribe()
 }
+
+// TestCoreAcrossSilentWAN: a WAN that goes silent instead of closing. The
+// servers notice only through missed pings (here ping_interval 1 s,
+// ping_max 2; the default is 2 min and 2), and until then a request for
+// the other side times out instead of failing at once.
+func TestCoreAcrossSilentWAN(t *testing.T) {
+	sc := natstest.StartSupercluster(t, natstest.SuperclusterOptions{Delay: wanDelay, Extra: "ping_interval: \"1s\"\nping_max: 2\n"})
+	eastURL, westURL := sc.Cluster("east").Servers[0].URL(), sc.Cluster("west").Servers[0].URL()
+	natstest.WaitReachable(t, eastURL, westURL, 30*time.Second)
+	ncE, _ := connect(t, eastURL, "")
+	ncW, _ := connect(t, westURL, "")
+	if _, err := ncW.Subscribe("hub.dev.R-001.cmd", func(m *nats.Msg) { _ = m.Respond(nil) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = ncW.Flush()
+	waitFor(t, 10*time.Second, func() error { _, err := ncE.Request("hub.dev.R-001.cmd", nil, time.Second); return err })
+
+	sc.Blackhole()
+	at := time.Now()
+	timeouts := 0
+	d := waitFor(t, 60*time.Second, func() error {
+		_, err := ncE.Request("hub.dev.R-001.cmd", nil, 500*time.Millisecond)
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			return nil
+		case errors.Is(err, nats.ErrTimeout):
+			timeouts++
+		}
+		return errNotYet
+	})
+	t.Logf("silent WAN: %d requests timed out (500 ms each) before east answered no responders, %.1f s after the link went silent", timeouts, d.Seconds())
+	sc.Heal()
+	t0 := time.Now()
+	waitFor(t, 60*time.Second, func() error { _, err := ncE.Request("hub.dev.R-001.cmd", nil, time.Second); return err })
+	t.Logf("silent WAN for %.1f s: the device answers east again %.1f s after heal", t0.Sub(at).Seconds(), time.Since(t0).Seconds())
+}

@@ -114,7 +114,19 @@ func (sc *Supercluster) Cut() {
 	}
 }
 
-// Heal lets gateway connections form again after Cut; the servers
+// Blackhole silences every gateway link without closing it (see
+// wanproxy.Proxy.Blackhole): the servers notice only through their ping
+// interval. Heal ends it.
+func (sc *Supercluster) Blackhole() {
+	for _, ps := range sc.WAN {
+		for _, p := range ps {
+			p.Blackhole()
+		}
+	}
+}
+
+// Heal lets gateway connections form again after Cut (or flow again after
+// Blackhole); the servers
 // reconnect on their own (gateway reconnect back-off, about a second).
 func (sc *Supercluster) Heal() {
 	for _, ps := range sc.WAN {
@@ -202,7 +214,15 @@ func (ls *LeafSite) Cut() {
 	}
 }
 
-// Heal lets the leaf connect again (the leaf retries every second).
+// Blackhole silences the leaf link without closing it.
+func (ls *LeafSite) Blackhole() {
+	for _, p := range ls.WAN {
+		p.Blackhole()
+	}
+}
+
+// Heal lets the leaf connect again after Cut (the leaf retries every
+// second), or its link flow again after Blackhole.
 func (ls *LeafSite) Heal() {
 	for _, p := range ls.WAN {
 		p.Heal()

@@ -1,13 +1,15 @@
 // Package wanproxy is a TCP proxy on loopback that stands in for a WAN
 // link between NATS clusters in tests: it forwards every connection to one
 // target, delays each direction by a fixed time, and can be cut (every
-// connection closed, new ones refused) and healed on command.
+// connection closed, new ones refused), blackholed (silent, nothing
+// closed) and healed on command.
 //
 //	p, err := wanproxy.New(wanproxy.Config{Target: "127.0.0.1:7222", Delay: 40 * time.Millisecond})
 //	defer p.Close()
 //	// point a gateway or leaf remote at p.Addr()
-//	p.Cut()  // partition
-//	p.Heal() // link back
+//	p.Cut()       // partition: connections closed
+//	p.Heal()      // link back
+//	p.Blackhole() // a silent link: nothing closed, nothing delivered
 package wanproxy
 
 import (
@@ -47,8 +49,11 @@ type Proxy struct {
 
 	mu sync.Mutex
 	// Guarded by mu.
-	delay  time.Duration
-	cut    bool
+	delay time.Duration
+	cut   bool
+	// hole is open (non-nil) while the proxy is blackholed; Heal closes
+	// it, releasing every writer waiting on it.
+	hole   chan struct{}
 	closed bool
 	conns  map[*link]struct{}
 	// accepted counts connections forwarded, refused those closed at
@@ -64,10 +69,12 @@ type Proxy struct {
 type link struct {
 	client, server net.Conn
 	once           sync.Once
+	done           chan struct{} // closed by close
 }
 
 func (l *link) close() {
 	l.once.Do(func() {
+		close(l.done)
 		_ = l.client.Close()
 		_ = l.server.Close()
 	})
@@ -128,11 +135,46 @@ func (p *Proxy) Cut() {
 	}
 }
 
-// Heal makes the proxy forward new connections again.
+// Blackhole makes the link go silent without closing anything, like a WAN
+// that stops carrying packets: data read waits in the proxy (and, once a
+// direction's queue is full, in the sender's TCP buffers), new connections
+// are accepted and forwarded as silently. Heal delivers what waited, in
+// order, unless an end gave up on its connection meanwhile.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	if p.hole == nil {
+		p.hole = make(chan struct{})
+	}
+	p.mu.Unlock()
+}
+
+// Heal ends a Cut or a Blackhole: new connections are forwarded again and
+// held data flows.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	p.cut = false
+	if p.hole != nil {
+		close(p.hole)
+		p.hole = nil
+	}
 	p.mu.Unlock()
+}
+
+// passable waits while the proxy is blackholed and reports whether l may
+// still be written to (false once l is closed).
+func (p *Proxy) passable(l *link) bool {
+	p.mu.Lock()
+	h := p.hole
+	p.mu.Unlock()
+	if h == nil {
+		return true
+	}
+	select {
+	case <-h:
+		return true
+	case <-l.done:
+		return false
+	}
 }
 
 // Stats are counters since New.
@@ -220,7 +262,7 @@ func (p *Proxy) connect(c net.Conn) {
 		p.mu.Unlock()
 		return
 	}
-	l := &link{client: c, server: s}
+	l := &link{client: c, server: s, done: make(chan struct{})}
 	p.mu.Lock()
 	if p.cut || p.closed {
 		p.refused++
@@ -264,6 +306,11 @@ func (p *Proxy) pump(l *link, src, dst net.Conn) {
 		for ck := range q {
 			if d := time.Until(ck.due); d > 0 {
 				time.Sleep(d)
+			}
+			if !p.passable(l) {
+				for range q {
+				}
+				return
 			}
 			if _, err := dst.Write(ck.b); err != nil {
 				l.close()

@@ -260,3 +260,62 @@ func isReset(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe)
 }
+
+func TestBlackholeHoldsDataUntilHeal(t *testing.T) {
+	p := start(t, Config{Target: echoServer(t)})
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	roundTrip(t, c, r)
+
+	p.Blackhole()
+	if _, err := c.Write([]byte("held\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing comes back while the link is silent, and nothing is closed.
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := r.ReadByte(); err == nil {
+		t.Fatal("data crossed a blackholed link")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("read on a blackholed link: %v, want a timeout", err)
+	}
+	if s := p.Stats(); s.Open != 1 {
+		t.Fatalf("stats while blackholed: %+v", s)
+	}
+	p.Heal()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := r.ReadString('\n')
+	if err != nil || line != "held\n" {
+		t.Fatalf("after heal: %q, %v", line, err)
+	}
+}
+
+func TestCloseWhileBlackholed(t *testing.T) {
+	p, err := New(Config{Target: echoServer(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip(t, c, bufio.NewReader(c))
+	p.Blackhole()
+	if _, err := c.Write([]byte("held\n")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close blocked on a blackholed link")
+	}
+}
