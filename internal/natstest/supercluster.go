@@ -31,6 +31,9 @@ type SuperclusterOptions struct {
 	Sizes []int
 	// Delay is the WAN delay each way between clusters.
 	Delay time.Duration
+	// JSDomains, when set, are the clusters' JetStream domains, in the
+	// order of Names.
+	JSDomains []string
 	// Extra is added to every server's configuration.
 	Extra string
 	// Env is passed to every server.
@@ -67,7 +70,11 @@ func StartSupercluster(t testing.TB, o SuperclusterOptions) *Supercluster {
 			sc.WAN[name] = append(sc.WAN[name], p)
 		}
 	}
-	for _, name := range o.Names {
+	for i, name := range o.Names {
+		domain := ""
+		if i < len(o.JSDomains) {
+			domain = o.JSDomains[i]
+		}
 		var gws []string
 		for _, other := range o.Names {
 			if other == name {
@@ -84,7 +91,7 @@ func StartSupercluster(t testing.TB, o SuperclusterOptions) *Supercluster {
 			adv = append(adv, p.Addr())
 		}
 		sc.Clusters = append(sc.Clusters, StartCluster(t, ClusterOptions{
-			Name: name, Size: len(gwPorts[name]), Extra: o.Extra, Env: o.Env,
+			Name: name, Size: len(gwPorts[name]), Extra: o.Extra, Env: o.Env, JSDomain: domain,
 			Gateway:          fmt.Sprintf("gateways: [%s]", strings.Join(gws, ", ")),
 			GatewayPorts:     gwPorts[name],
 			GatewayAdvertise: adv,
