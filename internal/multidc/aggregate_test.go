@@ -198,6 +198,18 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 	if err != nil {
 		t.Errorf("the west mirror did not answer during the cut: %v", err)
 	}
+	// A listing of the §6 name in west during the cut: a direct get batch
+	// is answered by the MirrorDirect mirror like a single get.
+	var n int
+	d, err = attempt(t, 2*time.Second, func(ctx context.Context) error {
+		var err error
+		n, err = lastPerKey(ctx, jsW.Conn(), "KV_hub_presence", "$KV.hub_presence.>")
+		return err
+	})
+	t.Logf("cut: west direct get batch (multi_last) of KV_hub_presence: %s, %d keys in %.1f ms", errText(err), n, ms(d))
+	if err != nil {
+		t.Errorf("listing through the west mirror during the cut: %v", err)
+	}
 	// 1+1 servers: neither side holds a meta quorum during the cut.
 	for dc, kv := range map[string]jetstream.KeyValue{"east": srcE, "west": srcW} {
 		d, err := attempt(t, 3*time.Second, func(ctx context.Context) error { return watchOnce(ctx, kv) })
