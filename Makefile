@@ -64,6 +64,7 @@ bench:
 ## devices, and listing latency (p50/p99) at 100,000 known devices.
 load:
 	$(GO) test -count=1 -tags load -v -timeout 60m ./internal/loadtest
+	$(GO) test -count=1 -tags load -v -timeout 30m ./internal/multidc
 	UPKEEP_DEVICES=100000 $(GO) test -count=1 -tags load -run TestPresenceUpkeepSteady -v -timeout 20m ./hub
 	$(GO) test -count=1 -tags load -run TestNodeCostUnderBusFleet -v -timeout 30m ./internal/fleetsim
 	$(GO) test -count=1 -tags load -run TestDirectoryLatency -v -timeout 25m ./hub

@@ -15,13 +15,26 @@ type Cluster struct {
 	// ClusterPorts are the servers' route ports, GatewayPort the gateway
 	// port of each server (0 without gateways).
 	ClusterPorts, GatewayPorts []int
+	// LeafPorts are the servers' leaf node ports (ClusterOptions.Leaf).
+	LeafPorts []int
 }
 
 // ClusterOptions shapes StartCluster.
 type ClusterOptions struct {
 	// Name is the cluster's name (default "c1"); servers are <name>-<i>.
 	Name string
-	// Size is the number of servers (default 3).
+	// JSDomain, when set, is the JetStream domain of every server.
+	JSDomain string
+	// GatewayAdvertise, when set, is the gateway address each server
+	// advertises (one per server), so that other clusters reach it
+	// through that address (a wanproxy) and never directly.
+	GatewayAdvertise []string
+	// Leaf gives every server a leaf node listener (LeafPorts) that does
+	// not advertise the cluster's other leaf URLs, so a leaf's link stays
+	// on the address it was given (a wanproxy).
+	Leaf bool
+	// Size is the number of servers (default 3). A single server
+	// without gateways has no cluster block (JetStream standalone).
 	Size int
 	// Extra is added to every server's configuration (authorization,
 	// accounts, a gateway block: %d in it is not expanded).
@@ -72,6 +85,9 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 			gw = FreePort(t)
 		}
 		c.GatewayPorts = append(c.GatewayPorts, gw)
+		if o.Leaf {
+			c.LeafPorts = append(c.LeafPorts, FreePort(t))
+		}
 	}
 	var routes []string
 	for _, p := range c.ClusterPorts {
@@ -82,10 +98,26 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 		name := fmt.Sprintf("%s-%d", o.Name, i+1)
 		var b strings.Builder
 		fmt.Fprintf(&b, "server_name: %q\nlisten: 127.0.0.1:%d\n", name, ports[i])
-		fmt.Fprintf(&b, "jetstream { store_dir: %q }\n", filepath.ToSlash(filepath.Join(dir, name)))
-		fmt.Fprintf(&b, "cluster {\n  name: %q\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", o.Name, c.ClusterPorts[i], strings.Join(routes, ", "))
+		fmt.Fprintf(&b, "jetstream { store_dir: %q", filepath.ToSlash(filepath.Join(dir, name)))
+		if o.JSDomain != "" {
+			fmt.Fprintf(&b, ", domain: %q", o.JSDomain)
+		}
+		b.WriteString(" }\n")
+		// A lone server without gateways runs standalone: with only a
+		// route to itself its JetStream waits for routing that never
+		// comes, and without routes it refuses to start.
+		if o.Size > 1 || c.GatewayPorts[i] != 0 {
+			fmt.Fprintf(&b, "cluster {\n  name: %q\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", o.Name, c.ClusterPorts[i], strings.Join(routes, ", "))
+		}
 		if c.GatewayPorts[i] != 0 {
-			fmt.Fprintf(&b, "gateway {\n  name: %q\n  listen: 127.0.0.1:%d\n  %s\n}\n", o.Name, c.GatewayPorts[i], o.Gateway)
+			adv := ""
+			if i < len(o.GatewayAdvertise) {
+				adv = fmt.Sprintf("  advertise: %q\n", o.GatewayAdvertise[i])
+			}
+			fmt.Fprintf(&b, "gateway {\n  name: %q\n  listen: 127.0.0.1:%d\n%s  %s\n}\n", o.Name, c.GatewayPorts[i], adv, o.Gateway)
+		}
+		if o.Leaf {
+			fmt.Fprintf(&b, "leafnodes {\n  listen: 127.0.0.1:%d\n  no_advertise: true\n}\n", c.LeafPorts[i])
 		}
 		b.WriteString(o.Extra)
 		confs[i] = b.String()
