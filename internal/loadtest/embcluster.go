@@ -154,8 +154,8 @@ type Readiness struct {
 	Missing []string `json:"missing"` // what keeps the node from being ready
 }
 
-// Ready fetches /readyz.
-func (h *Hub) Ready(ctx context.Context) (Readiness, error) {
+// ReadyState fetches /readyz.
+func (h *Hub) ReadyState(ctx context.Context) (Readiness, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.HTTPURL+"/readyz", nil)
 	if err != nil {
 		return Readiness{}, err
@@ -177,10 +177,10 @@ func (h *Hub) Ready(ctx context.Context) (Readiness, error) {
 	return r, nil
 }
 
-// WaitReady polls /readyz until its answer is ready (200) or, with
+// WaitReadiness polls /readyz until its answer is ready (200) or, with
 // ready false, 503; it returns the time that took, or an error when the
 // process exits or ctx ends first.
-func (h *Hub) WaitReady(ctx context.Context, ready bool) (time.Duration, error) {
+func (h *Hub) WaitReadiness(ctx context.Context, ready bool) (time.Duration, error) {
 	begin := time.Now()
 	want := http.StatusOK
 	if !ready {
@@ -190,7 +190,7 @@ func (h *Hub) WaitReady(ctx context.Context, ready bool) (time.Duration, error) 
 		if exited, werr := h.Exited(); exited {
 			return fmt.Errorf("%w: %v", errExited, werr)
 		}
-		r, err := h.Ready(ctx)
+		r, err := h.ReadyState(ctx)
 		if err != nil {
 			return err
 		}

@@ -58,7 +58,7 @@ func runClusterRejoin(t *testing.T, iterations, devices int) {
 		c.Stop()
 	})
 	for _, n := range c.Nodes {
-		took, err := n.Hub.WaitReady(ctx, true)
+		took, err := n.Hub.WaitReadiness(ctx, true)
 		if err != nil {
 			t.Fatalf("hub-%d not ready: %v", n.N, err)
 		}
@@ -95,7 +95,7 @@ func runClusterRejoin(t *testing.T, iterations, devices int) {
 		if err := c.Start(ctx, victim); err != nil {
 			t.Fatalf("round %d: restart hub-%d: %v", i, victim, err)
 		}
-		if _, err := c.Node(victim).Hub.WaitReady(ctx, true); err != nil {
+		if _, err := c.Node(victim).Hub.WaitReadiness(ctx, true); err != nil {
 			t.Fatalf("round %d: hub-%d did not rejoin: %v", i, victim, err)
 		}
 		t.Logf("round %d: hub-%d killed, restarted and ready in %s", i, victim, time.Since(begin).Round(time.Millisecond))
@@ -109,7 +109,7 @@ func runClusterRejoin(t *testing.T, iterations, devices int) {
 			}
 		}
 		for _, n := range c.Nodes {
-			if _, err := n.Hub.WaitReady(ctx, true); err != nil {
+			if _, err := n.Hub.WaitReadiness(ctx, true); err != nil {
 				t.Fatalf("round %d: hub-%d: %v", i, n.N, err)
 			}
 		}
@@ -123,12 +123,12 @@ func runClusterRejoin(t *testing.T, iterations, devices int) {
 		fleets[n-1] = nil
 	}
 	qctx, qcancel := context.WithTimeout(ctx, noQuorumTimeout)
-	took, err := c.Node(1).Hub.WaitReady(qctx, false)
+	took, err := c.Node(1).Hub.WaitReadiness(qctx, false)
 	qcancel()
 	if err != nil {
 		t.Fatalf("hub-1 alone: %v", err)
 	}
-	r, err := c.Node(1).Hub.Ready(ctx)
+	r, err := c.Node(1).Hub.ReadyState(ctx)
 	if err != nil || r.Code == 200 || !slices.Contains(r.Missing, "jetstream") {
 		t.Fatalf("hub-1 alone: /readyz %d missing %v (%v), want 503 naming jetstream", r.Code, r.Missing, err)
 	}
@@ -137,7 +137,7 @@ func runClusterRejoin(t *testing.T, iterations, devices int) {
 		t.Fatalf("restart hub-2: %v", err)
 	}
 	for _, n := range []int{1, 2} {
-		if took, err = c.Node(n).Hub.WaitReady(ctx, true); err != nil {
+		if took, err = c.Node(n).Hub.WaitReadiness(ctx, true); err != nil {
 			t.Fatalf("hub-%d with a quorum again: %v", n, err)
 		}
 	}
@@ -145,7 +145,7 @@ func runClusterRejoin(t *testing.T, iterations, devices int) {
 	if err := c.Start(ctx, 3); err != nil {
 		t.Fatalf("restart hub-3: %v", err)
 	}
-	if _, err := c.Node(3).Hub.WaitReady(ctx, true); err != nil {
+	if _, err := c.Node(3).Hub.WaitReadiness(ctx, true); err != nil {
 		t.Fatalf("hub-3: %v", err)
 	}
 	dial(2, iterations+1)
