@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,4 +87,109 @@ func TestStartClusteredAlone(t *testing.T) {
 	if err := ns.JetStreamReady(); !errors.Is(err, ErrNoQuorum) {
 		t.Fatalf("JetStreamReady alone = %v, want ErrNoQuorum", err)
 	}
+}
+
+// TestJetStreamReadyLoneLeader kills (shuts down) two servers of a
+// three-server cluster and watches the survivor that leads the meta
+// group: it keeps leading for 10 to 20 s before Raft makes it step down,
+// but JetStreamReady must say no quorum well before (peerSilence), so that
+// /readyz answers 503 within 15 s of the loss.
+func TestJetStreamReadyLoneLeader(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	routePorts := make([]int, 3)
+	for i := range routePorts {
+		routePorts[i] = freePort(t)
+	}
+	var routes []string
+	for _, p := range routePorts {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	servers := make([]*Server, 3)
+	errs := make(chan error, 3)
+	for i := range servers {
+		go func() {
+			opts := &server.Options{
+				ServerName: fmt.Sprintf("s-%d", i+1), Host: "127.0.0.1", Port: -1, JetStream: true,
+				StoreDir: filepath.Join(dir, fmt.Sprint(i)), NoSigs: true,
+				Cluster:  server.ClusterOpts{Name: "c", Host: "127.0.0.1", Port: routePorts[i]},
+				Routes:   server.RoutesFromStr(strings.Join(routes, ",")),
+			}
+			ns, err := start(ctx, Config{}, opts, FlagConf)
+			servers[i] = ns
+			errs <- err
+		}()
+	}
+	for range servers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, s := range servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	})
+	var leader *Server
+	waitFor(t, 30*time.Second, func() error {
+		leader = nil
+		for _, s := range servers {
+			if err := s.JetStreamReady(); err != nil {
+				return fmt.Errorf("%s: %w", s.Name(), err)
+			}
+			if s.JetStreamIsLeader() {
+				leader = s
+			}
+		}
+		if leader == nil {
+			return errors.New("no meta leader")
+		}
+		return nil
+	})
+	for _, s := range servers {
+		if s != leader {
+			s.Shutdown()
+		}
+	}
+	lost := time.Now()
+	waitFor(t, 9*time.Second, func() error {
+		if err := leader.JetStreamReady(); err == nil {
+			return fmt.Errorf("%s, alone, still ready after %s", leader.Name(), time.Since(lost).Round(time.Millisecond))
+		} else if !errors.Is(err, ErrNoQuorum) {
+			t.Fatalf("JetStreamReady = %v, want ErrNoQuorum", err)
+		}
+		return nil
+	})
+	t.Logf("lone meta leader not ready %s after losing its peers (still leader: %v)", time.Since(lost).Round(time.Millisecond), leader.JetStreamIsLeader())
+}
+
+// waitFor polls f every 50 ms until it returns nil, failing the test with
+// f's last error after d.
+func waitFor(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// freePort is a loopback port free at the time of the call.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
