@@ -68,7 +68,7 @@ func TestStartClusteredAlone(t *testing.T) {
 	dir := t.TempDir()
 	opts := &server.Options{
 		ServerName: "alone-1", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "js"),
-		NoSigs: true,
+		NoSigs:  true,
 		Cluster: server.ClusterOpts{Name: "c", Host: "127.0.0.1", Port: -1},
 	}
 	// Two peers that never come: their route ports are closed.
@@ -114,8 +114,8 @@ func TestJetStreamReadyLoneLeader(t *testing.T) {
 			opts := &server.Options{
 				ServerName: fmt.Sprintf("s-%d", i+1), Host: "127.0.0.1", Port: -1, JetStream: true,
 				StoreDir: filepath.Join(dir, fmt.Sprint(i)), NoSigs: true,
-				Cluster:  server.ClusterOpts{Name: "c", Host: "127.0.0.1", Port: routePorts[i]},
-				Routes:   server.RoutesFromStr(strings.Join(routes, ",")),
+				Cluster: server.ClusterOpts{Name: "c", Host: "127.0.0.1", Port: routePorts[i]},
+				Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
 			}
 			ns, err := start(ctx, Config{}, opts, FlagConf)
 			servers[i] = ns
