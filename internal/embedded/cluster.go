@@ -38,9 +38,12 @@ var ErrNoQuorum = errors.New("embedded: JetStream has no quorum")
 
 // readyCache holds JetStreamReady's last answer.
 type readyCache struct {
-	mu  sync.Mutex // guards at and err
+	mu  sync.Mutex // guards at, err and joined
 	at  time.Time
 	err error
+	// joined is set the first time every stream and consumer of the
+	// node's account with a replica on this server was current.
+	joined bool
 }
 
 // JetStreamReady reports whether JetStream can serve the node, from the
@@ -63,6 +66,7 @@ func (s *Server) JetStreamReady() error {
 	return s.ready.err
 }
 
+// jetStreamReady is JetStreamReady without the cache; s.ready.mu is held.
 func (s *Server) jetStreamReady() error {
 	if !s.JetStreamEnabled() {
 		return fmt.Errorf("%w: JetStream is off", ErrNoQuorum)
@@ -74,6 +78,23 @@ func (s *Server) jetStreamReady() error {
 	// (a follower that has not heard from the leader for 2 s is not).
 	if h := s.Healthz(&server.HealthzOptions{JSMetaOnly: true}); h.StatusCode != http.StatusOK {
 		return fmt.Errorf("%w: %s", ErrNoQuorum, h.Error)
+	}
+	if !s.ready.joined {
+		// A server that (re)joins has to catch its replicas up with
+		// their leaders before writes from this node reach them: until
+		// then a bucket write (a device's nonce) fails. Once caught up,
+		// a replica that falls behind later (a leader election) does not
+		// make the node unready: the stores' own check and the quorum
+		// below speak for that.
+		switch h := s.Healthz(&server.HealthzOptions{Account: s.accountName()}); h.StatusCode {
+		case http.StatusOK:
+			s.ready.joined = true
+		case http.StatusNotFound:
+			// The account has no stream yet (a fresh cluster, before
+			// the hub's start): nothing to catch up; look again later.
+		default:
+			return fmt.Errorf("%w: not caught up yet: %s", ErrNoQuorum, h.Error)
+		}
 	}
 	if !s.JetStreamIsLeader() {
 		return nil
@@ -96,4 +117,12 @@ func (s *Server) jetStreamReady() error {
 			ErrNoQuorum, heard, jsz.Meta.Size, peerSilence, jsz.Meta.QuorumNeeded)
 	}
 	return nil
+}
+
+// accountName is the node's account as nats-server names it.
+func (s *Server) accountName() string {
+	if s.account == "" {
+		return GlobalAccount
+	}
+	return s.account
 }

@@ -232,10 +232,7 @@ func (s *Server) probe(ctx context.Context, cfg Config) error {
 // account of the node's connection without JetStream, looking at the
 // server's own state (no request, no quorum needed).
 func (s *Server) checkAccountJetStream() error {
-	name := s.account
-	if name == "" {
-		name = GlobalAccount
-	}
+	name := s.accountName()
 	acc, err := s.LookupAccount(name)
 	if err != nil {
 		return fmt.Errorf("embedded: account %s: %w", name, err)
