@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,8 @@ const (
 	// noQuorumTimeout bounds how long the survivor of two killed nodes
 	// may still say ready (PROTOCOL.md §7: 503 within 15 s of the change).
 	noQuorumTimeout = 15 * time.Second
+	// unavailableRetry is how long a device refused with 503 tries again.
+	unavailableRetry = 5 * time.Second
 )
 
 // TestEmbeddedClusterRejoin is the short form of the one-binary cluster's
@@ -66,14 +69,31 @@ func runClusterRejoin(t *testing.T, iterations, devices int) {
 	checkR3(ctx, t)
 
 	fleets := make([]*Fleet, ClusterSize)
+	// dial connects devices to node n. An auth answered 503 ("try
+	// again", as a device would) is tried again for up to 5 s: a node
+	// that just rejoined may still refuse a few writes after /readyz
+	// turned 200 (docs/topologies.md); each such refusal is counted.
+	refusals := 0
 	dial := func(n, round int) {
 		t.Helper()
-		f, err := DialDevices(ctx, c.Node(n).Hub.WSURL, fmt.Sprintf("cl-%d-%d-", n, round), devices, devices)
-		if err != nil {
-			t.Fatalf("devices on hub-%d: %v", n, err)
+		f := NewFleet(c.Node(n).Hub.WSURL, fmt.Sprintf("cl-%d-%d-", n, round))
+		deadline := time.Now().Add(unavailableRetry)
+		for {
+			err := f.Grow(ctx, devices, devices)
+			if err == nil {
+				break
+			}
+			if !strings.Contains(err.Error(), "code 503") || time.Now().After(deadline) {
+				f.Close()
+				t.Fatalf("devices on hub-%d: %v", n, err)
+			}
+			refusals++
+			t.Logf("devices on hub-%d, round %d: %v; trying again", n, round, err)
+			time.Sleep(250 * time.Millisecond)
 		}
 		fleets[n-1] = f
 	}
+	defer func() { t.Logf("device auths refused with 503 and tried again: %d", refusals) }()
 	for n := 1; n <= ClusterSize; n++ {
 		dial(n, 0)
 	}
