@@ -49,13 +49,16 @@ type readyCache struct {
 // JetStreamReady reports whether JetStream can serve the node, from the
 // server's own state: nil for a server outside a cluster once JetStream
 // is on; in a cluster, nil only while the meta group has a leader that
-// this server is current with and, when this server is the leader, while
-// a majority of the peers answered within the last 5 s. Otherwise the
-// error wraps ErrNoQuorum and says why.
+// this server is current with, once this server's replicas of the
+// account's streams and consumers have caught up after its start, and,
+// when this server is the meta leader, while a majority of the peers
+// answered within the last 5 s. Otherwise the error wraps ErrNoQuorum and
+// says why.
 //
 // It makes no request and takes a few of the server's locks (at most some
-// 10 ms while the server applies a backlog); answers are reused for
-// 500 ms. A node's /readyz can call it on every probe.
+// 10 ms while the server applies a backlog; until the replicas have
+// caught up, a walk over the account's streams and consumers); answers
+// are reused for 500 ms. A node's /readyz can call it on every probe.
 func (s *Server) JetStreamReady() error {
 	s.ready.mu.Lock()
 	defer s.ready.mu.Unlock()
