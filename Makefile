@@ -10,7 +10,7 @@ TESTFLAGS ?= -race -count=1 -p 2 -timeout 15m -tags browser
 FUZZTIME  ?= 60s
 FUZZSHORT ?= 1s
 
-.PHONY: all build run test vet fmt fuzz fuzz-short bench load soak clean
+.PHONY: all build run cluster cluster-node test vet fmt fuzz fuzz-short bench load soak clean
 
 all: build
 
@@ -24,6 +24,18 @@ run: build
 	@$(BIN)/devsim --dev --devices 12 --log-level warn & SIM=$$!; \
 	trap 'kill $$SIM 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/hub --dev --data-dir ./data
+
+## cluster: the one-binary cluster, three hub nodes each embedding one of
+## the three NATS servers of docs/cluster/hub-N.conf (state at R3), in
+## --dev mode on 127.0.0.1:8081..8083, and a simulated fleet of 30 robots
+## spread over them; prints the dashboards once every node is ready.
+## Ctrl-C stops them all. Data in ./data/cluster/hub-N. Kill a node and
+## start it again with make cluster-node N=2: it rejoins.
+cluster: build
+	BIN=$(BIN) docs/cluster/run.sh
+
+cluster-node: build
+	BIN=$(BIN) docs/cluster/run.sh node $(N)
 
 ## test: vet, formatting and the whole suite under the race detector,
 ## browser tests included (each fuzz target's seeds and testdata/fuzz

@@ -83,6 +83,12 @@ type Config struct {
 	// stream it needs (one stream-info call each), to create again those
 	// found missing and to report readiness. Default 3s.
 	StoreCheckInterval time.Duration
+	// JetStreamCheck, when set, is asked by every Health: an error makes
+	// the node not ready ("jetstream"). It must answer at once, from local
+	// state, with no request to NATS: cmd/hub passes the embedded server's
+	// JetStreamReady, which sees a cluster without quorum before a stream
+	// lookup would time out.
+	JetStreamCheck func() error
 
 	// MessageRate and MessageBurst bound the requests a session may send
 	// (429 above). Defaults 100/s and 200.

@@ -337,7 +337,8 @@ type Health struct {
 	Serving bool
 	// Connected to NATS.
 	Connected bool
-	// JetStream answered the last check of the stores.
+	// JetStream answered the last check of the stores, and
+	// Config.JetStreamCheck, if any, passes.
 	JetStream bool
 	// Missing names the buckets and streams found missing and not yet
 	// created again.
@@ -357,7 +358,7 @@ func (s *Server) Health() Health {
 	h := Health{
 		Serving:   s.started.Load() && !s.stopping.Load(),
 		Connected: s.nc.IsConnected(),
-		JetStream: !s.stores.jsDown.Load(),
+		JetStream: !s.stores.jsDown.Load() && (s.cfg.JetStreamCheck == nil || s.cfg.JetStreamCheck() == nil),
 	}
 	h.Missing = s.stores.missing()
 	return h

@@ -20,6 +20,16 @@ func startEmbedded(ctx context.Context, o options, log *slog.Logger) (*embedded.
 	})
 }
 
+// jetStreamCheck is the embedded server's own view of JetStream for the
+// node's readiness (a clustered server without quorum is not ready); nil
+// with --nats-url, where only the stores' check speaks.
+func jetStreamCheck(ns *embedded.Server) func() error {
+	if ns == nil {
+		return nil
+	}
+	return ns.JetStreamReady
+}
+
 // refusal is the one line a refused start prints on stderr (exit 2): a
 // configuration of the embedded server the node must not run with.
 func refusal(err error) (string, bool) {

@@ -205,7 +205,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		PresenceTTL: o.presenceTTL, NodeTTL: o.nodeTTL, OfflineGrace: o.offlineGrace, NodeAddr: o.listen,
 		SummaryInterval: o.summaryInterval, StatusHistory: o.statusHistory, EventHistory: o.eventHistory,
 		RecordAge: o.recordAge, CoalesceWindow: o.coalesceWindow,
-		Logger: log, Registerer: reg,
+		Logger: log, Registerer: reg, JetStreamCheck: jetStreamCheck(ns),
 	})
 	if err != nil {
 		return err

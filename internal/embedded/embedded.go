@@ -62,6 +62,7 @@ type Server struct {
 	*server.Server
 	auth    []nats.Option
 	account string
+	ready   readyCache // JetStreamReady's last answer (cluster.go)
 }
 
 // ConnOptions are the options of a connection to the server inside this
@@ -77,7 +78,8 @@ func (s *Server) Account() string { return s.account }
 
 // Start starts a nats-server with JetStream in this process, waits until
 // it accepts connections and checks that the node's connection gets
-// JetStream. Connect to it with ns.ConnOptions(): no TCP hop between the
+// JetStream (in a cluster, that its account has JetStream: the API needs
+// a quorum of servers, which the node's start waits for, not Start). Connect to it with ns.ConnOptions(): no TCP hop between the
 // node and its bus. A configuration the node must not run with is a
 // *ConfigError, returned before the server starts when it can be.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
@@ -199,6 +201,14 @@ func (s *Server) probe(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+	if s.JetStreamIsClustered() {
+		// A server of a cluster cannot answer JetStream's API alone: it
+		// needs a meta leader, which takes peers that may start after
+		// this node (or be down while it restarts). The account's
+		// JetStream is a local fact, so look at it here; the node's
+		// start then waits for the API itself.
+		return s.checkAccountJetStream()
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("embedded: jetstream: %w", err)
@@ -214,6 +224,21 @@ func (s *Server) probe(ctx context.Context, cfg Config) error {
 			return configErr(FlagConf, fmt.Sprintf("the hub's account %s has no JetStream in --nats-conf: enable it there (jetstream: enabled), or pick another with --nats-account", acc))
 		}
 		return fmt.Errorf("embedded: jetstream in account %s: %w", s.account, err)
+	}
+	return nil
+}
+
+// checkAccountJetStream refuses, as probe does through the API, an
+// account of the node's connection without JetStream, looking at the
+// server's own state (no request, no quorum needed).
+func (s *Server) checkAccountJetStream() error {
+	name := s.accountName()
+	acc, err := s.LookupAccount(name)
+	if err != nil {
+		return fmt.Errorf("embedded: account %s: %w", name, err)
+	}
+	if !acc.JetStreamEnabled() {
+		return configErr(FlagConf, fmt.Sprintf("the hub's account %s has no JetStream in --nats-conf: enable it there (jetstream: enabled), or pick another with --nats-account", name))
 	}
 	return nil
 }

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The one-binary cluster on this machine (make cluster): three hub nodes,
+# each embedding one of the three NATS servers of docs/cluster/hub-N.conf,
+# the hub's state at --replicas 3, and a simulated fleet spread over the
+# three. Waits until every node's /readyz answers 200, then prints the
+# dashboards and the dev login last. Ctrl-C stops everything (SIGTERM,
+# SIGKILL after 10 s).
+#
+#   docs/cluster/run.sh            # the whole cluster and the fleet
+#   docs/cluster/run.sh node N     # node N alone, in the foreground: to
+#                                  # start one again after killing it
+#
+# BIN (bin), DATA (./data/cluster) and DEVICES (30) can be set in the
+# environment. Node N listens on 127.0.0.1:808N (HTTP, WebSocket) and
+# 127.0.0.1:422(N+2) (NATS), keeps its data in DATA/hub-N and logs to
+# DATA/hub-N.log.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-bin}
+DATA=${DATA:-./data/cluster}
+DEVICES=${DEVICES:-30}
+READY_TIMEOUT=${READY_TIMEOUT:-120}
+
+node_args() {
+  echo --dev --nats-conf "docs/cluster/hub-$1.conf" --replicas 3 \
+    --data-dir "$DATA/hub-$1" --listen "127.0.0.1:808$1" --node-id "hub-$1"
+}
+
+if [ "${1:-}" = node ]; then
+  n=${2:?usage: $0 node N (1, 2 or 3)}
+  case $n in 1|2|3) ;; *) echo "node $n: want 1, 2 or 3" >&2; exit 2 ;; esac
+  mkdir -p "$DATA/hub-$n"
+  # shellcheck disable=SC2046 # the arguments hold no spaces
+  exec "$BIN/hub" $(node_args "$n")
+fi
+
+pids=()
+stop() {
+  trap - EXIT INT TERM
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 100); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+
+for n in 1 2 3; do
+  mkdir -p "$DATA/hub-$n"
+  # shellcheck disable=SC2046
+  "$BIN/hub" $(node_args "$n") --log-level warn >>"$DATA/hub-$n.log" 2>&1 &
+  pids+=($!)
+done
+
+# Every node ready (JetStream with a quorum, the hub's stores at R3).
+deadline=$((SECONDS + READY_TIMEOUT))
+for n in 1 2 3; do
+  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:808$n/readyz" 2>/dev/null; do
+    if ! kill -0 "${pids[$((n - 1))]}" 2>/dev/null; then
+      echo "hub-$n exited; the end of $DATA/hub-$n.log:" >&2
+      tail -n 20 "$DATA/hub-$n.log" >&2
+      exit 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "hub-$n not ready after ${READY_TIMEOUT}s; the end of $DATA/hub-$n.log:" >&2
+      tail -n 20 "$DATA/hub-$n.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+done
+
+"$BIN/devsim" --dev --devices "$DEVICES" --log-level warn \
+  --url ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws,ws://127.0.0.1:8083/ws &
+pids+=($!)
+
+echo "fleethub cluster: 3 nodes ready (state at R3), $DEVICES simulated devices spread over them"
+echo "  logs: $DATA/hub-N.log; NATS: nats://127.0.0.1:4223,nats://127.0.0.1:4224,nats://127.0.0.1:4225"
+echo "  kill a node at any time (hub-1 pid ${pids[0]}, hub-2 ${pids[1]}, hub-3 ${pids[2]}) and start it again"
+echo "  with make cluster-node N=1, 2 or 3 (docs/cluster/run.sh node N); Ctrl-C stops the cluster"
+for n in 1 2 3; do
+  echo "dashboard hub-$n: http://127.0.0.1:808$n/"
+done
+echo "dev login: user admin, password admin"
+wait
