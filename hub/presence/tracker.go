@@ -105,6 +105,10 @@ type Tracker struct {
 	due     Queue[*localDevice]     // local entries by refresh time. Guarded by mu.
 	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
 	stopped bool                    // Guarded by mu.
+	// beatOK is when the current run of successful liveness writes of
+	// this node began; zero after a failed one (see confirmLost).
+	// Guarded by mu.
+	beatOK time.Time
 	// unsure holds the ids of records whose append got no answer (see
 	// record). Guarded by mu.
 	unsure map[string]struct{}
