@@ -32,13 +32,13 @@ import (
 // record not stored by then is answered 503. Transient failures (no
 // stream leader, a reconnection of the node's connection) are retried
 // within it. It stays under the client SDK's 10 s request timeout.
-const recordWait = 8 * time.Second
+const recordWait = 9 * time.Second
 
 // recordDuplicates is the status and event streams' duplicate window.
 const recordDuplicates = 30 * time.Second
 
 // recordAttempt bounds one publish of a record and its acknowledgement.
-const recordAttempt = 2 * time.Second
+const recordAttempt = time.Second
 
 // Reasons a record is refused or fails, the labels of recordsRefused.
 const (
