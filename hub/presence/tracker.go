@@ -63,7 +63,7 @@ type nodeView struct {
 //     once the grace has passed and the entry still names that session;
 //   - node_lost: the live node with the smallest id (the coordinator), for
 //     every device that the lost node's index names and whose entry still
-//     names that node; records carry a Nats-Msg-Id, so that should two
+//     names that node, once the loss is confirmed (confirmLost); records carry a Nats-Msg-Id, so that should two
 //     nodes briefly disagree on who is the smallest, the stream keeps one.
 //
 // An offline record is published before the entry is removed, so a device
