@@ -289,9 +289,7 @@ func (r FailoverResult) String() string {
 // returns the figures.
 func (f *Failover) Check(t testing.TB) FailoverResult {
 	t.Helper()
-	for _, d := range f.devices {
-		d.awaitAck(t)
-	}
+	f.awaitAcks(t)
 	f.halt()
 	r := FailoverResult{Devices: len(f.devices), Kills: len(f.kills), StatusCodes: map[int]int{}}
 	duringKill := func(at time.Time) bool {
@@ -555,19 +553,25 @@ func (d *foDevice) read() {
 	}
 }
 
-// awaitAck waits until the device has one report acknowledged more than
-// it has now.
-func (d *foDevice) awaitAck(t testing.TB) {
+// awaitAcks waits until every device has one report acknowledged more
+// than it has now.
+func (f *Failover) awaitAcks(t testing.TB) {
 	t.Helper()
-	d.mu.Lock()
-	n := len(d.acks)
-	d.mu.Unlock()
-	natstest.Eventually(t, 20*time.Second, func() error {
+	before := make([]int, len(f.devices))
+	for i, d := range f.devices {
 		d.mu.Lock()
-		defer d.mu.Unlock()
-		if len(d.acks) > n {
-			return nil
+		before[i] = len(d.acks)
+		d.mu.Unlock()
+	}
+	natstest.Eventually(t, 20*time.Second, func() error {
+		for i, d := range f.devices {
+			d.mu.Lock()
+			n := len(d.acks)
+			d.mu.Unlock()
+			if n == before[i] {
+				return fmt.Errorf("%s: no report acknowledged since %d", d.sn, n)
+			}
 		}
-		return fmt.Errorf("%s: no report acknowledged since %d", d.sn, n)
+		return nil
 	})
 }
