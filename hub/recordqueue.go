@@ -82,8 +82,8 @@ func (srv *Server) queueRecord(s *Session, m *wire.Message, stream, subject stri
 		deadline: time.Now().Add(recordWait), values: values, stored: stored,
 	}
 	s.mu.Lock()
-	if len(s.records) >= srv.cfg.MaxPendingRecords {
-		n := len(s.records)
+	if s.recordsWaiting >= srv.cfg.MaxPendingRecords {
+		n := s.recordsWaiting
 		s.mu.Unlock()
 		srv.metrics.recordsRefused.WithLabelValues(recordQueueFull).Inc()
 		return nil, wire.Errorf(wire.CodeRateLimited, fmt.Sprintf(
@@ -92,6 +92,7 @@ func (srv *Server) queueRecord(s *Session, m *wire.Message, stream, subject stri
 	s.recordSeq++
 	p.msgID = s.id + "/" + strconv.FormatUint(s.recordSeq, 10)
 	s.records = append(s.records, p)
+	s.recordsWaiting++
 	start := !s.recordsBusy
 	s.recordsBusy = true
 	s.mu.Unlock()
@@ -101,6 +102,7 @@ func (srv *Server) queueRecord(s *Session, m *wire.Message, stream, subject stri
 		s.mu.Lock()
 		dropped := s.records
 		s.records, s.recordsBusy = nil, false
+		s.recordsWaiting -= len(dropped)
 		s.mu.Unlock()
 		srv.metrics.recordsPending.Sub(float64(len(dropped)))
 		srv.metrics.recordsRefused.WithLabelValues(recordStopping).Add(float64(len(dropped)))
@@ -127,6 +129,9 @@ func (srv *Server) writeRecords(s *Session) {
 		s.mu.Unlock()
 
 		seq, werr := srv.storeRecord(p)
+		s.mu.Lock()
+		s.recordsWaiting--
+		s.mu.Unlock()
 		srv.metrics.recordsPending.Dec()
 		var values any
 		if werr == nil {

@@ -65,10 +65,13 @@ type Session struct {
 	// whether their writer runs (recordqueue.go). Guarded by mu.
 	records     []*pendingRecord
 	recordsBusy bool
-	recordSeq   uint64                  // records accepted, for their Nats-Msg-Id. Guarded by mu.
-	cmdSeq      uint64                  // Guarded by mu.
-	closeCode   int                     // the code the hub closed with. Guarded by mu.
-	subs        map[string]subscription // admin subscriptions by selector. Guarded by mu.
+	recordSeq   uint64 // records accepted, for their Nats-Msg-Id. Guarded by mu.
+	// Records queued or being stored: MaxPendingRecords bounds it.
+	// Guarded by mu.
+	recordsWaiting int
+	cmdSeq         uint64                  // Guarded by mu.
+	closeCode      int                     // the code the hub closed with. Guarded by mu.
+	subs           map[string]subscription // admin subscriptions by selector. Guarded by mu.
 	// A close decided while answering (abuse, failed auths): it waits until
 	// the answers already due are queued. Guarded by mu.
 	closeAfterCode   int
