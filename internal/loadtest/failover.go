@@ -39,7 +39,16 @@ type Failover struct {
 	wg      sync.WaitGroup
 	// Owned by the test goroutine.
 	commands []foCommand
+	pushes   []foPush
 	kills    []foKill
+}
+
+type foPush struct {
+	at   time.Time
+	dev  *foDevice
+	id   string // the push id the admin was answered, "" when refused
+	code int
+	msg  string
 }
 
 // FailoverOptions shapes StartFailover.
@@ -205,6 +214,7 @@ func (f *Failover) Kill(t testing.TB, i int) {
 		}
 	}
 	f.kills = append(f.kills, k)
+	t.Logf("%s: killing server %d (nodes %v on it)", k.at.Format("15:04:05.000"), i, k.affected)
 	f.Cluster.Servers[i].Kill()
 }
 
@@ -245,8 +255,19 @@ func (f *Failover) Run(t testing.TB, d time.Duration) {
 	defer tick.Stop()
 	for time.Now().Before(end) {
 		<-tick.C
-		dev := f.devices[len(f.commands)%len(f.devices)]
+		turn := len(f.commands) + len(f.pushes)
+		dev := f.devices[turn%len(f.devices)]
 		at := time.Now()
+		if turn%4 == 3 {
+			// Every fourth turn a push, to the device alone.
+			m := f.admin.Request("/admin/push", map[string]any{"target": map[string]any{"sn": dev.sn}, "service": "/push/fo", "values": map[string]any{}})
+			var v struct{ ID string }
+			if m.Code == 0 {
+				_ = json.Unmarshal(m.Values, &v)
+			}
+			f.pushes = append(f.pushes, foPush{at: at, dev: dev, id: v.ID, code: m.Code, msg: m.Msg})
+			continue
+		}
 		m := f.admin.Request("/admin/command", map[string]any{"sn": dev.sn, "service": "/cmd/ping", "timeout_ms": 3000})
 		f.commands = append(f.commands, foCommand{at: at, node: dev.node, code: m.Code, rtt: time.Since(at)})
 	}
@@ -266,18 +287,22 @@ type FailoverResult struct {
 	// just killed (must be 0), failed to those of nodes that reconnected.
 	Commands, CommandsFailed, CommandsFailedReconnecting int
 	CommandP50, CommandP99, CommandMax                   time.Duration
+	// Pushes: sent, refused or not delivered to devices of nodes whose
+	// own server was not just killed (must be 0), and to those of nodes
+	// that reconnected (core NATS: at most once).
+	Pushes, PushesMissed, PushesMissedReconnecting int
 	// Sessions that ended, and devices with an offline record.
 	SessionsEnded, FalseOffline int
 }
 
 func (r FailoverResult) String() string {
 	return fmt.Sprintf("devices %d, kills %d; status acked %d (by code %v), unanswered %d, lost %d, ack p50 %v p99 %v max %v, p99 during failover %v; "+
-		"commands %d, failed %d (+%d to a reconnecting node), round trip p50 %v p99 %v max %v; sessions ended %d, false offline %d",
+		"commands %d, failed %d (+%d to a reconnecting node), round trip p50 %v p99 %v max %v; pushes %d, missed %d (+%d to a reconnecting node); sessions ended %d, false offline %d",
 		r.Devices, r.Kills, r.StatusAcked, r.StatusCodes, r.StatusUnanswered, r.StatusLost,
 		r.StatusP50.Round(time.Millisecond), r.StatusP99.Round(time.Millisecond), r.StatusMax.Round(time.Millisecond), r.FailoverP99.Round(time.Millisecond),
 		r.Commands, r.CommandsFailed, r.CommandsFailedReconnecting,
 		r.CommandP50.Round(time.Microsecond), r.CommandP99.Round(time.Microsecond), r.CommandMax.Round(time.Microsecond),
-		r.SessionsEnded, r.FalseOffline)
+		r.Pushes, r.PushesMissed, r.PushesMissedReconnecting, r.SessionsEnded, r.FalseOffline)
 }
 
 // Check waits for every device to have a report acknowledged once more,
@@ -328,6 +353,17 @@ func (f *Failover) Check(t testing.TB) FailoverResult {
 	r.StatusP50, r.StatusP99, r.StatusMax = Percentile(lat, 50), Percentile(lat, 99), Percentile(lat, 100)
 	r.FailoverP99 = Percentile(failoverLat, 99)
 
+	// A node is reconnecting from a moment before the kill (a push or a
+	// command answer in flight through the server dies with it) to
+	// FailoverWindow after.
+	reconnecting := func(node int, at time.Time) bool {
+		for _, k := range f.kills {
+			if k.affected[node] && at.After(k.at.Add(-time.Second)) && at.Before(k.at.Add(FailoverWindow)) {
+				return true
+			}
+		}
+		return false
+	}
 	var rtt []time.Duration
 	failed := map[string]int{}
 	for _, c := range f.commands {
@@ -335,13 +371,7 @@ func (f *Failover) Check(t testing.TB) FailoverResult {
 		if c.code == 0 {
 			continue
 		}
-		reconnecting := false
-		for _, k := range f.kills {
-			if k.affected[c.node] && !c.at.Before(k.at) && c.at.Before(k.at.Add(FailoverWindow)) {
-				reconnecting = true
-			}
-		}
-		if reconnecting {
+		if reconnecting(c.node, c.at) {
 			r.CommandsFailedReconnecting++
 			continue
 		}
@@ -351,7 +381,23 @@ func (f *Failover) Check(t testing.TB) FailoverResult {
 	if r.CommandsFailed > 0 {
 		t.Errorf("commands failed to devices of nodes whose server stayed up: %v", failed)
 	}
-	r.Commands = len(f.commands)
+	r.Commands, r.Pushes = len(f.commands), len(f.pushes)
+	for _, p := range f.pushes {
+		p.dev.mu.Lock()
+		got := p.id != "" && p.dev.pushed[p.id]
+		p.dev.mu.Unlock()
+		switch {
+		case got:
+		case reconnecting(p.dev.node, p.at):
+			r.PushesMissedReconnecting++
+		default:
+			r.PushesMissed++
+			t.Logf("push to %s (node %d) at %s: code %d %q, id %q, not received", p.dev.sn, p.dev.node, p.at.Format("15:04:05.000"), p.code, p.msg, p.id)
+		}
+	}
+	if r.PushesMissed > 0 {
+		t.Errorf("%d pushes to devices of nodes whose server stayed up were refused or not delivered", r.PushesMissed)
+	}
 	r.CommandP50, r.CommandP99, r.CommandMax = Percentile(rtt, 50), Percentile(rtt, 99), Percentile(rtt, 100)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -444,6 +490,7 @@ type foDevice struct {
 	pending map[string]time.Time // reports not answered, by request id. Guarded by mu.
 	acks    []foAck              // reports answered 0. Guarded by mu.
 	codes   map[int]int          // report answers by code. Guarded by mu.
+	pushed  map[string]bool      // ids of the pushes received. Guarded by mu.
 	readErr error                // the session's end, unless stopped. Guarded by mu.
 	stopped bool                 // Guarded by mu.
 }
@@ -474,7 +521,7 @@ func dialFoDevice(t testing.TB, n *hubtest.Node, node int, sn string) *foDevice 
 		t.Fatalf("%s: auth answered %s", sn, b)
 	}
 	_ = conn.SetReadDeadline(time.Time{})
-	return &foDevice{sn: sn, node: node, conn: conn, out: make(chan []byte, 256), pending: map[string]time.Time{}, codes: map[int]int{}}
+	return &foDevice{sn: sn, node: node, conn: conn, out: make(chan []byte, 256), pending: map[string]time.Time{}, codes: map[int]int{}, pushed: map[string]bool{}}
 }
 
 // report runs the device until stop: a writer, that reports every period
@@ -538,6 +585,10 @@ func (d *foDevice) read() {
 				case d.out <- b:
 				default: // the writer is stopping
 				}
+			case m.Op == "push" && m.Service == "/push/fo":
+				d.mu.Lock()
+				d.pushed[m.ID] = true
+				d.mu.Unlock()
 			case m.Op == "response" && strings.HasPrefix(m.RequestID, "s"):
 				d.mu.Lock()
 				if sent, ok := d.pending[m.RequestID]; ok {
