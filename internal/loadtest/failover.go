@@ -62,10 +62,11 @@ type FailoverOptions struct {
 	CommandEvery time.Duration
 }
 
-// FailoverWindow is how long after a kill a command to a device of the
-// node whose own server was killed may fail (it reconnects meanwhile),
-// and how long a status report sent after a kill counts as sent during
-// the failover.
+// FailoverWindow is how long after a kill a command or a push to a
+// device of a node whose own server was killed may fail (it reconnects
+// meanwhile; from a second before the kill, for what was in flight), and
+// how long a status report sent after a kill counts as sent during the
+// failover.
 const FailoverWindow = 10 * time.Second
 
 type foCommand struct {
