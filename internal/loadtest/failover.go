@@ -442,27 +442,49 @@ func (f *Failover) Check(t testing.TB) FailoverResult {
 	return r
 }
 
-// readStream reads every message of a stream.
+// readStream reads every message of a stream, once it can: right after a
+// server came back the cluster may still be electing the leaders a
+// consumer needs, so a failed read is tried again, whole, until ctx ends.
 func readStream(ctx context.Context, js jetstream.JetStream, stream string, fn func([]byte)) error {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		msgs, err := readStreamOnce(ctx, js, stream)
+		if err == nil {
+			for _, m := range msgs {
+				fn(m)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("read %s: %w", stream, err)
+		case <-tick.C:
+		}
+	}
+}
+
+func readStreamOnce(ctx context.Context, js jetstream.JetStream, stream string) ([][]byte, error) {
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var out [][]byte
 	for {
 		batch, err := cons.FetchNoWait(500)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			fn(m.Data())
+			out = append(out, m.Data())
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return err
+			return nil, err
 		}
 		if n == 0 {
-			return nil
+			return out, nil
 		}
 	}
 }
