@@ -109,6 +109,9 @@ type Config struct {
 	// MaxInflight bounds a session's concurrent slow requests (commands and
 	// backend services). Default 32.
 	MaxInflight int
+	// MaxPendingRecords bounds a session's status and event records
+	// waiting to be stored; one more is refused with 429. Default 32.
+	MaxPendingRecords int
 	// DispatchShards is the number of goroutines that deliver pushes; one
 	// subject always maps to the same shard, which keeps its order.
 	// Default 8.
@@ -265,6 +268,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 32
+	}
+	if c.MaxPendingRecords == 0 {
+		c.MaxPendingRecords = 32
 	}
 	if c.DispatchShards == 0 {
 		c.DispatchShards = 8

@@ -19,11 +19,16 @@ type metrics struct {
 	presence         *prometheus.CounterVec
 	presenceWrites   prometheus.Counter
 	storeFailures    prometheus.Counter
-	stormLimited     *prometheus.CounterVec
-	statusCoalesced  prometheus.Counter
-	fanout           prometheus.Histogram
-	pushesOut        *prometheus.CounterVec
-	pushesOutBy      map[string]prometheus.Counter // pushesOut's children, resolved once
+	// Status and event records refused or not stored, by reason; waiting
+	// to be stored; publishes tried again (recordqueue.go).
+	recordsRefused  *prometheus.CounterVec
+	recordsPending  prometheus.Gauge
+	recordRetries   prometheus.Counter
+	stormLimited    *prometheus.CounterVec
+	statusCoalesced prometheus.Counter
+	fanout          prometheus.Histogram
+	pushesOut       *prometheus.CounterVec
+	pushesOutBy     map[string]prometheus.Counter // pushesOut's children, resolved once
 	// admissionRefused counts expensive requests refused by admission.
 	admissionRefused *prometheus.CounterVec
 
@@ -77,6 +82,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		storeFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "record_store_failures_total", Help: "Status and event records JetStream did not take (answered 503).",
 		}),
+		recordsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "records_refused_total", Help: "Status and event records refused or not stored, by reason (queue_full 429, bus_down, stopping, not_stored 503, invalid_json 400).",
+		}, []string{"reason"}),
+		recordsPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "records_pending", Help: "Status and event records accepted and waiting for their stream's acknowledgement.",
+		}),
+		recordRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "record_store_retries_total", Help: "Publishes of status and event records tried again after a failure that passes (no stream leader, a reconnection).",
+		}),
 		stormLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "storm_limited_total", Help: "Device reports refused by storm control, by kind.",
 		}, []string{"kind"}),
@@ -112,6 +126,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Name: "presence_abandoned_total", Help: "Presence work given up because the node stopped before it succeeded, by operation.",
 		}, []string{"op"}),
 	}
+	for _, r := range []string{recordQueueFull, recordBusDown, recordStopping, recordUnavailable, recordInvalid} {
+		m.recordsRefused.WithLabelValues(r)
+	}
 	m.pushesOutBy = make(map[string]prometheus.Counter)
 	for _, l := range []string{"/push/presence", "/push/status", "/push/event", "/push/summary", "backend"} {
 		m.pushesOutBy[l] = m.pushesOut.WithLabelValues(l)
@@ -120,7 +137,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.connections, m.sessions, m.interests, m.requests, m.pushesDelivered,
 			m.pushesDropped, m.slowConsumers, m.abuseCloses, m.responsesDropped, m.authFailures, m.presence, m.presenceWrites,
 			m.storeFailures, m.stormLimited, m.statusCoalesced, m.fanout, m.pushesOut)
-		reg.MustRegister(m.admissionRefused)
+		reg.MustRegister(m.admissionRefused, m.recordsRefused, m.recordsPending, m.recordRetries)
 		reg.MustRegister(m.storesRecreated, m.storeHealFailures, m.storeFeedRestarts, m.storesMissing,
 			m.presenceRetries, m.presenceAbandoned)
 	}

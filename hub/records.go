@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,7 +11,6 @@ import (
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -52,6 +50,10 @@ func dataStreams(srv *Server) []jetstream.StreamConfig {
 	}
 	for i := range scs {
 		scs[i].Storage, scs[i].Replicas, scs[i].Discard = jetstream.FileStorage, srv.cfg.Replicas, jetstream.DiscardOld
+		// Records carry a Nats-Msg-Id, so that one published again after
+		// a lost acknowledgement is stored once (storeRecord); the window
+		// only needs to cover recordWait.
+		scs[i].Duplicates = recordDuplicates
 	}
 	return scs
 }
@@ -121,12 +123,11 @@ func (srv *Server) serveStatus(s *Session, m *wire.Message) (any, *wire.Error) {
 	status, _ := json.Marshal(body)
 	rec := StatusRecord{SN: id.SN, Type: id.Type, Group: id.Group, At: srv.cfg.Now().UnixMilli(), Status: status}
 	subj, _ := subjects.DeviceStatus(id.SN)
-	b, _, werr := srv.store(subj, rec)
-	if werr != nil {
-		return nil, werr
-	}
-	srv.publishWatch(subjects.WatchStatus, rec.Group, rec.Type, rec.SN, b)
-	return map[string]int64{"at": rec.At}, nil
+	// Stored off the read loop, in order, and answered once stored
+	// (recordqueue.go).
+	return srv.queueRecord(s, m, StreamStatus, subj, rec, map[string]int64{"at": rec.At}, func(b []byte, _ uint64) {
+		srv.publishWatch(subjects.WatchStatus, rec.Group, rec.Type, rec.SN, b)
+	})
 }
 
 type eventArgs struct {
@@ -172,47 +173,10 @@ func (srv *Server) serveEvent(s *Session, m *wire.Message) (any, *wire.Error) {
 	}
 	rec := EventRecord{SN: id.SN, Type: id.Type, Group: id.Group, At: srv.cfg.Now().UnixMilli(), Event: *a.Event, Priority: prio, Data: data}
 	subj, _ := subjects.DeviceEvent(id.SN)
-	b, seq, werr := srv.store(subj, rec)
-	if werr != nil {
-		return nil, werr
-	}
-	srv.publishWatchID(subjects.WatchEvent, rec.Group, rec.Type, rec.SN, fmt.Sprintf("e%d", seq), b)
-	return map[string]int64{"at": rec.At}, nil
+	return srv.queueRecord(s, m, StreamEvents, subj, rec, map[string]int64{"at": rec.At}, func(b []byte, seq uint64) {
+		srv.publishWatchID(subjects.WatchEvent, rec.Group, rec.Type, rec.SN, fmt.Sprintf("e%d", seq), b)
+	})
 }
 
-// storeTimeout bounds the wait for a stream to acknowledge a record.
+// storeTimeout bounds a wait for the NATS server (see flushWatch).
 const storeTimeout = 3 * time.Second
-
-// store publishes a record to its stream and waits for the stream to
-// acknowledge it: a record the device was told is stored is stored. It
-// returns the record as stored and its stream sequence, for the copy
-// that goes to watchers (publishWatch) once it is stored.
-func (srv *Server) store(subject string, rec any) ([]byte, uint64, *wire.Error) {
-	if srv.busDown() {
-		return nil, 0, errBusDown
-	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return nil, 0, wire.Errorf(wire.CodeBadRequest, "record is not valid JSON")
-	}
-	ctx, cancel := context.WithTimeout(srv.runCtx, storeTimeout)
-	defer cancel()
-	ack, err := srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
-	if errors.Is(err, jetstream.ErrNoStreamResponse) {
-		// No stream took it: JetStream lost it (a reset store, an
-		// operator's mistake). Create the stream again and retry once.
-		stream := StreamStatus
-		if _, ok := rec.(EventRecord); ok {
-			stream = StreamEvents
-		}
-		if serr := srv.stores.heal(ctx, stream); serr == nil {
-			ack, err = srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b})
-		}
-	}
-	if err != nil {
-		srv.metrics.storeFailures.Inc()
-		srv.log.Warn("record not stored", "subject", subject, "err", err)
-		return nil, 0, wire.Errorf(wire.CodeUnavailable, "storage unavailable: the record was not stored, send it again")
-	}
-	return b, ack.Sequence, nil
-}

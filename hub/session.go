@@ -55,15 +55,23 @@ type Session struct {
 	ident atomic.Pointer[Identity] // nil until authenticated; never changes after
 
 	mu        sync.Mutex
-	closed    bool                    // Guarded by mu.
-	authFails int                     // Guarded by mu.
-	timer     *time.Timer             // auth timeout, then token expiry. Guarded by mu.
-	interests []string                // subjects joined. Guarded by mu.
-	pending   map[string]*cmdReq      // commands sent to this device. Guarded by mu.
-	inflight  int                     // async requests running. Guarded by mu.
-	cmdSeq    uint64                  // Guarded by mu.
-	closeCode int                     // the code the hub closed with. Guarded by mu.
-	subs      map[string]subscription // admin subscriptions by selector. Guarded by mu.
+	closed    bool               // Guarded by mu.
+	authFails int                // Guarded by mu.
+	timer     *time.Timer        // auth timeout, then token expiry. Guarded by mu.
+	interests []string           // subjects joined. Guarded by mu.
+	pending   map[string]*cmdReq // commands sent to this device. Guarded by mu.
+	inflight  int                // async requests running. Guarded by mu.
+	// Status and event records waiting to be stored, oldest first, and
+	// whether their writer runs (recordqueue.go). Guarded by mu.
+	records     []*pendingRecord
+	recordsBusy bool
+	recordSeq   uint64 // records accepted, for their Nats-Msg-Id. Guarded by mu.
+	// Records queued or being stored: MaxPendingRecords bounds it.
+	// Guarded by mu.
+	recordsWaiting int
+	cmdSeq         uint64                  // Guarded by mu.
+	closeCode      int                     // the code the hub closed with. Guarded by mu.
+	subs           map[string]subscription // admin subscriptions by selector. Guarded by mu.
 	// A close decided while answering (abuse, failed auths): it waits until
 	// the answers already due are queued. Guarded by mu.
 	closeAfterCode   int

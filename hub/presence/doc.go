@@ -15,9 +15,12 @@
 //   - offline (closed, timeout, kicked): the node that held the session,
 //     once the grace has passed and the entry still names that session;
 //   - node_lost: the live node with the smallest id, for every device of
-//     the lost node's index whose entry still names that node; records
-//     carry a Nats-Msg-Id, so that two nodes that briefly disagree on who
-//     is the smallest store one.
+//     the lost node's index whose entry still names that node, once the
+//     loss is confirmed (its own liveness writes have succeeded for a
+//     node TTL and a read finds the lost node's entry absent: a leader
+//     election of hub_nodes is no loss, see confirmLost); records carry a
+//     Nats-Msg-Id, so that two nodes that briefly disagree on who is the
+//     smallest store one.
 //
 // An offline record is stored before the entry is removed, so a device
 // that comes back must wait for the removal before its create can

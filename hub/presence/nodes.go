@@ -71,6 +71,16 @@ func (tr *Tracker) nodeLost(lost string) {
 		return
 	}
 	tr.mu.Unlock()
+	switch tr.confirmLost(lost) {
+	case lossBack:
+		return
+	case lossUnsure:
+		// Not now: this node cannot tell a lost node from a store that
+		// was not writable. It looks again shortly, until the node is
+		// back (its entry seen) or its loss is confirmed.
+		tr.afterDeadline(tr.now().Add(tr.cfg.NodeTTL/3), func() { tr.nodeLost(lost) })
+		return
+	}
 	var sns []string
 	tr.retry("node_lost", func(ctx context.Context) (bool, error) {
 		var err error
@@ -86,6 +96,52 @@ func (tr *Tracker) nodeLost(lost string) {
 		err := tr.purgeIndex(ctx, lost)
 		return err == nil, err
 	})
+}
+
+// What confirmLost found of a node whose entry went away.
+type lossVerdict int
+
+const (
+	lossConfirmed lossVerdict = iota // lost: its devices go offline
+	lossBack                         // its entry is there again
+	lossUnsure                       // not known yet: look again later
+)
+
+// confirmLost decides, at the end of its grace, whether node lost is
+// lost. Its entry going away is not enough: while hub_nodes elects a new
+// leader (a server of the cluster died) no node can write its entry, the
+// new leader expires every entry older than the node TTL, and every node
+// sees every other go. So a node is confirmed lost only when
+//   - this node's own liveness writes have all succeeded for at least the
+//     node TTL: the bucket has been writable long enough for a live node,
+//     which refreshes every third of the TTL, to have written its entry
+//     (a node whose own writes fail does not judge others); and
+//   - the entry, read from the bucket now (not from the watcher, which may
+//     lag after an election), is absent.
+//
+// Otherwise the verdict is unsure, or back when the entry is there.
+func (tr *Tracker) confirmLost(lost string) lossVerdict {
+	tr.mu.Lock()
+	healthy := !tr.beatOK.IsZero() && !tr.now().Before(tr.beatOK.Add(tr.cfg.NodeTTL))
+	tr.mu.Unlock()
+	if !healthy {
+		tr.metrics.Retried("node_lost_unsure", 1)
+		return lossUnsure
+	}
+	ctx, cancel := context.WithTimeout(tr.runCtx, CallTimeout)
+	defer cancel()
+	_, err := tr.nodesKV.Get(ctx, lost)
+	switch {
+	case err == nil:
+		tr.log.Info("node back before its loss was confirmed", "node", lost)
+		return lossBack
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return lossConfirmed
+	default:
+		tr.stores.Lost(schema.BucketNodes, err)
+		tr.metrics.Retried("node_lost_unsure", 1)
+		return lossUnsure
+	}
 }
 
 // lostDevice is the step that reports device sn of node's index offline
@@ -214,5 +270,13 @@ func (tr *Tracker) heartbeat(ctx context.Context) error {
 	b, _ := json.Marshal(schema.NodeEntry{Addr: tr.cfg.NodeAddr, Since: tr.started.UnixMilli(), Sessions: tr.cfg.Sessions()})
 	_, err := tr.nodesKV.Put(ctx, tr.cfg.NodeID, b)
 	tr.stores.Lost(schema.BucketNodes, err)
+	tr.mu.Lock()
+	switch {
+	case err != nil:
+		tr.beatOK = time.Time{} // a new run of good writes starts at the next
+	case tr.beatOK.IsZero():
+		tr.beatOK = tr.now()
+	}
+	tr.mu.Unlock()
 	return err
 }

@@ -64,7 +64,7 @@ type nodeView struct {
 //     once the grace has passed and the entry still names that session;
 //   - node_lost: the live node with the smallest id (the coordinator), for
 //     every device that the lost node's index names and whose entry still
-//     names that node; records carry a Nats-Msg-Id, so that should two
+//     names that node, once the loss is confirmed (confirmLost); records carry a Nats-Msg-Id, so that should two
 //     nodes briefly disagree on who is the smallest, the stream keeps one.
 //
 // An offline record is published before the entry is removed, so a device
@@ -106,6 +106,10 @@ type Tracker struct {
 	due     Queue[*localDevice]     // local entries by refresh time. Guarded by mu.
 	nodes   map[string]nodeView     // live nodes by id. Guarded by mu.
 	stopped bool                    // Guarded by mu.
+	// beatOK is when the current run of successful liveness writes of
+	// this node began; zero after a failed one (see confirmLost).
+	// Guarded by mu.
+	beatOK time.Time
 	// unsure holds the ids of records whose append got no answer (see
 	// record). Guarded by mu.
 	unsure map[string]struct{}
