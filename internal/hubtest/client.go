@@ -183,10 +183,15 @@ func (c *Client) Request(service string, args any) Msg {
 	return c.Response(id)
 }
 
+// responseWait bounds the wait for a response: longer than the hub's
+// longest answer (a status or event record is retried for up to 9 s while
+// JetStream elects a leader before it is answered 503).
+const responseWait = 12 * time.Second
+
 // Response waits for the response with request_id id.
 func (c *Client) Response(id string) Msg {
 	c.t.Helper()
-	m, err := c.wait(5*time.Second, func(m Msg) bool { return m.Op == "response" && m.RequestID == id })
+	m, err := c.wait(responseWait, func(m Msg) bool { return m.Op == "response" && m.RequestID == id })
 	if err != nil {
 		c.t.Fatalf("response %q: %v", id, err)
 	}
