@@ -14,9 +14,12 @@ FUZZSHORT ?= 1s
 
 all: build
 
+# The version --version prints: the git description of the checkout.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "-X github.com/fleethub/fleethub/internal/cli.version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 ## run: one node with an embedded NATS server (JetStream on), in --dev mode,
 ## and a simulated fleet of 12 robots; Ctrl-C stops both.

@@ -91,8 +91,13 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	o.registerOptions.flags(fs)
 	// TLS on the WebSocket edge (tls.go).
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM file of the CA to trust for wss:// URLs (instead of the system's roots)")
+	showVersion := fs.Bool("version", false, "print the version on standard output and exit")
 	if code, ok := cli.ParseFlags("devsim", fs, args, env, stderr); !ok {
 		return code
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "devsim", cli.Version())
+		return 0
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {

@@ -110,8 +110,13 @@ func run(args []string) int {
 	// TLS on the WebSocket edge (tls.go).
 	fs.StringVar(&o.tls.cert, "tls-cert", "", "PEM certificate file: serve HTTPS and WSS only on --listen (with --tls-key); re-read when it changes")
 	fs.StringVar(&o.tls.key, "tls-key", "", "PEM private key file of --tls-cert; re-read when it changes")
+	showVersion := fs.Bool("version", false, "print the version on standard output and exit")
 	if code, ok := cli.ParseFlags("hub", fs, args, cli.Env, os.Stderr); !ok {
 		return code
+	}
+	if *showVersion {
+		fmt.Println("hub", cli.Version())
+		return 0
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {

@@ -93,6 +93,7 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	global := newFlagSet("hubctl")
 	conn.Register(global, defaultNATSURL)
 	conn.RegisterInbox(global, schema.OperatorInboxPrefix)
+	showVersion := global.Bool("version", false, "print the version on standard output and exit")
 	if err := cli.ApplyEnv(global, cli.Env); err != nil {
 		return fail(stderr, usageError{err})
 	}
@@ -104,6 +105,10 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return fail(stderr, usageError{err})
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "hubctl", cli.Version())
+		return 0
 	}
 	rest := global.Args()
 	if len(rest) == 0 {
