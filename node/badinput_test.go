@@ -1169,8 +1169,9 @@ func TestBadInputOrigin(t *testing.T) {
 		{name: "allowed host other scheme", origin: func() string { return "http://dash.example" }},
 		{name: "allowed host other port", origin: func() string { return "https://dash.example:8443" }},
 		{name: "allowed host without its port", origin: func() string { return "http://ops.example" }},
-		// With a list, same-origin is not inferred from Host (DNS rebinding).
-		{name: "same origin", origin: func() string { return e.n.Server.URL }},
+		// Same origin is always allowed (PROTOCOL §1); with a list, only
+		// under a Host that cannot be rebound (an address, localhost).
+		{name: "same origin", allowed: true, origin: func() string { return e.n.Server.URL }},
 		{name: "listed origin", allowed: true, origin: func() string { return "https://dash.example" }},
 		{name: "listed origin with port", allowed: true, origin: func() string { return "http://ops.example:8080" }},
 		{name: "no origin", allowed: true, origin: func() string { return "" }},

@@ -29,10 +29,10 @@ type Config struct {
 	// QueueBytes bounds what a session may have waiting to be written. A
 	// session whose queue overflows is closed with 4008. Default 1 MiB.
 	QueueBytes int
-	// AllowedOrigins are the browser origins allowed, each exactly
-	// scheme://host[:port]. When set, only these are (and requests without
-	// Origin): same-origin is not inferred from Host. Empty allows
-	// same-origin requests, with a loopback Host on loopback (origin.go).
+	// AllowedOrigins are the browser origins allowed besides same-origin,
+	// each exactly scheme://host[:port]. When set, same-origin holds only
+	// under a Host that is an IP literal or localhost; on loopback, only
+	// under a loopback Host (origin.go).
 	AllowedOrigins []string
 	// Metrics serves GET /metrics; nil serves 404 there.
 	Metrics http.Handler

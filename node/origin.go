@@ -62,18 +62,40 @@ func (c *originChecker) check(r *http.Request) bool {
 	if err != nil || u.Host == "" {
 		return false
 	}
-	if len(c.allowed) > 0 {
-		return c.allowed[strings.ToLower(u.Scheme+"://"+u.Host)]
+	if c.allowed[strings.ToLower(u.Scheme+"://"+u.Host)] {
+		return true
 	}
 	// Same origin: the page was served by this host. Like gorilla's own
 	// check, the host decides; the scheme may differ behind a TLS proxy.
 	if !strings.EqualFold(u.Host, r.Host) {
 		return false
 	}
+	// Under DNS rebinding a hostile page's own name resolves to the node,
+	// and its Origin and Host agree: a Host that is a name is trusted only
+	// where no list names the node's origins and the node is not reached
+	// on loopback. An IP literal or localhost cannot be rebound: a page
+	// with that origin was served from that address.
 	if c.loopbackListen || arrivedOnLoopback(r) {
 		return IsLoopbackHost(r.Host)
 	}
+	if len(c.allowed) > 0 {
+		return isAddressHost(r.Host)
+	}
 	return true
+}
+
+// isAddressHost reports whether hostport (a Host header) is an IP literal
+// or localhost: a host no DNS answer can point elsewhere.
+func isAddressHost(hostport string) bool {
+	if IsLoopbackHost(hostport) {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	_, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	return err == nil
 }
 
 // arrivedOnLoopback reports whether the request's connection was accepted

@@ -81,7 +81,7 @@ func run(args []string) int {
 	fs.DurationVar(&o.offlineGrace, "offline-grace", 5*time.Second, "how long a disconnected device may take to come back")
 	fs.DurationVar(&o.authTimeout, "auth-timeout", 5*time.Second, "time allowed for the first (auth) message")
 	fs.Int64Var(&o.maxMessageBytes, "max-message-bytes", 65536, "largest frame accepted")
-	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "browser origins allowed, comma-separated; when set, only these (same-origin is not inferred from Host)")
+	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "browser origins allowed besides same-origin, comma-separated (when set, same-origin holds only under an IP or localhost Host)")
 	fs.BoolVar(&o.requireRegistered, "require-registered", false, "refuse devices missing from hub_devices")
 	fs.DurationVar(&o.summaryInterval, "summary-interval", 5*time.Second, "period of /push/summary")
 	fs.IntVar(&o.statusHistory, "status-history", 100, "status records HUB_STATUS keeps per device")
