@@ -34,8 +34,10 @@ import (
 // within it. It stays under the client SDK's 10 s request timeout.
 const recordWait = 9 * time.Second
 
-// recordDuplicates is the status and event streams' duplicate window.
-const recordDuplicates = 30 * time.Second
+// recordDuplicates is the status and event streams' duplicate window:
+// long enough to cover every retry of a record (recordWait), and no
+// longer, since the server remembers each record's id for the window.
+const recordDuplicates = recordWait + time.Second
 
 // recordAttempt bounds one publish of a record and its acknowledgement.
 const recordAttempt = time.Second

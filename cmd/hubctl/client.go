@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub/schema"
+	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/internal/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -129,7 +130,7 @@ func (c *client) bucket(ctx context.Context, name string, create bool) (jetstrea
 		if !create {
 			return nil, errNoBucket
 		}
-		kv, err = c.js.CreateOrUpdateKeyValue(ctx, bucketConfigs[name])
+		kv, err = jscreate.KeyValue(ctx, c.js, bucketConfigs[name])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", name, err)

@@ -2,10 +2,8 @@ package loadtest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -156,24 +154,21 @@ type Readiness struct {
 
 // ReadyState fetches /readyz.
 func (h *Hub) ReadyState(ctx context.Context) (Readiness, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.HTTPURL+"/readyz", nil)
+	code, body, err := h.Probe(ctx, "/readyz")
 	if err != nil {
 		return Readiness{}, err
 	}
-	resp, err := h.client.Do(req)
-	if err != nil {
-		return Readiness{}, fmt.Errorf("loadtest: GET /readyz: %w", err)
+	if body == nil {
+		return Readiness{}, fmt.Errorf("loadtest: GET /readyz: %d without a JSON body", code)
 	}
-	defer resp.Body.Close()
-	var r Readiness
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return Readiness{}, fmt.Errorf("loadtest: GET /readyz: %w", err)
+	r := Readiness{Code: code}
+	if m, ok := body["missing"].([]any); ok {
+		for _, v := range m {
+			if s, ok := v.(string); ok {
+				r.Missing = append(r.Missing, s)
+			}
+		}
 	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return Readiness{}, fmt.Errorf("loadtest: GET /readyz: %w (%q)", err, b)
-	}
-	r.Code = resp.StatusCode
 	return r, nil
 }
 
@@ -186,7 +181,7 @@ func (h *Hub) WaitReadiness(ctx context.Context, ready bool) (time.Duration, err
 	if !ready {
 		want = http.StatusServiceUnavailable
 	}
-	err := poll(ctx, 100*time.Millisecond, func() error {
+	err := poll(ctx, 50*time.Millisecond, func() error {
 		if exited, werr := h.Exited(); exited {
 			return fmt.Errorf("%w: %v", errExited, werr)
 		}

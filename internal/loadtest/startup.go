@@ -35,22 +35,8 @@ func (h *Hub) Probe(ctx context.Context, path string) (int, map[string]any, erro
 // WaitReady polls /readyz until it answers 200, the child exits or ctx
 // ends.
 func (h *Hub) WaitReady(ctx context.Context) error {
-	var last string
-	err := poll(ctx, 50*time.Millisecond, func() error {
-		if exited, werr := h.Exited(); exited {
-			return fmt.Errorf("%w before it was ready: %v", errExited, werr)
-		}
-		code, body, err := h.Probe(ctx, "/readyz")
-		if err == nil && code != http.StatusOK {
-			last = fmt.Sprintf("/readyz answered %d %v", code, body["missing"])
-			err = errors.New(last)
-		}
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("loadtest: hub not ready (%s): %w", last, err)
-	}
-	return nil
+	_, err := h.WaitReadiness(ctx, true)
+	return err
 }
 
 // StartTogether launches one hub process per element of args at the same
