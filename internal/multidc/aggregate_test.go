@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -18,14 +17,7 @@ import (
 // other DC answering direct gets of the §6 name locally, how deletes and
 // expiries travel, and what a cut does to the views.
 func TestAggregateSourcesAndDirectMirror(t *testing.T) {
-	sc := natstest.StartSupercluster(t, natstest.SuperclusterOptions{Delay: wanDelay, Extra: accounts})
-	eastURL, westURL := sc.Cluster("east").Servers[0].URL(), sc.Cluster("west").Servers[0].URL()
-	natstest.WaitReachable(t, eastURL, westURL, 30*time.Second, app)
-	natstest.WaitReachable(t, westURL, eastURL, 30*time.Second, app)
-	_, jsE := connect(t, eastURL, "", app)
-	_, jsW := connect(t, westURL, "", app)
-	waitJS(t, jsE, 60*time.Second)
-	waitJS(t, jsW, 60*time.Second)
+	two := twoDCs(t)
 	ctx := timeout(t, 90*time.Second)
 
 	local := func(js jetstream.JetStream, bucket, dc string, ttl time.Duration) jetstream.KeyValue {
@@ -36,14 +28,14 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 		}
 		return kv
 	}
-	srcE := local(jsE, "hub_presence_east", "east", 0)
-	srcW := local(jsW, "hub_presence_west", "west", 0)
-	nodesW := local(jsW, "hub_nodes_west", "west", 2*time.Second)
-	local(jsE, "hub_nodes_east", "east", 2*time.Second)
+	srcE := local(two.jsE, "hub_presence_east", "east", 0)
+	srcW := local(two.jsW, "hub_presence_west", "west", 0)
+	nodesW := local(two.jsW, "hub_nodes_west", "west", 2*time.Second)
+	local(two.jsE, "hub_nodes_east", "east", 2*time.Second)
 
 	aggregate := func(name string, limitMarker time.Duration) {
 		t.Helper()
-		_, err := jsE.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		_, err := two.jsE.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: name, LimitMarkerTTL: limitMarker, Placement: &jetstream.Placement{Cluster: "east"},
 			Sources: []*jetstream.StreamSource{{Name: name + "_east"}, {Name: name + "_west"}},
 		})
@@ -53,15 +45,15 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 	}
 	aggregate("hub_presence", time.Minute)
 	aggregate("hub_nodes", 0) // no TTL of its own: only markers can remove keys
-	viewE, err := jsE.KeyValue(ctx, "hub_presence")
+	viewE, err := two.jsE.KeyValue(ctx, "hub_presence")
 	if err != nil {
 		t.Fatal(err)
 	}
-	viewW, err := jsW.KeyValue(ctx, "hub_presence")
+	viewW, err := two.jsW.KeyValue(ctx, "hub_presence")
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodesViewE, err := jsE.KeyValue(ctx, "hub_nodes")
+	nodesViewE, err := two.jsE.KeyValue(ctx, "hub_nodes")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +90,7 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 	t.Logf("west client get of hub_presence (aggregate in east, no mirror): p50 %.1f ms max %.1f ms", ms(p50), ms(worst))
 
 	// The mirror in west that answers direct gets of hub_presence.
-	if _, err := jsW.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	if _, err := two.jsW.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		// A mirror may not set LimitMarkerTTL (the server refuses
 		// "subject delete markers forbidden on mirrors"): it copies the
 		// origin's markers as they are.
@@ -107,7 +99,7 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("mirror: %v", err)
 	}
-	mirror, err := jsW.Stream(ctx, "KV_hub_presence_view_west")
+	mirror, err := two.jsW.Stream(ctx, "KV_hub_presence_view_west")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +175,7 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 
 	// A cut: each side keeps its own source; the aggregate (east) and the
 	// west mirror go stale for the other side, and converge after heal.
-	sc.Cut()
+	two.sc.Cut()
 	cutAt := time.Now()
 	for i := range 50 {
 		if _, err := srcW.Put(ctx, fmt.Sprintf("cutw%d", i), []byte("v")); err != nil {
@@ -203,7 +195,7 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 	var n int
 	d, err = attempt(t, 2*time.Second, func(ctx context.Context) error {
 		var err error
-		n, err = lastPerKey(ctx, jsW.Conn(), "KV_hub_presence", "$KV.hub_presence.>")
+		n, err = lastPerKey(ctx, two.jsW.Conn(), "KV_hub_presence", "$KV.hub_presence.>")
 		return err
 	})
 	t.Logf("cut: west direct get batch (multi_last) of KV_hub_presence: %s, %d keys in %.1f ms", errText(err), n, ms(d))
@@ -225,7 +217,7 @@ func TestAggregateSourcesAndDirectMirror(t *testing.T) {
 		}
 		return nil
 	})
-	sc.Heal()
+	two.sc.Heal()
 	t0 = time.Now()
 	waitFor(t, 60*time.Second, found(viewE, "cutw49"))
 	dAgg = time.Since(t0)

@@ -19,22 +19,15 @@ import (
 // off 10 s per failure up to 2 min (stream.go srcConsumerWaitTime,
 // calculateRetryBackoff).
 func TestSourcesResumeAfterHeal(t *testing.T) {
-	sc := natstest.StartSupercluster(t, natstest.SuperclusterOptions{Delay: wanDelay, Extra: accounts})
-	eastURL, westURL := sc.Cluster("east").Servers[0].URL(), sc.Cluster("west").Servers[0].URL()
-	natstest.WaitReachable(t, eastURL, westURL, 30*time.Second, app)
-	natstest.WaitReachable(t, westURL, eastURL, 30*time.Second, app)
-	_, jsE := connect(t, eastURL, "", app)
-	_, jsW := connect(t, westURL, "", app)
-	waitJS(t, jsE, 60*time.Second)
-	waitJS(t, jsW, 60*time.Second)
+	two := twoDCs(t)
 	ctx := timeout(t, 15*time.Minute)
-	srcW, err := jsW.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "hub_presence_west", Placement: &jetstream.Placement{Cluster: "west"}})
+	srcW, err := two.jsW.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "hub_presence_west", Placement: &jetstream.Placement{Cluster: "west"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	aggCfg := jetstream.KeyValueConfig{Bucket: "hub_presence", Placement: &jetstream.Placement{Cluster: "east"},
 		Sources: []*jetstream.StreamSource{{Name: "hub_presence_west"}}}
-	view, err := jsE.CreateKeyValue(ctx, aggCfg)
+	view, err := two.jsE.CreateKeyValue(ctx, aggCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +43,7 @@ func TestSourcesResumeAfterHeal(t *testing.T) {
 		cut    time.Duration
 		update bool
 	}{{5 * time.Second, false}, {15 * time.Second, false}, {40 * time.Second, false}, {15 * time.Second, true}, {40 * time.Second, true}} {
-		sc.Cut()
+		two.sc.Cut()
 		cutAt := time.Now()
 		k := fmt.Sprintf("cut%d", i)
 		if _, err := srcW.Put(ctx, k, nil); err != nil {
@@ -62,26 +55,26 @@ func TestSourcesResumeAfterHeal(t *testing.T) {
 			}
 			return nil
 		})
-		sc.Heal()
+		two.sc.Heal()
 		t0 := time.Now()
-		natstest.WaitReachable(t, eastURL, westURL, 60*time.Second, app)
+		natstest.WaitReachable(t, two.eastURL, two.westURL, 60*time.Second, app)
 		if c.update {
 			// Drop the source and add it back: the new source starts from
 			// the last sequence the aggregate holds from it.
-			waitJS(t, jsE, 60*time.Second)
+			waitJS(t, two.jsE, 60*time.Second)
 			natstest.Eventually(t, 30*time.Second, func() error {
-				_, err := jsE.UpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "hub_presence", Placement: &jetstream.Placement{Cluster: "east"}})
+				_, err := two.jsE.UpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "hub_presence", Placement: &jetstream.Placement{Cluster: "east"}})
 				return err
 			})
 			natstest.Eventually(t, 30*time.Second, func() error {
-				_, err := jsE.UpdateKeyValue(ctx, aggCfg)
+				_, err := two.jsE.UpdateKeyValue(ctx, aggCfg)
 				return err
 			})
 		}
 		waitFor(t, 4*time.Minute, seen(k))
 		t.Logf("cut of %v, update after heal %v: aggregate has the key written during the cut %.1f s after heal", c.cut, c.update, time.Since(t0).Seconds())
 	}
-	info, err := jsE.Stream(ctx, "KV_hub_presence")
+	info, err := two.jsE.Stream(ctx, "KV_hub_presence")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -197,3 +197,27 @@ func lastPerKey(ctx context.Context, nc *nats.Conn, stream, filter string) (int,
 		n++
 	}
 }
+
+// dcs is the supercluster most experiments run on: east and west over a
+// delayed WAN, each with a client (user app) whose JetStream answers.
+type dcs struct {
+	sc               *natstest.Supercluster
+	eastURL, westURL string
+	ncE              *nats.Conn
+	jsE, jsW         jetstream.JetStream
+}
+
+// twoDCs starts the supercluster and waits until each side reaches the
+// other and both JetStreams answer.
+func twoDCs(t *testing.T) *dcs {
+	t.Helper()
+	d := &dcs{sc: natstest.StartSupercluster(t, natstest.SuperclusterOptions{Delay: wanDelay, Extra: accounts})}
+	d.eastURL, d.westURL = d.sc.Cluster("east").Servers[0].URL(), d.sc.Cluster("west").Servers[0].URL()
+	natstest.WaitReachable(t, d.eastURL, d.westURL, 30*time.Second, app)
+	natstest.WaitReachable(t, d.westURL, d.eastURL, 30*time.Second, app)
+	d.ncE, d.jsE = connect(t, d.eastURL, "", app)
+	_, d.jsW = connect(t, d.westURL, "", app)
+	waitJS(t, d.jsE, 60*time.Second)
+	waitJS(t, d.jsW, 60*time.Second)
+	return d
+}

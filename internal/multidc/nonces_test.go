@@ -42,14 +42,7 @@ func (n dcNonces) claim(ctx context.Context, nonce string) error {
 // is refused in west within 1 s while connected, each side refuses its own
 // replays during a cut, and the sets merge after heal.
 func TestNoncesAcrossDCs(t *testing.T) {
-	sc := natstest.StartSupercluster(t, natstest.SuperclusterOptions{Delay: wanDelay, Extra: accounts})
-	eastURL, westURL := sc.Cluster("east").Servers[0].URL(), sc.Cluster("west").Servers[0].URL()
-	natstest.WaitReachable(t, eastURL, westURL, 30*time.Second, app)
-	natstest.WaitReachable(t, westURL, eastURL, 30*time.Second, app)
-	_, jsE := connect(t, eastURL, "", app)
-	_, jsW := connect(t, westURL, "", app)
-	waitJS(t, jsE, 60*time.Second)
-	waitJS(t, jsW, 60*time.Second)
+	two := twoDCs(t)
 	ctx := timeout(t, 120*time.Second)
 	const window = 2 * time.Minute
 
@@ -68,7 +61,7 @@ func TestNoncesAcrossDCs(t *testing.T) {
 		}
 		return dcNonces{own, seen}
 	}
-	east, west := open(jsE, "east", "west"), open(jsW, "west", "east")
+	east, west := open(two.jsE, "east", "west"), open(two.jsW, "west", "east")
 
 	// A claim costs no WAN round trip.
 	p50, worst, err := timed(50, func(int) error { return west.claim(ctx, nuid.Next()) })
@@ -116,7 +109,7 @@ func TestNoncesAcrossDCs(t *testing.T) {
 
 	// A cut: each side refuses its own replays; a nonce used on both sides
 	// is accepted on both (no side can know); after heal the sets merge.
-	sc.Cut()
+	two.sc.Cut()
 	cutAt := time.Now()
 	both := nuid.Next()
 	for _, dc := range []dcNonces{east, west} {
@@ -148,7 +141,7 @@ func TestNoncesAcrossDCs(t *testing.T) {
 		}
 		return nil
 	})
-	sc.Heal()
+	two.sc.Heal()
 	t0 := time.Now()
 	has := func(n dcNonces, keys []string) func() error {
 		return func() error {
@@ -160,7 +153,7 @@ func TestNoncesAcrossDCs(t *testing.T) {
 			return nil
 		}
 	}
-	natstest.WaitReachable(t, eastURL, westURL, 60*time.Second, app)
+	natstest.WaitReachable(t, two.eastURL, two.westURL, 60*time.Second, app)
 	dGw := time.Since(t0)
 	var dW, dE time.Duration
 	waitFor(t, 90*time.Second, func() error {

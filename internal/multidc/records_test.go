@@ -16,33 +16,26 @@ import (
 // republishes on the §6 subject for live subscribers, and a source-only
 // aggregate with subject transforms answers the §6 name and subjects.
 func TestRecordStreamsPerDC(t *testing.T) {
-	sc := natstest.StartSupercluster(t, natstest.SuperclusterOptions{Delay: wanDelay, Extra: accounts})
-	eastURL, westURL := sc.Cluster("east").Servers[0].URL(), sc.Cluster("west").Servers[0].URL()
-	natstest.WaitReachable(t, eastURL, westURL, 30*time.Second, app)
-	natstest.WaitReachable(t, westURL, eastURL, 30*time.Second, app)
-	ncE, jsE := connect(t, eastURL, "", app)
-	_, jsW := connect(t, westURL, "", app)
-	waitJS(t, jsE, 60*time.Second)
-	waitJS(t, jsW, 60*time.Second)
+	two := twoDCs(t)
 	ctx := timeout(t, 60*time.Second)
 
 	// The §6 subjects captured by a stream in each DC: refused.
-	if _, err := jsE.CreateStream(ctx, jetstream.StreamConfig{Name: "OVER_E", Subjects: []string{"hub.dev.*.status"}, Placement: &jetstream.Placement{Cluster: "east"}}); err != nil {
+	if _, err := two.jsE.CreateStream(ctx, jetstream.StreamConfig{Name: "OVER_E", Subjects: []string{"hub.dev.*.status"}, Placement: &jetstream.Placement{Cluster: "east"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := jsW.CreateStream(ctx, jetstream.StreamConfig{Name: "OVER_W", Subjects: []string{"hub.dev.*.status"}, Placement: &jetstream.Placement{Cluster: "west"}})
+	_, err := two.jsW.CreateStream(ctx, jetstream.StreamConfig{Name: "OVER_W", Subjects: []string{"hub.dev.*.status"}, Placement: &jetstream.Placement{Cluster: "west"}})
 	t.Logf("a second stream on hub.dev.*.status, placed in west: %s", errText(err))
 	if err == nil {
 		t.Fatal("overlapping stream subjects accepted")
 	}
-	if err := jsE.DeleteStream(ctx, "OVER_E"); err != nil {
+	if err := two.jsE.DeleteStream(ctx, "OVER_E"); err != nil {
 		t.Fatal(err)
 	}
 
 	for _, dc := range []struct {
 		js jetstream.JetStream
 		dc string
-	}{{jsE, "east"}, {jsW, "west"}} {
+	}{{two.jsE, "east"}, {two.jsW, "west"}} {
 		_, err := dc.js.CreateStream(ctx, jetstream.StreamConfig{
 			Name: "HUB_STATUS_" + dc.dc, Subjects: []string{"hub.dc." + dc.dc + ".dev.*.status"},
 			Placement:   &jetstream.Placement{Cluster: dc.dc},
@@ -56,34 +49,34 @@ func TestRecordStreamsPerDC(t *testing.T) {
 	src := func(dc string) *jetstream.StreamSource {
 		return &jetstream.StreamSource{Name: "HUB_STATUS_" + dc, SubjectTransforms: []jetstream.SubjectTransformConfig{{Source: "hub.dc." + dc + ".dev.*.status", Destination: "hub.dev.{{wildcard(1)}}.status"}}}
 	}
-	if _, err := jsE.CreateStream(ctx, jetstream.StreamConfig{
+	if _, err := two.jsE.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "HUB_STATUS", Placement: &jetstream.Placement{Cluster: "east"}, AllowDirect: true,
 		Sources: []*jetstream.StreamSource{src("east"), src("west")},
 	}); err != nil {
 		t.Fatalf("source-only aggregate HUB_STATUS: %v", err)
 	}
-	if _, err := jsW.CreateStream(ctx, jetstream.StreamConfig{
+	if _, err := two.jsW.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "HUB_STATUS_view_west", Placement: &jetstream.Placement{Cluster: "west"},
 		Mirror: &jetstream.StreamSource{Name: "HUB_STATUS"}, MirrorDirect: true,
 	}); err != nil {
 		t.Fatalf("west mirror: %v", err)
 	}
 
-	live, err := ncE.SubscribeSync("hub.dev.*.status")
+	live, err := two.ncE.SubscribeSync("hub.dev.*.status")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = ncE.Flush()
-	liveW, err := jsW.Conn().SubscribeSync("hub.dev.*.status")
+	_ = two.ncE.Flush()
+	liveW, err := two.jsW.Conn().SubscribeSync("hub.dev.*.status")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = jsW.Conn().Flush()
+	_ = two.jsW.Conn().Flush()
 	// East's interest reaches west's gateway before the first record.
-	natstest.WaitReachable(t, westURL, eastURL, 10*time.Second, app)
+	natstest.WaitReachable(t, two.westURL, two.eastURL, 10*time.Second, app)
 	// A west node stores a status record: local ack.
 	p50, worst, err := timed(20, func(int) error {
-		_, err := jsW.Publish(ctx, "hub.dc.west.dev.R-001.status", []byte(`{"sn":"R-001"}`))
+		_, err := two.jsW.Publish(ctx, "hub.dc.west.dev.R-001.status", []byte(`{"sn":"R-001"}`))
 		return err
 	})
 	if err != nil {
@@ -101,7 +94,7 @@ func TestRecordStreamsPerDC(t *testing.T) {
 	}
 	t.Logf("an east subscriber of hub.dev.*.status got the republished record on %s", m.Subject)
 
-	agg, err := jsE.Stream(ctx, "HUB_STATUS")
+	agg, err := two.jsE.Stream(ctx, "HUB_STATUS")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +103,7 @@ func TestRecordStreamsPerDC(t *testing.T) {
 		return err
 	})
 	t.Logf("HUB_STATUS (aggregate in east) answers the last record on hub.dev.R-001.status after %.0f ms", ms(d))
-	aggW, err := jsW.Stream(ctx, "HUB_STATUS")
+	aggW, err := two.jsW.Stream(ctx, "HUB_STATUS")
 	if err != nil {
 		t.Fatal(err)
 	}

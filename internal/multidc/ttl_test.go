@@ -17,22 +17,15 @@ import (
 // The source keeps a key alive with per-key TTL refreshes; one aggregate
 // allows message TTLs (LimitMarkerTTL), one does not.
 func TestAggregateTTLDuringCut(t *testing.T) {
-	sc := natstest.StartSupercluster(t, natstest.SuperclusterOptions{Delay: wanDelay, Extra: accounts})
-	eastURL, westURL := sc.Cluster("east").Servers[0].URL(), sc.Cluster("west").Servers[0].URL()
-	natstest.WaitReachable(t, eastURL, westURL, 30*time.Second, app)
-	natstest.WaitReachable(t, westURL, eastURL, 30*time.Second, app)
-	_, jsE := connect(t, eastURL, "", app)
-	_, jsW := connect(t, westURL, "", app)
-	waitJS(t, jsE, 60*time.Second)
-	waitJS(t, jsW, 60*time.Second)
+	two := twoDCs(t)
 	ctx := timeout(t, 90*time.Second)
-	_, err := jsW.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "hub_nodes_west", LimitMarkerTTL: time.Minute, Placement: &jetstream.Placement{Cluster: "west"}})
+	_, err := two.jsW.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "hub_nodes_west", LimitMarkerTTL: time.Minute, Placement: &jetstream.Placement{Cluster: "west"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	aggs := map[string]jetstream.KeyValue{}
 	for name, marker := range map[string]time.Duration{"hub_nodes_ttl": time.Minute, "hub_nodes_plain": 0} {
-		kv, err := jsE.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, LimitMarkerTTL: marker, Placement: &jetstream.Placement{Cluster: "east"},
+		kv, err := two.jsE.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, LimitMarkerTTL: marker, Placement: &jetstream.Placement{Cluster: "east"},
 			Sources: []*jetstream.StreamSource{{Name: "hub_nodes_west"}}})
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -44,7 +37,7 @@ func TestAggregateTTLDuringCut(t *testing.T) {
 		t.Helper()
 		// KeyValue.Put takes no TTL: a refresh with a per-key TTL is a
 		// publish with Nats-TTL on the key's subject.
-		if _, err := jsW.Publish(ctx, "$KV.hub_nodes_west.node-w", []byte("alive"), jetstream.WithMsgTTL(ttl)); err != nil {
+		if _, err := two.jsW.Publish(ctx, "$KV.hub_nodes_west.node-w", []byte("alive"), jetstream.WithMsgTTL(ttl)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -54,7 +47,7 @@ func TestAggregateTTLDuringCut(t *testing.T) {
 		t.Logf("%s has the west node after %.0f ms", name, ms(d))
 	}
 
-	sc.Cut()
+	two.sc.Cut()
 	cutAt := time.Now()
 	gone := map[string]time.Duration{}
 	for time.Since(cutAt) < 3*ttl {
@@ -79,10 +72,10 @@ func TestAggregateTTLDuringCut(t *testing.T) {
 	if _, ok := gone["hub_nodes_plain"]; ok {
 		t.Errorf("an aggregate without message TTLs expired a sourced entry")
 	}
-	sc.Heal()
+	two.sc.Heal()
 	// After heal: the plain aggregate follows the source's expiry
 	// through its marker once the source stops refreshing.
-	natstest.WaitReachable(t, eastURL, westURL, 60*time.Second, app)
+	natstest.WaitReachable(t, two.eastURL, two.westURL, 60*time.Second, app)
 	healAt := time.Now()
 	back := map[string]time.Duration{}
 	for len(back) < len(aggs) && time.Since(healAt) < 90*time.Second {
