@@ -122,19 +122,7 @@ func TestDashboardLargeFleet(t *testing.T) {
 	}
 	waitFor := func(what, expr string, timeout time.Duration) {
 		t.Helper()
-		deadline := time.Now().Add(timeout)
-		for {
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ok, err := chromedp.Run(sctx, chromedp.Evaluate[bool]("!!("+expr+")"))
-			cancel()
-			if err == nil && ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting until %s (%s; last error %v)\npage: %s", what, expr, err, pageState(ctx))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitExpr(t, ctx, what, expr, timeout, 20*time.Millisecond)
 	}
 	mark := func(name string) float64 {
 		t.Helper()

@@ -96,30 +96,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	base := "http://" + px.addr()
 
 	ctx := startBrowser(t)
-	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			t.Fatalf("%s: %v\npage: %s", what, err, pageState(ctx))
-		}
-	}
-	waitFor := func(what, expr string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ok, err := chromedp.Run(sctx, chromedp.Evaluate[bool]("!!("+expr+")"))
-			cancel()
-			if err == nil && ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting until %s (%s; last error %v)\npage: %s", what, expr, err, pageState(ctx))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	step := stepper(t, ctx)
+	waitFor := waiter(t, ctx)
 	eval := func(expr string) string {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -364,6 +342,47 @@ func startBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.C
 		}
 	}()
 	return ctx
+}
+
+// stepper returns step: run actions in the browser within 15 s, or fail
+// the test naming what and showing the page.
+func stepper(t *testing.T, ctx context.Context) func(what string, actions ...chromedp.Action[chromedp.Void]) {
+	return func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := chromedp.Do(sctx, actions...); err != nil {
+			t.Fatalf("%s: %v\npage: %s", what, err, pageState(ctx))
+		}
+	}
+}
+
+// waiter returns waitFor: poll the JavaScript expression expr until it is
+// truthy, for up to 10 s, or fail the test naming what.
+func waiter(t *testing.T, ctx context.Context) func(what, expr string) {
+	return func(what, expr string) {
+		t.Helper()
+		waitExpr(t, ctx, what, expr, 10*time.Second, 50*time.Millisecond)
+	}
+}
+
+// waitExpr polls the JavaScript expression expr every every until it is
+// truthy, for up to timeout, or fails the test naming what.
+func waitExpr(t *testing.T, ctx context.Context, what, expr string, timeout, every time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ok, err := chromedp.Run(sctx, chromedp.Evaluate[bool]("!!("+expr+")"))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s (%s; last error %v)\npage: %s", what, expr, err, pageState(ctx))
+		}
+		time.Sleep(every)
+	}
 }
 
 // pageState describes the page for a failure message.

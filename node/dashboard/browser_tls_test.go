@@ -3,10 +3,8 @@
 package dashboard_test
 
 import (
-	"context"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -35,30 +33,8 @@ func TestDashboardOverHTTPS(t *testing.T) {
 	dev.MustOK("/device/status", status(0, "Level 1", 0, "all sensors ok", 0, "bin 20%", 77))
 
 	ctx := startBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
-	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			t.Fatalf("%s: %v\npage: %s", what, err, pageState(ctx))
-		}
-	}
-	waitFor := func(what, expr string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ok, err := chromedp.Run(sctx, chromedp.Evaluate[bool]("!!("+expr+")"))
-			cancel()
-			if err == nil && ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting until %s (%s; last error %v)\npage: %s", what, expr, err, pageState(ctx))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	step := stepper(t, ctx)
+	waitFor := waiter(t, ctx)
 	step("open the page over https",
 		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(chromedp.CSS("#login-form")),
