@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -483,19 +481,7 @@ func (c *deviceChild) count(d *childDev, line []byte) {
 }
 
 func (c *deviceChild) ended(err error) {
-	why := "error"
-	var ce *websocket.CloseError
-	var ne net.Error
-	switch {
-	case errors.As(err, &ce):
-		why = fmt.Sprintf("close %d %s", ce.Code, ce.Text)
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		why = "eof"
-	case errors.As(err, &ne) && ne.Timeout():
-		why = "timeout"
-	default:
-		why = err.Error()
-	}
+	why := endReason(err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.endings) < 50 {

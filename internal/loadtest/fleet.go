@@ -373,19 +373,7 @@ func (f *Fleet) ended(err error) {
 		return
 	}
 	f.disconnects.Add(1)
-	why := "error"
-	var ce *websocket.CloseError
-	var ne net.Error
-	switch {
-	case errors.As(err, &ce):
-		why = fmt.Sprintf("close %d %s", ce.Code, ce.Text)
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		why = "eof"
-	case errors.As(err, &ne) && ne.Timeout():
-		why = "timeout"
-	default:
-		why = err.Error()
-	}
+	why := endReason(err)
 	f.endMu.Lock()
 	if len(f.endings) < 100 {
 		f.endings[why]++
@@ -489,4 +477,20 @@ func (f *Fleet) Close() {
 	case <-done:
 	case <-timer.C:
 	}
+}
+
+// endReason names why a device connection ended, for the tally of
+// endings: its close code and text, eof, timeout, or the error.
+func endReason(err error) string {
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		return fmt.Sprintf("close %d %s", ce.Code, ce.Text)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "eof"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return err.Error()
 }
