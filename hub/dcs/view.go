@@ -1,0 +1,27 @@
+// Package dcs keeps a node's data centre in touch with the others: it
+// learns which data centres exist (each node announces its own on core
+// NATS, signed), and it keeps the hub's aggregates, the names of
+// PROTOCOL §6 in this node's JetStream, sourcing every data centre's own
+// buckets and streams. After a partition heals it re-adds the sources of
+// the data centre that came back, so that aggregates converge in seconds
+// instead of waiting out the server's source retry back-off.
+package dcs
+
+import "github.com/nats-io/nats.go/jetstream"
+
+// View is an aggregate of the data centres' own streams: a stream of this
+// node's JetStream whose sources are one stream per data centre.
+type View struct {
+	// Config is the view's stream config, without sources. A view never
+	// has a TTL, a MaxAge or message TTLs of its own: during a partition
+	// it must keep the other data centres' state, and expiries reach it
+	// as the sources' delete markers.
+	Config jetstream.StreamConfig
+	// Source is the source for data centre dc, whose JetStream domain is
+	// domain: "" when dc shares this node's JetStream (one cluster, or a
+	// supercluster), else the domain its stream lives in.
+	Source func(dc, domain string) *jetstream.StreamSource
+	// OthersOnly: the view sources every data centre but this node's own
+	// (the nonces claimed elsewhere).
+	OthersOnly bool
+}
