@@ -22,11 +22,10 @@ build:
 	$(GO) build -ldflags "-X github.com/fleethub/fleethub/internal/cli.version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 ## run: one node with an embedded NATS server (JetStream on), in --dev mode,
-## and a simulated fleet of 12 robots; Ctrl-C stops both.
+## then a simulated fleet of 12 robots once the node is ready; the dashboard
+## and the dev login are the last lines printed. Ctrl-C (or q) stops both.
 run: build
-	@$(BIN)/devsim --dev --devices 12 --log-level warn & SIM=$$!; \
-	trap 'kill $$SIM 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
-	$(BIN)/hub --dev --data-dir ./data
+	@BIN=$(BIN) docs/dev/run.sh
 
 ## cluster: the one-binary cluster, three hub nodes each embedding one of
 ## the three NATS servers of docs/cluster/hub-N.conf (state at R3), in
