@@ -75,6 +75,9 @@ type Config struct {
 	CoalesceWindow time.Duration
 	// SummaryInterval is the period of /push/summary. Default 5s.
 	SummaryInterval time.Duration
+	// SessionLogInterval is the period of the info line that sums up the
+	// sessions started and ended (each is logged at debug). Default 10s.
+	SessionLogInterval time.Duration
 	// BcryptCost is the cost of new password hashes. Default bcrypt's 10.
 	BcryptCost int
 	// Replicas is the replica count of the hub's JetStream buckets. Default 1.
@@ -222,6 +225,7 @@ func (c *Config) setDefaults() {
 	def(&c.RecordAge, 7*24*time.Hour)
 	def(&c.CoalesceWindow, 250*time.Millisecond)
 	def(&c.SummaryInterval, 5*time.Second)
+	def(&c.SessionLogInterval, 10*time.Second)
 	def(&c.StoreCheckInterval, 3*time.Second)
 	defInt := func(v *int, d int) {
 		if *v == 0 {

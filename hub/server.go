@@ -29,6 +29,8 @@ type Server struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	log     *slog.Logger
+
+	sessionLog sessionLog // session starts and ends since the last summary line
 	metrics *metrics
 
 	devices   *auth.DeviceVerifier
@@ -218,6 +220,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	dcancel()
 	s.goTask(func() { s.dir.run(runCtx, dirTerm) })
 	s.goTask(func() { s.summaries(runCtx) })
+	s.goTask(func() { s.logSessions(runCtx) })
 	s.goTask(func() { s.stores.run(runCtx) })
 	s.goTask(func() { s.logins.run(runCtx) })
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
