@@ -25,13 +25,13 @@ import (
 // Locks are taken in the one order written down in locksordering.txt, and
 // none is held while calling a Transport.
 type Server struct {
-	cfg Config
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *slog.Logger
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *slog.Logger
+	metrics *metrics
 
 	sessionLog sessionLog // session starts and ends since the last summary line
-	metrics    *metrics
 
 	devices   *auth.DeviceVerifier
 	tokens    *auth.Tokens
