@@ -7,7 +7,8 @@
 // replays the subscriptions made with Subscribe. Close codes that mean "do
 // not come back" (4001 replaced, 4002 kicked, 1008 policy, and 4003 token
 // expired without a password to log in again) stop it instead; Err says
-// why.
+// why. The one 4002 that is not final is a device's whose registry entry
+// changed: the client reconnects and gets its new type and group.
 //
 // A device reports and answers commands:
 //
