@@ -4,7 +4,7 @@
 //   <script src="/hub.classic.js"></script>   // as a plain script: window.FleetHub.Hub
 //
 //   const hub = new Hub("/ws", { username: "admin", password: "..." }); // or { token }
-//   const dev = new Hub("ws://hub:8080/ws", { sn: "R-001", key: "<hubctl device-key R-001>" }); // a device
+//   const dev = new Hub("/ws", { sn: "R-001", key: "<hubctl device-key R-001>" }); // a device
 //   hub.on("state", (s) => console.log(s.state, s.code, s.reason));
 //   hub.on("/push/presence", (values) => ...);
 //   const snap = await hub.subscribe({ all: true, topics: ["presence", "status"] });
