@@ -13,6 +13,8 @@
 // A device reports and answers commands:
 //
 //	key := auth.DeviceKey(masterSecret, "R-001") // provisioned at the factory
+//	// or, from what `hubctl device-key R-001` printed:
+//	// key, err := client.DeviceKeyFromHex(printed)
 //	c, err := client.Dial(ctx, client.Config{
 //		URL:    "ws://hub.example:8080/ws",
 //		Device: &client.DeviceAuth{SN: "R-001", Key: key, Type: "retail"},

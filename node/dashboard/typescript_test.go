@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleethub/fleethub/hub/wire"
 )
 
 // TestHubTypes type-checks hub.d.ts, as the node serves it, with `tsc
@@ -150,5 +152,18 @@ func TestHubTypesDeclareEveryExport(t *testing.T) {
 	}
 	if !strings.Contains(string(js), "export default Hub;") || !strings.Contains(string(dts), "export default Hub;") {
 		t.Error("the default export is not Hub in both")
+	}
+}
+
+// TestRegistryChangedReason: hub.js and hub.d.ts name the close reason of
+// a registry change as the hub sends it.
+func TestRegistryChangedReason(t *testing.T) {
+	js, _ := static.ReadFile("static/hub.js")
+	dts, _ := static.ReadFile("static/hub.d.ts")
+	if want := `const REGISTRY_CHANGED = "` + wire.ReasonRegistryChanged + `";`; !strings.Contains(string(js), want) {
+		t.Errorf("hub.js lacks %s", want)
+	}
+	if want := `REGISTRY_CHANGED: "` + wire.ReasonRegistryChanged + `";`; !strings.Contains(string(dts), want) {
+		t.Errorf("hub.d.ts lacks %s", want)
 	}
 }
