@@ -74,9 +74,12 @@ func TestRegistryChangeReconnects(t *testing.T) {
 	if err := dev.ReportStatus(ctx, map[string]any{"location": map[string]any{"code": 0, "msg": "moved"}}); err != nil {
 		t.Fatalf("status after the reconnection: %v", err)
 	}
-	if !rec.sawInOrder(client.StateConnected, client.StateDisconnected, client.StateConnecting, client.StateConnected) {
-		t.Fatalf("states %v", rec.stateKinds())
-	}
+	natstest.Eventually(t, waitFor, func() error {
+		if !rec.sawInOrder(client.StateConnected, client.StateDisconnected, client.StateConnecting, client.StateConnected) {
+			return fmt.Errorf("states %v", rec.stateKinds())
+		}
+		return nil
+	})
 	if slices.Contains(rec.stateKinds(), client.StateClosed) {
 		t.Fatalf("the client closed: states %v", rec.stateKinds())
 	}
@@ -110,6 +113,12 @@ func TestAccountChangeKickIsFinal(t *testing.T) {
 	if err := c.Err(); !errors.Is(err, client.ErrKicked) || !strings.Contains(err.Error(), "account changed") {
 		t.Fatalf("Err %v, want ErrKicked with the hub's reason", err)
 	}
+	natstest.Eventually(t, waitFor, func() error { // the callbacks run after Done
+		if _, ok := rec.lastState(client.StateClosed); !ok {
+			return errors.New("no StateClosed yet")
+		}
+		return nil
+	})
 	if st, _ := rec.lastState(client.StateDisconnected); st.CloseCode != 4002 {
 		t.Fatalf("last disconnection %+v, want 4002", st)
 	}
