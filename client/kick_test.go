@@ -48,9 +48,10 @@ func TestRegistryChangeReconnects(t *testing.T) {
 		}
 		return nil
 	})
-	// The hub has it online, and a push to the new group reaches it.
+	// The hub lists it online in its new group, and a push to that group
+	// reaches it.
 	natstest.Eventually(t, 5*time.Second, func() error {
-		r, err := admin.Request(ctx, "/admin/devices", map[string]any{"online": true})
+		r, err := admin.Request(ctx, "/admin/devices", map[string]any{"online": true, "group": "sh-01"})
 		if err != nil {
 			return err
 		}
