@@ -239,3 +239,27 @@ func TestHexKeyHint(t *testing.T) {
 	}
 	dial(t, client.Config{URL: n.WSURL(), Device: &client.DeviceAuth{SN: "R-141", Key: key}})
 }
+
+// An admin's Kick (/admin/kick) ends the device's session with 4002
+// "kicked", which the device's client takes as final; a second Kick of
+// the device, no longer connected, is a 503.
+func TestAdminKickIsFinal(t *testing.T) {
+	t.Parallel()
+	n := hubtest.StartNode(t, natstest.Run(t), "node-a")
+	dev := dial(t, deviceConfig("KK-1", n.WSURL()))
+	admin := dial(t, adminConfig(n.WSURL()))
+	ctx := ctxT(t)
+	if err := admin.Kick(ctx, "KK-1"); err != nil {
+		t.Fatalf("kick: %v", err)
+	}
+	natstest.Eventually(t, 5*time.Second, func() error {
+		if err := dev.Err(); !errors.Is(err, client.ErrKicked) {
+			return fmt.Errorf("device client error %v, want ErrKicked", err)
+		}
+		return nil
+	})
+	var e *client.Error
+	if err := admin.Kick(ctx, "KK-1"); !errors.As(err, &e) || e.Code != 503 {
+		t.Fatalf("second kick: %v, want a 503", err)
+	}
+}

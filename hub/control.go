@@ -59,13 +59,16 @@ func newControl(masterSecret []byte, reg prometheus.Registerer) *control {
 }
 
 // sign sets m's signature headers, binding it to bind.
-func (c *control) sign(m *nats.Msg, bind string) {
+func (c *control) sign(m *nats.Msg, bind string) { signControl(c.key, m, bind) }
+
+// signControl sets m's signature headers with key, binding it to bind.
+func signControl(key []byte, m *nats.Msg, bind string) {
 	at := time.Now().UnixMilli()
 	if m.Header == nil {
 		m.Header = nats.Header{}
 	}
 	m.Header.Set(schema.HeaderSigAt, strconv.FormatInt(at, 10))
-	m.Header.Set(schema.HeaderSig, auth.SignControl(c.key, bind, at, m.Data))
+	m.Header.Set(schema.HeaderSig, auth.SignControl(key, bind, at, m.Data))
 }
 
 // message is a control message on subject, signed.
@@ -84,13 +87,16 @@ func (c *control) reply(req *nats.Msg, body []byte) *nats.Msg {
 
 // check returns "" when m is signed for bind, within controlMaxAge of
 // now, else the reason it is refused.
-func (c *control) check(m *nats.Msg, bind string) string {
+func (c *control) check(m *nats.Msg, bind string) string { return checkControl(c.key, m, bind) }
+
+// checkControl is check with key.
+func checkControl(key []byte, m *nats.Msg, bind string) string {
 	sig, atS := m.Header.Get(schema.HeaderSig), m.Header.Get(schema.HeaderSigAt)
 	if sig == "" || atS == "" {
 		return ctlUnsigned
 	}
 	at, err := strconv.ParseInt(atS, 10, 64)
-	if err != nil || !auth.VerifyControl(c.key, bind, at, m.Data, sig) {
+	if err != nil || !auth.VerifyControl(key, bind, at, m.Data, sig) {
 		return ctlBadSig
 	}
 	if d := time.Since(time.UnixMilli(at)); d > controlMaxAge || d < -controlMaxAge {

@@ -72,6 +72,7 @@ var commands = []*command{
 	userRmCommand,
 	pushCommand,
 	cmdCommand,
+	kickCommand,
 	onlineCommand,
 	tailCommand,
 	loginCommand, // TLS on the WebSocket edge: login.go

@@ -44,6 +44,10 @@ const (
 	// a presence record, by their stream sequence). Without it a node
 	// gives each push a fresh id.
 	HeaderPushID = "Hub-Push-Id"
+	// HeaderKick on hub.dev.<sn>.cmd makes the request a kick (/admin/kick)
+	// instead of a command: signed like a control message, body
+	// {"groups":[...]} (the admin's; absent for all).
+	HeaderKick = "Hub-Kick"
 )
 
 // Inbox prefixes. Replies (JetStream API answers, direct gets, request
