@@ -202,7 +202,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	defer drain(nc, log)
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), cli.BuildInfo())
 	srv, err := hub.New(hub.Config{
 		Conn: nc, NodeID: o.nodeID, MasterSecret: []byte(o.masterSecret), AdminPassword: o.adminPassword,
 		RequireRegistered: o.requireRegistered, PingInterval: o.pingInterval, AuthTimeout: o.authTimeout,
