@@ -111,6 +111,7 @@ func run(args []string) int {
 	fs.StringVar(&o.tls.cert, "tls-cert", "", "PEM certificate file: serve HTTPS and WSS only on --listen (with --tls-key); re-read when it changes")
 	fs.StringVar(&o.tls.key, "tls-key", "", "PEM private key file of --tls-cert; re-read when it changes")
 	showVersion := fs.Bool("version", false, "print the version on standard output and exit")
+	showConfig := fs.Bool("print-config", false, "print the effective configuration (secrets redacted) on standard output and exit")
 	if code, ok := cli.ParseFlags("hub", fs, args, cli.Env, os.Stderr); !ok {
 		return code
 	}
@@ -153,12 +154,20 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "hub: --master-secret-file (or HUB_MASTER_SECRET, --master-secret) is required outside --dev")
 		return 2
 	}
+	if err := o.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
 	if err := checkEmbeddedFlags(o); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
 		return 2
 	}
 	if o.nodeID == "" {
 		o.nodeID = defaultNodeID(o.listen)
+	}
+	if *showConfig {
+		printConfig(os.Stdout, fs)
+		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
