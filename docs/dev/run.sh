@@ -62,8 +62,10 @@ until curl -fsS -o /dev/null --max-time 2 "http://$LISTEN/readyz" 2>/dev/null; d
 done
 
 # The registry entries first (hubctl device add for each robot, as
-# devsim --print-registry shows), so each robot's session has its group.
-"$BIN/devsim" --register --devices "$DEVICES" --nats-url "nats://$NATS_LISTEN"
+# devsim --print-registry shows), so each robot's session has its group;
+# on the NATS system the hub uses (HUB_NATS_URL, when set, replaces the
+# embedded server).
+"$BIN/devsim" --register --devices "$DEVICES" --nats-url "${HUB_NATS_URL:-nats://$NATS_LISTEN}"
 
 # shellcheck disable=SC2086 # DEVSIM_FLAGS is a list of flags
 "$BIN/devsim" --dev --devices "$DEVICES" --url "ws://$LISTEN/ws" --log-level warn $DEVSIM_FLAGS &
