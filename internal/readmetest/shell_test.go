@@ -130,6 +130,7 @@ func TestReadmeShell(t *testing.T) {
 		t.Fatalf("make run's output:\n%s", demo.out.String())
 	}
 	checkRecipients(ctx, t, sh, pushes)
+	checkFleetTable(ctx, t, root, sh)
 	t.Logf("%d README lines in %v", len(lines), time.Since(start).Round(time.Millisecond))
 }
 
@@ -410,6 +411,49 @@ func checkRecipients(ctx context.Context, t *testing.T, sh *shell, pushes []push
 			t.Errorf("%s\n  push %s reached %v, the README says %v", p.shellLine, p.id, robots, p.want)
 		default:
 			t.Logf("%s\n  push %s reached %v", p.shellLine, p.id, robots)
+		}
+	}
+}
+
+// fleetRow is a row of the README's table of the demo fleet:
+// | SIM-0001, SIM-0009 | `retail` | `mall-east` |
+var fleetRow = regexp.MustCompile("^\\| (SIM-\\d+(?:, SIM-\\d+)*) \\| `([^`]+)` \\| `([^`]+)` \\|$")
+
+// checkFleetTable checks the README's table of the demo fleet against
+// what hubctl device list prints: every robot of the table, with its type
+// and group, and no robot of make run missing from it.
+func checkFleetTable(ctx context.Context, t *testing.T, root string, sh *shell) {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		if m := fleetRow.FindStringSubmatch(line); m != nil {
+			for _, sn := range strings.Split(m[1], ", ") {
+				want[sn] = m[2] + " " + m[3]
+			}
+		}
+	}
+	if len(want) != demoDevices {
+		t.Fatalf("README.md: the table of the demo fleet names %d robots, make run runs %d", len(want), demoDevices)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := sh.command(ctx, "hubctl device list").Output()
+	if err != nil {
+		t.Fatalf("hubctl device list: %v", err)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) == 3 {
+			got[f[0]] = f[1] + " " + f[2]
+		}
+	}
+	for sn, tg := range want {
+		if got[sn] != tg {
+			t.Errorf("README.md's table of the demo fleet: %s is %q, hubctl device list says %q", sn, tg, got[sn])
 		}
 	}
 }
