@@ -1,6 +1,7 @@
 // Package readmetest holds the tests that keep the README true: its Go
 // snippets (and those of docs/*.md) compile as shown, and its shell lines
-// (hubctl, devsim, curl) succeed against what `make run` starts.
+// (hubctl, devsim, curl) and Go snippets succeed against what `make run`
+// starts.
 //
 // Markers in the markdown, on the line before a fenced block:
 //

@@ -48,9 +48,12 @@ var runners = map[string]bool{"hubctl": true, "devsim": true, "curl": true, "nat
 // with the exports the README makes before it. Each must exit 0; a line
 // marked "until Ctrl-C" must still run, with output, when interrupted.
 // Only the default addresses are rewritten (127.0.0.1:8080 and :4222 in
-// the lines, HUB_NATS_URL for hubctl's default). Last, each push a
+// the lines, HUB_NATS_URL for hubctl's default). Then the README's Go
+// snippets run, in order, as the device and admin they show; each push a
 // `hubctl push` line made must have reached robots, exactly those its
-// comment names when it names some (SIM-0003 and SIM-0011).
+// comment names when it names some (SIM-0003 and SIM-0011); and the
+// README's table of the demo fleet must match hubctl device list. Last,
+// run.sh must exit 0 on SIGTERM.
 func TestReadmeShell(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts make run's processes; not in -short")
@@ -129,6 +132,7 @@ func TestReadmeShell(t *testing.T) {
 	if t.Failed() {
 		t.Fatalf("make run's output:\n%s", demo.out.String())
 	}
+	runSnippets(ctx, t, root, work, sh)
 	checkRecipients(ctx, t, sh, pushes)
 	checkFleetTable(ctx, t, root, sh)
 	t.Logf("%d README lines in %v", len(lines), time.Since(start).Round(time.Millisecond))
@@ -412,6 +416,46 @@ func checkRecipients(ctx context.Context, t *testing.T, sh *shell, pushes []push
 		default:
 			t.Logf("%s\n  push %s reached %v", p.shellLine, p.id, robots)
 		}
+	}
+}
+
+// runSnippets runs the README's Go snippets, in order, each as a function
+// of ctx (30 s), in one program started like the README lines (after the
+// README's exports: the device's key), with 127.0.0.1:8080 rewritten.
+// A snippet fails by log.Fatal, or by not returning.
+func runSnippets(ctx context.Context, t *testing.T, root, work string, sh *shell) {
+	t.Helper()
+	var snippets []block
+	for _, b := range blocks(t, root, "README.md") {
+		if b.lang == "go" && b.marker != markNotSnippet && b.marker != markNotDemo {
+			for i := range b.lines {
+				b.lines[i] = sh.rewrite.Replace(b.lines[i])
+			}
+			snippets = append(snippets, b)
+		}
+	}
+	if len(snippets) == 0 {
+		return
+	}
+	prog := filepath.Join(work, "readme-snippets")
+	if err := buildSnippets(ctx, root, t.TempDir(), "snippetsmain", snippetFile(snippets, true), prog); err != nil {
+		t.Fatalf("the README's Go snippets do not build: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(len(snippets))*40*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := sh.command(ctx, "exec "+prog)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	for i, b := range snippets {
+		if !strings.Contains(stdout.String(), fmt.Sprintf("snippet %d done\n", i)) {
+			t.Errorf("%s:%d: the Go snippet did not run to its end (%v)\n  stdout: %s\n  stderr: %s", b.file, b.line, err, stdout.String(), stderr.String())
+			return
+		}
+		t.Logf("%s:%d: the Go snippet ran", b.file, b.line)
+	}
+	if err != nil {
+		t.Errorf("the README's Go snippets: %v\n  stderr: %s", err, stderr.String())
 	}
 }
 
