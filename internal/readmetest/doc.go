@@ -5,8 +5,9 @@
 //
 // Markers in the markdown, on the line before a fenced block:
 //
-//	<!-- not a snippet -->      a ```go block that is not meant to compile
-//	<!-- not against make run --> a ```sh block not meant for the demo
+//	<!-- not a snippet -->          a ```go block not meant to compile
+//	<!-- not against make run -->   a ```sh or ```go block not meant to
+//	                                run against the demo
 //
 // and, in a shell line's trailing comment, "until Ctrl-C" for a command
 // that runs until interrupted (hubctl tail): it must still be running,
