@@ -27,7 +27,8 @@ const presenceCallTimeout = pres.CallTimeout
 func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	cfg := srv.cfg
 	tr, err := pres.Open(ctx, pres.Config{
-		JS: srv.js, Conn: srv.nc, NodeID: cfg.NodeID, NodeAddr: cfg.NodeAddr,
+		JS: srv.js, Conn: srv.nc, JSDomain: cfg.JSDomain, Layout: srv.layout,
+		NodeID: cfg.NodeID, NodeAddr: cfg.NodeAddr,
 		PresenceTTL: cfg.PresenceTTL, NodeTTL: cfg.NodeTTL, OfflineGrace: cfg.OfflineGrace,
 		History: cfg.PresenceHistory, Replicas: cfg.Replicas,
 		RunCtx: runCtx, Clock: hubClock{now: cfg.Now}, Log: srv.log, Go: srv.goTask,

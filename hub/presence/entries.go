@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/fleethub/fleethub/hub/schema"
 	"math/rand/v2"
 	"time"
 
-	"github.com/fleethub/fleethub/subjects"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -86,7 +85,7 @@ func (tr *Tracker) Connected(ctx context.Context, d Device) error {
 // not guessed, before a record is written: a write the stream refuses
 // must not be tried in vain.
 func (tr *Tracker) lastSaysOnline(ctx context.Context, sn string) bool {
-	subj, err := subjects.Presence(sn)
+	subj, err := tr.cfg.Layout.PresenceSubject(sn)
 	if err != nil {
 		return true
 	}
@@ -108,7 +107,7 @@ func (tr *Tracker) writeEntry(ctx context.Context, sn, session string, b []byte)
 		}
 		if storeGone(err) && !healed {
 			healed = true
-			if herr := tr.stores.Heal(ctx, schema.BucketPresence); herr != nil {
+			if herr := tr.stores.Heal(ctx, tr.cfg.Layout.Presence()); herr != nil {
 				return 0, false, err
 			}
 			continue
@@ -222,7 +221,7 @@ func (tr *Tracker) expiryStep(sn, session string, reason schema.Reason, read jet
 			return true, nil // removed, by this expiry or whoever reported it
 		}
 		if err != nil {
-			tr.stores.Lost(schema.BucketPresence, err)
+			tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 			return false, err
 		}
 		var pe schema.PresenceEntry
@@ -251,7 +250,7 @@ func (tr *Tracker) expiryStep(sn, session string, reason schema.Reason, read jet
 		if IsWrongLastSeq(err) {
 			return false, nil // the entry changed: look at it again
 		}
-		tr.stores.Lost(schema.BucketPresence, err)
+		tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 		return false, err // maybe removed, maybe not: look again
 	})
 }
