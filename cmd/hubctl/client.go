@@ -33,7 +33,7 @@ type client struct {
 	inbox string
 	// jsDomain is the JetStream domain of the hub's stores (--js-domain).
 	jsDomain string
-	out   io.Writer
+	out      io.Writer
 
 	// refused is the last permission violation the server reported on
 	// the connection (asynchronously: the call it refused fails later,
