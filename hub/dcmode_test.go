@@ -383,3 +383,28 @@ func TestDCModeTwoDataCentres(t *testing.T) {
 		return nil
 	})
 }
+
+// TestDCModeClassicStoreLeft starts a node in data-centre mode on a
+// JetStream where a node in classic mode left its buckets: JetStream
+// cannot turn the classic hub_presence (message TTLs) into an aggregate,
+// and the start fails with an error that says so and how to fix it.
+func TestDCModeClassicStoreLeft(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Run(t)
+	classic := hubtest.StartNode(t, ns, "classic")
+	if classic.Hub.Layout().DCMode() {
+		t.Fatalf("a node on a standalone server runs in classic mode, not %+v", classic.Hub.Layout())
+	}
+	hubtest.Device(t, classic, "U-1", "retail")
+	srv, err := hub.New(hub.Config{Conn: natstest.Connect(t, ns), NodeID: "dc", MasterSecret: hubtest.MasterSecret, BcryptCost: 4, DC: "east"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = srv.Start(ctx)
+	if err == nil || !strings.Contains(err.Error(), "left by a node in classic mode") || !strings.Contains(err.Error(), "KV_hub_presence") {
+		t.Fatalf("start over classic stores: %v, want the classic hub_presence named", err)
+	}
+	_ = srv.Shutdown(ctx)
+}

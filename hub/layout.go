@@ -182,6 +182,22 @@ func noncesSeenView(l schema.Layout, replicas int, window time.Duration) dcs.Vie
 	return v
 }
 
+// viewRefused explains a failed creation of aggregate name. A bucket of
+// that name with message TTLs is one a node in classic mode made (on this
+// JetStream before its cluster was named, or a node still in classic
+// mode): JetStream cannot turn it into an aggregate, and the node does
+// not delete state it did not make.
+func (s *Server) viewRefused(ctx context.Context, name string, err error) error {
+	cctx, cancel := context.WithTimeout(ctx, jscreate.CallTimeout)
+	defer cancel()
+	if st, serr := s.js.Stream(cctx, name); serr == nil && st.CachedInfo().Config.AllowMsgTTL {
+		return fmt.Errorf("hub: aggregate %s: a store of that name exists with message TTLs, left by a node in classic mode; "+
+			"in data-centre mode (data centre %s) it must be the aggregate of every data centre's own: once no node runs in classic mode, "+
+			"delete it (nats stream rm %s) and the node creates the aggregate: %w", name, s.layout.DC, name, err)
+	}
+	return fmt.Errorf("hub: aggregate %s: %w", name, err)
+}
+
 // openViews creates the node's aggregates (data-centre mode), each with
 // this data centre as a source unless it sources only the others, keeping
 // the sources other data centres added, and keeps them as stores: one
@@ -202,7 +218,7 @@ func (s *Server) openViews(ctx, runCtx context.Context) error {
 			return err
 		}
 		if err := create(ctx); err != nil {
-			return fmt.Errorf("hub: aggregate %s: %w", cfg.Name, err)
+			return s.viewRefused(ctx, cfg.Name, err)
 		}
 		name := strings.TrimPrefix(cfg.Name, "KV_")
 		if err := s.stores.add(ctx, runCtx, &store{name: name, stream: cfg.Name, create: create}); err != nil {
