@@ -205,7 +205,11 @@ func TestDCModeOneDataCentre(t *testing.T) {
 	dev.MustOK("/device/event", map[string]any{"event": "abnormal", "priority": "high", "data": map[string]any{"x": 1}})
 	liveEvents.await(t, "event record", func(m *nats.Msg) bool { return m.Subject == "hub.dev.E-1.event" })
 	adm.Push("/push/status")
-	adm.Push("/push/event")
+	// Push ids of stored records name the data centre: every own stream
+	// counts from 1.
+	if p := adm.Push("/push/event"); !strings.HasPrefix(p.ID, "e") || !strings.HasSuffix(p.ID, "-east") {
+		t.Errorf("event push id %q, want e<seq>-east", p.ID)
+	}
 
 	// Listings, history and summary read the aggregates.
 	natstest.Eventually(t, 5*time.Second, func() error {

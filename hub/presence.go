@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -35,7 +34,7 @@ func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 		Sessions: srv.SessionCount,
 		Stored: func(r schema.PresenceRecord, seq uint64, data []byte) {
 			srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
-			srv.publishWatchID(subjects.WatchPresence, r.Group, r.Type, r.SN, fmt.Sprintf("p%d", seq), data)
+			srv.publishWatchID(subjects.WatchPresence, r.Group, r.Type, r.SN, srv.recordPushID('p', seq), data)
 		},
 		Metrics: presenceMetrics{srv.metrics},
 		Stores:  presenceStores{srv.stores},

@@ -185,7 +185,7 @@ func (srv *Server) serveEvent(s *Session, m *wire.Message) (any, *wire.Error) {
 	rec := EventRecord{SN: id.SN, Type: id.Type, Group: id.Group, At: srv.cfg.Now().UnixMilli(), Event: *a.Event, Priority: prio, Data: data}
 	subj, _ := srv.layout.EventSubject(id.SN)
 	return srv.queueRecord(s, m, srv.layout.EventStream(), subj, rec, map[string]int64{"at": rec.At}, func(b []byte, seq uint64) {
-		srv.publishWatchID(subjects.WatchEvent, rec.Group, rec.Type, rec.SN, fmt.Sprintf("e%d", seq), b)
+		srv.publishWatchID(subjects.WatchEvent, rec.Group, rec.Type, rec.SN, srv.recordPushID('e', seq), b)
 	})
 }
 

@@ -213,7 +213,6 @@ func (tr *Tracker) open(ctx context.Context) error {
 	if tr.records, err = createRecords(ctx); err != nil {
 		return fmt.Errorf("presence: stream %s: %w", names.PresenceStream(), err)
 	}
-
 	if err := tr.heartbeat(ctx); err != nil {
 		return err
 	}
