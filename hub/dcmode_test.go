@@ -18,6 +18,7 @@ import (
 	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/node"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -411,4 +412,51 @@ func TestDCModeClassicStoreLeft(t *testing.T) {
 		t.Fatalf("start over classic stores: %v, want the classic hub_presence named", err)
 	}
 	_ = srv.Shutdown(ctx)
+}
+
+// TestDCModeJetStreamDomain runs nodes on a server whose JetStream has a
+// domain, as a leaf-node site's does: one node given --js-domain, one
+// finding the domain in the account's JetStream info. Both take the
+// domain as their data centre, and every JetStream call (creates, direct
+// gets of listings and history, the tracker's publishes) goes through it.
+func TestDCModeJetStreamDomain(t *testing.T) {
+	t.Parallel()
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, JetStreamDomain: "edge", StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	given := hubtest.StartNode(t, ns, "edge-a", func(h *hub.Config, _ *node.Config) { h.JSDomain = "edge" })
+	found := hubtest.StartNode(t, ns, "edge-b")
+	for _, n := range []*hubtest.Node{given, found} {
+		if l := n.Hub.Layout(); l.DC != "edge" || l.Domain != "edge" || l.Cluster != "" {
+			t.Fatalf("%s: layout %+v, want data centre and domain edge", n.Hub.NodeID(), l)
+		}
+	}
+	dev := hubtest.Device(t, found, "L-1", "retail")
+	dev.MustOK("/device/status", map[string]any{"electricity": map[string]any{"code": 0, "msg": "full"}})
+	adm := hubtest.Admin(t, given, "admin", hubtest.AdminPassword)
+	natstest.Eventually(t, 5*time.Second, func() error {
+		var list struct {
+			Devices []schema.DeviceView `json:"devices"`
+		}
+		adm.MustOK("/admin/devices", map[string]any{}).Decode(t, &list)
+		if len(list.Devices) != 1 || !list.Devices[0].Online || list.Devices[0].StatusAt == nil {
+			return fmt.Errorf("listing %+v", list.Devices)
+		}
+		var h struct {
+			Records []json.RawMessage `json:"records"`
+		}
+		adm.MustOK("/admin/history", map[string]any{"sn": "L-1", "topic": "status"}).Decode(t, &h)
+		if len(h.Records) != 1 {
+			return fmt.Errorf("history %d records", len(h.Records))
+		}
+		return nil
+	})
 }
