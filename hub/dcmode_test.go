@@ -258,6 +258,28 @@ func TestDCModeOneDataCentre(t *testing.T) {
 	}
 }
 
+// crossSource does the data centre engine's work for nodes of different
+// data centres sharing one JetStream: every view of each sources every
+// data centre (but its own, for the nonces seen).
+func crossSource(t *testing.T, js jetstream.JetStream, nodes ...*hubtest.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, n := range nodes {
+		for _, v := range n.Hub.DCViews() {
+			cfg := v.Config
+			for _, m := range nodes {
+				if dc := m.Hub.Layout().DC; !v.OthersOnly || dc != n.Hub.Layout().DC {
+					cfg.Sources = append(cfg.Sources, v.Source(dc, ""))
+				}
+			}
+			if _, err := jscreate.WithSources(ctx, js, cfg); err != nil {
+				t.Fatalf("view %s: %v", cfg.Name, err)
+			}
+		}
+	}
+}
+
 // TestDCModeTwoDataCentres runs data centres east and west on one server,
 // as a supercluster shares one JetStream, with each one's sources added
 // to the other's aggregates (the engine's work): a device of west is
@@ -277,22 +299,7 @@ func TestDCModeTwoDataCentres(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	// What the engine does: every view sources every data centre (but
-	// its own, for the nonces seen).
-	for _, n := range []*hubtest.Node{east, west} {
-		for _, v := range n.Hub.DCViews() {
-			cfg := v.Config
-			for _, dc := range []string{"east", "west"} {
-				if v.OthersOnly && dc == n.Hub.Layout().DC {
-					continue
-				}
-				cfg.Sources = append(cfg.Sources, v.Source(dc, ""))
-			}
-			if _, err := jscreate.WithSources(ctx, js, cfg); err != nil {
-				t.Fatalf("view %s: %v", cfg.Name, err)
-			}
-		}
-	}
+	crossSource(t, js, east, west)
 	checkViews(t, js, "east", "west")
 	for dc, other := range map[string]string{"east": "KV_hub_nonces_west", "west": "KV_hub_nonces_east"} {
 		if got := sourceNames(streamConfig(t, js, "KV_hub_nonces_seen_"+dc)); !slices.Equal(got, []string{other}) {
@@ -456,6 +463,107 @@ func TestDCModeJetStreamDomain(t *testing.T) {
 		adm.MustOK("/admin/history", map[string]any{"sn": "L-1", "topic": "status"}).Decode(t, &h)
 		if len(h.Records) != 1 {
 			return fmt.Errorf("history %d records", len(h.Records))
+		}
+		return nil
+	})
+}
+
+// TestDCModeDeviceMoves moves devices from east to west: one whose
+// session closed and that dialled west within its grace, one that dialled
+// west while its east session was open (replaced), one whose east node
+// died. East removes their entries without an offline record (it
+// finds them online in west in hub_presence), west writes its entries
+// again once east's removal has reached hub_presence, and from east the
+// devices are listed online in west.
+func TestDCModeDeviceMoves(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Run(t)
+	// Entries are refreshed rarely (the default TTL): the entry written
+	// again after a move is not a refresh by chance.
+	rare := func(h *hub.Config, _ *node.Config) { h.PresenceTTL = 2 * time.Minute }
+	eastA := hubtest.StartNode(t, ns, "east-a", inDC("east"), rare)
+	eastB := hubtest.StartNode(t, ns, "east-b", inDC("east"), rare)
+	west := hubtest.StartNode(t, ns, "west-a", inDC("west"), rare)
+	nc := natstest.Connect(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crossSource(t, js, eastA, west)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	eastEntries, err := js.KeyValue(ctx, "hub_presence_east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet, err := js.KeyValue(ctx, schema.BucketPresence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eastRecords, err := js.Stream(ctx, "HUB_PRESENCE_east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closing := hubtest.Device(t, eastB, "M-1", "retail")
+	replaced := hubtest.Device(t, eastB, "M-2", "retail")
+	dying := hubtest.Device(t, eastB, "M-3", "retail")
+	adm := hubtest.Admin(t, eastA, "admin", hubtest.AdminPassword)
+	// moved checks that sn, which went to west, has no offline record in
+	// east and is online in west in hub_presence.
+	moved := func(sn string) {
+		t.Helper()
+		// East's entry goes once the grace (or the loss) is over; by
+		// then east has decided on its record.
+		natstest.Eventually(t, 15*time.Second, func() error {
+			if _, err := eastEntries.Get(ctx, sn); !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return fmt.Errorf("%s still in hub_presence_east: %v", sn, err)
+			}
+			return nil
+		})
+		m, err := eastRecords.GetLastMsgForSubject(ctx, "hub.dc.east.presence."+sn)
+		if err != nil || !presenceIs(sn, true, schema.ReasonConnected)(&nats.Msg{Data: m.Data}) {
+			t.Errorf("%s: east's last record %s (%v), want its connected one: it went online in west", sn, m.Data, err)
+		}
+		natstest.Eventually(t, 10*time.Second, func() error {
+			e, err := fleet.Get(ctx, sn)
+			if err != nil {
+				return fmt.Errorf("%s in hub_presence: %w", sn, err)
+			}
+			var pe schema.PresenceEntry
+			if err := json.Unmarshal(e.Value(), &pe); err != nil || pe.Node != "west-a" {
+				return fmt.Errorf("%s in hub_presence: %s", sn, e.Value())
+			}
+			return nil
+		})
+	}
+
+	// M-1 closes its session in east and dials west at once; M-2 dials
+	// west while its east session is open (replaced).
+	_ = closing.Conn.Close()
+	hubtest.Device(t, west, "M-1", "retail")
+	hubtest.Device(t, west, "M-2", "retail")
+	if code := replaced.Closed(5 * time.Second); code != 4001 {
+		t.Fatalf("M-2's east session closed with %d, want 4001", code)
+	}
+	moved("M-1")
+	moved("M-2")
+	// east-b dies, and M-3 dials west.
+	eastB.NC.Close()
+	_ = dying.Conn.Close()
+	hubtest.Device(t, west, "M-3", "retail")
+	moved("M-3")
+	natstest.Eventually(t, 5*time.Second, func() error {
+		var list struct {
+			Devices []schema.DeviceView `json:"devices"`
+		}
+		adm.MustOK("/admin/devices", map[string]any{}).Decode(t, &list)
+		for _, d := range list.Devices {
+			if !d.Online || d.Node != "west-a" {
+				return fmt.Errorf("east lists %+v", list.Devices)
+			}
+		}
+		if len(list.Devices) != 3 {
+			return fmt.Errorf("east lists %+v", list.Devices)
 		}
 		return nil
 	})

@@ -47,6 +47,13 @@ func (tr *Tracker) Connected(ctx context.Context, d Device) error {
 		Addr: d.Addr, Type: d.Type, Group: d.Group,
 	}
 	b, _ := json.Marshal(entry)
+	// A device that comes from another data centre (read before this
+	// entry reaches hub_presence): that one removes its entry there
+	// after the grace, and the removal reaches hub_presence after this
+	// entry and hides it. This entry is then written again once the
+	// removal should have come, and once more after as long again (see
+	// moves.go).
+	movedIn := tr.movedIn(ctx, d.SN, d.Session)
 	rev, created, err := tr.writeEntry(ctx, d.SN, d.Session, b)
 	if err != nil {
 		sn, session := d.SN, d.Session
@@ -66,8 +73,11 @@ func (tr *Tracker) Connected(ctx context.Context, d Device) error {
 	every := RefreshAfter(tr.cfg.PresenceTTL)
 	jitter := time.Duration(rand.Int64N(int64(every) + 1))
 	ld := &localDevice{session: d.Session, rev: rev, since: entry.Since, dev: d, addr: d.Addr}
+	if created && movedIn {
+		ld.rewrites = moveRewrites
+	}
 	tr.local[d.SN] = ld
-	tr.schedule(ld, now.Add(every-jitter).UnixNano())
+	tr.schedule(ld, tr.nextRefresh(ld, now, now.Add(every-jitter)).UnixNano())
 	tr.mu.Unlock()
 	if created || !tr.lastSaysOnline(ctx, d.SN) {
 		rec := schema.PresenceRecord{SN: d.SN, Type: d.Type, Group: d.Group, Online: true, Reason: schema.ReasonConnected, Node: tr.cfg.NodeID, At: now.UnixMilli()}
@@ -155,7 +165,10 @@ func (tr *Tracker) recordConnected(ld *localDevice, rec schema.PresenceRecord, m
 
 // Disconnected starts the grace of device sn's session that ended. A
 // replaced session has no grace: the newer one owns the entry; the device
-// leaves this node's index unless the newer session is here too.
+// leaves this node's index unless the newer session is here too. In
+// data-centre mode it has one: the newer session may be in another data
+// centre, whose entry is in another bucket, and this one's entry is then
+// removed once the grace has passed (see movedAway), with no record.
 func (tr *Tracker) Disconnected(sn, session string, reason schema.Reason) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -163,7 +176,7 @@ func (tr *Tracker) Disconnected(sn, session string, reason schema.Reason) {
 	if ld == nil || ld.session != session || tr.stopped {
 		return
 	}
-	if reason == schema.ReasonReplaced {
+	if reason == schema.ReasonReplaced && !tr.cfg.Layout.DCMode() {
 		tr.dropLocked(sn, ld)
 		tr.cfg.Go(func() { tr.retry("unindex", tr.unindexing(sn, tr.cfg.NodeID)) })
 		return
@@ -235,6 +248,13 @@ func (tr *Tracker) expiryStep(sn, session string, reason schema.Reason, read jet
 			// It came back after its offline record: say so.
 			err := tr.recordBack(ctx, sn, &pe)
 			return err == nil, err
+		}
+		if !offlined && !maybe {
+			moved, err := tr.movedAway(ctx, sn, session, reason)
+			if err != nil {
+				return false, err
+			}
+			offlined = moved // no record: the device is online elsewhere
 		}
 		if !offlined {
 			rec := schema.PresenceRecord{SN: sn, Type: pe.Type, Group: pe.Group, Online: false, Reason: reason, Node: pe.Node, At: at}

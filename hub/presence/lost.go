@@ -102,11 +102,18 @@ func (tr *Tracker) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		tr.stores.Lost(tr.cfg.Layout.PresenceStream(), err)
 		return fallback(sns)
 	}
+	// In data-centre mode, the devices online again on another session
+	// (in another data centre: see movedAway) get no record; their
+	// entries here go.
+	moved, err := tr.movedAwayAll(ctx, victims)
+	if err != nil {
+		return fallback(sns)
+	}
 	var left []step
 	at := tr.now().UnixMilli()
 	// The offline records, where the last record does not say so.
 	for i, v := range victims {
-		if v.last.says(false) {
+		if v.last.says(false) || moved[v.sn] {
 			continue
 		}
 		r := schema.PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Online: false, Reason: schema.ReasonNodeLost, Node: lost, At: at}

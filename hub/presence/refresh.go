@@ -148,7 +148,7 @@ func (tr *Tracker) refresh() {
 	retry := now.Add(time.Second).UnixNano()
 	tr.mu.Lock()
 	for i, ld := range enc.lds {
-		at := next
+		at := tr.nextRefresh(ld, now, time.Unix(0, next)).UnixNano()
 		if i >= sent {
 			at = retry
 		}

@@ -27,6 +27,9 @@ type localDevice struct {
 	dev     Device
 	addr    string
 	dueAt   int64 // when its refresh is queued (see schedule)
+	// rewrites is how many of its next refreshes come early, after
+	// moveSettled, for a device that moved in from another data centre.
+	rewrites int
 }
 
 // nodeView is what this node knows of a live node.
