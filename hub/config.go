@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -82,6 +83,15 @@ type Config struct {
 	BcryptCost int
 	// Replicas is the replica count of the hub's JetStream buckets. Default 1.
 	Replicas int
+	// DC is this node's data centre, a subject token. Empty: the name of
+	// the NATS cluster the connection reaches, else the JetStream domain,
+	// else none (classic mode: one JetStream for the whole hub, the names
+	// of PROTOCOL §6 as they are). Resolved at Start (Server.Layout).
+	DC string
+	// JSDomain is the JetStream domain of the node's buckets and streams
+	// (a leaf-node site): every JetStream context the node makes uses it.
+	// Empty: the connection's own JetStream.
+	JSDomain string
 	// StoreCheckInterval is how often the node looks up every bucket and
 	// stream it needs (one stream-info call each), to create again those
 	// found missing and to report readiness. Default 3s.
@@ -202,6 +212,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, errors.New("hub: Replicas must be 1 to 5"))
+	}
+	if c.DC != "" && !subjects.ValidToken(c.DC) {
+		errs = append(errs, fmt.Errorf("hub: DC %q must be a subject token (no '.', '*', '>' or white space)", c.DC))
+	}
+	if c.JSDomain != "" && !subjects.ValidToken(c.JSDomain) {
+		errs = append(errs, fmt.Errorf("hub: JSDomain %q must be a subject token (no '.', '*', '>' or white space)", c.JSDomain))
 	}
 	return errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
@@ -51,6 +52,10 @@ type Server struct {
 	dummyHash string        // checked for unknown users; same cost as real hashes
 	logins    *loginLimiter // login failure throttling
 	svc       *svcReplies   // replies to hub.svc requests (svcreply.go)
+	// layout names the stores the node writes and reads (see
+	// schema.Layout). Written by Start before anything uses it; read-only
+	// once Start has succeeded.
+	layout schema.Layout
 
 	started   atomic.Bool
 	stopping  atomic.Bool
@@ -84,7 +89,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	js, err := jetstream.New(cfg.Conn)
+	js, err := newJetStream(cfg.Conn, cfg.JSDomain)
 	if err != nil {
 		return nil, fmt.Errorf("hub: jetstream: %w", err)
 	}
@@ -176,12 +181,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}()
 	// JetStream first: while it does not answer (no meta leader yet, or
 	// the server not joined), /readyz names it.
-	_, err = jscreate.Wait(ctx, s.js.AccountInfo)
+	info, err := jscreate.Wait(ctx, s.js.AccountInfo)
 	s.stores.jsDown.Store(err != nil)
 	if err != nil {
 		return fmt.Errorf("hub: jetstream: %w", err)
 	}
-	nonces, err := newNonceStore(ctx, s, 2*s.cfg.MaxSkew+10*time.Second)
+	if s.layout, err = resolveLayout(s.cfg, s.nc.ConnectedClusterName(), info.Domain); err != nil {
+		return err
+	}
+	nonces, err := newNonceStore(ctx, s, nonceWindow(s.cfg))
 	if err != nil {
 		return err
 	}
@@ -210,6 +218,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.followStreams(ctx, runCtx); err != nil {
 		return err
 	}
+	// The aggregates after the own stores they source: a source whose
+	// stream does not exist yet backs off for seconds to minutes.
+	if err := s.openViews(ctx, runCtx); err != nil {
+		return err
+	}
+	if err := nonces.openSeen(ctx, s); err != nil {
+		return err
+	}
 	if s.dir, err = openDirectory(ctx, s); err != nil {
 		return err
 	}
@@ -236,6 +252,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: flush: %w", err)
 	}
 	s.started.Store(true)
+	s.logLayout()
 	s.log.Info("hub started", "users", s.users.len(), "registered_devices", s.registry.len())
 	return nil
 }

@@ -18,6 +18,10 @@ const (
 	// BucketRoles holds the hub's leases: key "directory", the node that
 	// is the device directory.
 	BucketRoles = "hub_roles"
+	// BucketNoncesSeen, with a data centre's suffix (see
+	// Layout.NoncesSeen), holds the nonces claimed in every other data
+	// centre: a claim found there is a replay.
+	BucketNoncesSeen = "hub_nonces_seen"
 )
 
 // Streams of records.
