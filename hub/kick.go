@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/ctlmsg"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
@@ -31,16 +31,6 @@ const reasonKicked = "kicked"
 type kickArgs struct {
 	SN *string `json:"sn"`
 }
-
-// kickBody is a kick's signed body.
-type kickBody struct {
-	Groups []string `json:"groups,omitempty"` // the admin's; nil: every group
-	All    bool     `json:"all,omitempty"`    // no group restriction
-}
-
-// kickBinding is what a kick on subj is signed for: not the subject alone,
-// so that no other control message on it could pass for a kick.
-func kickBinding(subj string) string { return "kick " + subj }
 
 func (srv *Server) serveAdminKick(s *Session, m *wire.Message) (any, *wire.Error) {
 	var a kickArgs
@@ -73,7 +63,7 @@ func (srv *Server) Kick(ctx context.Context, sn string, groups []string) *wire.E
 	if srv.busDown() {
 		return errBusDown
 	}
-	msg := KickMessage(srv.ctl.key, subj, groups)
+	msg := ctlmsg.KickMessage(srv.ctl.key, subj, groups)
 	ctx, cancel := context.WithTimeout(ctx, kickTimeout)
 	defer cancel()
 	resp, err := srv.nc.RequestMsgWithContext(ctx, msg)
@@ -83,7 +73,7 @@ func (srv *Server) Kick(ctx context.Context, sn string, groups []string) *wire.E
 		}
 		return natsFailure(err, "device "+sn)
 	}
-	r, err := KickAnswer(srv.ctl.key, msg, resp)
+	r, err := ctlmsg.KickAnswer(srv.ctl.key, msg, resp)
 	if err != nil {
 		srv.ctl.refused.WithLabelValues(ctlBadSig).Inc()
 		return wire.Errorf(wire.CodeInternal, err.Error())
@@ -94,42 +84,16 @@ func (srv *Server) Kick(ctx context.Context, sn string, groups []string) *wire.E
 	return nil
 }
 
-// KickMessage is the kick of the device whose command subject is subj,
-// signed with the control key (auth.ControlKey of the master secret), as
-// a node and `hubctl kick` send it; groups, when not nil, restricts it to
-// devices of those groups.
-func KickMessage(controlKey []byte, subj string, groups []string) *nats.Msg {
-	body, _ := json.Marshal(kickBody{Groups: groups, All: groups == nil})
-	msg := &nats.Msg{Subject: subj, Data: body, Header: nats.Header{}}
-	msg.Header.Set(schema.HeaderKick, "1")
-	signControl(controlKey, msg, kickBinding(subj))
-	return msg
-}
-
-// KickAnswer checks that resp, the answer to the kick req, is signed by a
-// node (with the control key, bound to req), and returns it: Code 0 when
-// the device was kicked.
-func KickAnswer(controlKey []byte, req, resp *nats.Msg) (schema.Reply, error) {
-	if reason := checkControl(controlKey, resp, auth.ReplyBinding(req.Header.Get(schema.HeaderSig))); reason != "" {
-		return schema.Reply{}, fmt.Errorf("the kick's answer is not signed by a node (%s)", reason)
-	}
-	var r schema.Reply
-	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return schema.Reply{}, errors.New("invalid kick answer")
-	}
-	return r, nil
-}
-
 // deliverKick runs a kick that came on the command subject of device sn.
 func (srv *Server) deliverKick(sn string, m *nats.Msg) {
-	if m.Reply == "" || !srv.controlOK(m, kickBinding(m.Subject), "kick") {
+	if m.Reply == "" || !srv.controlOK(m, ctlmsg.KickBinding(m.Subject), "kick") {
 		return
 	}
 	answer := func(code int, msg string) {
 		b, _ := json.Marshal(schema.Reply{Code: code, Msg: msg})
 		_ = srv.nc.PublishMsg(srv.ctl.reply(m, b))
 	}
-	var body kickBody
+	var body ctlmsg.KickBody
 	if err := json.Unmarshal(m.Data, &body); err != nil {
 		answer(wire.CodeBadRequest, "kick body is not {\"groups\"} JSON")
 		return

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
-	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/ctlmsg"
 	"github.com/fleethub/fleethub/internal/cli"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -52,7 +52,7 @@ func sendKick(ctx context.Context, c *client, sn, subject string, key []byte) er
 	if err != nil {
 		return err
 	}
-	msg := hub.KickMessage(key, subject, nil)
+	msg := ctlmsg.KickMessage(key, subject, nil)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	resp, err := nc.RequestMsgWithContext(ctx, msg)
@@ -65,7 +65,7 @@ func sendKick(ctx context.Context, c *client, sn, subject string, key []byte) er
 	case err != nil:
 		return fmt.Errorf("kick %s: %w", sn, err)
 	}
-	r, err := hub.KickAnswer(key, msg, resp)
+	r, err := ctlmsg.KickAnswer(key, msg, resp)
 	if err != nil {
 		return fmt.Errorf("kick %s: %w (is --master-secret the nodes' one?)", sn, err)
 	}
