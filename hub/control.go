@@ -1,7 +1,6 @@
 package hub
 
 import (
-
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/ctlmsg"
 	"github.com/fleethub/fleethub/hub/schema"
