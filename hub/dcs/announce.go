@@ -146,10 +146,10 @@ func (e *Engine) onHello(m *nats.Msg) {
 		e.signal()
 	}
 	if learnt {
-		e.log.Info("data centre learnt", "other", h.DC, "domain", h.Domain, "node", h.Node)
+		e.log.Info("data centre learnt", "other", h.DC, "domain", h.Domain, "from", h.Node)
 	}
 	if back {
-		e.log.Info("data centre reachable again", "other", h.DC, "node", h.Node)
+		e.log.Info("data centre reachable again", "other", h.DC, "from", h.Node)
 	}
 }
 
