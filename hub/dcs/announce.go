@@ -123,11 +123,18 @@ func (e *Engine) onHello(m *nats.Msg) {
 	case st.domain != h.Domain:
 		reason = refConflict
 	default:
-		st.heard = now
 		if !st.present {
-			st.present, st.since = true, now
-			e.kicks[h.DC], back = true, true
+			st.present, st.since, back = true, now, true
+			if st.heard.IsZero() && now.Sub(e.started) <= e.absent {
+				// Known from the views, heard as this node starts: the
+				// node restarted, not the link. Kick only a source that
+				// is stalled.
+				e.checkHealth = true
+			} else {
+				e.kicks[h.DC] = true
+			}
 		}
+		st.heard = now
 		if h.DC == e.cfg.DC {
 			if _, ok := e.nodes[h.Node]; ok || len(e.nodes) < maxNodes {
 				e.nodes[h.Node] = now

@@ -28,7 +28,7 @@ const (
 	AbsentAfter = 3
 	// DefaultRecheck is how often the views' sources are checked again:
 	// another node's update may have lost a source (read, then update),
-	// and a source may report an error.
+	// and a source may report an error or have stalled.
 	DefaultRecheck = 30 * time.Second
 	// MaxDCs bounds the set of known data centres, this node's included:
 	// an announce naming one more is counted and ignored.
@@ -136,9 +136,9 @@ type Engine struct {
 	// kicks are the data centres whose sources are to be dropped and
 	// added back (they came back after being absent). Guarded by mu.
 	kicks map[string]bool
-	// checkErrors: look at the views' source states and kick the sources
-	// that report an error. Guarded by mu.
-	checkErrors bool
+	// checkHealth: look at the views' source states and kick the sources
+	// that report an error or have stalled. Guarded by mu.
+	checkHealth bool
 }
 
 // Start validates cfg, reads the data centres already sourced by the

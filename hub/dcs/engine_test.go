@@ -183,7 +183,15 @@ func TestRestartLearnsFromViews(t *testing.T) {
 			t.Errorf("view %s sources %v after restart, want both data centres", v, got)
 		}
 	}
-	// West heard: present, its sources dropped and added back once.
+	// West heard once this node has listened for a while (the partition
+	// heals): present, its sources dropped and added back once. (Heard
+	// as the node starts, the sources would be kicked only if stalled.)
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if time.Since(e.started) <= e.absent {
+			return errors.New("engine just started")
+		}
+		return nil
+	})
 	stopAnnounce := announceEvery(t, pub, hello{DC: "west", Node: "w1"}, 100*time.Millisecond)
 	natstest.Eventually(t, 10*time.Second, present(e, "west", true))
 	natstest.Eventually(t, 10*time.Second, func() error {

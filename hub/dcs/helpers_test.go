@@ -52,8 +52,8 @@ func verify(m *nats.Msg) error {
 // The tests' views, shaped like the hub's: a KV view "t" of the data
 // centres' own buckets t_<dc>, and a record stream view "T" of their own
 // streams T_<dc> on t.dc.<dc>.x.*, moved to t.x.*.
-func ownBucket(dc string) string { return "t_" + dc }
-func ownStream(dc string) string { return "T_" + dc }
+func ownBucket(dc string) string  { return "t_" + dc }
+func ownStream(dc string) string  { return "T_" + dc }
 func ownSubject(dc string) string { return "t.dc." + dc + ".x.*" }
 
 func testViews(placement *jetstream.Placement) []View {

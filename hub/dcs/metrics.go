@@ -31,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		present: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "fleethub", Name: "dc_present",
 			Help: "Data centres heard within the last three announce intervals, this node's own included."}),
 		kicks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fleethub", Name: "dc_source_kicks_total",
-			Help: "Times a data centre's sources were dropped and added back on every view (it came back after a partition, or a source reported an error)."}, []string{"dc"}),
+			Help: "Times a data centre's sources were dropped and added back on every view (it came back after a partition, or a source of it stalled or reported an error)."}, []string{"dc"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fleethub", Name: "dc_announces_refused_total",
 			Help: "Data centre announces dropped, by reason."}, []string{"reason"}),
 		viewErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fleethub", Name: "dc_view_errors_total",

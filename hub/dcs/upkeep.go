@@ -46,7 +46,7 @@ func (e *Engine) upkeepLoop() {
 		case <-retry.C:
 		case <-recheck.C:
 			e.mu.Lock()
-			e.ensure, e.checkErrors = true, true
+			e.ensure, e.checkHealth = true, true
 			e.mu.Unlock()
 		}
 		failed, wait := e.upkeep(e.ctx)
@@ -68,13 +68,13 @@ func (e *Engine) upkeepLoop() {
 func (e *Engine) upkeep(ctx context.Context) (failed bool, wait time.Duration) {
 	now := time.Now()
 	e.mu.Lock()
-	ensure, check := e.ensure, e.checkErrors
-	e.ensure, e.checkErrors = false, false
+	ensure, check := e.ensure, e.checkHealth
+	e.ensure, e.checkHealth = false, false
 	kicks := e.kicks
 	settle := e.absent - now.Sub(e.started)
 	if settle > 0 && (len(kicks) > 0 || check) {
 		// Keep them for later; ensure now.
-		e.checkErrors = check
+		e.checkHealth = check
 		kicks, check, wait = nil, false, settle
 	} else {
 		e.kicks = map[string]bool{}
@@ -95,11 +95,11 @@ func (e *Engine) upkeep(ctx context.Context) (failed bool, wait time.Duration) {
 		}
 	}
 	if check {
-		bad, err := e.erroredSources(ctx)
+		bad, err := e.unhealthySources(ctx)
 		if err != nil {
 			e.viewError(opCheck, "", err)
 			e.mu.Lock()
-			e.checkErrors = true
+			e.checkHealth = true
 			e.mu.Unlock()
 			failed = true
 		}
@@ -238,9 +238,16 @@ func (e *Engine) kickView(ctx context.Context, v View, src *jetstream.StreamSour
 	return err
 }
 
-// erroredSources returns the present data centres (other than this one)
-// whose source reports an error on some view.
-func (e *Engine) erroredSources(ctx context.Context) ([]string, error) {
+// staleSource is how long a source may go without a message or a
+// heartbeat (the server's source consumers send one every second) before
+// it counts as stalled: the server's own threshold (stream.go
+// sourceHealthCheckInterval).
+const staleSource = 10 * time.Second
+
+// unhealthySources returns the present data centres (other than this one)
+// whose source on some view reports an error or has been silent longer
+// than staleSource.
+func (e *Engine) unhealthySources(ctx context.Context) ([]string, error) {
 	var bad []string
 	var errs []error
 	for _, v := range e.cfg.Views {
@@ -250,7 +257,7 @@ func (e *Engine) erroredSources(ctx context.Context) ([]string, error) {
 			continue
 		}
 		for _, si := range st.CachedInfo().Sources {
-			if si.Error == nil {
+			if si.Error == nil && si.Active <= staleSource {
 				continue
 			}
 			dc, ok := v.dcOf(si.Name)
