@@ -59,7 +59,7 @@ func (e *Engine) announce() {
 	e.cfg.Sign(m)
 	if err := e.cfg.Conn.PublishMsg(m); err != nil {
 		e.m.announceErrors.Inc()
-		e.warnSome.Do(func() { e.log.Warn("data centre announce not sent", "err", err) })
+		e.warnSend.Do(func() { e.log.Warn("data centre announce not sent", "err", err) })
 	}
 }
 
@@ -163,5 +163,5 @@ func (e *Engine) onHello(m *nats.Msg) {
 // refuse counts a dropped announce and logs it at a bounded rate.
 func (e *Engine) refuse(reason string, m *nats.Msg, err error) {
 	e.m.refused.WithLabelValues(reason).Inc()
-	e.warnSome.Do(func() { e.log.Warn("data centre announce refused", "reason", reason, "bytes", len(m.Data), "err", err) })
+	e.warnRefused.Do(func() { e.log.Warn("data centre announce refused", "reason", reason, "bytes", len(m.Data), "err", err) })
 }

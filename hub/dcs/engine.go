@@ -105,12 +105,14 @@ type dcState struct {
 // Engine announces this node's data centre, learns the others, and keeps
 // the views' sources. Its methods are safe for concurrent use.
 type Engine struct {
-	cfg      Config
-	log      *slog.Logger
-	m        *metrics
-	absent   time.Duration // AbsentAfter intervals
-	started  time.Time
-	warnSome rate.Sometimes
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	absent  time.Duration // AbsentAfter intervals
+	started time.Time
+	// warnRefused, warnViews and warnSend bound the warnings of refused
+	// announces, failed upkeep and unsent announces.
+	warnRefused, warnViews, warnSend rate.Sometimes
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -172,13 +174,15 @@ func Start(ctx context.Context, cfg Config) (*Engine, error) {
 	now := time.Now()
 	e := &Engine{
 		cfg: cfg, log: log.With("dc", cfg.DC), m: m,
-		absent:   AbsentAfter * cfg.Interval,
-		started:  now,
-		warnSome: rate.Sometimes{First: 3, Interval: 10 * time.Second},
-		wake:     make(chan struct{}, 1),
-		dcs:      map[string]*dcState{cfg.DC: {domain: cfg.Domain, present: true, since: now, heard: now}},
-		nodes:    map[string]time.Time{cfg.Node: now},
-		kicks:    map[string]bool{},
+		absent:      AbsentAfter * cfg.Interval,
+		started:     now,
+		warnRefused: rate.Sometimes{First: 3, Interval: 10 * time.Second},
+		warnViews:   rate.Sometimes{First: 3, Interval: 10 * time.Second},
+		warnSend:    rate.Sometimes{First: 3, Interval: 10 * time.Second},
+		wake:        make(chan struct{}, 1),
+		dcs:         map[string]*dcState{cfg.DC: {domain: cfg.Domain, present: true, since: now, heard: now}},
+		nodes:       map[string]time.Time{cfg.Node: now},
+		kicks:       map[string]bool{},
 	}
 	e.ctx, e.cancel = context.WithCancel(ctx)
 	if err := e.learnFromViews(e.ctx); err != nil {

@@ -2,6 +2,7 @@ package dcs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -197,6 +198,12 @@ func (p *pair) propagation(t *testing.T, ctx context.Context) {
 // view holds the other side's writes, or 0 when that took longer than
 // within.
 func (p *pair) partition(t *testing.T, ctx context.Context, round int, cut time.Duration, n int, within time.Duration) time.Duration {
+	return p.partitionWith(t, ctx, round, cut, n, within, nil)
+}
+
+// partitionWith is partition with during run in the cut, after the
+// writes.
+func (p *pair) partitionWith(t *testing.T, ctx context.Context, round int, cut time.Duration, n int, within time.Duration, during func()) time.Duration {
 	t.Helper()
 	p.cut()
 	cutAt := time.Now()
@@ -215,6 +222,9 @@ func (p *pair) partition(t *testing.T, ctx context.Context, round int, cut time.
 				t.Fatalf("%s writes its own stream during the cut: %v", s.dc, err)
 			}
 		}
+	}
+	if during != nil {
+		during()
 	}
 	if d := cut - time.Since(cutAt); d > 0 {
 		select {
@@ -280,6 +290,35 @@ func TestLeafDomains(t *testing.T) {
 			return nil
 		})
 	}
+
+	// East's node restarts during a cut: it knows west from its views
+	// (absent), and after heal kicks west's sources and converges.
+	d = p.partitionWith(t, ctx, 2, 2*time.Second, 10, 10*time.Second, func() {
+		p.east.e.Stop()
+		cfg := p.east.e.cfg
+		cfg.Metrics = nil
+		p.east.e = start(t, ctx, cfg)
+		w, ok := p.east.e.dc("west")
+		if !ok || w.Present || w.Domain != "west" {
+			t.Errorf("restarted during the cut, east knows west as %+v (known %v), want absent, domain west", w, ok)
+		}
+		natstest.Eventually(t, 5*time.Second, func() error {
+			if time.Since(p.east.e.started) <= p.east.e.absent {
+				return errors.New("engine just started")
+			}
+			return nil
+		})
+	})
+	if d == 0 {
+		t.Fatal("views did not converge within 10 s of heal after east's restart")
+	}
+	t.Logf("east restarted during a cut of 2 s: views converged %.2f s after heal", d.Seconds())
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if k := kicks(p.east.e, "west"); k != 1 {
+			return fmt.Errorf("restarted east kicked west's sources %v times, want 1", k)
+		}
+		return nil
+	})
 }
 
 // TestSupercluster: one JetStream over gateways: both engines keep the

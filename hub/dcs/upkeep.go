@@ -132,7 +132,7 @@ func (e *Engine) viewError(op, dc string, err error) {
 		return // stopping
 	}
 	e.m.viewErrors.WithLabelValues(op).Inc()
-	e.warnSome.Do(func() {
+	e.warnViews.Do(func() {
 		e.log.Warn("data centre views: upkeep failed, trying again", "op", op, "other", dc, "err", err)
 	})
 }

@@ -1,10 +1,3 @@
-// Package dcs keeps a node's data centre in touch with the others: it
-// learns which data centres exist (each node announces its own on core
-// NATS, signed), and it keeps the hub's aggregates, the names of
-// PROTOCOL §6 in this node's JetStream, sourcing every data centre's own
-// buckets and streams. After a partition heals it re-adds the sources of
-// the data centre that came back, so that aggregates converge in seconds
-// instead of waiting out the server's source retry back-off.
 package dcs
 
 import (
