@@ -71,9 +71,10 @@ type Config struct {
 	// Metrics, when set, registers the engine's metrics.
 	Metrics prometheus.Registerer
 
-	// noKick leaves sources alone when a data centre returns (tests
-	// measure what the kick is for).
-	noKick bool
+	// noReturnKick leaves sources alone when a data centre returns, and
+	// noHealthKick when they stall (tests measure what the kicks are
+	// for).
+	noReturnKick, noHealthKick bool
 }
 
 // DC is a known data centre.

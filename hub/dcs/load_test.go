@@ -39,7 +39,7 @@ func TestPartitionLeafLong(t *testing.T) {
 	})
 	t.Run("no kick", func(t *testing.T) {
 		ctx := timeout(t, 8*time.Minute)
-		p := leafPair(t, ctx, func(c *Config) { c.noKick = true })
+		p := leafPair(t, ctx, func(c *Config) { c.noReturnKick, c.noHealthKick = true, true })
 		p.connected(t, ctx)
 		for round := 1; round <= 2; round++ {
 			d := p.partition(t, ctx, round, longCut, 50, leftAlone)
@@ -53,6 +53,26 @@ func TestPartitionLeafLong(t *testing.T) {
 	})
 }
 
+// TestStalledSourceKicked: with the kick on return disabled, the periodic
+// check finds the sources stalled by a long cut (silent longer than the
+// server's 10 s) and kicks them: the views converge within the check's
+// period of the stall.
+func TestStalledSourceKicked(t *testing.T) {
+	ctx := timeout(t, 5*time.Minute)
+	p := leafPair(t, ctx, func(c *Config) { c.noReturnKick, c.Recheck = true, 5*time.Second })
+	p.connected(t, ctx)
+	d := p.partition(t, ctx, 1, longCut, 50, 60*time.Second)
+	logSources(t, ctx, p)
+	if d == 0 {
+		t.Fatal("views did not converge within 60 s of heal")
+	}
+	t.Logf("leaf, health kick only (check every 5 s): cut %v, views converged %.2f s after heal; kicks east %v west %v",
+		longCut, d.Seconds(), kicks(p.east.e, "west"), kicks(p.west.e, "east"))
+	if kicks(p.east.e, "west")+kicks(p.west.e, "east") == 0 {
+		t.Error("no stalled source was kicked")
+	}
+}
+
 // TestSuperclusterLong: one JetStream over gateways, a cut of 20 s: the
 // one set of views converges after heal, with the kick and without.
 func TestSuperclusterLong(t *testing.T) {
@@ -62,7 +82,7 @@ func TestSuperclusterLong(t *testing.T) {
 	}{{"kick", false}, {"no kick", true}} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := timeout(t, 6*time.Minute)
-			p := superPair(t, ctx, func(cfg *Config) { cfg.noKick = c.noKick })
+			p := superPair(t, ctx, func(cfg *Config) { cfg.noReturnKick, cfg.noHealthKick = c.noKick, c.noKick })
 			p.connected(t, ctx)
 			p.propagation(t, ctx)
 			d := p.partition(t, ctx, 1, longCut, 50, leftAlone)

@@ -79,10 +79,16 @@ func (e *Engine) upkeep(ctx context.Context) (failed bool, wait time.Duration) {
 	} else {
 		e.kicks = map[string]bool{}
 	}
-	kicker := e.kickerLocked(now) && !e.cfg.noKick
+	kicker := e.kickerLocked(now)
 	e.mu.Unlock()
 	if !kicker {
 		kicks, check = nil, false
+	}
+	if e.cfg.noReturnKick {
+		kicks = nil
+	}
+	if e.cfg.noHealthKick {
+		check = false
 	}
 
 	if ensure {
