@@ -11,6 +11,7 @@ import (
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestConfigRefused(t *testing.T) {
@@ -131,6 +132,16 @@ func TestBadAnnounces(t *testing.T) {
 	if n := len(e.DCs()); n != MaxDCs {
 		t.Errorf("%d data centres known after the flood, want the cap %d", n, MaxDCs)
 	}
+	if k := testutil.ToFloat64(e.m.known); k != MaxDCs {
+		t.Errorf("gauge known %v, want %d", k, MaxDCs)
+	}
+	// The flood is over: its names go absent (and stay known).
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if p := testutil.ToFloat64(e.m.present); p != 1 {
+			return fmt.Errorf("gauge present %v, want 1 (this data centre)", p)
+		}
+		return nil
+	})
 	// The views follow the known set, never past the cap.
 	natstest.Eventually(t, 30*time.Second, func() error {
 		if n := len(sourceNames(t, ctx, js, "KV_t")); n != MaxDCs {
