@@ -154,6 +154,12 @@ func (e *Engine) onHello(m *nats.Msg) {
 	}
 	if learnt {
 		e.log.Info("data centre learnt", "other", h.DC, "domain", h.Domain, "from", h.Node)
+		if h.Domain == "" && e.cfg.Domain != "" {
+			// Its stores can be named only from a JetStream without a
+			// domain too: sourced as this node's own, they are not found.
+			e.log.Error("data centre has no JetStream domain: its stores cannot be sourced from this domain; give every data centre a domain",
+				"other", h.DC, "domain", e.cfg.Domain)
+		}
 	}
 	if back {
 		e.log.Info("data centre reachable again", "other", h.DC, "from", h.Node)
