@@ -110,7 +110,7 @@ type Engine struct {
 	log     *slog.Logger
 	m       *metrics
 	absent  time.Duration // AbsentAfter intervals
-	started time.Time
+	started time.Time     // when the node started listening to announces
 	// warnRefused, warnViews and warnSend bound the warnings of refused
 	// announces, failed upkeep and unsent announces.
 	warnRefused, warnViews, warnSend rate.Sometimes
@@ -190,6 +190,9 @@ func Start(ctx context.Context, cfg Config) (*Engine, error) {
 		e.cancel()
 		return nil, err
 	}
+	// The node listens from now on: what it has heard since counts from
+	// here (onHello reads started; it is not written again).
+	e.started = time.Now()
 	sub, err := cfg.Conn.Subscribe(subjects.DCHello, e.onHello)
 	if err != nil {
 		e.cancel()
