@@ -221,26 +221,38 @@ func (e *Engine) kick(ctx context.Context, dc string) error {
 	return errors.Join(errs...)
 }
 
-// kickView is one view's kick: one update without src, one with it.
+// kickView is one view's kick: one update without src, one with it
+// (and with every other known data centre's source), three JetStream
+// calls in all: in a supercluster each waits for the meta leader, which a
+// heal has just brought back.
 func (e *Engine) kickView(ctx context.Context, v View, src *jetstream.StreamSource, known map[string]string) error {
 	st, err := jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.Stream(ctx, v.Config.Name) })
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		cfg := v.Config
+		cfg.Sources = e.sources(v, known)
+		_, err = jscreate.WithSources(ctx, e.cfg.JS, cfg)
 		return err
 	}
-	if err == nil {
-		have := st.CachedInfo().Config.Sources
-		without := slices.DeleteFunc(slices.Clone(have), func(s *jetstream.StreamSource) bool { return jscreate.SameSource(s, src) })
-		if len(without) < len(have) {
-			cfg := v.Config
-			cfg.Sources = without
-			if _, err := jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.UpdateStream(ctx, cfg) }); err != nil {
-				return err
-			}
+	if err != nil {
+		return err
+	}
+	have := st.CachedInfo().Config.Sources
+	without := slices.DeleteFunc(slices.Clone(have), func(s *jetstream.StreamSource) bool { return jscreate.SameSource(s, src) })
+	if len(without) < len(have) {
+		cfg := v.Config
+		cfg.Sources = without
+		if st, err = jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.UpdateStream(ctx, cfg) }); err != nil {
+			return err
 		}
 	}
+	// Back with the sources as the update left them (another node's
+	// included) and every known one.
 	cfg := v.Config
-	cfg.Sources = e.sources(v, known)
-	_, err = jscreate.WithSources(ctx, e.cfg.JS, cfg)
+	cfg.Sources = jscreate.MergeSources(st.CachedInfo().Config.Sources, e.sources(v, known))
+	_, err = jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.UpdateStream(ctx, cfg) })
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = jscreate.WithSources(ctx, e.cfg.JS, cfg)
+	}
 	return err
 }
 
