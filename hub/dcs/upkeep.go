@@ -223,10 +223,13 @@ func (e *Engine) kick(ctx context.Context, dc string) error {
 
 // kickView is one view's kick: one update without src, one with it
 // (and with every other known data centre's source), three JetStream
-// calls in all: in a supercluster each waits for the meta leader, which a
-// heal has just brought back.
+// calls in all. In a supercluster each needs the meta leader, which a
+// heal has just brought back (an election): the calls are tried as
+// jscreate.Wait does, each at most 2 s and again within a second, so the
+// kick follows the leader's return closely; the calls are small and
+// trying them again is harmless.
 func (e *Engine) kickView(ctx context.Context, v View, src *jetstream.StreamSource, known map[string]string) error {
-	st, err := jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.Stream(ctx, v.Config.Name) })
+	st, err := jscreate.Wait(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.Stream(ctx, v.Config.Name) })
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		cfg := v.Config
 		cfg.Sources = e.sources(v, known)
@@ -241,7 +244,7 @@ func (e *Engine) kickView(ctx context.Context, v View, src *jetstream.StreamSour
 	if len(without) < len(have) {
 		cfg := v.Config
 		cfg.Sources = without
-		if st, err = jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.UpdateStream(ctx, cfg) }); err != nil {
+		if st, err = jscreate.Wait(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.UpdateStream(ctx, cfg) }); err != nil {
 			return err
 		}
 	}
@@ -249,7 +252,7 @@ func (e *Engine) kickView(ctx context.Context, v View, src *jetstream.StreamSour
 	// included) and every known one.
 	cfg := v.Config
 	cfg.Sources = jscreate.MergeSources(st.CachedInfo().Config.Sources, e.sources(v, known))
-	_, err = jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.UpdateStream(ctx, cfg) })
+	_, err = jscreate.Wait(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.UpdateStream(ctx, cfg) })
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = jscreate.WithSources(ctx, e.cfg.JS, cfg)
 	}
