@@ -199,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("dcs: subscribe: %w", err)
 	}
 	e.sub = sub
-	if err := e.ensureViews(e.ctx); err != nil {
+	if err := e.ensureViews(e.ctx, true); err != nil {
 		e.cancel()
 		_ = sub.Unsubscribe()
 		return nil, err

@@ -284,3 +284,29 @@ func announceEvery(t *testing.T, nc *nats.Conn, h hello, d time.Duration) (stop 
 	t.Cleanup(stop)
 	return stop
 }
+
+func TestCovers(t *testing.T) {
+	tr := func(src string) []jetstream.SubjectTransformConfig {
+		return []jetstream.SubjectTransformConfig{{Source: src, Destination: "$KV.t.>"}}
+	}
+	east := &jetstream.StreamSource{Name: "KV_t_east", SubjectTransforms: tr("$KV.t_east.>")}
+	westByDomain := &jetstream.StreamSource{Name: "KV_t_west", Domain: "west", SubjectTransforms: tr("$KV.t_west.>")}
+	westAsStored := &jetstream.StreamSource{Name: "KV_t_west", External: &jetstream.ExternalStream{APIPrefix: "$JS.west.API"}, SubjectTransforms: tr("$KV.t_west.>")}
+	westLocal := &jetstream.StreamSource{Name: "KV_t_west", SubjectTransforms: tr("$KV.t_west.>")}
+	westOldTransform := &jetstream.StreamSource{Name: "KV_t_west", Domain: "west", SubjectTransforms: tr("$KV.old.>")}
+	for _, c := range []struct {
+		name       string
+		have, want []*jetstream.StreamSource
+		ok         bool
+	}{
+		{"same", []*jetstream.StreamSource{east, westAsStored}, []*jetstream.StreamSource{east, westByDomain}, true},
+		{"more kept", []*jetstream.StreamSource{westAsStored, east}, []*jetstream.StreamSource{east}, true},
+		{"missing", []*jetstream.StreamSource{east}, []*jetstream.StreamSource{east, westByDomain}, false},
+		{"other domain", []*jetstream.StreamSource{east, westLocal}, []*jetstream.StreamSource{westByDomain}, false},
+		{"other transform", []*jetstream.StreamSource{westOldTransform}, []*jetstream.StreamSource{westByDomain}, false},
+	} {
+		if got := covers(c.have, c.want); got != c.ok {
+			t.Errorf("%s: covers %v, want %v", c.name, got, c.ok)
+		}
+	}
+}

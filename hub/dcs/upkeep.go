@@ -92,7 +92,7 @@ func (e *Engine) upkeep(ctx context.Context) (failed bool, wait time.Duration) {
 	}
 
 	if ensure {
-		if err := e.ensureViews(ctx); err != nil {
+		if err := e.ensureViews(ctx, false); err != nil {
 			e.viewError(opEnsure, "", err)
 			e.mu.Lock()
 			e.ensure = true
@@ -187,18 +187,41 @@ func (e *Engine) sources(v View, known map[string]string) []*jetstream.StreamSou
 }
 
 // ensureViews creates or updates every view so that its sources include
-// every known data centre's.
-func (e *Engine) ensureViews(ctx context.Context) error {
+// every known data centre's. At start (all) every view is created or
+// updated to its config; afterwards a view whose sources already cover
+// the known data centres is left alone, so that the periodic check costs
+// one stream info per view (in a supercluster an update is a call to the
+// meta leader).
+func (e *Engine) ensureViews(ctx context.Context, all bool) error {
 	known := e.known()
 	var errs []error
 	for _, v := range e.cfg.Views {
 		cfg := v.Config
 		cfg.Sources = e.sources(v, known)
+		if !all {
+			st, err := jscreate.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return e.cfg.JS.Stream(ctx, cfg.Name) })
+			if err == nil && covers(st.CachedInfo().Config.Sources, cfg.Sources) {
+				continue
+			}
+		}
 		if _, err := jscreate.WithSources(ctx, e.cfg.JS, cfg); err != nil {
 			errs = append(errs, fmt.Errorf("dcs: view %s: %w", cfg.Name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// covers reports whether have holds each source of want, with the same
+// transforms and filter.
+func covers(have, want []*jetstream.StreamSource) bool {
+	for _, w := range want {
+		if !slices.ContainsFunc(have, func(h *jetstream.StreamSource) bool {
+			return jscreate.SameSource(h, w) && h.FilterSubject == w.FilterSubject && slices.Equal(h.SubjectTransforms, w.SubjectTransforms)
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 // kick drops dc's source from every view that has it, then adds every
