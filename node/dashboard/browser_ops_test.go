@@ -278,4 +278,3 @@ func regexpMatch(pattern, s string) bool {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-
