@@ -49,6 +49,7 @@ const PRESENCE_BACKFILL = 30;
 const PRESENCE_RECORDS = 20;
 const HISTORY_PARALLEL = 2;
 const DEVICE_CHART_LIMIT = 200; // status records in the device panel's chart
+const CHART_STEPS = 400; // points at most in the chart's part drawn from history
 const NODES_EVERY = 10; // s between two readings of /admin/nodes
 
 const S = {
@@ -901,6 +902,22 @@ async function backfillFeed(page) {
   schedule();
 }
 
+// thin keeps, of points oldest first, the last of each step-long slot
+// after start: a large fleet's changes drawn as at most CHART_STEPS steps.
+function thin(points, start, step) {
+  if (points.length <= CHART_STEPS) return points;
+  const out = [];
+  for (const p of points) {
+    const last = out[out.length - 1];
+    if (last && Math.floor((p.at - start) / step) === Math.floor((last.at - start) / step)) {
+      out[out.length - 1] = { ...p, at: last.at };
+    } else {
+      out.push(p);
+    }
+  }
+  return out;
+}
+
 // backfillChart fills the online chart, once a sign-in, with what the
 // listing and the presence history say of the span before the first
 // summary: each device was online or offline as now since its last change
@@ -962,7 +979,7 @@ async function backfillChart() {
   const hist = [{ at: start, online: counts[k].on, offline: counts[k].off, history: true }];
   for (let i = k - 1; i >= 0; i--) hist.push({ at: steps[i][0], online: counts[i].on, offline: counts[i].off, history: true });
   const firstLive = S.summary.length ? S.summary[0].at : Infinity;
-  S.summary = hist.filter((p) => p.at < firstLive).concat(S.summary);
+  S.summary = thin(hist.filter((p) => p.at < firstLive), start, CHART_SPAN / CHART_STEPS).concat(S.summary);
   $("chart").dataset.history = String(hist.length);
   drawChart();
 }
