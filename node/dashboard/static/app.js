@@ -1364,10 +1364,9 @@ function renderNodes(problem) {
 
 // ---- device chart ----------------------------------------------------------------
 
-const SVG_NS = "http://www.w3.org/2000/svg";
-
+// svg makes an element in the namespace of the page's own <svg>.
 function svg(tag, attrs, text) {
-  const e = document.createElementNS(SVG_NS, tag);
+  const e = document.createElementNS($("d-chart").namespaceURI, tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
   if (text !== undefined) e.textContent = String(text);
   return e;
