@@ -153,6 +153,7 @@ func (srv *Server) deviceViews(ctx context.Context, es []dirEntry, pre *viewRead
 				var pe PresenceEntry
 				if b, ok := entries[s]; ok && json.Unmarshal(b, &pe) == nil {
 					v.Node, v.Since, v.LastSeen = pe.Node, pe.Since, max(pe.LastSeen, pe.Since)
+					v.Addr, v.Session = pe.Addr, pe.Session
 				}
 			}
 		}

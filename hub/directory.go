@@ -420,7 +420,7 @@ func (d *directory) load(t *dirTerm) error {
 		cc.Stop()
 		return errStopping
 	}
-	return d.srv.watchKV(t.ctx, d.srv.registry.kv, func(e jetstream.KeyValueEntry, _ bool) {
+	return d.srv.watchKV(t.ctx, d.srv.registry.kv, func(e jetstream.KeyValueEntry, live bool) {
 		var dev *schema.Device
 		if e.Operation() == jetstream.KeyValuePut {
 			var v schema.Device
@@ -434,6 +434,9 @@ func (d *directory) load(t *dirTerm) error {
 			t.idx.register(e.Key(), dev)
 		}
 		d.mu.Unlock()
+		if dev == nil && live {
+			d.forgetIfPurged(t, e.Key()) // see /admin/forget
+		}
 	}, func() { d.loaded(t.idx, &d.regLoaded) })
 }
 

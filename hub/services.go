@@ -38,6 +38,8 @@ func (srv *Server) builtinServices() map[string]service {
 		"/admin/push":        {roles: admins, handler: srv.serveAdminPush},
 		"/admin/command":     {roles: admins, handler: srv.serveAdminCommand},
 		"/admin/kick":        {roles: admins, handler: srv.serveAdminKick},
+		"/admin/nodes":       {roles: watchers, handler: srv.serveNodes},
+		"/admin/forget":      {roles: admins, handler: srv.serveForget},
 	}
 }
 
@@ -111,6 +113,7 @@ var knownServices = map[string]bool{
 	"/device/status": true, "/device/event": true,
 	"/admin/subscribe": true, "/admin/unsubscribe": true, "/admin/devices": true,
 	"/admin/history": true, "/admin/command": true, "/admin/push": true, "/admin/kick": true,
+	"/admin/nodes": true, "/admin/forget": true,
 }
 
 func serviceLabel(name string) string {

@@ -149,10 +149,22 @@ export interface DeviceView {
   group: string;
   online: boolean;
   node: string;
+  /** While online: the session's remote address. */
+  addr?: string;
+  /** While online: the session id. */
+  session?: string;
   since: number;
   last_seen: number;
   status: Record<string, unknown> | null;
   status_at: number | null;
+}
+
+/** A live node, as /admin/nodes answers {"nodes": NodeView[]}. */
+export interface NodeView {
+  id: string;
+  addr: string;
+  since: number;
+  sessions: number;
 }
 
 /** The args of /admin/subscribe and /admin/unsubscribe. */
