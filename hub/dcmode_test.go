@@ -15,7 +15,6 @@ import (
 	"github.com/fleethub/fleethub/hub"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/hubtest"
-	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/node"
 	"github.com/nats-io/nats-server/v2/server"
@@ -258,31 +257,34 @@ func TestDCModeOneDataCentre(t *testing.T) {
 	}
 }
 
-// crossSource does the data centre engine's work for nodes of different
-// data centres sharing one JetStream: every view of each sources every
-// data centre (but its own, for the nonces seen).
-func crossSource(t *testing.T, js jetstream.JetStream, nodes ...*hubtest.Node) {
+// crossSourced waits for the data centre engine of nodes of different
+// data centres sharing one JetStream to make every view of each source
+// every data centre (but its own, for the nonces seen): the engines learn
+// the others from their announces.
+func crossSourced(t *testing.T, js jetstream.JetStream, nodes ...*hubtest.Node) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, n := range nodes {
-		for _, v := range n.Hub.DCViews() {
-			cfg := v.Config
-			for _, m := range nodes {
-				if dc := m.Hub.Layout().DC; !v.OthersOnly || dc != n.Hub.Layout().DC {
-					cfg.Sources = append(cfg.Sources, v.Source(dc, ""))
+	natstest.Eventually(t, 20*time.Second, func() error {
+		for _, n := range nodes {
+			for _, v := range n.Hub.DCViews() {
+				got := sourceNames(streamConfig(t, js, v.Config.Name))
+				for _, m := range nodes {
+					dc := m.Hub.Layout().DC
+					if v.OthersOnly && dc == n.Hub.Layout().DC {
+						continue
+					}
+					if want := v.Source(dc, "").Name; !slices.Contains(got, want) {
+						return fmt.Errorf("view %s sources %v, not yet %s", v.Config.Name, got, want)
+					}
 				}
 			}
-			if _, err := jscreate.WithSources(ctx, js, cfg); err != nil {
-				t.Fatalf("view %s: %v", cfg.Name, err)
-			}
 		}
-	}
+		return nil
+	})
 }
 
 // TestDCModeTwoDataCentres runs data centres east and west on one server,
-// as a supercluster shares one JetStream, with each one's sources added
-// to the other's aggregates (the engine's work): a device of west is
+// as a supercluster shares one JetStream; the data centre engines add each
+// one's sources to the other's aggregates: a device of west is
 // listed, its history read and commanded from east; a nonce used in west
 // is refused in east once its claim has arrived; a west node killed is
 // reported node_lost by west's node alone.
@@ -299,7 +301,7 @@ func TestDCModeTwoDataCentres(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	crossSource(t, js, east, west)
+	crossSourced(t, js, east, west)
 	checkViews(t, js, "east", "west")
 	for dc, other := range map[string]string{"east": "KV_hub_nonces_west", "west": "KV_hub_nonces_east"} {
 		if got := sourceNames(streamConfig(t, js, "KV_hub_nonces_seen_"+dc)); !slices.Equal(got, []string{other}) {
@@ -489,7 +491,7 @@ func TestDCModeDeviceMoves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crossSource(t, js, eastA, west)
+	crossSourced(t, js, eastA, west)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	eastEntries, err := js.KeyValue(ctx, "hub_presence_east")

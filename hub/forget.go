@@ -74,14 +74,27 @@ func (srv *Server) Forget(ctx context.Context, sn string, groups []string) *wire
 	if _, online := got[0][entry]; online {
 		return wire.Errorf(wire.CodeConflict, "device "+sn+" is online: kick it first, or wait until it is offline")
 	}
-	for _, p := range []struct {
+	purges := []struct {
 		stream string
 		subj   func(string) (string, error)
 	}{
 		{schema.StreamPresence, subjects.Presence},
 		{schema.StreamStatus, subjects.DeviceStatus},
 		{schema.StreamEvents, subjects.DeviceEvent},
-	} {
+	}
+	if l := srv.layout; l.DCMode() {
+		// The views above, and this data centre's own streams (what the
+		// views source); another data centre's view keeps its copy.
+		purges = append(purges, []struct {
+			stream string
+			subj   func(string) (string, error)
+		}{
+			{l.PresenceStream(), l.PresenceSubject},
+			{l.StatusStream(), l.StatusSubject},
+			{l.EventStream(), l.EventSubject},
+		}...)
+	}
+	for _, p := range purges {
 		subj, err := p.subj(sn)
 		if err != nil {
 			return wire.Errorf(wire.CodeBadRequest, "args.sn: invalid serial number")

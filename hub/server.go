@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/dcs"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/jscreate"
@@ -56,6 +57,9 @@ type Server struct {
 	// schema.Layout). Written by Start before anything uses it; read-only
 	// once Start has succeeded.
 	layout schema.Layout
+	// dcEngine is the data centre engine of data-centre mode (dcwire.go),
+	// set by Start.
+	dcEngine atomic.Pointer[dcs.Engine]
 
 	started   atomic.Bool
 	stopping  atomic.Bool
@@ -226,6 +230,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := nonces.openSeen(ctx, s); err != nil {
 		return err
 	}
+	if err := s.startDCEngine(ctx, runCtx); err != nil {
+		return err
+	}
 	if s.dir, err = openDirectory(ctx, s); err != nil {
 		return err
 	}
@@ -284,6 +291,7 @@ func (s *Server) resetStart() {
 	s.interest = newRegistry(s)
 	s.stores.reset()
 	s.takeover, s.presence, s.dir = nil, nil, nil
+	s.dcEngine.Store(nil)
 }
 
 // onAsyncError counts what nats.go dropped for a subscription of the hub,
