@@ -182,7 +182,7 @@ func TestEmbeddedRefusedStart(t *testing.T) {
 		{"account without embedded server", []string{"--nats-url", "nats://127.0.0.1:" + port, "--nats-account", "HUB"}, "--nats-account"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"--master-secret", "s", "--listen", freeAddr(t), "--data-dir", t.TempDir()}, tc.args...)
+			args := append([]string{"--master-secret", "a-test-secret-of-24-bytes", "--listen", freeAddr(t), "--data-dir", t.TempDir()}, tc.args...)
 			code, stderr := runProcess(t, args...)
 			lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
 			if code != 2 || len(lines) != 1 || !strings.HasPrefix(lines[0], "hub: ") || !strings.Contains(lines[0], tc.flag) {
