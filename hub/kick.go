@@ -23,7 +23,7 @@ import (
 // local session of the device with 4002 "kicked", and answers, signed.
 
 // kickTimeout bounds waiting for the holder's answer.
-const kickTimeout = 2 * time.Second
+const kickTimeout = 5 * time.Second
 
 // reasonKicked is the close reason of an admin's kick.
 const reasonKicked = "kicked"

@@ -53,7 +53,7 @@ func sendKick(ctx context.Context, c *client, sn, subject string, key []byte) er
 		return err
 	}
 	msg := ctlmsg.KickMessage(key, subject, nil)
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := nc.RequestMsgWithContext(ctx, msg)
 	switch {
@@ -61,7 +61,7 @@ func sendKick(ctx context.Context, c *client, sn, subject string, key []byte) er
 		return &deviceError{code: 503, msg: "device " + sn + " is not connected"}
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 		// A node that cannot verify the signature drops the kick.
-		return fmt.Errorf("kick %s: no answer within 2s: is --master-secret the nodes' one?", sn)
+		return fmt.Errorf("kick %s: no answer within 5s: is --master-secret the nodes' one?", sn)
 	case err != nil:
 		return fmt.Errorf("kick %s: %w", sn, err)
 	}

@@ -21,7 +21,7 @@ func TestKick(t *testing.T) {
 	dev := hubtest.Device(t, n, "K-1", "dog")
 	waitInterest(t, ns, subject(t, subjects.DeviceCmd, "K-1"))
 
-	if line := failed(t, hubctl("kick", "K-1", "--master-secret", "another-secret-0123456789", "--nats-url", url), 1); line != "hubctl: kick K-1: no answer within 2s: is --master-secret the nodes' one?" {
+	if line := failed(t, hubctl("kick", "K-1", "--master-secret", "another-secret-0123456789", "--nats-url", url), 1); line != "hubctl: kick K-1: no answer within 5s: is --master-secret the nodes' one?" {
 		t.Fatalf("stderr %q", line)
 	}
 	dev.MustOK("/ping", nil)

@@ -1903,7 +1903,10 @@ function init() {
   $("d-forget").addEventListener("click", forgetDevice);
   $("nodes-refresh").addEventListener("click", loadNodes);
   $("confirm").addEventListener("close", () => {
-    if (S.confirm) S.confirm($("confirm").returnValue === "ok");
+    // A close event comes after the dialog closed, as a task of its own: by
+    // then the dialog may be open again for the next question, whose
+    // answer this is not.
+    if (S.confirm && !$("confirm").open) S.confirm($("confirm").returnValue === "ok");
   });
   window.addEventListener("resize", drawDeviceChart);
   window.addEventListener("resize", drawChart);
