@@ -34,6 +34,18 @@ if [ "${1:-}" = node ]; then
   exec "$BIN/hub" $(node_args "$n")
 fi
 
+# get ADDR PATH prints the body of http://ADDR/PATH and fails unless the
+# answer is 200. Bash's /dev/tcp, so that nothing but bash and Go is needed.
+get() {
+  local host=${1%:*} port=${1##*:} status body
+  exec 3<>"/dev/tcp/$host/$port" 2>/dev/null || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$1" >&3
+  IFS= read -r -t 2 status <&3 || { exec 3<&-; return 1; }
+  body=$(timeout 2 cat <&3 2>/dev/null | sed '1,/^\r\{0,1\}$/d')
+  exec 3<&-
+  case $status in "HTTP/1."?" 200"*) printf '%s' "$body" ;; *) return 1 ;; esac
+}
+
 pids=()
 stop() {
   trap - EXIT INT TERM
@@ -60,7 +72,7 @@ done
 # Every node ready (JetStream with a quorum, the hub's stores at R3).
 deadline=$((SECONDS + READY_TIMEOUT))
 for n in 1 2 3; do
-  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:808$n/readyz" 2>/dev/null; do
+  until get "127.0.0.1:808$n" /readyz >/dev/null; do
     if ! kill -0 "${pids[$((n - 1))]}" 2>/dev/null; then
       echo "hub-$n exited; the end of $DATA/hub-$n.log:" >&2
       tail -n 20 "$DATA/hub-$n.log" >&2

@@ -26,6 +26,18 @@ NATS_LISTEN=${NATS_LISTEN:-127.0.0.1:4222}
 DEVSIM_FLAGS=${DEVSIM_FLAGS:-}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 
+# get ADDR PATH prints the body of http://ADDR/PATH and fails unless the
+# answer is 200. Bash's /dev/tcp, so that nothing but bash and Go is needed.
+get() {
+  local host=${1%:*} port=${1##*:} status body
+  exec 3<>"/dev/tcp/$host/$port" 2>/dev/null || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$1" >&3
+  IFS= read -r -t 2 status <&3 || { exec 3<&-; return 1; }
+  body=$(timeout 2 cat <&3 2>/dev/null | sed '1,/^\r\{0,1\}$/d')
+  exec 3<&-
+  case $status in "HTTP/1."?" 200"*) printf '%s' "$body" ;; *) return 1 ;; esac
+}
+
 tty_state=
 if [ -t 0 ]; then
   tty_state=$(stty -g)
@@ -48,7 +60,7 @@ trap 'stop; exit 0' INT TERM
 hub=$!
 
 deadline=$((SECONDS + READY_TIMEOUT))
-until curl -fsS -o /dev/null --max-time 2 "http://$LISTEN/readyz" 2>/dev/null; do
+until get "$LISTEN" /readyz >/dev/null; do
   if ! kill -0 "$hub" 2>/dev/null; then
     hub=
     echo "the hub exited before it was ready (its log is above)" >&2
@@ -74,7 +86,7 @@ sim=$!
 # The banner comes last: after the fleet's connections (at most 15 s).
 deadline=$((SECONDS + 15))
 while [ $SECONDS -lt $deadline ] && kill -0 "$sim" 2>/dev/null; do
-  n=$(curl -fsS --max-time 2 "http://$LISTEN/healthz" 2>/dev/null | sed -n 's/.*"sessions":\([0-9]*\).*/\1/p')
+  n=$(get "$LISTEN" /healthz 2>/dev/null | sed -n 's/.*"sessions":\([0-9]*\).*/\1/p')
   [ "${n:-0}" -ge "$DEVICES" ] && break
   sleep 0.2
 done
