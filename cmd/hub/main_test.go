@@ -39,6 +39,17 @@ func TestEnvFlag(t *testing.T) {
 	}
 }
 
+// testOptions are the options of a node with an embedded server on free
+// ports, as the flags' defaults would give them.
+func testOptions(t *testing.T, nodeID string) options {
+	return options{
+		listen: freeAddr(t), natsListen: "127.0.0.1:-1", dataDir: filepath.Join(t.TempDir(), "data"),
+		nodeID: nodeID, masterSecret: string(hubtest.MasterSecret), adminPassword: "pw",
+		pingInterval: 10 * time.Second, pongWait: 15 * time.Second, authTimeout: 5 * time.Second,
+		tokenTTL: time.Hour, serviceTimeout: time.Second, queueBytes: 1 << 20, replicas: 1, maxMessageBytes: 65536,
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,12 +63,7 @@ func freeAddr(t *testing.T) string {
 // TestServeEmbedded runs the node as `hub --dev` does: an embedded NATS
 // server, a device session, and a clean stop that closes it with 1012.
 func TestServeEmbedded(t *testing.T) {
-	o := options{
-		listen: freeAddr(t), natsListen: "127.0.0.1:-1", dataDir: filepath.Join(t.TempDir(), "data"),
-		nodeID: "t-1", masterSecret: string(hubtest.MasterSecret), adminPassword: "pw",
-		pingInterval: 10 * time.Second, pongWait: 15 * time.Second, authTimeout: 5 * time.Second,
-		tokenTTL: time.Hour, serviceTimeout: time.Second, queueBytes: 1 << 20, replicas: 1, maxMessageBytes: 65536,
-	}
+	o := testOptions(t, "t-1")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, o, slog.New(slog.NewTextHandler(io.Discard, nil))) }()

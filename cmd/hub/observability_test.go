@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"go.yaml.in/yaml/v2"
 )
@@ -106,12 +105,7 @@ func TestObservabilityFilesNameServedMetrics(t *testing.T) {
 // metric series its /metrics serves before any traffic.
 func scrape(t *testing.T) map[string]bool {
 	t.Helper()
-	o := options{
-		listen: freeAddr(t), natsListen: "127.0.0.1:-1", dataDir: filepath.Join(t.TempDir(), "data"),
-		nodeID: "obs-1", masterSecret: string(hubtest.MasterSecret), adminPassword: "pw",
-		pingInterval: 10 * time.Second, pongWait: 15 * time.Second, authTimeout: 5 * time.Second,
-		tokenTTL: time.Hour, serviceTimeout: time.Second, queueBytes: 1 << 20, replicas: 1, maxMessageBytes: 65536,
-	}
+	o := testOptions(t, "obs-1")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, o, slog.New(slog.NewTextHandler(io.Discard, nil))) }()

@@ -19,19 +19,15 @@ var deviceKeyCommand = &command{
 	name:     "device-key",
 	synopsis: "SN --master-secret-file FILE | --master-secret S",
 	setup: func(fs *flag.FlagSet) func([]string) (*job, error) {
-		direct := fs.String("master-secret", "", "the secret device keys derive from (HUB_MASTER_SECRET)")
-		file := fs.String("master-secret-file", "", "read the master secret from this file (a trailing newline is not part of it)")
+		masterSecret := masterSecretFlags(fs, "the secret device keys derive from (HUB_MASTER_SECRET)", "")
 		return func(args []string) (*job, error) {
 			sn, err := serialArg(args)
 			if err != nil {
 				return nil, err
 			}
-			secret, err := cli.SecretFromFile("master-secret", *direct, "master-secret-file", *file)
+			secret, err := masterSecret()
 			if err != nil {
 				return nil, err
-			}
-			if secret == "" {
-				return nil, errors.New("--master-secret-file (or HUB_MASTER_SECRET, --master-secret) is required")
 			}
 			return &job{run: func(_ context.Context, c *client) error {
 				_, err := fmt.Fprintln(c.out, hex.EncodeToString(auth.DeviceKey([]byte(secret), sn)))
@@ -39,6 +35,24 @@ var deviceKeyCommand = &command{
 			}}, nil
 		}
 	},
+}
+
+// masterSecretFlags declares --master-secret and --master-secret-file on
+// fs; the function returned reads the secret once the flags are parsed,
+// and refuses a missing one (why it is needed is said after "required").
+func masterSecretFlags(fs *flag.FlagSet, usage, why string) func() (string, error) {
+	direct := fs.String("master-secret", "", usage)
+	file := fs.String("master-secret-file", "", "read the master secret from this file (a trailing newline is not part of it)")
+	return func() (string, error) {
+		secret, err := cli.SecretFromFile("master-secret", *direct, "master-secret-file", *file)
+		if err != nil {
+			return "", err
+		}
+		if secret == "" {
+			return "", errors.New("--master-secret-file (or HUB_MASTER_SECRET, --master-secret) is required" + why)
+		}
+		return secret, nil
+	}
 }
 
 // deviceAddCommand writes a registry entry. It is a put, not a create:

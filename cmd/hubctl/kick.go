@@ -9,7 +9,6 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/ctlmsg"
-	"github.com/fleethub/fleethub/internal/cli"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 )
@@ -21,19 +20,15 @@ var kickCommand = &command{
 	name:     "kick",
 	synopsis: "SN --master-secret-file FILE | --master-secret S",
 	setup: func(fs *flag.FlagSet) func([]string) (*job, error) {
-		direct := fs.String("master-secret", "", "the nodes' master secret (HUB_MASTER_SECRET)")
-		file := fs.String("master-secret-file", "", "read the master secret from this file (a trailing newline is not part of it)")
+		masterSecret := masterSecretFlags(fs, "the nodes' master secret (HUB_MASTER_SECRET)", ": a kick is signed with it")
 		return func(args []string) (*job, error) {
 			sn, err := serialArg(args)
 			if err != nil {
 				return nil, err
 			}
-			secret, err := cli.SecretFromFile("master-secret", *direct, "master-secret-file", *file)
+			secret, err := masterSecret()
 			if err != nil {
 				return nil, err
-			}
-			if secret == "" {
-				return nil, errors.New("--master-secret-file (or HUB_MASTER_SECRET, --master-secret) is required: a kick is signed with it")
 			}
 			subject, err := subjects.DeviceCmd(sn)
 			if err != nil {
