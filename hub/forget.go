@@ -23,31 +23,8 @@ import (
 // forgetTimeout bounds one /admin/forget.
 const forgetTimeout = 10 * time.Second
 
-type forgetArgs struct {
-	SN *string `json:"sn"`
-}
-
 func (srv *Server) serveForget(s *Session, m *wire.Message) (any, *wire.Error) {
-	var a forgetArgs
-	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
-		return nil, werr
-	}
-	switch {
-	case a.SN == nil:
-		return nil, missing("sn")
-	case !auth.ValidSerial(*a.SN):
-		return nil, wire.Errorf(wire.CodeBadRequest, "args.sn: invalid serial number")
-	}
-	if srv.busDown() {
-		return nil, errBusDown
-	}
-	sn, groups := *a.SN, s.Identity().Groups
-	return srv.runAsync(s, m, func(ctx context.Context) (any, *wire.Error) {
-		if werr := srv.Forget(ctx, sn, groups); werr != nil {
-			return nil, werr
-		}
-		return map[string]any{"sn": sn}, nil
-	})
+	return srv.serveOnDevice(s, m, srv.Forget)
 }
 
 // Forget removes the offline device sn: 409 while it is online, 404 when

@@ -28,12 +28,15 @@ const kickTimeout = 5 * time.Second
 // reasonKicked is the close reason of an admin's kick.
 const reasonKicked = "kicked"
 
-type kickArgs struct {
+type snArgs struct {
 	SN *string `json:"sn"`
 }
 
-func (srv *Server) serveAdminKick(s *Session, m *wire.Message) (any, *wire.Error) {
-	var a kickArgs
+// serveOnDevice serves a request {"sn"} about one device (a kick, a
+// forget): the serial number checked, then do with the caller's groups,
+// answered {"sn"} when it succeeds.
+func (srv *Server) serveOnDevice(s *Session, m *wire.Message, do func(ctx context.Context, sn string, groups []string) *wire.Error) (any, *wire.Error) {
+	var a snArgs
 	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
 		return nil, werr
 	}
@@ -43,13 +46,20 @@ func (srv *Server) serveAdminKick(s *Session, m *wire.Message) (any, *wire.Error
 	case !auth.ValidSerial(*a.SN):
 		return nil, wire.Errorf(wire.CodeBadRequest, "args.sn: invalid serial number")
 	}
+	if srv.busDown() {
+		return nil, errBusDown
+	}
 	sn, groups := *a.SN, s.Identity().Groups
 	return srv.runAsync(s, m, func(ctx context.Context) (any, *wire.Error) {
-		if werr := srv.Kick(ctx, sn, groups); werr != nil {
+		if werr := do(ctx, sn, groups); werr != nil {
 			return nil, werr
 		}
 		return map[string]any{"sn": sn}, nil
 	})
+}
+
+func (srv *Server) serveAdminKick(s *Session, m *wire.Message) (any, *wire.Error) {
+	return srv.serveOnDevice(s, m, srv.Kick)
 }
 
 // Kick ends the sessions of device sn wherever they are, with 4002
