@@ -3,7 +3,7 @@
 # each embedding one of the three NATS servers of docs/cluster/hub-N.conf,
 # the hub's state at --replicas 3, and a simulated fleet spread over the
 # three. Waits until every node's /readyz answers 200, then prints the
-# dashboards and the dev login last. Ctrl-C stops everything (SIGTERM,
+# dashboards and the dev login last. Ctrl-C (or q) stops everything and exits 0 (SIGTERM,
 # SIGKILL after 10 s).
 #
 #   docs/cluster/run.sh            # the whole cluster and the fleet
@@ -34,12 +34,13 @@ if [ "${1:-}" = node ]; then
   exec "$BIN/hub" $(node_args "$n")
 fi
 
-# get ADDR PATH: docs/dev/http.sh
-. docs/dev/http.sh
+# get, keys_on, keys_off, wait_stop
+. docs/dev/lib.sh
 
 pids=()
 stop() {
   trap - EXIT INT TERM
+  keys_off
   [ ${#pids[@]} -gt 0 ] || return 0
   kill -TERM "${pids[@]}" 2>/dev/null || true
   for _ in $(seq 100); do
@@ -51,7 +52,8 @@ stop() {
   kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 trap stop EXIT
-trap 'exit 130' INT TERM
+trap 'stop; exit 0' INT TERM
+keys_on
 
 for n in 1 2 3; do
   mkdir -p "$DATA/hub-$n"
@@ -78,6 +80,9 @@ for n in 1 2 3; do
   done
 done
 
+# The robots registered with their types and groups first, so that group
+# pushes and --where reach them.
+"$BIN/devsim" --register --devices "$DEVICES" --nats-url nats://127.0.0.1:4223 >/dev/null
 "$BIN/devsim" --dev --devices "$DEVICES" --log-level warn \
   --url ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws,ws://127.0.0.1:8083/ws &
 pids+=($!)
@@ -85,9 +90,9 @@ pids+=($!)
 echo "fleethub cluster: 3 nodes ready (state at R3), $DEVICES simulated devices spread over them"
 echo "  logs: $DATA/hub-N.log; NATS: nats://127.0.0.1:4223,nats://127.0.0.1:4224,nats://127.0.0.1:4225"
 echo "  kill a node at any time (hub-1 pid ${pids[0]}, hub-2 ${pids[1]}, hub-3 ${pids[2]}) and start it again"
-echo "  with make cluster-node N=1, 2 or 3 (docs/cluster/run.sh node N); Ctrl-C stops the cluster"
+echo "  with make cluster-node N=1, 2 or 3 (docs/cluster/run.sh node N); Ctrl-C (or q) stops the cluster"
 for n in 1 2 3; do
   echo "dashboard hub-$n: http://127.0.0.1:808$n/"
 done
 echo "dev login: user admin, password admin"
-wait
+wait_stop

@@ -26,20 +26,14 @@ NATS_LISTEN=${NATS_LISTEN:-127.0.0.1:4222}
 DEVSIM_FLAGS=${DEVSIM_FLAGS:-}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 
-# get ADDR PATH: docs/dev/http.sh
-. docs/dev/http.sh
+# get, keys_on, keys_off, wait_stop
+. docs/dev/lib.sh
 
-tty_state=
-if [ -t 0 ]; then
-  tty_state=$(stty -g)
-  # Keys arrive one at a time (a read waits at most 1 s), unechoed, and
-  # Ctrl-C is a key, not a signal.
-  stty -isig -icanon -echo min 0 time 10
-fi
+keys_on
 hub= sim=
 stop() {
   trap - EXIT INT TERM
-  [ -n "$tty_state" ] && stty "$tty_state"
+  keys_off
   [ -n "$sim" ] && kill -TERM "$sim" 2>/dev/null
   [ -n "$hub" ] && kill -TERM "$hub" 2>/dev/null
   for p in $sim $hub; do wait "$p" 2>/dev/null || true; done
@@ -97,11 +91,4 @@ cat <<MSG
 
 MSG
 
-if [ -n "$tty_state" ]; then
-  while kill -0 "$hub" 2>/dev/null; do
-    key=$(dd bs=1 count=1 2>/dev/null || true)
-    case $key in $'\x03' | q | Q) break ;; esac
-  done
-else
-  wait "$hub" || true
-fi
+wait_stop "$hub"
