@@ -115,7 +115,16 @@ func (s *DCServers) Cut() {
 	}
 }
 
-// Heal lets the WAN links form again; the servers reconnect on their own
+// Blackhole silences the WAN links without closing them (no FIN, no
+// RST): the servers notice only through their pings. Heal ends it.
+func (s *DCServers) Blackhole() {
+	for _, p := range s.WAN {
+		p.Blackhole()
+	}
+}
+
+// Heal lets the WAN links form again after Cut, or flow again after
+// Blackhole; the servers reconnect on their own
 // (leaf reconnect 1 s, gateway back-off about a second).
 func (s *DCServers) Heal() {
 	for _, p := range s.WAN {
