@@ -181,11 +181,15 @@ func (p *partition) stores() {
 	for _, d := range p.dcs {
 		d.drainPresence()
 		for _, r := range d.presence {
-			if !fleet[r.SN] || r.At >= haltAt {
+			if r.At >= haltAt {
 				continue
 			}
 			if r.Reason == hub.ReasonNodeLost {
 				d.fig.NodeLost++
+				p.problem("%s's admin was pushed %s offline with node_lost at %d", d.name, r.SN, r.At)
+			}
+			if !fleet[r.SN] {
+				continue
 			}
 			if !r.Online {
 				d.fig.FalseOffline++
@@ -224,20 +228,27 @@ func (p *partition) stores() {
 			}
 			time.Sleep(250 * time.Millisecond) // the poll period
 		}
+		// Every history alternates, the replay probes' too (they
+		// connected and closed).
+		for sn, h := range hist {
+			if i, err := CheckAlternation(h); i >= 0 {
+				p.problem("%s's %s view, %s: %v", d.name, hub.StreamPresence, sn, err)
+			}
+			for _, r := range h {
+				if r.Reason == hub.ReasonNodeLost {
+					d.fig.NodeLost++
+					p.problem("%s's %s view: %s offline with node_lost at %d", d.name, hub.StreamPresence, sn, r.At)
+				}
+			}
+		}
 		for sn := range fleet {
 			h := hist[sn]
 			if len(h) == 0 {
 				p.problem("%s's %s view has no presence record of %s", d.name, hub.StreamPresence, sn)
 				continue
 			}
-			if i, err := CheckAlternation(h); i >= 0 {
-				p.problem("%s's %s view, %s: %v", d.name, hub.StreamPresence, sn, err)
-			}
 			for _, r := range Offline(h) {
 				d.fig.FalseOffline++
-				if r.Reason == hub.ReasonNodeLost {
-					d.fig.NodeLost++
-				}
 				p.problem("%s's %s view: %s offline (%s) at %d", d.name, hub.StreamPresence, sn, r.Reason, r.At)
 			}
 		}
