@@ -72,6 +72,7 @@ type DCFigures struct {
 	CmdFailed                     int           // commands that failed while connected
 	PushesMissed                  int           // pushes (own and cross) not delivered while connected
 	ReplayRefusedFrom             time.Duration // from this ladder delay on, the other DC refused this DC's nonces (-1: never)
+	ReplayAccepted                int           // ladder probes of this DC's nonces the other DC accepted (too early)
 	CutCrossCodes                 map[int]int   // answers to commands for the other DC's devices during the cut
 	Converge                      time.Duration // heal to a complete listing here (-1: never)
 	StatusLostOwn, StatusLostView int           // acknowledged records missing from this DC's own stream, and from the other DC's view
@@ -118,6 +119,11 @@ type partition struct {
 	// cutAuth[i] was used in data centre i during the cut: after the
 	// heal the other one must refuse it.
 	cutAuth [2]*DeviceAuth
+	// crossed are the replay probes the other data centre accepted too
+	// (before the nonce reached it): devices with a session in both data
+	// centres at once, whose merged history does not alternate (each data
+	// centre judges only its own; docs/topologies.md, layout).
+	crossed map[string]bool
 }
 
 func (p *partition) problem(format string, args ...any) {
@@ -160,7 +166,7 @@ func RunPartition(t testing.TB, o PartitionOptions) PartitionResult {
 		o.Commands = 20
 	}
 	res := &PartitionResult{Topology: o.Topology, Delay: o.Delay, Cut: o.Cut}
-	p := &partition{t: t, o: o, res: res, stop: make(chan struct{})}
+	p := &partition{t: t, o: o, res: res, stop: make(chan struct{}), crossed: map[string]bool{}}
 	p.start()
 	p.connected()
 	p.partitioned()
@@ -499,6 +505,8 @@ func (p *partition) replayLadder(from, to *dcScene) time.Duration {
 			}
 		case code2 == 0:
 			_ = again.Close()
+			p.crossed[a.SN] = true
+			from.fig.ReplayAccepted++
 			refusedFrom = -1
 		default:
 			p.problem("replay probe in %s answered %d", to.name, code2)
