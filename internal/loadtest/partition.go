@@ -33,6 +33,11 @@ type PartitionOptions struct {
 	// Commands is how many commands each admin sends to devices of each
 	// data centre while connected (default 20).
 	Commands int
+	// Silent makes the cut a silent one (wanproxy Blackhole: nothing
+	// closed, nothing passes), which the servers see only through their
+	// pings; otherwise every WAN connection closes and new ones are
+	// refused.
+	Silent bool
 }
 
 // Bounds of the partition scenario.
@@ -84,6 +89,7 @@ type DCFigures struct {
 type PartitionResult struct {
 	Topology   Topology
 	Delay, Cut time.Duration
+	Silent     bool
 	DCs        [2]DCFigures
 	// Problems are the guarantees that did not hold, one line each.
 	Problems []string
@@ -165,7 +171,7 @@ func RunPartition(t testing.TB, o PartitionOptions) PartitionResult {
 	if o.Commands == 0 {
 		o.Commands = 20
 	}
-	res := &PartitionResult{Topology: o.Topology, Delay: o.Delay, Cut: o.Cut}
+	res := &PartitionResult{Topology: o.Topology, Delay: o.Delay, Cut: o.Cut, Silent: o.Silent}
 	p := &partition{t: t, o: o, res: res, stop: make(chan struct{}), crossed: map[string]bool{}}
 	p.start()
 	p.connected()
@@ -525,8 +531,14 @@ func (p *partition) partitioned() {
 		d.drainPresence()
 	}
 	cutAt := time.Now()
-	p.servers.Cut()
-	t.Logf("%s: WAN cut for %v", cutAt.Format("15:04:05.000"), p.o.Cut)
+	how := "cut"
+	if p.o.Silent {
+		how = "silenced"
+		p.servers.Blackhole()
+	} else {
+		p.servers.Cut()
+	}
+	t.Logf("%s: WAN %s for %v", cutAt.Format("15:04:05.000"), how, p.o.Cut)
 	// The cut is seen: a command to the other data centre answers 503.
 	for i, d := range p.dcs {
 		other := p.dcs[1-i].devices[0].sn

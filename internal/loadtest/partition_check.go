@@ -332,7 +332,11 @@ func readAll(ctx context.Context, js jetstream.JetStream, stream string) ([][]by
 // Table prints the figures, one column per data centre.
 func (r PartitionResult) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "topology %s, WAN %v each way, cut %v\n", r.Topology, r.Delay, r.Cut)
+	how := "cut"
+	if r.Silent {
+		how = "silent cut"
+	}
+	fmt.Fprintf(&b, "topology %s, WAN %v each way, %s %v\n", r.Topology, r.Delay, how, r.Cut)
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	ms := func(d time.Duration) string {
 		if d < 0 {

@@ -68,3 +68,22 @@ func TestPartitionSupercluster(t *testing.T) {
 	})
 	t.Logf("partition figures (supercluster; problems reported, not failed):\n%s", r.Table())
 }
+
+// TestPartitionSilent is TestPartition with a silent cut (nothing
+// closed, nothing passes: what a failed WAN usually looks like), which
+// the servers see only through their pings (docs/multidc: 1 s, 3 missed).
+func TestPartitionSilent(t *testing.T) {
+	devices, cut := partitionEnv(t)
+	bin, err := BuildHub(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := RunPartition(t, PartitionOptions{
+		Topology: TopologyLeaf, Hub: bin, Devices: devices, Delay: 40 * time.Millisecond,
+		Cut: cut, ReportEvery: 2 * time.Second, Commands: 100, Silent: true,
+	})
+	t.Logf("partition figures:\n%s", r.Table())
+	for _, p := range r.Problems {
+		t.Error(p)
+	}
+}
