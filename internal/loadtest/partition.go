@@ -64,7 +64,7 @@ type DCFigures struct {
 	Devices int
 	// Connect + device auth of the fleet (before the cut), and of new
 	// devices during the cut.
-	ConnectP50, ConnectP99, CutConnectMax time.Duration
+	ConnectP50, ConnectP99, CutConnect time.Duration
 	// Status reports acknowledged, acknowledgement times (all, and of
 	// reports sent during the cut), answers by code other than 0.
 	StatusAcked                   int
@@ -564,7 +564,7 @@ func (p *partition) partitioned() {
 		if err != nil {
 			p.problem("during the cut, a new device in %s: %v", d.name, err)
 		} else {
-			d.fig.CutConnectMax = took
+			d.fig.CutConnect = took
 			d.devices = append(d.devices, dev)
 			p.runDevice(dev, 0)
 		}
