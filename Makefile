@@ -22,11 +22,10 @@ build:
 	$(GO) build -ldflags "-X github.com/fleethub/fleethub/internal/cli.version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 ## run: one node with an embedded NATS server (JetStream on), in --dev mode,
-## and a simulated fleet of 12 robots; Ctrl-C stops both.
+## then a simulated fleet of 12 robots once the node is ready; the dashboard
+## and the dev login are the last lines printed. Ctrl-C (or q) stops both.
 run: build
-	@$(BIN)/devsim --dev --devices 12 --log-level warn & SIM=$$!; \
-	trap 'kill $$SIM 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
-	$(BIN)/hub --dev --data-dir ./data
+	@BIN=$(BIN) docs/dev/run.sh
 
 ## cluster: the one-binary cluster, three hub nodes each embedding one of
 ## the three NATS servers of docs/cluster/hub-N.conf (state at R3), in
@@ -90,10 +89,13 @@ bench:
 ## short form (2 minutes; SOAK_DURATION changes it), 100,000 devices over
 ## 6 node processes (TestBigLoad; BIGLOAD_DEVICES changes it), and a node
 ## with no session under a simulated bus-level fleet of 10,000 and 100,000
-## devices, and listing latency (p50/p99) at 100,000 known devices.
+## devices, listing latency (p50/p99) at 100,000 known devices, and the
+## data centre engine's partitions of 20 s (views converged after heal,
+## with and without its kick).
 load:
 	$(GO) test -count=1 -tags load -v -timeout 60m ./internal/loadtest
 	$(GO) test -count=1 -tags load -v -timeout 30m ./internal/multidc
+	$(GO) test -count=1 -tags load -run 'Long|Stalled' -v -timeout 20m ./hub/dcs
 	UPKEEP_DEVICES=100000 $(GO) test -count=1 -tags load -run TestPresenceUpkeepSteady -v -timeout 20m ./hub
 	$(GO) test -count=1 -tags load -run TestNodeCostUnderBusFleet -v -timeout 30m ./internal/fleetsim
 	$(GO) test -count=1 -tags load -run TestDirectoryLatency -v -timeout 25m ./hub

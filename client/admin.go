@@ -130,6 +130,15 @@ func (c *Client) Command(ctx context.Context, sn, service string, args any, time
 	return c.request(ctx, "/admin/command", a, wait+c.cfg.RequestTimeout, nil)
 }
 
+// Kick ends device sn's session wherever it is connected (/admin/kick):
+// the device is closed with 4002 "kicked", and its presence record says
+// kicked once its grace passes. An *Error with 503 when the device is not
+// connected, 403 outside the admin's groups or for a viewer.
+func (c *Client) Kick(ctx context.Context, sn string) error {
+	_, err := c.Request(ctx, "/admin/kick", map[string]any{"sn": sn})
+	return err
+}
+
 // Push publishes a push through the hub (/admin/push) and returns its id,
 // which every delivered copy carries. target is exactly one of {"sn":...},
 // {"user":...}, {"role":...}, {"type":...}, {"group":...} or {"all":true};

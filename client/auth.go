@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -50,6 +51,11 @@ func (c *Client) authOnce(ctx context.Context, cn *conn, service string, args an
 	}
 	r, err := cn.roundTrip(ctx, service, raw, c.cfg.RequestTimeout, nil)
 	if err != nil {
+		var e *Error
+		if service == "/auth/device" && errors.As(err, &e) && e.Code == wire.CodeUnauthorized &&
+			strings.Contains(e.Msg, "bad signature") && looksHex(c.cfg.Device.Key) {
+			return Session{}, fmt.Errorf("client: %s at %s: %w (%s)", service, cn.url, err, hexKeyHint)
+		}
 		return Session{}, fmt.Errorf("client: %s at %s: %w", service, cn.url, err)
 	}
 	s, err := parseSession(r.Values)

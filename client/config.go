@@ -96,7 +96,8 @@ type Config struct {
 // for it from the hub's master secret (auth.DeviceKey).
 type DeviceAuth struct {
 	SN string
-	// Key is the raw 32-byte device key (not hex).
+	// Key is the raw 32-byte device key (not hex): auth.DeviceKey, or
+	// DeviceKeyFromHex of what `hubctl device-key SN` prints.
 	Key []byte
 	// Type is the type the device states; the hub's registry wins over it.
 	// Empty states none.

@@ -7,11 +7,14 @@
 // replays the subscriptions made with Subscribe. Close codes that mean "do
 // not come back" (4001 replaced, 4002 kicked, 1008 policy, and 4003 token
 // expired without a password to log in again) stop it instead; Err says
-// why.
+// why. The one 4002 that is not final is a device's whose registry entry
+// changed: the client reconnects and gets its new type and group.
 //
 // A device reports and answers commands:
 //
 //	key := auth.DeviceKey(masterSecret, "R-001") // provisioned at the factory
+//	// or, from what `hubctl device-key R-001` printed:
+//	// key, err := client.DeviceKeyFromHex(printed)
 //	c, err := client.Dial(ctx, client.Config{
 //		URL:    "ws://hub.example:8080/ws",
 //		Device: &client.DeviceAuth{SN: "R-001", Key: key, Type: "retail"},

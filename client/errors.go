@@ -23,9 +23,18 @@ var (
 	// ErrReplaced: a newer session with the same serial number took over
 	// (close code 4001). The client does not come back.
 	ErrReplaced = errors.New("client: replaced by a newer session")
-	// ErrKicked: the hub ended the session (close code 4002): an admin,
-	// or a change of the account or the device's registry entry.
+	// ErrKicked: the hub ended the session (close code 4002) for good: an
+	// admin kicked it, or the account changed. A 4002 because a device's
+	// registry entry changed is not final: see ErrRegistryChanged.
 	ErrKicked = errors.New("client: kicked by the hub")
+	// ErrRegistryChanged: the hub ended a device's session because its
+	// registry entry changed (close code 4002, reason "registry entry
+	// changed"). The client reconnects, with its usual backoff, and the
+	// new session carries the new type and group (or the hub refuses it,
+	// when the device was removed and registration is required). It is
+	// the Err of that StateDisconnected, wrapped with ErrDisconnected; Err
+	// never returns it.
+	ErrRegistryChanged = errors.New("client: registry entry changed")
 	// ErrPolicy: the hub closed the connection for a policy violation
 	// (close code 1008: auth timeout, repeated bad requests).
 	ErrPolicy = errors.New("client: closed by the hub for a policy violation")
@@ -78,6 +87,10 @@ func (c *Client) classify(cause error) (err error, stop bool) {
 		case wire.CloseReplaced:
 			return fmt.Errorf("%w (close %d %q)", ErrReplaced, ce.Code, ce.Text), true
 		case wire.CloseKicked:
+			if ce.Text == wire.ReasonRegistryChanged {
+				// Come back with the new attributes.
+				return fmt.Errorf("%w: %w (close %d)", ErrDisconnected, ErrRegistryChanged, ce.Code), false
+			}
 			return fmt.Errorf("%w (close %d %q)", ErrKicked, ce.Code, ce.Text), true
 		case wire.ClosePolicy:
 			return fmt.Errorf("%w (close %d %q)", ErrPolicy, ce.Code, ce.Text), true

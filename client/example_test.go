@@ -1,9 +1,11 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log"
 	"time"
 
@@ -60,4 +62,16 @@ func ExampleClient_Command() {
 	default:
 		log.Printf("docked: %s", res.Values)
 	}
+}
+
+func ExampleDeviceKeyFromHex() {
+	// What `hubctl device-key R-001 --master-secret-file secret` printed,
+	// as read from a provisioning file, newline included.
+	printed := "4eea48c3e2c7e02656cff2358b6ebe70a0afa8adf7d95a773c666c6e3899768f\n"
+	key, err := client.DeviceKeyFromHex(printed)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(len(key), bytes.Equal(key, auth.DeviceKey([]byte("factory secret"), "R-001")))
+	// Output: 32 true
 }

@@ -312,6 +312,7 @@ func (srv *Server) establish(ctx context.Context, s *Session, id *Identity) *wir
 	s.mu.Unlock()
 	s.notifyAuthenticated()
 	srv.metrics.sessions.WithLabelValues(string(id.Role)).Inc()
-	s.logger().Info("session authenticated")
+	s.logger().Debug("session authenticated")
+	srv.sessionLog.start(id.Role)
 	return nil
 }

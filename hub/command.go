@@ -64,6 +64,10 @@ var errNoReply = errors.New("command without reply subject")
 // deliverCommand forwards a request on hub.dev.<sn>.cmd to the newest local
 // session of the device.
 func (srv *Server) deliverCommand(sn string, m *nats.Msg) {
+	if m.Header.Get(schema.HeaderKick) != "" {
+		srv.deliverKick(sn, m)
+		return
+	}
 	if m.Reply == "" {
 		srv.dropPush(dropInvalid, m.Subject, errNoReply)
 		return

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -75,10 +76,22 @@ type Config struct {
 	CoalesceWindow time.Duration
 	// SummaryInterval is the period of /push/summary. Default 5s.
 	SummaryInterval time.Duration
+	// SessionLogInterval is the period of the info line that sums up the
+	// sessions started and ended (each is logged at debug). Default 10s.
+	SessionLogInterval time.Duration
 	// BcryptCost is the cost of new password hashes. Default bcrypt's 10.
 	BcryptCost int
 	// Replicas is the replica count of the hub's JetStream buckets. Default 1.
 	Replicas int
+	// DC is this node's data centre, a subject token. Empty: the name of
+	// the NATS cluster the connection reaches, else the JetStream domain,
+	// else none (classic mode: one JetStream for the whole hub, the names
+	// of PROTOCOL §6 as they are). Resolved at Start (Server.Layout).
+	DC string
+	// JSDomain is the JetStream domain of the node's buckets and streams
+	// (a leaf-node site): every JetStream context the node makes uses it.
+	// Empty: the connection's own JetStream.
+	JSDomain string
 	// StoreCheckInterval is how often the node looks up every bucket and
 	// stream it needs (one stream-info call each), to create again those
 	// found missing and to report readiness. Default 3s.
@@ -200,6 +213,12 @@ func (c *Config) Validate() error {
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, errors.New("hub: Replicas must be 1 to 5"))
 	}
+	if c.DC != "" && !subjects.ValidToken(c.DC) {
+		errs = append(errs, fmt.Errorf("hub: DC %q must be a subject token (no '.', '*', '>' or white space)", c.DC))
+	}
+	if c.JSDomain != "" && !subjects.ValidToken(c.JSDomain) {
+		errs = append(errs, fmt.Errorf("hub: JSDomain %q must be a subject token (no '.', '*', '>' or white space)", c.JSDomain))
+	}
 	return errors.Join(errs...)
 }
 
@@ -222,6 +241,7 @@ func (c *Config) setDefaults() {
 	def(&c.RecordAge, 7*24*time.Hour)
 	def(&c.CoalesceWindow, 250*time.Millisecond)
 	def(&c.SummaryInterval, 5*time.Second)
+	def(&c.SessionLogInterval, 10*time.Second)
 	def(&c.StoreCheckInterval, 3*time.Second)
 	defInt := func(v *int, d int) {
 		if *v == 0 {

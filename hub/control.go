@@ -1,10 +1,8 @@
 package hub
 
 import (
-	"strconv"
-	"time"
-
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/ctlmsg"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,17 +20,12 @@ import (
 // signed more than controlMaxAge away from this node's clock is stale,
 // which bounds replays.
 
-// controlMaxAge is how far a control message's signing time may be from
-// the receiver's clock. Nodes' clocks agree far better; a message takes
-// milliseconds.
-const controlMaxAge = 30 * time.Second
-
 // Reasons a control message is refused, the labels of
 // fleethub_control_refused_total.
 const (
-	ctlUnsigned = "unsigned"      // no signature or signing time
-	ctlBadSig   = "bad_signature" // a signature that does not verify
-	ctlStale    = "stale"         // signed too far from this node's clock
+	ctlUnsigned = ctlmsg.Unsigned
+	ctlBadSig   = ctlmsg.BadSig
+	ctlStale    = ctlmsg.Stale
 )
 
 // control signs and checks control messages.
@@ -59,14 +52,7 @@ func newControl(masterSecret []byte, reg prometheus.Registerer) *control {
 }
 
 // sign sets m's signature headers, binding it to bind.
-func (c *control) sign(m *nats.Msg, bind string) {
-	at := time.Now().UnixMilli()
-	if m.Header == nil {
-		m.Header = nats.Header{}
-	}
-	m.Header.Set(schema.HeaderSigAt, strconv.FormatInt(at, 10))
-	m.Header.Set(schema.HeaderSig, auth.SignControl(c.key, bind, at, m.Data))
-}
+func (c *control) sign(m *nats.Msg, bind string) { ctlmsg.Sign(c.key, m, bind) }
 
 // message is a control message on subject, signed.
 func (c *control) message(subject string, body []byte) *nats.Msg {
@@ -82,22 +68,9 @@ func (c *control) reply(req *nats.Msg, body []byte) *nats.Msg {
 	return m
 }
 
-// check returns "" when m is signed for bind, within controlMaxAge of
+// check returns "" when m is signed for bind, within ctlmsg.MaxAge of
 // now, else the reason it is refused.
-func (c *control) check(m *nats.Msg, bind string) string {
-	sig, atS := m.Header.Get(schema.HeaderSig), m.Header.Get(schema.HeaderSigAt)
-	if sig == "" || atS == "" {
-		return ctlUnsigned
-	}
-	at, err := strconv.ParseInt(atS, 10, 64)
-	if err != nil || !auth.VerifyControl(c.key, bind, at, m.Data, sig) {
-		return ctlBadSig
-	}
-	if d := time.Since(time.UnixMilli(at)); d > controlMaxAge || d < -controlMaxAge {
-		return ctlStale
-	}
-	return ""
-}
+func (c *control) check(m *nats.Msg, bind string) string { return ctlmsg.Check(c.key, m, bind) }
 
 // controlOK checks a control message for bind; one refused is counted
 // and logged at a bounded rate, and the caller drops it.

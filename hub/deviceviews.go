@@ -65,7 +65,7 @@ func (srv *Server) lastMessages(ctx context.Context, reads []lastOf) ([]map[stri
 		if err != nil {
 			return err
 		}
-		return srv.nc.PublishRequest(directGetSubject(reads[chunks[i].read].stream), prefix+"."+strconv.Itoa(i), req)
+		return srv.nc.PublishRequest(srv.directGetSubject(reads[chunks[i].read].stream), prefix+"."+strconv.Itoa(i), req)
 	}
 	for i, c := range chunks {
 		if err := ask(i, c.subjs); err != nil {
@@ -153,6 +153,7 @@ func (srv *Server) deviceViews(ctx context.Context, es []dirEntry, pre *viewRead
 				var pe PresenceEntry
 				if b, ok := entries[s]; ok && json.Unmarshal(b, &pe) == nil {
 					v.Node, v.Since, v.LastSeen = pe.Node, pe.Since, max(pe.LastSeen, pe.Since)
+					v.Addr, v.Session = pe.Addr, pe.Session
 				}
 			}
 		}

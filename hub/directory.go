@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/jscreate"
@@ -118,13 +119,15 @@ func openDirectory(ctx context.Context, srv *Server) (*directory, error) {
 }
 
 func (d *directory) openBucket(ctx context.Context) error {
+	l := d.srv.layout
 	cfg := jetstream.KeyValueConfig{
-		Bucket: schema.BucketRoles, Description: "leases of the hub's roles (the device directory)",
+		Bucket: l.Roles(), Description: "leases of the hub's roles (the device directory)",
 		History: 1, TTL: d.ttl, Storage: jetstream.FileStorage, Replicas: d.srv.cfg.Replicas,
+		Placement: pres.Placement(l),
 	}
 	kv, err := jscreate.KeyValue(ctx, d.srv.js, cfg)
 	if err != nil {
-		return fmt.Errorf("hub: bucket %s: %w", schema.BucketRoles, err)
+		return fmt.Errorf("hub: bucket %s: %w", cfg.Bucket, err)
 	}
 	d.kv = kv
 	return nil
@@ -374,7 +377,7 @@ func (d *directory) load(t *dirTerm) error {
 	if t.presenceCreated, t.registryCreated, err = d.created(ctx); err != nil {
 		return err
 	}
-	if t.sub, err = d.srv.nc.QueueSubscribe(subjects.AllDir, dirQueue, d.serve); err != nil {
+	if t.sub, err = d.srv.nc.QueueSubscribe(d.srv.layout.AllDir(), dirQueue, d.serve); err != nil {
 		return err
 	}
 	st, err := d.srv.js.Stream(ctx, StreamPresence)
@@ -417,7 +420,7 @@ func (d *directory) load(t *dirTerm) error {
 		cc.Stop()
 		return errStopping
 	}
-	return d.srv.watchKV(t.ctx, d.srv.registry.kv, func(e jetstream.KeyValueEntry, _ bool) {
+	return d.srv.watchKV(t.ctx, d.srv.registry.kv, func(e jetstream.KeyValueEntry, live bool) {
 		var dev *schema.Device
 		if e.Operation() == jetstream.KeyValuePut {
 			var v schema.Device
@@ -431,6 +434,9 @@ func (d *directory) load(t *dirTerm) error {
 			t.idx.register(e.Key(), dev)
 		}
 		d.mu.Unlock()
+		if dev == nil && live {
+			d.forgetIfPurged(t, e.Key()) // see /admin/forget
+		}
 	}, func() { d.loaded(t.idx, &d.regLoaded) })
 }
 
@@ -487,8 +493,8 @@ func (d *directory) serve(m *nats.Msg) {
 		b, _ := json.Marshal(dirReply{Code: code, Msg: msg})
 		respond(b)
 	}
-	switch m.Subject {
-	case subjects.DirList:
+	switch l := d.srv.layout; m.Subject {
+	case l.DirList():
 		var req dirListRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
 			fail(wire.CodeBadRequest, "directory: request is not JSON")
@@ -515,7 +521,7 @@ func (d *directory) serve(m *nats.Msg) {
 		default:
 			respond(body)
 		}
-	case subjects.DirSummary:
+	case l.DirSummary():
 		var req dirSummaryRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
 			fail(wire.CodeBadRequest, "directory: request is not JSON")

@@ -15,7 +15,7 @@ import (
 // are interned. Guarded by directory.mu.
 type dirDevice struct {
 	sn          string
-	typ, group  string // the last record's, else the registry's
+	typ, group  string // the registry's when registered, else the last record's
 	node        string // online: the node of its connected record
 	since       int64  // the At of its last record
 	seq         uint64 // the last record's stream sequence
@@ -99,10 +99,14 @@ func (x *dirIndex) record(r *PresenceRecord, seq uint64) {
 	if r.Online {
 		d.node = x.intern(r.Node)
 	}
-	if r.Type != "" {
-		d.typ, d.group = x.intern(r.Type), x.intern(r.Group)
-	} else if d.typ == "" {
+	// A registered device's sessions take their type and group from the
+	// registry: its entry wins over what a record says (a record written
+	// before the entry changed).
+	switch {
+	case d.registered:
 		d.typ, d.group = d.regTyp, d.reg
+	case r.Type != "":
+		d.typ, d.group = x.intern(r.Type), x.intern(r.Group)
 	}
 	x.count(d, 1)
 }
@@ -122,9 +126,7 @@ func (x *dirIndex) register(sn string, dev *schema.Device) {
 	d.regTyp, d.reg = "", ""
 	if dev != nil {
 		d.regTyp, d.reg = x.intern(dev.Type), x.intern(dev.Group)
-		if !d.recorded {
-			d.typ, d.group = d.regTyp, d.reg
-		}
+		d.typ, d.group = d.regTyp, d.reg
 	}
 	if !d.recorded && !d.registered {
 		delete(x.bySN, sn)

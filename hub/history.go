@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
@@ -136,10 +137,10 @@ type directGetRequest struct {
 	UpToSeq   uint64   `json:"up_to_seq,omitempty"`
 }
 
-// directGetSubject is the direct get API subject of a stream (the hub's
-// own stream names, constants).
-func directGetSubject(stream string) string {
-	return jetstream.DefaultAPIPrefix + "DIRECT.GET." + stream
+// directGetSubject is the direct get API subject of one of the hub's
+// streams, in the node's JetStream.
+func (srv *Server) directGetSubject(stream string) string {
+	return pres.DirectGetSubject(srv.cfg.JSDomain, stream)
 }
 
 // historyBackward walks the stream backwards from its last record on
@@ -150,7 +151,7 @@ func (srv *Server) historyBackward(ctx context.Context, stream, subject string, 
 		return err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	api := directGetSubject(stream)
+	api := srv.directGetSubject(stream)
 	var upTo uint64
 	for !b.full() {
 		req, err := json.Marshal(directGetRequest{MultiLast: []string{subject}, UpToSeq: upTo})

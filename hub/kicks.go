@@ -36,6 +36,6 @@ func (srv *Server) registryChanged(sn string, cur *schema.Device) {
 		if cur != nil && cur.Type == id.Type && cur.Group == id.Group {
 			continue
 		}
-		s.Close(wire.CloseKicked, "registry entry changed")
+		s.Close(wire.CloseKicked, wire.ReasonRegistryChanged)
 	}
 }

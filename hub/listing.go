@@ -13,7 +13,6 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
-	"github.com/fleethub/fleethub/subjects"
 )
 
 // Device listings: /admin/devices and the /admin/subscribe snapshot, both
@@ -421,7 +420,7 @@ func (srv *Server) pageEntries(ctx context.Context, mt *matcher, c *cursor, grou
 	req := dirListRequest{Filter: c.Filter, Groups: groups, After: c.After, Limit: c.Limit}
 	var es []dirEntry
 	for {
-		r, werr := srv.askDirectory(ctx, subjects.DirList, &req)
+		r, werr := srv.askDirectory(ctx, srv.layout.DirList(), &req)
 		if werr != nil {
 			return nil, nil, false, werr
 		}

@@ -126,6 +126,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Name: "presence_abandoned_total", Help: "Presence work given up because the node stopped before it succeeded, by operation.",
 		}, []string{"op"}),
 	}
+	m.exportZeros()
 	for _, r := range []string{recordQueueFull, recordBusDown, recordStopping, recordUnavailable, recordInvalid} {
 		m.recordsRefused.WithLabelValues(r)
 	}

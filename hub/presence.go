@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -27,14 +26,15 @@ const presenceCallTimeout = pres.CallTimeout
 func openPresence(ctx, runCtx context.Context, srv *Server) (*presence, error) {
 	cfg := srv.cfg
 	tr, err := pres.Open(ctx, pres.Config{
-		JS: srv.js, Conn: srv.nc, NodeID: cfg.NodeID, NodeAddr: cfg.NodeAddr,
+		JS: srv.js, Conn: srv.nc, JSDomain: cfg.JSDomain, Layout: srv.layout,
+		NodeID: cfg.NodeID, NodeAddr: cfg.NodeAddr,
 		PresenceTTL: cfg.PresenceTTL, NodeTTL: cfg.NodeTTL, OfflineGrace: cfg.OfflineGrace,
 		History: cfg.PresenceHistory, Replicas: cfg.Replicas,
 		RunCtx: runCtx, Clock: hubClock{now: cfg.Now}, Log: srv.log, Go: srv.goTask,
 		Sessions: srv.SessionCount,
 		Stored: func(r schema.PresenceRecord, seq uint64, data []byte) {
 			srv.metrics.presence.WithLabelValues(string(r.Reason)).Inc()
-			srv.publishWatchID(subjects.WatchPresence, r.Group, r.Type, r.SN, fmt.Sprintf("p%d", seq), data)
+			srv.publishWatchID(subjects.WatchPresence, r.Group, r.Type, r.SN, srv.recordPushID('p', seq), data)
 		},
 		Metrics: presenceMetrics{srv.metrics},
 		Stores:  presenceStores{srv.stores},

@@ -56,7 +56,7 @@ const (
 type pendingRecord struct {
 	msg      wire.Message // the request, for the answer
 	subject  string
-	stream   string // StreamStatus or StreamEvents
+	stream   string // the own status or event stream (Layout.StatusStream, EventStream)
 	data     []byte
 	msgID    string    // Nats-Msg-Id: a publish tried again is stored once
 	deadline time.Time // answered by then

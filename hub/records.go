@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
@@ -34,21 +35,31 @@ var modelFields = []string{"location", "inspection", "rubbish", "electricity"}
 // stampedFields are replaced by the hub's own values in a status body.
 var stampedFields = []string{"sn", "type", "group", "at"}
 
-// dataStreams are the configs of the status and event streams.
+// dataStreams are the configs of the status and event streams the node
+// writes: HUB_STATUS and HUB_EVENTS, or in data-centre mode the data
+// centre's own, on its DC subjects, republished on the §6 subjects so
+// that live subscribers of hub.dev.<sn>.status see them as before (the
+// §6 names are then aggregates: see layout.go).
 func dataStreams(srv *Server) []jetstream.StreamConfig {
+	l := srv.layout
 	scs := []jetstream.StreamConfig{
 		{
-			Name: StreamStatus, Description: "device status records, the newest per device",
-			Subjects: []string{subjects.AllDeviceStatus}, MaxMsgsPerSubject: int64(srv.cfg.StatusHistory),
+			Name: l.StatusStream(), Description: "device status records, the newest per device",
+			Subjects: []string{l.StatusSubjects()}, MaxMsgsPerSubject: int64(srv.cfg.StatusHistory),
 			MaxAge: srv.cfg.RecordAge, AllowDirect: true,
 		},
 		{
-			Name: StreamEvents, Description: "device event records, the newest per device",
-			Subjects: []string{subjects.AllDeviceEvents}, MaxMsgsPerSubject: int64(srv.cfg.EventHistory),
+			Name: l.EventStream(), Description: "device event records, the newest per device",
+			Subjects: []string{l.EventSubjects()}, MaxMsgsPerSubject: int64(srv.cfg.EventHistory),
 			MaxAge: srv.cfg.RecordAge, AllowDirect: true,
 		},
 	}
+	if l.DCMode() {
+		scs[0].RePublish = &jetstream.RePublish{Source: l.StatusSubjects(), Destination: subjects.Prefix + ".dev.{{wildcard(1)}}.status"}
+		scs[1].RePublish = &jetstream.RePublish{Source: l.EventSubjects(), Destination: subjects.Prefix + ".dev.{{wildcard(1)}}.event"}
+	}
 	for i := range scs {
+		scs[i].Placement = pres.Placement(l)
 		scs[i].Storage, scs[i].Replicas, scs[i].Discard = jetstream.FileStorage, srv.cfg.Replicas, jetstream.DiscardOld
 		// Records carry a Nats-Msg-Id, so that one published again after
 		// a lost acknowledgement is stored once (storeRecord); the window
@@ -122,10 +133,10 @@ func (srv *Server) serveStatus(s *Session, m *wire.Message) (any, *wire.Error) {
 	}
 	status, _ := json.Marshal(body)
 	rec := StatusRecord{SN: id.SN, Type: id.Type, Group: id.Group, At: srv.cfg.Now().UnixMilli(), Status: status}
-	subj, _ := subjects.DeviceStatus(id.SN)
+	subj, _ := srv.layout.StatusSubject(id.SN)
 	// Stored off the read loop, in order, and answered once stored
 	// (recordqueue.go).
-	return srv.queueRecord(s, m, StreamStatus, subj, rec, map[string]int64{"at": rec.At}, func(b []byte, _ uint64) {
+	return srv.queueRecord(s, m, srv.layout.StatusStream(), subj, rec, map[string]int64{"at": rec.At}, func(b []byte, _ uint64) {
 		srv.publishWatch(subjects.WatchStatus, rec.Group, rec.Type, rec.SN, b)
 	})
 }
@@ -172,9 +183,9 @@ func (srv *Server) serveEvent(s *Session, m *wire.Message) (any, *wire.Error) {
 		data = wire.EmptyObject
 	}
 	rec := EventRecord{SN: id.SN, Type: id.Type, Group: id.Group, At: srv.cfg.Now().UnixMilli(), Event: *a.Event, Priority: prio, Data: data}
-	subj, _ := subjects.DeviceEvent(id.SN)
-	return srv.queueRecord(s, m, StreamEvents, subj, rec, map[string]int64{"at": rec.At}, func(b []byte, seq uint64) {
-		srv.publishWatchID(subjects.WatchEvent, rec.Group, rec.Type, rec.SN, fmt.Sprintf("e%d", seq), b)
+	subj, _ := srv.layout.EventSubject(id.SN)
+	return srv.queueRecord(s, m, srv.layout.EventStream(), subj, rec, map[string]int64{"at": rec.At}, func(b []byte, seq uint64) {
+		srv.publishWatchID(subjects.WatchEvent, rec.Group, rec.Type, rec.SN, srv.recordPushID('e', seq), b)
 	})
 }
 

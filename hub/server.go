@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	"github.com/fleethub/fleethub/hub/dcs"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
@@ -31,6 +33,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	sessionLog sessionLog // session starts and ends since the last summary line
+
 	devices   *auth.DeviceVerifier
 	tokens    *auth.Tokens
 	users     *userStore
@@ -49,6 +53,13 @@ type Server struct {
 	dummyHash string        // checked for unknown users; same cost as real hashes
 	logins    *loginLimiter // login failure throttling
 	svc       *svcReplies   // replies to hub.svc requests (svcreply.go)
+	// layout names the stores the node writes and reads (see
+	// schema.Layout). Written by Start before anything uses it; read-only
+	// once Start has succeeded.
+	layout schema.Layout
+	// dcEngine is the data centre engine of data-centre mode (dcwire.go),
+	// set by Start.
+	dcEngine atomic.Pointer[dcs.Engine]
 
 	started   atomic.Bool
 	stopping  atomic.Bool
@@ -82,7 +93,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	js, err := jetstream.New(cfg.Conn)
+	js, err := newJetStream(cfg.Conn, cfg.JSDomain)
 	if err != nil {
 		return nil, fmt.Errorf("hub: jetstream: %w", err)
 	}
@@ -174,12 +185,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}()
 	// JetStream first: while it does not answer (no meta leader yet, or
 	// the server not joined), /readyz names it.
-	_, err = jscreate.Wait(ctx, s.js.AccountInfo)
+	info, err := jscreate.Wait(ctx, s.js.AccountInfo)
 	s.stores.jsDown.Store(err != nil)
 	if err != nil {
 		return fmt.Errorf("hub: jetstream: %w", err)
 	}
-	nonces, err := newNonceStore(ctx, s, 2*s.cfg.MaxSkew+10*time.Second)
+	if s.layout, err = resolveLayout(s.cfg, s.nc.ConnectedClusterName(), info.Domain); err != nil {
+		return err
+	}
+	nonces, err := newNonceStore(ctx, s, nonceWindow(s.cfg))
 	if err != nil {
 		return err
 	}
@@ -208,6 +222,17 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.followStreams(ctx, runCtx); err != nil {
 		return err
 	}
+	// The aggregates after the own stores they source: a source whose
+	// stream does not exist yet backs off for seconds to minutes.
+	if err := s.openViews(ctx, runCtx); err != nil {
+		return err
+	}
+	if err := nonces.openSeen(ctx, s); err != nil {
+		return err
+	}
+	if err := s.startDCEngine(ctx, runCtx); err != nil {
+		return err
+	}
 	if s.dir, err = openDirectory(ctx, s); err != nil {
 		return err
 	}
@@ -218,6 +243,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	dcancel()
 	s.goTask(func() { s.dir.run(runCtx, dirTerm) })
 	s.goTask(func() { s.summaries(runCtx) })
+	s.goTask(func() { s.logSessions(runCtx) })
 	s.goTask(func() { s.stores.run(runCtx) })
 	s.goTask(func() { s.logins.run(runCtx) })
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
@@ -233,6 +259,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: flush: %w", err)
 	}
 	s.started.Store(true)
+	s.logLayout()
 	s.log.Info("hub started", "users", s.users.len(), "registered_devices", s.registry.len())
 	return nil
 }
@@ -264,6 +291,7 @@ func (s *Server) resetStart() {
 	s.interest = newRegistry(s)
 	s.stores.reset()
 	s.takeover, s.presence, s.dir = nil, nil, nil
+	s.dcEngine.Store(nil)
 }
 
 // onAsyncError counts what nats.go dropped for a subscription of the hub,

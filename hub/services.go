@@ -37,6 +37,9 @@ func (srv *Server) builtinServices() map[string]service {
 		"/admin/devices":     {roles: watchers, handler: srv.serveDevices},
 		"/admin/push":        {roles: admins, handler: srv.serveAdminPush},
 		"/admin/command":     {roles: admins, handler: srv.serveAdminCommand},
+		"/admin/kick":        {roles: admins, handler: srv.serveAdminKick},
+		"/admin/nodes":       {roles: watchers, handler: srv.serveNodes},
+		"/admin/forget":      {roles: admins, handler: srv.serveForget},
 	}
 }
 
@@ -109,7 +112,8 @@ var knownServices = map[string]bool{
 	"/auth/device": true, "/auth/login": true, "/auth/token": true, "/ping": true,
 	"/device/status": true, "/device/event": true,
 	"/admin/subscribe": true, "/admin/unsubscribe": true, "/admin/devices": true,
-	"/admin/history": true, "/admin/command": true, "/admin/push": true,
+	"/admin/history": true, "/admin/command": true, "/admin/push": true, "/admin/kick": true,
+	"/admin/nodes": true, "/admin/forget": true,
 }
 
 func serviceLabel(name string) string {

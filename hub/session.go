@@ -227,7 +227,8 @@ func (s *Session) Gone(reason schema.Reason) {
 	}
 	if id := s.Identity(); id != nil {
 		s.srv.metrics.sessions.WithLabelValues(string(id.Role)).Dec()
-		s.logger().Info("session ended", "reason", reason)
+		s.logger().Debug("session ended", "reason", reason)
+		s.srv.sessionLog.end(reason)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
+	pres "github.com/fleethub/fleethub/hub/presence"
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/internal/kvwatch"
@@ -21,42 +22,84 @@ import (
 // nonceStore claims device nonces in a KV bucket whose entries expire after
 // the replay window. Create succeeds for exactly one caller across every
 // node, which is what makes a replay on another node fail.
+//
+// In data-centre mode the bucket is the data centre's own
+// (hub_nonces_<dc>), and a claim first looks the nonce up in
+// hub_nonces_seen_<dc>, which sources the other data centres' claims: a
+// nonce used in another data centre is a replay once its claim has
+// reached this one (the WAN's latency), and no claim crosses the WAN.
 type nonceStore struct {
 	kv     jetstream.KeyValue
+	seen   jetstream.KeyValue // the other data centres' claims; nil in classic mode
+	name   string             // the own bucket
 	stores *storeSet
 }
 
 func newNonceStore(ctx context.Context, srv *Server, window time.Duration) (*nonceStore, error) {
+	l := srv.layout
 	cfg := jetstream.KeyValueConfig{
-		Bucket:      schema.BucketNonces,
+		Bucket:      l.Nonces(),
 		Description: "device auth nonces seen within the clock-skew window",
 		TTL:         window,
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    srv.cfg.Replicas,
+		Placement:   pres.Placement(l),
 	}
 	kv, err := jscreate.KeyValue(ctx, srv.js, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("hub: bucket %s: %w", schema.BucketNonces, err)
+		return nil, fmt.Errorf("hub: bucket %s: %w", cfg.Bucket, err)
 	}
+	ns := &nonceStore{kv: kv, name: cfg.Bucket, stores: srv.stores}
 	if err := srv.stores.add(ctx, srv.runCtx, kvStore(cfg.Bucket, func(ctx context.Context) error {
 		_, err := jscreate.KeyValue(ctx, srv.js, cfg)
 		return err
 	})); err != nil {
 		return nil, err
 	}
-	return &nonceStore{kv: kv, stores: srv.stores}, nil
+	return ns, nil
+}
+
+// openSeen opens, in data-centre mode, the bucket of the nonces claimed
+// in the other data centres, which openViews created. Start calls it
+// before the node serves.
+func (n *nonceStore) openSeen(ctx context.Context, srv *Server) error {
+	l := srv.layout
+	if !l.DCMode() {
+		return nil
+	}
+	seen, err := jscreate.Retry(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return srv.js.KeyValue(ctx, l.NoncesSeen())
+	})
+	if err != nil {
+		return fmt.Errorf("hub: bucket %s: %w", l.NoncesSeen(), err)
+	}
+	n.seen = seen
+	return nil
 }
 
 // Claim implements auth.NonceStore. The key is a hash of the nonce, since a
 // nonce may hold characters a KV key cannot. When the bucket is gone, it
-// is created again and the claim tried once more.
+// is created again and the claim tried once more. A nonce the other data
+// centres claimed is a replay; when their claims cannot be read (the seen
+// bucket missing), the claim fails rather than risk a replay.
 func (n *nonceStore) Claim(ctx context.Context, nonce string) error {
 	sum := sha256.Sum256([]byte(nonce))
 	key := hex.EncodeToString(sum[:16])
+	if n.seen != nil {
+		_, err := n.seen.Get(ctx, key)
+		switch {
+		case err == nil:
+			return auth.ErrReplay
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		default:
+			n.stores.lost(n.seen.Bucket(), err)
+			return fmt.Errorf("hub: nonces of other data centres: %w", err)
+		}
+	}
 	_, err := n.kv.Create(ctx, key, nil)
 	if storeGone(err) {
-		if herr := n.stores.heal(ctx, schema.BucketNonces); herr == nil {
+		if herr := n.stores.heal(ctx, n.name); herr == nil {
 			_, err = n.kv.Create(ctx, key, nil)
 		}
 	}
@@ -310,3 +353,8 @@ func (e staticEntry) Key() string                     { return e.key }
 func (e staticEntry) Value() []byte                   { return e.value }
 func (e staticEntry) Bucket() string                  { return schema.BucketUsers }
 func (e staticEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
+
+// nonceWindow is how long a claimed nonce is kept: twice the clock skew a
+// device may have (its timestamp may be that far either side of ours),
+// and a margin.
+func nonceWindow(cfg Config) time.Duration { return 2*cfg.MaxSkew + 10*time.Second }

@@ -126,6 +126,12 @@ func (ss *storeSet) add(ctx, runCtx context.Context, st *store) error {
 	ss.mu.Lock()
 	ss.list = append(ss.list, st)
 	ss.mu.Unlock()
+	// Its series at 0 from the start (exportZeros).
+	ss.srv.metrics.storesRecreated.WithLabelValues(st.name)
+	ss.srv.metrics.storeHealFailures.WithLabelValues(st.name)
+	if len(st.feeds) > 0 {
+		ss.srv.metrics.storeFeedRestarts.WithLabelValues(st.name)
+	}
 	for _, f := range st.feeds {
 		loaded, err := f.run(runCtx, false)
 		if err != nil {

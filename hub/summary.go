@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub/wire"
-	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nuid"
 )
 
@@ -16,7 +15,7 @@ import (
 // history) that groups may see, as the directory keeps them: no bus scan,
 // no count on this node.
 func (srv *Server) summarize(ctx context.Context, groups []string, now time.Time) (Summary, *wire.Error) {
-	r, werr := srv.askDirectory(ctx, subjects.DirSummary, &dirSummaryRequest{Groups: groups})
+	r, werr := srv.askDirectory(ctx, srv.layout.DirSummary(), &dirSummaryRequest{Groups: groups})
 	if werr != nil {
 		return Summary{}, werr
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -376,6 +377,18 @@ func (w *watchSet) size() int {
 // (acknowledged): a watcher never sees a record the stream refused.
 func (srv *Server) publishWatch(topic, group, typ, sn string, body []byte) {
 	srv.publishWatchID(topic, group, typ, sn, "", body)
+}
+
+// recordPushID is the push id of a record of kind ('e' event, 'p'
+// presence) stored at seq in the node's own stream: "e<seq>", and in
+// data-centre mode "e<seq>-<dc>", since every data centre's own stream
+// counts from 1 and push ids are unique.
+func (srv *Server) recordPushID(kind byte, seq uint64) string {
+	id := string(kind) + strconv.FormatUint(seq, 10)
+	if srv.layout.DCMode() {
+		id += "-" + srv.layout.DC
+	}
+	return id
 }
 
 // publishWatchID is publishWatch with the push id every node gives the

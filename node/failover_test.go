@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleethub/fleethub/hub"
 	"github.com/fleethub/fleethub/internal/loadtest"
 )
 
@@ -28,7 +27,10 @@ import (
 func TestServerFailover(t *testing.T) {
 	t.Parallel()
 	f := loadtest.StartFailover(t, loadtest.FailoverOptions{})
-	f.PlaceLeaders(t, 2, hub.StreamStatus, "KV_"+hub.BucketNodes, "KV_"+hub.BucketPresence)
+	// The stores the nodes write: their data centre's own (the cluster
+	// has a name, so the nodes run in data-centre mode).
+	l := f.Nodes[0].Hub.Layout()
+	f.PlaceLeaders(t, 2, l.StatusStream(), "KV_"+l.Nodes(), "KV_"+l.Presence())
 	f.Run(t, 2*time.Second)
 	f.Kill(t, 2)
 	f.Run(t, 12*time.Second)

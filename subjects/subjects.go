@@ -24,6 +24,10 @@ const (
 	// authenticated, so that older sessions for the same serial number, on
 	// any node, are replaced.
 	Takeover = "hub.ctl.takeover"
+	// DCHello is internal: every node announces its data centre (name,
+	// JetStream domain, node) on it every second, so that each node knows
+	// which data centres exist and which it reaches now.
+	DCHello = "hub.ctl.dc.hello"
 )
 
 // maxToken bounds a single token; serial numbers and names are far shorter.

@@ -6,9 +6,11 @@
 // authenticates with the key derived from the master secret, reports a
 // drifting status (battery, location, inspection faults, bin fill) every
 // --status-interval, raises random events at --event-rate, answers
-// /cmd/dance, /cmd/move, /cmd/dock and /cmd/stop, and now and then drops
-// its connection and comes back (--disconnect-rate). It runs until SIGINT
-// or SIGTERM, or for --duration.
+// /cmd/dance, /cmd/move ({"to":"dock"} or one of its site's locations),
+// /cmd/dock and /cmd/stop, reports every push it receives as a
+// push_received event with the push's id and service, and now and then
+// drops its connection and comes back (--disconnect-rate). It runs until
+// SIGINT or SIGTERM, or for --duration.
 //
 // Load mode (--load) connects --devices devices as fast as --concurrency
 // allows, then has each report status every --status-interval for

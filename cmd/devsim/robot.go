@@ -424,6 +424,10 @@ func (r *robot) dance(now time.Time, args map[string]any) client.Result {
 	return ok(map[string]any{"dancing": true, "routine": routine, "duration_ms": dur.Milliseconds(), "location": r.location})
 }
 
+// dockAlias is the destination of /cmd/move that means the robot's own
+// dock, whatever its site calls it: what a reader types first.
+const dockAlias = "dock"
+
 func (r *robot) move(now time.Time, args map[string]any) client.Result {
 	v, present := args["to"]
 	if !present {
@@ -433,9 +437,12 @@ func (r *robot) move(now time.Time, args map[string]any) client.Result {
 	if !isStr {
 		return client.Result{Code: 400, Msg: "args.to: must be a string"}
 	}
+	if to == dockAlias {
+		to = r.site.dock
+	}
 	if to != r.site.dock && !slices.Contains(r.site.locations, to) {
-		return client.Result{Code: 400, Msg: fmt.Sprintf("args.to: unknown location %q (known: %s, %s)",
-			to, strings.Join(r.site.locations, ", "), r.site.dock)}
+		return client.Result{Code: 400, Msg: fmt.Sprintf("args.to: unknown location %q (known: %s, %s, or %q for the robot's own dock)",
+			to, strings.Join(r.site.locations, ", "), r.site.dock, dockAlias)}
 	}
 	if r.battery < 5 && to != r.site.dock {
 		return client.Result{Code: 409, Msg: "battery too low, dock first", Values: map[string]any{"percent": math.Round(r.battery)}}

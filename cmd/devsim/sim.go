@@ -41,6 +41,9 @@ const (
 	dialTimeout = 15 * time.Second
 	// summaryEvery is the period of the simulator's fleet summary line.
 	summaryEvery = time.Minute
+	// pushQueue is how many received pushes a robot holds before it has
+	// reported them as events; beyond, a push is counted and not reported.
+	pushQueue = 32
 )
 
 // Config is what a run of devsim does. main fills it from the flags; tests
@@ -199,6 +202,7 @@ type simStats struct {
 	Reports, ReportErrors            atomic.Int64
 	Events, EventErrors              atomic.Int64
 	Commands                         atomic.Int64
+	Pushes, PushesUnreported         atomic.Int64
 	SimDisconnects, HubDisconnects   atomic.Int64
 	DialFailures, RateLimited, Stops atomic.Int64
 }
@@ -209,6 +213,7 @@ func (s *simStats) logAttrs() []any {
 		"reports", s.Reports.Load(), "report_errors", s.ReportErrors.Load(),
 		"events", s.Events.Load(), "event_errors", s.EventErrors.Load(),
 		"rate_limited", s.RateLimited.Load(), "commands", s.Commands.Load(),
+		"pushes", s.Pushes.Load(), "pushes_unreported", s.PushesUnreported.Load(),
 		"simulated_disconnects", s.SimDisconnects.Load(), "hub_disconnects", s.HubDisconnects.Load(),
 		"dial_failures", s.DialFailures.Load(), "stopped", s.Stops.Load(),
 	}
@@ -271,10 +276,13 @@ func (f *fleet) runRobot(ctx context.Context, i int, r *robot, delay time.Durati
 	}
 	key := auth.DeviceKey(f.cfg.MasterSecret, r.sn)
 	log := f.log.With("sn", r.sn)
+	// Pushes received, to report as events (see live). Kept across
+	// connections: one received just before a drop is still reported.
+	pushes := make(chan client.Push, pushQueue)
 	failures := 0
 	for ctx.Err() == nil {
 		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-		c, err := client.Dial(dctx, f.clientConfig(i, r, key, log))
+		c, err := client.Dial(dctx, f.clientConfig(i, r, key, pushes, log))
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -302,7 +310,7 @@ func (f *fleet) runRobot(ctx context.Context, i int, r *robot, delay time.Durati
 			continue
 		}
 		failures = 0
-		pause, stop := f.live(ctx, c, r, log)
+		pause, stop := f.live(ctx, c, r, pushes, log)
 		_ = c.Close()
 		if stop || !sleepCtx(ctx, pause) {
 			return
@@ -317,11 +325,24 @@ func retryDelay(n int) time.Duration {
 	return jitterRange(0, min(ceiling, 30*time.Second)+1)
 }
 
-func (f *fleet) clientConfig(i int, r *robot, key []byte, log *slog.Logger) client.Config {
+func (f *fleet) clientConfig(i int, r *robot, key []byte, pushes chan<- client.Push, log *slog.Logger) client.Config {
 	connected := false // touched only by OnState, which runs serially
 	return client.Config{
 		URLs:   f.cfg.urlsFor(i),
 		Device: &client.DeviceAuth{SN: r.sn, Key: key, Type: r.typ},
+		// Every push is reported back as a push_received event naming its
+		// id, so whoever pushed can see which robots got it. OnPush must
+		// not block the client, hence the queue.
+		OnPush: func(p client.Push) {
+			f.stats.Pushes.Add(1)
+			log.Debug("push", "service", p.Service, "id", p.ID)
+			select {
+			case pushes <- p:
+			default:
+				f.stats.PushesUnreported.Add(1)
+				log.Warn("push not reported: too many pushes waiting", "service", p.Service, "id", p.ID)
+			}
+		},
 		OnCommand: func(ctx context.Context, cmd client.Command) client.Result {
 			f.stats.Commands.Add(1)
 			res := r.handle(ctx, cmd)
@@ -356,10 +377,11 @@ func (f *fleet) clientConfig(i int, r *robot, key []byte, log *slog.Logger) clie
 	}
 }
 
-// live runs one connected client: status reports, random events and
-// commands, until ctx ends (stop), the hub ends the client for good, or a
-// simulated disconnect is due (then pause says how long to stay away).
-func (f *fleet) live(ctx context.Context, c *client.Client, r *robot, log *slog.Logger) (pause time.Duration, stop bool) {
+// live runs one connected client: status reports, random events, the
+// push_received events of pushes, and commands, until ctx ends (stop), the
+// hub ends the client for good, or a simulated disconnect is due (then
+// pause says how long to stay away).
+func (f *fleet) live(ctx context.Context, c *client.Client, r *robot, pushes <-chan client.Push, log *slog.Logger) (pause time.Duration, stop bool) {
 	status := time.NewTimer(0) // the first report goes at once
 	defer status.Stop()
 	var events, drops <-chan time.Time // nil: never
@@ -398,6 +420,8 @@ func (f *fleet) live(ctx context.Context, c *client.Client, r *robot, log *slog.
 		case <-events:
 			f.event(ctx, c, r.randomEvent(), log)
 			eventTimer.Reset(expDelay(f.eventMean()))
+		case p := <-pushes:
+			f.event(ctx, c, pushReceived(p), log)
 		case <-drops:
 			pause := jitterRange(time.Second, 8*time.Second+1)
 			f.stats.SimDisconnects.Add(1)
@@ -405,6 +429,11 @@ func (f *fleet) live(ctx context.Context, c *client.Client, r *robot, log *slog.
 			return pause, false
 		}
 	}
+}
+
+// pushReceived is the event a robot reports for a push it got.
+func pushReceived(p client.Push) event {
+	return event{"push_received", "normal", map[string]any{"id": p.ID, "service": p.Service}}
 }
 
 func (f *fleet) eventMean() time.Duration {

@@ -135,12 +135,38 @@ func TestSimulation(t *testing.T) {
 		t.Fatalf("/cmd/move: %+v", move)
 	}
 	admin.MustCode(400, "/admin/command", map[string]any{"sn": "SIM-0001", "service": "/cmd/move", "args": map[string]any{"to": "Mars"}})
+	// "dock" is the robot's own dock, whatever its site calls it.
+	admin.MustOK("/admin/command", map[string]any{
+		"sn": "SIM-0001", "service": "/cmd/move", "args": map[string]any{"to": "dock"},
+	}).Decode(t, &move)
+	if move.To != "Level 1 · dock" {
+		t.Fatalf(`/cmd/move {"to":"dock"}: %+v`, move)
+	}
 	admin.MustOK("/admin/command", map[string]any{"sn": "SIM-0004", "service": "/cmd/dock"})
 	admin.MustOK("/admin/command", map[string]any{"sn": "SIM-0002", "service": "/cmd/stop"})
 	if m := admin.MustCode(404, "/admin/command", map[string]any{"sn": "SIM-0002", "service": "/cmd/fly"}); m.Msg != "unknown command" {
 		t.Fatalf("unknown command: msg %q", m.Msg)
 	}
 	admin.MustCode(409, "/admin/command", map[string]any{"sn": "SIM-0003", "service": "/cmd/busy"})
+
+	// A push is reported back as a push_received event with its id.
+	admin.MustOK("/admin/subscribe", map[string]any{"devices": []string{"SIM-0002"}, "topics": []string{"event"}})
+	var pushed struct {
+		ID string `json:"id"`
+	}
+	admin.MustOK("/admin/push", map[string]any{"target": map[string]any{"sn": "SIM-0002"}, "service": "/push/hello", "values": map[string]any{"text": "hi"}}).Decode(t, &pushed)
+	admin.Next(func(m hubtest.Msg) bool {
+		var ev struct {
+			SN    string `json:"sn"`
+			Event string `json:"event"`
+			Data  struct {
+				ID      string `json:"id"`
+				Service string `json:"service"`
+			} `json:"data"`
+		}
+		return m.Op == "push" && m.Service == "/push/event" && json.Unmarshal(m.Values, &ev) == nil &&
+			ev.SN == "SIM-0002" && ev.Event == "push_received" && ev.Data.ID == pushed.ID && ev.Data.Service == "/push/hello"
+	})
 
 	// Run for about two seconds in all, then stop.
 	time.Sleep(time.Until(start.Add(2 * time.Second)))

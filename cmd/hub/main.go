@@ -21,6 +21,7 @@ import (
 	"github.com/fleethub/fleethub/internal/natsconn"
 	"github.com/fleethub/fleethub/node"
 	"github.com/fleethub/fleethub/node/dashboard"
+	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -35,6 +36,7 @@ type options struct {
 	listen, natsListen, natsConf, dataDir, nodeID      string
 	masterSecret, adminPassword, allowedOrigins        string
 	logFormat, logLevel                                string
+	dc, jsDomain                                       string
 	pingInterval, pongWait, authTimeout, tokenTTL      time.Duration
 	serviceTimeout, presenceTTL, nodeTTL, offlineGrace time.Duration
 	summaryInterval, recordAge, coalesceWindow         time.Duration
@@ -93,6 +95,8 @@ func run(args []string) int {
 	fs.DurationVar(&o.serviceTimeout, "service-timeout", 5*time.Second, "how long a backend service on hub.svc.* may take")
 	fs.IntVar(&o.queueBytes, "queue-bytes", 1<<20, "outbound queue per session, in bytes; overflow closes with 4008")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas (1 to 5) of the hub's JetStream buckets and streams (for a NATS cluster)")
+	fs.StringVar(&o.dc, "dc", "", "this node's data centre, a subject token (default the name of the NATS cluster its connection reaches)")
+	fs.StringVar(&o.jsDomain, "js-domain", "", "the JetStream domain the node's buckets and streams live in (leaf-node sites)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ (profiling; keep it off on an untrusted network)")
 	// Limits on the HTTP edge (edge.go).
 	fs.DurationVar(&o.edge.readTimeout, "read-timeout", 15*time.Second, "longest time to read one HTTP request, body included (WebSocket sessions are not affected); 0 for none")
@@ -111,6 +115,7 @@ func run(args []string) int {
 	fs.StringVar(&o.tls.cert, "tls-cert", "", "PEM certificate file: serve HTTPS and WSS only on --listen (with --tls-key); re-read when it changes")
 	fs.StringVar(&o.tls.key, "tls-key", "", "PEM private key file of --tls-cert; re-read when it changes")
 	showVersion := fs.Bool("version", false, "print the version on standard output and exit")
+	showConfig := fs.Bool("print-config", false, "print the effective configuration (secrets redacted) on standard output and exit")
 	if code, ok := cli.ParseFlags("hub", fs, args, cli.Env, os.Stderr); !ok {
 		return code
 	}
@@ -130,6 +135,12 @@ func run(args []string) int {
 	if o.replicas < 1 || o.replicas > 5 {
 		fmt.Fprintf(os.Stderr, "hub: --replicas %d: want 1 to 5 (a bucket or stream of a NATS cluster has 1 to 5 replicas)\n", o.replicas)
 		return 2
+	}
+	for _, f := range []struct{ name, value string }{{"dc", o.dc}, {"js-domain", o.jsDomain}} {
+		if f.value != "" && !subjects.ValidToken(f.value) {
+			fmt.Fprintf(os.Stderr, "hub: --%s %q: want a subject token (letters, digits, '-' or '_'; no '.', '*', '>' or space)\n", f.name, f.value)
+			return 2
+		}
 	}
 	if err := o.tls.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
@@ -153,12 +164,20 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "hub: --master-secret-file (or HUB_MASTER_SECRET, --master-secret) is required outside --dev")
 		return 2
 	}
+	if err := o.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		return 2
+	}
 	if err := checkEmbeddedFlags(o); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
 		return 2
 	}
 	if o.nodeID == "" {
 		o.nodeID = defaultNodeID(o.listen)
+	}
+	if *showConfig {
+		printConfig(os.Stdout, fs)
+		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -202,11 +221,12 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	defer drain(nc, log)
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), cli.BuildInfo())
 	srv, err := hub.New(hub.Config{
 		Conn: nc, NodeID: o.nodeID, MasterSecret: []byte(o.masterSecret), AdminPassword: o.adminPassword,
 		RequireRegistered: o.requireRegistered, PingInterval: o.pingInterval, AuthTimeout: o.authTimeout,
 		TokenTTL: o.tokenTTL, ServiceTimeout: o.serviceTimeout, Replicas: o.replicas,
+		DC: o.dc, JSDomain: o.jsDomain,
 		PresenceTTL: o.presenceTTL, NodeTTL: o.nodeTTL, OfflineGrace: o.offlineGrace, NodeAddr: o.listen,
 		SummaryInterval: o.summaryInterval, StatusHistory: o.statusHistory, EventHistory: o.eventHistory,
 		RecordAge: o.recordAge, CoalesceWindow: o.coalesceWindow,

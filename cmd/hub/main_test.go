@@ -23,6 +23,8 @@ func TestUsageErrors(t *testing.T) {
 		{"--pong-wait", "soon"},
 		{}, // no master secret outside --dev
 		{"--master-secret", "s", "--log-format", "xml"},
+		{"--dev", "--dc", "east.1"},
+		{"--dev", "--js-domain", "a b"},
 	} {
 		if code := run(args); code != 2 {
 			t.Errorf("run(%q) = %d, want 2", args, code)

@@ -47,6 +47,7 @@ func TestStartUp(t *testing.T) {
 		"NoJetStreamSIGTERM":     testStartNoJetStreamSIGTERM,
 		"WithoutJetStreamQuorum": testStartWithoutJetStreamQuorum,
 		"ReplicasOutOfRange":     testReplicasOutOfRange,
+		"BadDataCentre":          testBadDataCentre,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -184,6 +185,18 @@ func testStartWithoutJetStreamQuorum(t *testing.T, bin string) {
 	t.Logf("ready %v after the other two servers restarted", time.Since(began).Round(time.Millisecond))
 	dev := hubtest.Dial(t, h.WSURL, nil)
 	dev.MustOK("/auth/device", hubtest.DeviceArgs("QUORUM-1", "retail"))
+}
+
+// testBadDataCentre: a --dc or --js-domain that is not a subject token
+// exits 2 with one line naming the flag.
+func testBadDataCentre(t *testing.T, bin string) {
+	for _, args := range [][]string{{"--dc", "east.1"}, {"--dc", "a b"}, {"--js-domain", "west.*"}} {
+		code, out := hubExit(t, bin, append([]string{"--dev", "--nats-url", "nats://127.0.0.1:1"}, args...)...)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], args[0]) {
+			t.Fatalf("%q: exit %d, %q; want 2 and one line naming %s", args, code, out, args[0])
+		}
+	}
 }
 
 // testReplicasOutOfRange: --replicas outside 1..5 exits 2 with one line.

@@ -31,7 +31,9 @@ type client struct {
 	opts []nats.Option
 	// inbox is the connection's inbox prefix (--nats-inbox-prefix).
 	inbox string
-	out   io.Writer
+	// jsDomain is the JetStream domain of the hub's stores (--js-domain).
+	jsDomain string
+	out      io.Writer
 
 	// refused is the last permission violation the server reported on
 	// the connection (asynchronously: the call it refused fails later,
@@ -78,6 +80,24 @@ func (c *client) conn() (*nats.Conn, error) {
 	return nc, nil
 }
 
+// jetStream is the hub's JetStream, made once: that of --js-domain when
+// it is given.
+func (c *client) jetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	if c.js != nil {
+		return c.js, nil
+	}
+	var err error
+	if c.jsDomain != "" {
+		c.js, err = jetstream.NewWithDomain(nc, c.jsDomain)
+	} else {
+		c.js, err = jetstream.New(nc)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	return c.js, nil
+}
+
 // explain turns the error of a command the server's permissions refused
 // (a JetStream call then times out) into the permission error itself.
 func (c *client) explain(err error) error {
@@ -120,17 +140,16 @@ func (c *client) bucket(ctx context.Context, name string, create bool) (jetstrea
 	if err != nil {
 		return nil, err
 	}
-	if c.js == nil {
-		if c.js, err = jetstream.New(nc); err != nil {
-			return nil, fmt.Errorf("JetStream: %w", err)
-		}
+	js, err := c.jetStream(nc)
+	if err != nil {
+		return nil, err
 	}
-	kv, err := c.js.KeyValue(ctx, name)
+	kv, err := js.KeyValue(ctx, name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		if !create {
 			return nil, errNoBucket
 		}
-		kv, err = jscreate.KeyValue(ctx, c.js, bucketConfigs[name])
+		kv, err = jscreate.KeyValue(ctx, js, bucketConfigs[name])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", name, err)

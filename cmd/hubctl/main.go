@@ -25,6 +25,7 @@ import (
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/cli"
 	"github.com/fleethub/fleethub/internal/natsconn"
+	"github.com/fleethub/fleethub/subjects"
 )
 
 // defaultNATSURL is where hubctl looks for NATS when neither --nats-url nor
@@ -72,6 +73,7 @@ var commands = []*command{
 	userRmCommand,
 	pushCommand,
 	cmdCommand,
+	kickCommand,
 	onlineCommand,
 	tailCommand,
 	loginCommand, // TLS on the WebSocket edge: login.go
@@ -93,6 +95,7 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	global := newFlagSet("hubctl")
 	conn.Register(global, defaultNATSURL)
 	conn.RegisterInbox(global, schema.OperatorInboxPrefix)
+	conn.RegisterJSDomain(global)
 	showVersion := global.Bool("version", false, "print the version on standard output and exit")
 	if err := cli.ApplyEnv(global, cli.Env); err != nil {
 		return fail(stderr, usageError{err})
@@ -142,6 +145,7 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sofar := conn
 	conn.Register(fs, defaultNATSURL)
 	conn.RegisterInbox(fs, schema.OperatorInboxPrefix)
+	conn.RegisterJSDomain(fs)
 	conn = sofar
 	pos, err := cli.Parse(fs, cmdArgs)
 	if errors.Is(err, flag.ErrHelp) {
@@ -171,6 +175,9 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := checkInbox(conn.Inbox); err != nil {
 		return fail(stderr, usagef("%s: %v", cmd.name, err))
 	}
+	if conn.JSDomain != "" && !subjects.ValidToken(conn.JSDomain) {
+		return fail(stderr, usagef("%s: --js-domain %q: want a subject token (no '.', '*', '>' or space)", cmd.name, conn.JSDomain))
+	}
 
 	var cancel context.CancelFunc
 	if j.endless {
@@ -179,7 +186,7 @@ func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, budget+j.extra)
 	}
 	defer cancel()
-	c := &client{url: conn.URL, opts: natsOpts, inbox: conn.Inbox, out: stdout, abort: cancel}
+	c := &client{url: conn.URL, opts: natsOpts, inbox: conn.Inbox, jsDomain: conn.JSDomain, out: stdout, abort: cancel}
 	defer c.close()
 	if err := j.run(ctx, c); err != nil {
 		return fail(stderr, c.explain(err))

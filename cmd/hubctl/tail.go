@@ -101,14 +101,11 @@ func replay(ctx context.Context, c *client, nc *nats.Conn, kind recordKind, star
 	// runs unbounded.
 	setupCtx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	if c.js == nil {
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return nil, fmt.Errorf("JetStream: %w", err)
-		}
-		c.js = js
+	js, err := c.jetStream(nc)
+	if err != nil {
+		return nil, err
 	}
-	cons, err := c.js.OrderedConsumer(setupCtx, kind.stream, jetstream.OrderedConsumerConfig{
+	cons, err := js.OrderedConsumer(setupCtx, kind.stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{kind.subject},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,

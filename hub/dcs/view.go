@@ -1,13 +1,11 @@
-// Package dcs keeps a node's data centre in touch with the others: it
-// learns which data centres exist (each node announces its own on core
-// NATS, signed), and it keeps the hub's aggregates, the names of
-// PROTOCOL §6 in this node's JetStream, sourcing every data centre's own
-// buckets and streams. After a partition heals it re-adds the sources of
-// the data centre that came back, so that aggregates converge in seconds
-// instead of waiting out the server's source retry back-off.
 package dcs
 
-import "github.com/nats-io/nats.go/jetstream"
+import (
+	"strings"
+
+	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // View is an aggregate of the data centres' own streams: a stream of this
 // node's JetStream whose sources are one stream per data centre.
@@ -24,4 +22,29 @@ type View struct {
 	// OthersOnly: the view sources every data centre but this node's own
 	// (the nonces claimed elsewhere).
 	OthersOnly bool
+	// DCOf, when set, names the data centre a source stream of the view
+	// belongs to (false: not one of Source's). When nil, the data centre
+	// is read from the stream name by the pattern of Source's names
+	// (Source(dc, "").Name holds dc once).
+	DCOf func(stream string) (dc string, ok bool)
+}
+
+// probeDC is a data centre name no deployment uses, to learn where the
+// name sits in Source's stream names.
+const probeDC = "dcs0probe0"
+
+// dcOf returns the data centre whose stream the view sources as stream.
+func (v View) dcOf(stream string) (string, bool) {
+	if v.DCOf != nil {
+		return v.DCOf(stream)
+	}
+	pre, suf, ok := strings.Cut(v.Source(probeDC, "").Name, probeDC)
+	if !ok || len(stream) <= len(pre)+len(suf) || !strings.HasPrefix(stream, pre) || !strings.HasSuffix(stream, suf) {
+		return "", false
+	}
+	dc := stream[len(pre) : len(stream)-len(suf)]
+	if !subjects.ValidToken(dc) || v.Source(dc, "").Name != stream {
+		return "", false
+	}
+	return dc, true
 }

@@ -19,11 +19,25 @@ const MaxBatch = 1000
 // subjects.
 var ErrBatchTooLarge = errors.New("presence: more subjects than one batched read takes")
 
+// DirectGetSubject is the direct get API subject of stream in JetStream
+// domain ("" for the connection's own JetStream).
+func DirectGetSubject(domain, stream string) string {
+	if domain != "" {
+		return "$JS." + domain + ".API.DIRECT.GET." + stream
+	}
+	return jetstream.DefaultAPIPrefix + "DIRECT.GET." + stream
+}
+
 // LastMessages reads the last message of each of subjs in stream, in one
 // batched direct get (the stream must allow direct gets, as KV buckets
 // do), and calls fn for each subject that has one, in the order the
 // server sends them. A subject with no message is left out.
 func LastMessages(ctx context.Context, nc *nats.Conn, stream string, subjs []string, fn func(subj string, seq uint64, h nats.Header, data []byte)) error {
+	return LastMessagesIn(ctx, nc, "", stream, subjs, fn)
+}
+
+// LastMessagesIn is LastMessages on a stream of JetStream domain.
+func LastMessagesIn(ctx context.Context, nc *nats.Conn, domain, stream string, subjs []string, fn func(subj string, seq uint64, h nats.Header, data []byte)) error {
 	if len(subjs) == 0 {
 		return nil
 	}
@@ -41,7 +55,7 @@ func LastMessages(ctx context.Context, nc *nats.Conn, stream string, subjs []str
 		MultiLast []string `json:"multi_last"`
 		Batch     int      `json:"batch"`
 	}{subjs, len(subjs)})
-	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, req); err != nil {
+	if err := nc.PublishRequest(DirectGetSubject(domain, stream), inbox, req); err != nil {
 		return err
 	}
 	for {

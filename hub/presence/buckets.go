@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -61,6 +62,17 @@ func OpenSoftBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.K
 	return js.KeyValue(ctx, cfg.Bucket)
 }
 
+// Placement is where the stores of layout l are created: in the NATS
+// cluster the node reaches, when it reaches one in data-centre mode (a
+// supercluster shares one JetStream: each data centre's own state stays
+// in it), else wherever JetStream puts them.
+func Placement(l schema.Layout) *jetstream.Placement {
+	if l.Cluster == "" || !l.DCMode() {
+		return nil
+	}
+	return &jetstream.Placement{Cluster: l.Cluster}
+}
+
 // kvStreamConfig is the stream behind a KV bucket, as nats.go's
 // CreateOrUpdateKeyValue makes it (ADR-8), for the settings the hub uses.
 func kvStreamConfig(cfg jetstream.KeyValueConfig) jetstream.StreamConfig {
@@ -79,6 +91,7 @@ func kvStreamConfig(cfg jetstream.KeyValueConfig) jetstream.StreamConfig {
 		MaxMsgSize:             -1,
 		Storage:                cfg.Storage,
 		Replicas:               max(cfg.Replicas, 1),
+		Placement:              cfg.Placement,
 		AllowRollup:            true,
 		DenyDelete:             true,
 		Duplicates:             dupes,

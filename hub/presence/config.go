@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -16,6 +17,9 @@ type Config struct {
 	// JS and Conn are the node's JetStream context and its connection.
 	JS   jetstream.JetStream
 	Conn *nats.Conn
+	// JSDomain is the JetStream domain JS was made for ("" for the
+	// default one): the tracker's own JetStream context uses it too.
+	JSDomain string
 	// NodeID names this node in entries, records and the node index;
 	// NodeAddr is written in its liveness entry.
 	NodeID, NodeAddr string
@@ -26,6 +30,12 @@ type Config struct {
 	PresenceTTL, NodeTTL, OfflineGrace, History time.Duration
 	// Replicas of the buckets and the stream.
 	Replicas int
+	// Layout names the buckets and the stream the tracker writes (its
+	// data centre's own) and the subjects of its records; the zero Layout
+	// is classic mode (hub_presence, HUB_PRESENCE, hub.presence.<sn>).
+	// The tracker judges node liveness from its own data centre's nodes
+	// only, and reads the fleet (Known) from the aggregates.
+	Layout schema.Layout
 	// RunCtx is the lifetime of the tracker's work (the hub's run
 	// context); Stop ends it too.
 	RunCtx context.Context
@@ -153,6 +163,9 @@ func (c *Config) validate() error {
 	}
 	if c.Go == nil {
 		errs = append(errs, errors.New("presence: config: task spawner is required"))
+	}
+	if err := c.Layout.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("presence: config: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/fleethub/fleethub/hub/schema"
 	"math/rand/v2"
 	"time"
 
-	"github.com/fleethub/fleethub/subjects"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -48,6 +47,13 @@ func (tr *Tracker) Connected(ctx context.Context, d Device) error {
 		Addr: d.Addr, Type: d.Type, Group: d.Group,
 	}
 	b, _ := json.Marshal(entry)
+	// A device that comes from another data centre (read before this
+	// entry reaches hub_presence): that one removes its entry there
+	// after the grace, and the removal reaches hub_presence after this
+	// entry and hides it. This entry is then written again once the
+	// removal should have come, and once more after as long again (see
+	// moves.go).
+	movedIn := tr.movedIn(ctx, d.SN, d.Session)
 	rev, created, err := tr.writeEntry(ctx, d.SN, d.Session, b)
 	if err != nil {
 		sn, session := d.SN, d.Session
@@ -67,8 +73,11 @@ func (tr *Tracker) Connected(ctx context.Context, d Device) error {
 	every := RefreshAfter(tr.cfg.PresenceTTL)
 	jitter := time.Duration(rand.Int64N(int64(every) + 1))
 	ld := &localDevice{session: d.Session, rev: rev, since: entry.Since, dev: d, addr: d.Addr}
+	if created && movedIn {
+		ld.rewrites = moveRewrites
+	}
 	tr.local[d.SN] = ld
-	tr.schedule(ld, now.Add(every-jitter).UnixNano())
+	tr.schedule(ld, tr.nextRefresh(ld, now, now.Add(every-jitter)).UnixNano())
 	tr.mu.Unlock()
 	if created || !tr.lastSaysOnline(ctx, d.SN) {
 		rec := schema.PresenceRecord{SN: d.SN, Type: d.Type, Group: d.Group, Online: true, Reason: schema.ReasonConnected, Node: tr.cfg.NodeID, At: now.UnixMilli()}
@@ -86,7 +95,7 @@ func (tr *Tracker) Connected(ctx context.Context, d Device) error {
 // not guessed, before a record is written: a write the stream refuses
 // must not be tried in vain.
 func (tr *Tracker) lastSaysOnline(ctx context.Context, sn string) bool {
-	subj, err := subjects.Presence(sn)
+	subj, err := tr.cfg.Layout.PresenceSubject(sn)
 	if err != nil {
 		return true
 	}
@@ -108,7 +117,7 @@ func (tr *Tracker) writeEntry(ctx context.Context, sn, session string, b []byte)
 		}
 		if storeGone(err) && !healed {
 			healed = true
-			if herr := tr.stores.Heal(ctx, schema.BucketPresence); herr != nil {
+			if herr := tr.stores.Heal(ctx, tr.cfg.Layout.Presence()); herr != nil {
 				return 0, false, err
 			}
 			continue
@@ -156,7 +165,10 @@ func (tr *Tracker) recordConnected(ld *localDevice, rec schema.PresenceRecord, m
 
 // Disconnected starts the grace of device sn's session that ended. A
 // replaced session has no grace: the newer one owns the entry; the device
-// leaves this node's index unless the newer session is here too.
+// leaves this node's index unless the newer session is here too. In
+// data-centre mode it has one: the newer session may be in another data
+// centre, whose entry is in another bucket, and this one's entry is then
+// removed once the grace has passed (see movedAway), with no record.
 func (tr *Tracker) Disconnected(sn, session string, reason schema.Reason) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -164,7 +176,7 @@ func (tr *Tracker) Disconnected(sn, session string, reason schema.Reason) {
 	if ld == nil || ld.session != session || tr.stopped {
 		return
 	}
-	if reason == schema.ReasonReplaced {
+	if reason == schema.ReasonReplaced && !tr.cfg.Layout.DCMode() {
 		tr.dropLocked(sn, ld)
 		tr.cfg.Go(func() { tr.retry("unindex", tr.unindexing(sn, tr.cfg.NodeID)) })
 		return
@@ -222,7 +234,7 @@ func (tr *Tracker) expiryStep(sn, session string, reason schema.Reason, read jet
 			return true, nil // removed, by this expiry or whoever reported it
 		}
 		if err != nil {
-			tr.stores.Lost(schema.BucketPresence, err)
+			tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 			return false, err
 		}
 		var pe schema.PresenceEntry
@@ -236,6 +248,13 @@ func (tr *Tracker) expiryStep(sn, session string, reason schema.Reason, read jet
 			// It came back after its offline record: say so.
 			err := tr.recordBack(ctx, sn, &pe)
 			return err == nil, err
+		}
+		if !offlined && !maybe {
+			moved, err := tr.movedAway(ctx, sn, session, reason)
+			if err != nil {
+				return false, err
+			}
+			offlined = moved // no record: the device is online elsewhere
 		}
 		if !offlined {
 			rec := schema.PresenceRecord{SN: sn, Type: pe.Type, Group: pe.Group, Online: false, Reason: reason, Node: pe.Node, At: at}
@@ -251,7 +270,7 @@ func (tr *Tracker) expiryStep(sn, session string, reason schema.Reason, read jet
 		if IsWrongLastSeq(err) {
 			return false, nil // the entry changed: look at it again
 		}
-		tr.stores.Lost(schema.BucketPresence, err)
+		tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 		return false, err // maybe removed, maybe not: look again
 	})
 }

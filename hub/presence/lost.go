@@ -6,7 +6,6 @@ import (
 	"github.com/fleethub/fleethub/hub/schema"
 	"strconv"
 
-	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -61,20 +60,20 @@ func (tr *Tracker) bulkLostChunk(ctx context.Context, lost string, sns []string)
 	// is settled.
 	entrySubj := make([]string, len(sns))
 	for i, sn := range sns {
-		entrySubj[i] = presenceSubjectPrefix + sn
+		entrySubj[i] = tr.entryPrefix + sn
 	}
 	var victims []*lostVictim
-	err := LastMessages(ctx, tr.cfg.Conn, "KV_"+schema.BucketPresence, entrySubj, func(subj string, seq uint64, h nats.Header, data []byte) {
+	err := LastMessagesIn(ctx, tr.cfg.Conn, tr.cfg.JSDomain, "KV_"+tr.cfg.Layout.Presence(), entrySubj, func(subj string, seq uint64, h nats.Header, data []byte) {
 		if h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != "" {
 			return // removed
 		}
-		v := &lostVictim{sn: subj[len(presenceSubjectPrefix):], rev: seq}
+		v := &lostVictim{sn: subj[len(tr.entryPrefix):], rev: seq}
 		if json.Unmarshal(data, &v.entry) == nil && v.entry.Node == lost {
 			victims = append(victims, v)
 		}
 	})
 	if err != nil {
-		tr.stores.Lost(schema.BucketPresence, err)
+		tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 		return fallback(sns)
 	}
 	if len(victims) == 0 {
@@ -84,13 +83,13 @@ func (tr *Tracker) bulkLostChunk(ctx context.Context, lost string, sns []string)
 	recSubj := make([]string, len(victims))
 	bySubj := make(map[string]*lostVictim, len(victims))
 	for i, v := range victims {
-		subj, err := subjects.Presence(v.sn)
+		subj, err := tr.cfg.Layout.PresenceSubject(v.sn)
 		if err != nil {
 			return fallback(sns)
 		}
 		recSubj[i], bySubj[subj] = subj, v
 	}
-	err = LastMessages(ctx, tr.cfg.Conn, schema.StreamPresence, recSubj, func(subj string, seq uint64, h nats.Header, data []byte) {
+	err = LastMessagesIn(ctx, tr.cfg.Conn, tr.cfg.JSDomain, tr.cfg.Layout.PresenceStream(), recSubj, func(subj string, seq uint64, h nats.Header, data []byte) {
 		if v := bySubj[subj]; v != nil {
 			var r struct {
 				Online bool `json:"online"`
@@ -100,14 +99,21 @@ func (tr *Tracker) bulkLostChunk(ctx context.Context, lost string, sns []string)
 		}
 	})
 	if err != nil {
-		tr.stores.Lost(schema.StreamPresence, err)
+		tr.stores.Lost(tr.cfg.Layout.PresenceStream(), err)
+		return fallback(sns)
+	}
+	// In data-centre mode, the devices online again on another session
+	// (in another data centre: see movedAway) get no record; their
+	// entries here go.
+	moved, err := tr.movedAwayAll(ctx, victims)
+	if err != nil {
 		return fallback(sns)
 	}
 	var left []step
 	at := tr.now().UnixMilli()
 	// The offline records, where the last record does not say so.
 	for i, v := range victims {
-		if v.last.says(false) {
+		if v.last.says(false) || moved[v.sn] {
 			continue
 		}
 		r := schema.PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Online: false, Reason: schema.ReasonNodeLost, Node: lost, At: at}
@@ -156,7 +162,7 @@ func (tr *Tracker) bulkLostChunk(ctx context.Context, lost string, sns []string)
 	}
 	// The removals, each checked against the revision read.
 	for _, v := range stored {
-		m := nats.NewMsg(presenceSubjectPrefix + v.sn)
+		m := nats.NewMsg(tr.entryPrefix + v.sn)
 		m.Header.Set("KV-Operation", "DEL")
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(v.rev, 10))
 		if v.ack, err = tr.pubJS.PublishMsgAsync(m); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -24,11 +23,11 @@ func (tr *Tracker) putIndex(ctx context.Context, sn, session string) error {
 	key := IndexKey(tr.cfg.NodeID, sn)
 	_, err := tr.index.Put(ctx, key, []byte(session))
 	if err != nil && storeGone(err) {
-		if herr := tr.stores.Heal(ctx, schema.BucketNodeDevices); herr == nil {
+		if herr := tr.stores.Heal(ctx, tr.cfg.Layout.NodeDevices()); herr == nil {
 			_, err = tr.index.Put(ctx, key, []byte(session))
 		}
 	}
-	tr.stores.Lost(schema.BucketNodeDevices, err)
+	tr.stores.Lost(tr.cfg.Layout.NodeDevices(), err)
 	return err
 }
 
@@ -48,7 +47,7 @@ func (tr *Tracker) unindexing(sn, node string) step {
 		}
 		err := tr.index.Delete(ctx, IndexKey(node, sn))
 		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			tr.stores.Lost(schema.BucketNodeDevices, err)
+			tr.stores.Lost(tr.cfg.Layout.NodeDevices(), err)
 			return false, err
 		}
 		return true, nil
@@ -86,7 +85,7 @@ func (tr *Tracker) indexed(ctx context.Context, node string) ([]string, error) {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil, nil
 		}
-		tr.stores.Lost(schema.BucketNodeDevices, err)
+		tr.stores.Lost(tr.cfg.Layout.NodeDevices(), err)
 		return nil, err
 	}
 	defer func() { _ = lister.Stop() }()
@@ -109,7 +108,7 @@ func (tr *Tracker) indexedNodes(ctx context.Context) (map[string]bool, error) {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil, nil
 		}
-		tr.stores.Lost(schema.BucketNodeDevices, err)
+		tr.stores.Lost(tr.cfg.Layout.NodeDevices(), err)
 		return nil, err
 	}
 	defer func() { _ = lister.Stop() }()
@@ -124,10 +123,10 @@ func (tr *Tracker) indexedNodes(ctx context.Context) (map[string]bool, error) {
 
 // purgeIndex removes every key of node's index at once.
 func (tr *Tracker) purgeIndex(ctx context.Context, node string) error {
-	st, err := tr.cfg.JS.Stream(ctx, "KV_"+schema.BucketNodeDevices)
+	st, err := tr.cfg.JS.Stream(ctx, "KV_"+tr.cfg.Layout.NodeDevices())
 	if err == nil {
-		err = st.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(schema.BucketNodeDevices)+IndexFilter(node)))
+		err = st.Purge(ctx, jetstream.WithPurgeSubject(subjects.KVKeys(tr.cfg.Layout.NodeDevices())+IndexFilter(node)))
 	}
-	tr.stores.Lost(schema.BucketNodeDevices, err)
+	tr.stores.Lost(tr.cfg.Layout.NodeDevices(), err)
 	return err
 }

@@ -138,7 +138,7 @@ func (tr *Tracker) confirmLost(lost string) lossVerdict {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		return lossConfirmed
 	default:
-		tr.stores.Lost(schema.BucketNodes, err)
+		tr.stores.Lost(tr.cfg.Layout.Nodes(), err)
 		tr.metrics.Retried("node_lost_unsure", 1)
 		return lossUnsure
 	}
@@ -155,7 +155,7 @@ func (tr *Tracker) lostDevice(sn, node string, stale func(*schema.PresenceEntry)
 		if expiry == nil {
 			e, err := tr.kv.Get(ctx, sn)
 			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-				tr.stores.Lost(schema.BucketPresence, err)
+				tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 				return false, err
 			}
 			var pe schema.PresenceEntry
@@ -269,7 +269,7 @@ func (tr *Tracker) forgetNodesBut(seen map[string]bool) {
 func (tr *Tracker) heartbeat(ctx context.Context) error {
 	b, _ := json.Marshal(schema.NodeEntry{Addr: tr.cfg.NodeAddr, Since: tr.started.UnixMilli(), Sessions: tr.cfg.Sessions()})
 	_, err := tr.nodesKV.Put(ctx, tr.cfg.NodeID, b)
-	tr.stores.Lost(schema.BucketNodes, err)
+	tr.stores.Lost(tr.cfg.Layout.Nodes(), err)
 	tr.mu.Lock()
 	switch {
 	case err != nil:

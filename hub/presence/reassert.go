@@ -47,10 +47,10 @@ func (tr *Tracker) reassert(ctx context.Context) {
 			return // the next reconnection starts over
 		}
 		ictx, cancel := context.WithTimeout(ctx, CallTimeout)
-		info, err := tr.cfg.JS.Stream(ictx, "KV_"+schema.BucketPresence)
+		info, err := tr.cfg.JS.Stream(ictx, "KV_"+tr.cfg.Layout.Presence())
 		cancel()
 		if err != nil {
-			tr.stores.Lost(schema.BucketPresence, err)
+			tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 			continue
 		}
 		last := info.CachedInfo().State.LastSeq
@@ -206,14 +206,14 @@ func (tr *Tracker) repairing(sn string, ld *localDevice) step {
 				return false, nil // written meanwhile: look again
 			}
 			if err != nil {
-				tr.stores.Lost(schema.BucketPresence, err)
+				tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 				return false, err // maybe written: the next attempt reads it
 			}
 			tr.mu.Lock()
 			ld.rev, ld.since = rev, since
 			tr.mu.Unlock()
 		default:
-			tr.stores.Lost(schema.BucketPresence, err)
+			tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 			return false, err
 		}
 		rec := schema.PresenceRecord{SN: sn, Type: ld.dev.Type, Group: ld.dev.Group, Online: true, Reason: schema.ReasonConnected, Node: tr.cfg.NodeID, At: since}
@@ -259,7 +259,7 @@ func (tr *Tracker) rewriting(sn string, ld *localDevice) step {
 			}
 			rev = e.Revision() // this node's write, whose answer was lost
 		} else if err != nil {
-			tr.stores.Lost(schema.BucketPresence, err)
+			tr.stores.Lost(tr.cfg.Layout.Presence(), err)
 			return false, err
 		}
 		tr.mu.Lock()

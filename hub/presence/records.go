@@ -5,10 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/fleethub/fleethub/hub/schema"
 	"strconv"
 
-	"github.com/fleethub/fleethub/subjects"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -52,7 +51,7 @@ func (l lastRecord) says(online bool) bool {
 // device recorded back by the node that expired it, with the id of the
 // connected record its new node stored), which that node handed over.
 func (tr *Tracker) record(ctx context.Context, r schema.PresenceRecord, msgID string) error {
-	subj, err := subjects.Presence(r.SN)
+	subj, err := tr.cfg.Layout.PresenceSubject(r.SN)
 	if err != nil {
 		return nil // no such subject: no record can be kept for it
 	}
@@ -81,7 +80,7 @@ func (tr *Tracker) record(ctx context.Context, r schema.PresenceRecord, msgID st
 		}
 		if !IsWrongLastSeq(err) {
 			tr.markUnsure(id) // it may be stored all the same
-			tr.stores.Lost(schema.StreamPresence, err)
+			tr.stores.Lost(tr.cfg.Layout.PresenceStream(), err)
 			return fmt.Errorf("presence: record of %s: %w", r.SN, err)
 		}
 		// Another record came first: look again.
@@ -123,7 +122,7 @@ func (tr *Tracker) readRecord(ctx context.Context, sn, subj string) (lastRecord,
 		return lastRecord{}, nil
 	}
 	if err != nil {
-		tr.stores.Lost(schema.StreamPresence, err)
+		tr.stores.Lost(tr.cfg.Layout.PresenceStream(), err)
 		return lastRecord{}, fmt.Errorf("presence: last presence record of %s: %w", sn, err)
 	}
 	var r struct {

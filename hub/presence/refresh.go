@@ -2,12 +2,10 @@ package presence
 
 import (
 	"context"
-	"github.com/fleethub/fleethub/hub/schema"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -134,7 +132,7 @@ func (tr *Tracker) refresh() {
 	from, sent := 0, 0
 	for i, end := range enc.ends {
 		m := &nats.Msg{
-			Subject: presenceSubjectPrefix + enc.lds[i].dev.SN,
+			Subject: tr.entryPrefix + enc.lds[i].dev.SN,
 			Data:    append([]byte(nil), enc.buf[from:end]...), // the publisher may send it again
 			Header:  nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(enc.revs[i], 10)}},
 		}
@@ -150,7 +148,7 @@ func (tr *Tracker) refresh() {
 	retry := now.Add(time.Second).UnixNano()
 	tr.mu.Lock()
 	for i, ld := range enc.lds {
-		at := next
+		at := tr.nextRefresh(ld, now, time.Unix(0, next)).UnixNano()
 		if i >= sent {
 			at = retry
 		}
@@ -231,9 +229,6 @@ func (tr *Tracker) schedule(ld *localDevice, at int64) {
 	ld.dueAt = at
 	tr.due.Push(Due[*localDevice]{At: at, Item: ld})
 }
-
-// presenceSubjectPrefix is that of hub_presence's entries.
-var presenceSubjectPrefix = subjects.KVKeys(schema.BucketPresence)
 
 // refreshEncoder holds refresh's buffers, kept from sweep to sweep.
 type refreshEncoder struct {

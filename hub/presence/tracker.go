@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/jscreate"
 	"github.com/fleethub/fleethub/subjects"
 	"github.com/nats-io/nats.go"
@@ -28,6 +27,9 @@ type localDevice struct {
 	dev     Device
 	addr    string
 	dueAt   int64 // when its refresh is queued (see schedule)
+	// rewrites is how many of its next refreshes come early, after
+	// moveSettled, for a device that moved in from another data centre.
+	rewrites int
 }
 
 // nodeView is what this node knows of a live node.
@@ -94,12 +96,14 @@ type Tracker struct {
 	stores  Stores
 	kv      jetstream.KeyValue
 	nodesKV jetstream.KeyValue
-	index   jetstream.KeyValue  // hub_node_devices
-	records jetstream.Stream    // HUB_PRESENCE
-	pubJS   jetstream.JetStream // for refreshes: acknowledgements that time out
-	started time.Time
-	locks   Locks
-	warnLog *rate.Limiter // per-device warnings, node-wide
+	index   jetstream.KeyValue // hub_node_devices
+	records jetstream.Stream   // HUB_PRESENCE (the own one: Layout.PresenceStream)
+	// entryPrefix is the subject prefix of the own bucket's entries.
+	entryPrefix string
+	pubJS       jetstream.JetStream // for refreshes: acknowledgements that time out
+	started     time.Time
+	locks       Locks
+	warnLog     *rate.Limiter // per-device warnings, node-wide
 
 	mu      sync.Mutex
 	local   map[string]*localDevice // by sn. Guarded by mu.
@@ -146,14 +150,19 @@ func Open(ctx context.Context, cfg Config) (*Tracker, error) {
 func (tr *Tracker) open(ctx context.Context) error {
 	cfg, js := tr.cfg, tr.cfg.JS
 	runCtx := tr.runCtx
+	names := cfg.Layout
+	placement := Placement(names)
+	tr.entryPrefix = subjects.KVKeys(names.Presence())
 	entriesCfg := jetstream.KeyValueConfig{
-		Bucket: schema.BucketPresence, Description: "online devices: an entry per device, expiring when no node refreshes it",
+		Bucket: names.Presence(), Description: "online devices: an entry per device, expiring when no node refreshes it",
 		History: 1, TTL: cfg.PresenceTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		Placement: placement,
 	}
 	createEntries := func(ctx context.Context) (jetstream.KeyValue, error) { return OpenSoftBucket(ctx, js, entriesCfg) }
 	nodesCfg := jetstream.KeyValueConfig{
-		Bucket: schema.BucketNodes, Description: "live nodes: an entry per node, expiring fast when the node stops refreshing it",
+		Bucket: names.Nodes(), Description: "live nodes: an entry per node, expiring fast when the node stops refreshing it",
 		History: 1, TTL: cfg.NodeTTL, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		Placement: placement,
 	}
 	createNodes := func(ctx context.Context) (jetstream.KeyValue, error) {
 		return jscreate.KeyValue(ctx, js, nodesCfg)
@@ -161,17 +170,23 @@ func (tr *Tracker) open(ctx context.Context) error {
 	// The index has no TTL: a key lives as long as its node holds the
 	// device, and the coordinator removes those of a lost node.
 	indexCfg := jetstream.KeyValueConfig{
-		Bucket: schema.BucketNodeDevices, Description: "the devices each node holds: a key <node>.<sn>, read when the node is lost",
-		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		Bucket: names.NodeDevices(), Description: "the devices each node holds: a key <node>.<sn>, read when the node is lost",
+		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas, Placement: placement,
 	}
 	createIndex := func(ctx context.Context) (jetstream.KeyValue, error) {
 		return jscreate.KeyValue(ctx, js, indexCfg)
 	}
 	recordsCfg := jetstream.StreamConfig{
-		Name: schema.StreamPresence, Description: "presence history: one record per change",
-		Subjects: []string{subjects.AllPresence}, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		Name: names.PresenceStream(), Description: "presence history: one record per change",
+		Subjects: []string{names.PresenceSubjects()}, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 		MaxAge: cfg.History, MaxMsgsPerSubject: 1000, Duplicates: 2 * time.Minute,
 		Discard: jetstream.DiscardOld, AllowDirect: true, // listings read last records by direct get
+		Placement: placement,
+	}
+	if names.DCMode() {
+		// Live subscribers of hub.presence.<sn> see the data centre's
+		// records as in classic mode.
+		recordsCfg.RePublish = &jetstream.RePublish{Source: names.PresenceSubjects(), Destination: subjects.Prefix + ".presence.{{wildcard(1)}}"}
 	}
 	createRecords := func(ctx context.Context) (jetstream.Stream, error) {
 		return jscreate.Stream(ctx, js, recordsCfg)
@@ -179,21 +194,27 @@ func (tr *Tracker) open(ctx context.Context) error {
 	var err error
 	// Refreshes are published asynchronously; one whose acknowledgement
 	// never comes must not stay pending for ever (see settle).
-	if tr.pubJS, err = jetstream.New(cfg.Conn, jetstream.WithPublishAsyncTimeout(CallTimeout),
-		jetstream.WithPublishAsyncMaxPending(2*maxRefreshPerSweep)); err != nil {
+	pubOpts := []jetstream.JetStreamOpt{jetstream.WithPublishAsyncTimeout(CallTimeout),
+		jetstream.WithPublishAsyncMaxPending(2 * maxRefreshPerSweep)}
+	if cfg.JSDomain != "" {
+		tr.pubJS, err = jetstream.NewWithDomain(cfg.Conn, cfg.JSDomain, pubOpts...)
+	} else {
+		tr.pubJS, err = jetstream.New(cfg.Conn, pubOpts...)
+	}
+	if err != nil {
 		return fmt.Errorf("presence: %w", err)
 	}
 	if tr.kv, err = createEntries(ctx); err != nil {
-		return fmt.Errorf("presence: bucket %s: %w", schema.BucketPresence, err)
+		return fmt.Errorf("presence: bucket %s: %w", names.Presence(), err)
 	}
 	if tr.nodesKV, err = createNodes(ctx); err != nil {
-		return fmt.Errorf("presence: bucket %s: %w", schema.BucketNodes, err)
+		return fmt.Errorf("presence: bucket %s: %w", names.Nodes(), err)
 	}
 	if tr.index, err = createIndex(ctx); err != nil {
-		return fmt.Errorf("presence: bucket %s: %w", schema.BucketNodeDevices, err)
+		return fmt.Errorf("presence: bucket %s: %w", names.NodeDevices(), err)
 	}
 	if tr.records, err = createRecords(ctx); err != nil {
-		return fmt.Errorf("presence: stream %s: %w", schema.StreamPresence, err)
+		return fmt.Errorf("presence: stream %s: %w", names.PresenceStream(), err)
 	}
 	if err := tr.heartbeat(ctx); err != nil {
 		return err
@@ -204,19 +225,19 @@ func (tr *Tracker) open(ctx context.Context) error {
 	// devices' entries and their index keys.
 	for _, st := range []Store{
 		{
-			Name: schema.BucketNodes, Stream: "KV_" + schema.BucketNodes, Create: discard(createNodes),
+			Name: names.Nodes(), Stream: "KV_" + names.Nodes(), Create: discard(createNodes),
 			Recreated: func() { tr.cfg.Go(tr.beat) },
 			Follow:    tr.followNodes,
 		},
 		{
-			Name: schema.BucketPresence, Stream: "KV_" + schema.BucketPresence, Create: discard(createEntries),
+			Name: names.Presence(), Stream: "KV_" + names.Presence(), Create: discard(createEntries),
 			Recreated: func() { tr.cfg.Go(tr.rewriteHeld) },
 		},
 		{
-			Name: schema.BucketNodeDevices, Stream: "KV_" + schema.BucketNodeDevices, Create: discard(createIndex),
+			Name: names.NodeDevices(), Stream: "KV_" + names.NodeDevices(), Create: discard(createIndex),
 			Recreated: func() { tr.cfg.Go(tr.reindexHeld) },
 		},
-		{Name: schema.StreamPresence, Stream: schema.StreamPresence, Create: discard(createRecords)},
+		{Name: names.PresenceStream(), Stream: names.PresenceStream(), Create: discard(createRecords)},
 	} {
 		if err := tr.register(ctx, st); err != nil {
 			return err

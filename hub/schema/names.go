@@ -18,6 +18,10 @@ const (
 	// BucketRoles holds the hub's leases: key "directory", the node that
 	// is the device directory.
 	BucketRoles = "hub_roles"
+	// BucketNoncesSeen, with a data centre's suffix (see
+	// Layout.NoncesSeen), holds the nonces claimed in every other data
+	// centre: a claim found there is a replay.
+	BucketNoncesSeen = "hub_nonces_seen"
 )
 
 // Streams of records.
@@ -44,6 +48,10 @@ const (
 	// a presence record, by their stream sequence). Without it a node
 	// gives each push a fresh id.
 	HeaderPushID = "Hub-Push-Id"
+	// HeaderKick on hub.dev.<sn>.cmd makes the request a kick (/admin/kick)
+	// instead of a command: signed like a control message, body
+	// {"groups":[...]} (the admin's; absent for all).
+	HeaderKick = "Hub-Kick"
 )
 
 // Inbox prefixes. Replies (JetStream API answers, direct gets, request

@@ -9,6 +9,8 @@ type DeviceView struct {
 	Group    string          `json:"group"`
 	Online   bool            `json:"online"`
 	Node     string          `json:"node"`
+	Addr     string          `json:"addr,omitempty"`    // online: the session's remote address
+	Session  string          `json:"session,omitempty"` // online: the session id
 	Since    int64           `json:"since"`
 	LastSeen int64           `json:"last_seen"`
 	Status   json.RawMessage `json:"status"`

@@ -44,6 +44,11 @@ const (
 	CloseSlowConsumer = 4008 // outbound queue overflowed
 )
 
+// ReasonRegistryChanged is the close reason of a 4002 that ends a device's
+// session because its registry entry changed. Unlike every other 4002 it
+// asks the device to come back: it reconnects and gets its new attributes.
+const ReasonRegistryChanged = "registry entry changed"
+
 // Error is a failure as the client sees it: a code from the table above and
 // a human-readable message that never carries internal error text.
 type Error struct {

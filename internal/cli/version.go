@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // version is set at link time (-ldflags "-X
@@ -45,4 +48,16 @@ func Version() string {
 		v += "+dirty"
 	}
 	return strings.TrimSpace(v)
+}
+
+// BuildInfo is the metric fleethub_build_info{version,goversion}, always
+// 1: what a dashboard joins on to show which build each process runs.
+func BuildInfo() prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "fleethub", Name: "build_info",
+		Help:        "Always 1; the labels say which build this process runs.",
+		ConstLabels: prometheus.Labels{"version": Version(), "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }

@@ -302,6 +302,17 @@ func Admin(t testing.TB, n *Node, user, password string) *Client {
 	return c
 }
 
+// CloseText is the reason of the server's close frame, once Closed has
+// returned ("" without one).
+func (c *Client) CloseText() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeCE != nil {
+		return c.closeCE.Text
+	}
+	return ""
+}
+
 // TryPush waits up to d for a push with the service and reports whether
 // one came.
 func (c *Client) TryPush(service string, d time.Duration) (Msg, bool) {

@@ -406,8 +406,12 @@ func (f *Failover) Check(t testing.TB) FailoverResult {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// Acknowledged means stored in the stream the nodes write: their
+	// data centre's own in data-centre mode (a named cluster), which the
+	// §6 names aggregate.
+	l := f.Nodes[0].Hub.Layout()
 	stored := map[string]bool{}
-	if err := readStream(ctx, f.js, hub.StreamStatus, func(data []byte) {
+	if err := readStream(ctx, f.js, l.StatusStream(), func(data []byte) {
 		var rec struct {
 			Status struct {
 				CID string `json:"cid"`
@@ -425,10 +429,10 @@ func (f *Failover) Check(t testing.TB) FailoverResult {
 		}
 	}
 	if r.StatusLost > 0 {
-		t.Errorf("%d of %d acknowledged status records are not in %s", r.StatusLost, len(acked), hub.StreamStatus)
+		t.Errorf("%d of %d acknowledged status records are not in %s", r.StatusLost, len(acked), l.StatusStream())
 	}
 	recs := map[string][]string{}
-	if err := readStream(ctx, f.js, hub.StreamPresence, func(data []byte) {
+	if err := readStream(ctx, f.js, l.PresenceStream(), func(data []byte) {
 		var rec hub.PresenceRecord
 		if json.Unmarshal(data, &rec) == nil && rec.At < haltAt {
 			recs[rec.SN] = append(recs[rec.SN], string(rec.Reason))

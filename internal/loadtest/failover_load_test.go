@@ -20,15 +20,14 @@ package loadtest
 import (
 	"testing"
 	"time"
-
-	"github.com/fleethub/fleethub/hub"
 )
 
 func TestFailoverLoad(t *testing.T) {
 	devices := envInt(t, "FAILOVER_DEVICES", 500)
 	kills := envInt(t, "FAILOVER_KILLS", 6)
 	f := StartFailover(t, FailoverOptions{PerNode: (devices + 2) / 3, ReportEvery: time.Second})
-	targets := []string{hub.StreamStatus, "KV_" + hub.BucketNodes, "KV_" + hub.BucketPresence}
+	l := f.Nodes[0].Hub.Layout() // the stores the nodes write
+	targets := []string{l.StatusStream(), "KV_" + l.Nodes(), "KV_" + l.Presence()}
 	f.Run(t, 3*time.Second)
 	for k := range kills {
 		target := targets[k%len(targets)]

@@ -57,6 +57,15 @@ type Config struct {
 	// Inbox is the connection's inbox prefix, for a tool whose role
 	// decides it (hubctl: RegisterInbox).
 	Inbox string
+	// JSDomain is the JetStream domain to use (RegisterJSDomain), for a
+	// tool that reaches the hub's stores in a leaf-node site.
+	JSDomain string
+}
+
+// RegisterJSDomain adds --js-domain: the JetStream domain of the hub's
+// buckets and streams.
+func (c *Config) RegisterJSDomain(fs *flag.FlagSet) {
+	fs.StringVar(&c.JSDomain, "js-domain", "", "the JetStream domain of the hub's buckets and streams (leaf-node sites); empty for the connection's own")
 }
 
 // RegisterInbox adds --nats-inbox-prefix with def as its default: the

@@ -4,7 +4,8 @@
 //
 // It also serves the JavaScript client the page is built on, for other
 // pages and scripts: /hub.js as an ES module (which also sets
-// window.FleetHub) and /hub.classic.js, the same code as a plain script.
+// window.FleetHub), /hub.classic.js, the same code as a plain script, and
+// /hub.d.ts, its TypeScript types.
 package dashboard
 
 import (
@@ -33,6 +34,7 @@ const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 var contentTypes = map[string]string{
 	".html": "text/html; charset=utf-8",
 	".js":   "text/javascript; charset=utf-8",
+	".ts":   "text/plain; charset=utf-8", // hub.d.ts, for reading and for copying next to hub.js
 	".css":  "text/css; charset=utf-8",
 	".svg":  "image/svg+xml",
 	".png":  "image/png",
@@ -98,7 +100,7 @@ func classicScript(module []byte) ([]byte, bool) {
 }
 
 // Handler serves the dashboard: "/" (index.html), its scripts and styles,
-// /hub.js and /hub.classic.js. Every response carries Cache-Control
+// /hub.js, /hub.classic.js and /hub.d.ts. Every response carries Cache-Control
 // no-cache and an ETag, so browsers revalidate cheaply and never run a
 // stale page against a newer node. Unknown paths are 404, methods other
 // than GET and HEAD 405.

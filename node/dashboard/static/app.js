@@ -35,6 +35,23 @@ const MAX_TABLE_PX = 8000000; // below the height browsers allow an element
 const PAGE_LIMIT = 1000;
 const PAGE_RETRIES = 30; // 429 answers to one page before the listing gives up
 
+// On load the feed and the chart are filled from /admin/history, bounded:
+// the events of the BACKFILL_DEVICES devices of the first page seen last
+// (BACKFILL_EVENTS each, the FEED_BACKFILL newest kept), and the presence
+// records of at most PRESENCE_BACKFILL devices that changed within the
+// chart's span (more than that, and each device's last change stands for
+// its history). Requests go HISTORY_PARALLEL at a time, as many as the
+// hub reads for one session at once.
+const BACKFILL_DEVICES = 20;
+const BACKFILL_EVENTS = 10;
+const FEED_BACKFILL = 50;
+const PRESENCE_BACKFILL = 30;
+const PRESENCE_RECORDS = 20;
+const HISTORY_PARALLEL = 2;
+const DEVICE_CHART_LIMIT = 200; // status records in the device panel's chart
+const CHART_STEPS = 400; // points at most in the chart's part drawn from history
+const NODES_EVERY = 10; // s between two readings of /admin/nodes
+
 const S = {
   hub: null,
   devices: new Map(), // sn -> device view
@@ -68,6 +85,13 @@ const S = {
   snapshotGen: 0, // the snapshot being taken; a newer one supersedes it
   resubscribes: 0, // subscribes refused for now in a row
   resubscribeTimer: 0,
+  backfilled: false, // the feed was filled from history for this sign-in
+  chartFilled: false, // the chart was filled from history for this sign-in
+  feedKeys: new Set(), // the events in the feed, by eventKey
+  dchart: { sn: "", req: 0, records: [] }, // the device panel's status records, oldest first
+  actions: new Map(), // sn -> {kind, text}: the last kick or forget shown
+  nodes: { req: 0, at: 0, list: null },
+  confirm: null, // resolves the open confirmation
 };
 
 // ---- small helpers ---------------------------------------------------------
@@ -154,6 +178,13 @@ function codeOf(d, name) {
   return f && typeof f.code === "number" ? f.code : null;
 }
 
+// fieldText is what a model field says in words: a location by its name
+// (the message when it has none), the others by their message.
+function fieldText(name, f) {
+  if (!f) return "";
+  return name === "location" ? str(f.name) || str(f.msg) : str(f.msg);
+}
+
 function pill(online) {
   return el("span", "pill " + (online ? "online" : "offline"), online ? "Online" : "Offline");
 }
@@ -173,11 +204,12 @@ function batteryNode(pct) {
   return wrap;
 }
 
-// codeNodes renders a model field {code,msg}: a code badge and its message.
-function codeNodes(f, withMsg) {
+// codeNodes renders the model field name {code,msg}: a code badge and its
+// words (fieldText).
+function codeNodes(name, f, withMsg) {
   if (!f || f.code === undefined || f.code === null) return [el("span", "code none", "—")];
   const badge = el("span", "code " + (f.code === 0 ? "ok" : "bad"), str(f.code));
-  const msg = str(f.msg);
+  const msg = fieldText(name, f);
   if (msg) badge.setAttribute("title", msg);
   if (!withMsg || !msg) return [badge];
   const m = el("span", "code-msg", msg);
@@ -205,6 +237,8 @@ function normalize(v) {
     group: str(v.group),
     online: v.online === true,
     node: str(v.node),
+    addr: str(v.addr),
+    session: str(v.session),
     since: num(v.since),
     last_seen: num(v.last_seen),
     status: obj(v.status),
@@ -240,8 +274,13 @@ async function applySnapshot(values, _args, info) {
   const seen = new Set();
   let page = values;
   S.loading = true;
+  let first = true;
   for (;;) {
     takePage(page, seen);
+    if (first) {
+      first = false;
+      backfillFeed(page);
+    }
     const next = page && typeof page.next === "string" ? page.next : "";
     if (!next) break;
     await yieldToPage();
@@ -261,6 +300,7 @@ async function applySnapshot(values, _args, info) {
   removeDevices(gone);
   S.haveSnapshot = true;
   S.loading = false;
+  backfillChart();
   performance.mark("fleethub:fleet-loaded");
   if (info && info.replay) flashConn("Resynchronised after reconnect");
   schedule();
@@ -328,6 +368,7 @@ function onPresence(v) {
   const d = device(v.sn, v);
   d.online = v.online === true;
   d.node = d.online ? str(v.node) : "";
+  d.addr = d.session = ""; // a new session, or none: the next listing has them
   d.since = at;
   if (d.online) d.last_seen = Math.max(d.last_seen, at);
   markDirty(d.sn, true);
@@ -345,6 +386,7 @@ function onStatus(v) {
   d.status_at = at;
   markDirty(d.sn);
   addHistoryLive(d.sn, "status", v);
+  addDeviceChartLive(d.sn, v);
   schedule();
 }
 
@@ -394,7 +436,9 @@ function markDirty(sn, flash) {
 // options, and remembers it so that uncount can take it back.
 function count(d) {
   const b = battery(d);
-  d._c = { on: d.online, low: b !== null && b < LOW_BATTERY, type: d.type, group: d.group };
+  // An offline device's battery is as it last reported, maybe days ago:
+  // only the online ones count as low.
+  d._c = { on: d.online, low: d.online && b !== null && b < LOW_BATTERY, type: d.type, group: d.group };
   if (d._c.on) S.counts.online++;
   if (d._c.low) S.counts.low++;
   bump(S.types, d.type, 1);
@@ -557,7 +601,7 @@ function renderRow(d, r) {
       msg.hidden = true;
       continue;
     }
-    const text = str(f.msg);
+    const text = fieldText(name, f);
     setClass(badge, "code " + (f.code === 0 ? "ok" : "bad"));
     setText(badge, str(f.code));
     setTitle(badge, text);
@@ -639,7 +683,10 @@ function sortValue(d, key) {
       return d.online ? 0 : 1;
     case "battery":
       return battery(d);
-    case "location":
+    case "location": {
+      const f = field(d, "location");
+      return f ? fieldText("location", f).toLowerCase() || null : null;
+    }
     case "inspection":
     case "rubbish":
       return codeOf(d, key);
@@ -745,11 +792,39 @@ function snLink(sn) {
   return b;
 }
 
+// eventKey tells one event from another: the same event may come as a push
+// and in the history read on load.
+function eventKey(v) {
+  return str(v.sn) + "\u0000" + num(v.at) + "\u0000" + str(v.event) + "\u0000" + compact(v.data, 200);
+}
+
 function addFeedItem(v) {
+  const li = feedItem(v, true);
+  if (!li) return;
+  const feed = $("feed");
+  feed.prepend(li);
+  trimFeed(feed);
+  updateFeedMeta();
+}
+
+function trimFeed(feed) {
+  while (feed.children.length > FEED_CAP) {
+    S.feedKeys.delete(feed.lastElementChild.dataset.key);
+    feed.lastElementChild.remove();
+  }
+}
+
+// feedItem is the feed's item for event v, or null when the feed has it.
+function feedItem(v, fresh) {
+  const key = eventKey(v);
+  if (S.feedKeys.has(key)) return null;
+  S.feedKeys.add(key);
   const prio = PRIORITIES.includes(v.priority) ? v.priority : "normal";
-  const li = el("li", "feed-item fresh prio-" + prio);
+  const li = el("li", "feed-item prio-" + prio + (fresh ? " fresh" : ""));
   li.dataset.priority = prio;
   li.dataset.sn = str(v.sn);
+  li.dataset.key = key;
+  li.dataset.at = String(num(v.at));
   const top = el("div", "feed-top");
   const time = el("span", "time", fmtTime(num(v.at)));
   time.setAttribute("title", absTitle(num(v.at)));
@@ -765,10 +840,148 @@ function addFeedItem(v) {
     sub.append(line);
   }
   li.append(top, sub);
+  return li;
+}
+
+// ---- history on load ---------------------------------------------------------
+
+// eachLimited runs f on every item, at most n at a time.
+async function eachLimited(items, n, f) {
+  let i = 0;
+  const run = async () => {
+    while (i < items.length) await f(items[i++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, run));
+}
+
+// historyOf reads records of one device, or none when it cannot.
+async function historyOf(hub, sn, topic, limit) {
+  try {
+    const v = await hub.request("/admin/history", { sn, topic, limit });
+    return Array.isArray(v.records) ? v.records.filter(obj) : [];
+  } catch (err) {
+    return null;
+  }
+}
+
+// backfillFeed fills the feed, once a sign-in, with the latest events of
+// the first page's devices seen last: what happened before the page was
+// opened. Events pushed meanwhile stay; the feed is kept newest first.
+async function backfillFeed(page) {
+  if (S.backfilled) return;
+  S.backfilled = true;
+  const hub = S.hub;
+  const list = (Array.isArray(page && page.devices) ? page.devices : []).filter((v) => obj(v) && typeof v.sn === "string" && v.sn);
+  const sns = list
+    .map((v) => ({ sn: v.sn, seen: Math.max(num(v.last_seen), num(v.since)) }))
+    .sort((a, b) => b.seen - a.seen)
+    .slice(0, BACKFILL_DEVICES)
+    .map((x) => x.sn);
+  const got = [];
+  await eachLimited(sns, HISTORY_PARALLEL, async (sn) => {
+    const recs = await historyOf(hub, sn, "event", BACKFILL_EVENTS);
+    if (recs) got.push(...recs.filter((r) => typeof r.sn === "string" && r.sn));
+  });
+  if (S.hub !== hub || !got.length) return;
+  got.sort((a, b) => num(b.at) - num(a.at));
   const feed = $("feed");
-  feed.prepend(li);
-  while (feed.children.length > FEED_CAP) feed.lastElementChild.remove();
+  const items = Array.from(feed.children);
+  for (const r of got.slice(0, FEED_BACKFILL)) {
+    const d = S.devices.get(r.sn);
+    if (d && num(r.at) > d.event_at) {
+      d.event_at = num(r.at);
+      markDirty(d.sn);
+    }
+    const li = feedItem(r, false);
+    if (li) items.push(li);
+  }
+  items.sort((a, b) => Number(b.dataset.at) - Number(a.dataset.at));
+  feed.replaceChildren(...items);
+  trimFeed(feed);
   updateFeedMeta();
+  schedule();
+}
+
+// thin keeps, of points oldest first, the last of each step-long slot
+// after start: a large fleet's changes drawn as at most CHART_STEPS steps.
+function thin(points, start, step) {
+  if (points.length <= CHART_STEPS) return points;
+  const out = [];
+  for (const p of points) {
+    const last = out[out.length - 1];
+    if (last && Math.floor((p.at - start) / step) === Math.floor((last.at - start) / step)) {
+      out[out.length - 1] = { ...p, at: last.at };
+    } else {
+      out.push(p);
+    }
+  }
+  return out;
+}
+
+// backfillChart fills the online chart, once a sign-in, with what the
+// listing and the presence history say of the span before the first
+// summary: each device was online or offline as now since its last change
+// (since), and before it as its earlier presence records say; read for at
+// most PRESENCE_BACKFILL devices, the others are taken to have changed
+// once.
+async function backfillChart() {
+  if (S.chartFilled) return;
+  S.chartFilled = true;
+  const hub = S.hub;
+  const end = now();
+  const start = end - CHART_SPAN;
+  const changed = [];
+  let online = 0;
+  for (const d of S.devices.values()) {
+    if (d.online) online++;
+    if (d.since > start) changed.push(d);
+  }
+  const offline = S.devices.size - online;
+  changed.sort((a, b) => b.since - a.since);
+  // Per device, its changes in the span, newest first: [at, online after].
+  const changes = new Map();
+  for (const d of changed) changes.set(d.sn, { list: [[d.since, d.online]], first: false });
+  if (changed.length <= PRESENCE_BACKFILL) {
+    await eachLimited(changed, HISTORY_PARALLEL, async (d) => {
+      const recs = await historyOf(hub, d.sn, "presence", PRESENCE_RECORDS);
+      if (!recs || !recs.length) return;
+      const list = recs.filter((r) => num(r.at) > start && num(r.at) <= d.since).map((r) => [num(r.at), r.online === true]);
+      if (!list.length) return;
+      // All of its records, and its first in the span: it was not known before.
+      const first = recs.length < PRESENCE_RECORDS && num(recs[recs.length - 1].at) > start;
+      changes.set(d.sn, { list, first });
+    });
+    if (S.hub !== hub) return;
+  }
+  const steps = []; // [at, online after, first]
+  for (const c of changes.values()) {
+    c.list.forEach(([at, on], i) => steps.push([at, on, c.first && i === c.list.length - 1]));
+  }
+  steps.sort((a, b) => b[0] - a[0]);
+  // Walk back from now: before each change the device was the other way
+  // (or not known at all, before its first record). counts[i] holds
+  // between steps[i] and the change after it (counts[0]: since the last).
+  const counts = [{ on: online, off: offline }];
+  let on = online;
+  let off = offline;
+  for (const [, after, first] of steps) {
+    if (after) on--;
+    else off--;
+    if (!first) {
+      if (after) off++;
+      else on++;
+    }
+    on = Math.max(0, on);
+    off = Math.max(0, off);
+    counts.push({ on, off });
+  }
+  const k = steps.length;
+  const hist = [{ at: start, online: counts[k].on, offline: counts[k].off, history: true }];
+  for (let i = k - 1; i >= 0; i--) hist.push({ at: steps[i][0], online: counts[i].on, offline: counts[i].off, history: true });
+  const firstLive = S.summary.length ? S.summary[0].at : Infinity;
+  S.summary = thin(hist.filter((p) => p.at < firstLive), start, CHART_SPAN / CHART_STEPS).concat(S.summary);
+  $("chart").dataset.history = String(hist.length);
+  drawChart();
 }
 
 function updateFeedMeta() {
@@ -814,16 +1027,32 @@ function drawChart() {
   const pts = S.summary.filter((p, i) => p.at >= start || (S.summary[i + 1] && S.summary[i + 1].at >= start));
   cv.dataset.points = String(pts.length);
 
-  const L = 30, R = 34, T = 8, B = 20;
-  const pw = w - L - R;
-  const ph = h - T - B;
   let maxV = 0;
   for (const p of pts) maxV = Math.max(maxV, p.online, p.offline);
   const yMax = niceMax(maxV);
+  const yLabel = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1));
+  const AXIS_FONT = "11px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+  const VALUE_FONT = "600 12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+  // The margins fit the labels: the widest count on the left, the last
+  // value beside the line's end on the right. Every label's box is noted
+  // in data-labels, for checking that none is cut.
+  ctx.font = AXIS_FONT;
+  let yw = 0;
+  for (let i = 0; i <= 4; i++) yw = Math.max(yw, ctx.measureText(yLabel((yMax / 4) * i)).width);
+  const last = pts.length ? pts[pts.length - 1] : null;
+  ctx.font = VALUE_FONT;
+  const vw = last ? ctx.measureText(String(last.online)).width : 0;
+  ctx.font = AXIS_FONT;
+  const nowW = ctx.measureText("now").width;
+  const firstW = ctx.measureText("−" + (span >= 60000 ? span / 60000 + "m" : span / 1000 + "s")).width;
+  const L = Math.max(Math.ceil(yw) + 10, Math.ceil(firstW / 2) + 2), R = Math.max(Math.ceil(vw) + 12, Math.ceil(nowW / 2) + 4), T = 8, B = 20;
+  const boxes = [];
+  const pw = w - L - R;
+  const ph = h - T - B;
   const x = (at) => L + ((Math.max(at, start) - start) / span) * pw;
   const y = (v) => T + ph - (v / yMax) * ph;
 
-  ctx.font = "11px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+  ctx.font = AXIS_FONT;
   ctx.textBaseline = "middle";
   ctx.lineWidth = 1;
   for (let i = 0; i <= 4; i++) {
@@ -836,15 +1065,22 @@ function drawChart() {
     ctx.stroke();
     ctx.fillStyle = "#98a2b3";
     ctx.textAlign = "right";
-    ctx.fillText(Number.isInteger(v) ? String(v) : v.toFixed(1), L - 6, yy);
+    const label = yLabel(v);
+    ctx.fillText(label, L - 6, yy);
+    const lw = ctx.measureText(label).width;
+    boxes.push([L - 6 - lw, yy - 6, L - 6, yy + 6]);
   }
   ctx.textAlign = "center";
   ctx.textBaseline = "alphabetic";
   ctx.fillStyle = "#98a2b3";
   for (let k = span; k >= 0; k -= tickStep) {
     const label = k === 0 ? "now" : "−" + (k >= 60000 ? k / 60000 + "m" : k / 1000 + "s");
-    ctx.fillText(label, L + pw - (k / span) * pw, h - 5);
+    const lx = L + pw - (k / span) * pw;
+    ctx.fillText(label, lx, h - 5);
+    const lw = ctx.measureText(label).width;
+    boxes.push([lx - lw / 2, h - 16, lx + lw / 2, h - 4]);
   }
+  cv.dataset.labels = JSON.stringify(boxes.map((b) => b.map((n) => Math.round(n * 10) / 10)));
   if (pts.length === 0) {
     ctx.fillStyle = "#98a2b3";
     ctx.textAlign = "center";
@@ -892,15 +1128,16 @@ function drawChart() {
   ctx.stroke();
   ctx.restore();
 
-  const last = pts[pts.length - 1];
   ctx.fillStyle = "#16a34a";
   ctx.beginPath();
   ctx.arc(x(end), y(last.online), 3.5, 0, Math.PI * 2);
   ctx.fill();
-  ctx.font = "600 12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+  ctx.font = VALUE_FONT;
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
   ctx.fillText(String(last.online), x(end) + 7, y(last.online));
+  boxes.push([x(end) + 7, y(last.online) - 7, x(end) + 7 + ctx.measureText(String(last.online)).width, y(last.online) + 7]);
+  cv.dataset.labels = JSON.stringify(boxes.map((b) => b.map((n) => Math.round(n * 10) / 10)));
   cv.setAttribute("aria-label", "Devices online: " + last.online + " of " + (last.online + last.offline));
 }
 
@@ -918,6 +1155,7 @@ function openDevice(sn) {
   renderDevice();
   renderCommandResult();
   loadHistory();
+  loadDeviceChart();
   $("device").scrollIntoView({ block: "nearest", behavior: "smooth" });
 }
 
@@ -926,6 +1164,8 @@ function closeDevice() {
   if (r) r.tr.classList.remove("selected");
   S.selected = null;
   S.historyReq++;
+  S.dchart.req++;
+  S.dchart.sn = "";
   $("device").hidden = true;
 }
 
@@ -955,10 +1195,10 @@ function renderDevice() {
   const elec = field(d, "electricity");
   if (elec) {
     const dd = cells[0].querySelector("dd");
-    if (typeof elec.code === "number" && elec.code !== 0) dd.append(...codeNodes(elec, false));
+    if (typeof elec.code === "number" && elec.code !== 0) dd.append(...codeNodes("electricity", elec, false));
     if (elec.msg) dd.append(el("span", "battery-note", str(elec.msg)));
   }
-  for (const name of MODEL_FIELDS) cells.push(statusCell(name, ...codeNodes(field(d, name), true)));
+  for (const name of MODEL_FIELDS) cells.push(statusCell(name, ...codeNodes(name, field(d, name), true)));
   const extra = {};
   for (const [k, v] of Object.entries(obj(d.status) || {})) {
     if (k !== "electricity" && !MODEL_FIELDS.includes(k)) extra[k] = v;
@@ -971,16 +1211,258 @@ function renderDevice() {
   grid.replaceChildren(...cells);
   renderDeviceMeta(d);
   const viewer = S.role === "viewer";
+  const admin = S.role === "admin";
+  $("d-kick").hidden = !admin || !d.online;
+  $("d-forget").hidden = !admin || d.online;
+  renderAction();
   $("cmd-send").disabled = viewer || S.commands.get(sn)?.kind === "wait";
   $("cmd-note").textContent = viewer ? "Viewers cannot send commands." : d.online ? "" : "The device is offline: the hub will answer 503.";
 }
 
 function renderDeviceMeta(d) {
+  const rows = [
+    ["Node", d.online ? d.node || "—" : "— (offline)"],
+    ["Address", d.online ? d.addr || "—" : "—"],
+    ["Session", d.online ? d.session || "—" : "—"],
+  ];
+  const key = JSON.stringify(rows);
+  const grid = $("d-session");
+  if (grid.dataset.key !== key) {
+    grid.dataset.key = key;
+    grid.replaceChildren(...rows.flatMap(([k, v]) => {
+      const dd = el("dd", "", v);
+      dd.setAttribute("title", v);
+      dd.dataset.field = k.toLowerCase();
+      return [el("dt", "", k), dd];
+    }));
+  }
   const parts = [];
-  if (d.node) parts.push("node " + d.node);
   parts.push("status " + (d.status_at ? ago(d.status_at) : "never reported"));
   parts.push("last seen " + ago(lastSeen(d)));
   $("d-meta").textContent = parts.join(" · ");
+}
+
+// ---- kick, forget ---------------------------------------------------------------
+
+// confirmAction asks in a dialog; it resolves true when confirmed.
+function confirmAction(title, text, ok) {
+  const dlg = $("confirm");
+  if (S.confirm) S.confirm(false);
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = ok;
+  return new Promise((resolve) => {
+    S.confirm = (v) => {
+      S.confirm = null;
+      resolve(v);
+    };
+    dlg.returnValue = "";
+    dlg.showModal();
+    $("confirm-cancel").focus();
+  });
+}
+
+function setAction(sn, kind, text) {
+  S.actions.set(sn, { kind, text });
+  if (S.selected === sn) renderAction();
+}
+
+function renderAction() {
+  const box = $("d-action");
+  const a = S.selected ? S.actions.get(S.selected) : null;
+  box.hidden = !a;
+  box.dataset.kind = a ? a.kind : "";
+  box.textContent = a ? a.text : "";
+  const busy = !!a && a.kind === "wait";
+  $("d-kick").disabled = busy;
+  $("d-forget").disabled = busy;
+}
+
+// actionError says why the hub refused a kick or a forget.
+function actionError(what, err) {
+  if (!(err instanceof HubError) || err.local) return what + " failed: " + describeError(err);
+  switch (err.code) {
+    case 503:
+      return what + " failed (503): " + (err.msg || "the device is not connected");
+    case 403:
+      return what + " refused (403): " + (err.msg || "not allowed");
+    case 409:
+      return what + " refused (409): " + (err.msg || "the device is online");
+    default:
+      return what + " failed: " + describeError(err);
+  }
+}
+
+async function kickDevice() {
+  const sn = S.selected;
+  const hub = S.hub;
+  if (!sn || !hub) return;
+  const ok = await confirmAction("Kick " + sn + "?", "Its sessions end wherever they are, with close code 4002 (kicked). A device that reconnects comes back.", "Kick");
+  if (!ok || S.hub !== hub) return;
+  setAction(sn, "wait", "Kicking " + sn + "…");
+  try {
+    await hub.request("/admin/kick", { sn });
+    setAction(sn, "ok", "Kicked " + sn + ": its sessions ended.");
+  } catch (err) {
+    setAction(sn, "err", actionError("Kick", err));
+  }
+}
+
+async function forgetDevice() {
+  const sn = S.selected;
+  const hub = S.hub;
+  if (!sn || !hub) return;
+  const ok = await confirmAction("Forget " + sn + "?", "Its registry entry and its status, event and presence history are deleted, and it leaves the fleet list. A device that connects again reappears.", "Forget");
+  if (!ok || S.hub !== hub) return;
+  setAction(sn, "wait", "Forgetting " + sn + "…");
+  try {
+    await hub.request("/admin/forget", { sn });
+    S.actions.delete(sn);
+    if (S.selected === sn) closeDevice();
+    removeDevices([sn]);
+    renderNow();
+    flashConn("Forgot " + sn);
+  } catch (err) {
+    setAction(sn, "err", actionError("Forget", err));
+  }
+}
+
+// ---- nodes ---------------------------------------------------------------------
+
+async function loadNodes() {
+  const hub = S.hub;
+  if (!hub || S.conn.state !== "connected") return;
+  const req = ++S.nodes.req;
+  S.nodes.at = Date.now();
+  try {
+    const v = await hub.request("/admin/nodes", {});
+    if (req !== S.nodes.req || S.hub !== hub) return;
+    S.nodes.list = Array.isArray(v.nodes) ? v.nodes.filter(obj) : [];
+    renderNodes("");
+  } catch (err) {
+    if (req !== S.nodes.req || S.hub !== hub) return;
+    renderNodes("Could not read the nodes: " + describeError(err));
+  }
+}
+
+function renderNodes(problem) {
+  const list = S.nodes.list || [];
+  const self = S.hub && S.hub.session ? str(S.hub.session.node) : "";
+  $("nodes-body").replaceChildren(...list.map((n) => {
+    const tr = el("tr", str(n.id) === self ? "self" : "");
+    tr.dataset.id = str(n.id);
+    const since = el("td", "", n.since ? fmtDateTime(num(n.since)) + " (" + ago(num(n.since)).replace(" ago", "") + ")" : "—");
+    since.setAttribute("title", absTitle(num(n.since)));
+    tr.append(el("td", "", str(n.id)), el("td", "mono", str(n.addr) || "—"), since, el("td", "num", String(num(n.sessions))));
+    return tr;
+  }));
+  $("nodes-count").textContent = S.nodes.list ? list.length + (list.length === 1 ? " node" : " nodes") : "";
+  const empty = $("nodes-empty");
+  empty.hidden = !problem && list.length > 0;
+  empty.textContent = problem || (S.nodes.list ? "No live node." : "Loading the nodes…");
+}
+
+// ---- device chart ----------------------------------------------------------------
+
+// svg makes an element in the namespace of the page's own <svg>.
+function svg(tag, attrs, text) {
+  const e = document.createElementNS($("d-chart").namespaceURI, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = String(text);
+  return e;
+}
+
+async function loadDeviceChart() {
+  const sn = S.selected;
+  const hub = S.hub;
+  if (!sn || !hub) return;
+  const req = ++S.dchart.req;
+  S.dchart.sn = sn;
+  S.dchart.records = [];
+  S.dchart.loading = true;
+  drawDeviceChart();
+  const recs = await historyOf(hub, sn, "status", DEVICE_CHART_LIMIT);
+  if (req !== S.dchart.req) return;
+  S.dchart.loading = false;
+  S.dchart.failed = recs === null;
+  const live = S.dchart.records;
+  S.dchart.records = (recs || []).filter((r) => num(r.at) && obj(r.status)).reverse();
+  const lastAt = S.dchart.records.length ? S.dchart.records[S.dchart.records.length - 1].at : 0;
+  for (const r of live) if (num(r.at) > lastAt) S.dchart.records.push(r);
+  drawDeviceChart();
+}
+
+function addDeviceChartLive(sn, rec) {
+  if (S.dchart.sn !== sn || S.selected !== sn || !obj(rec.status)) return;
+  const list = S.dchart.records;
+  if (list.length && num(rec.at) <= num(list[list.length - 1].at)) return;
+  list.push(rec);
+  while (list.length > DEVICE_CHART_LIMIT * 2) list.shift();
+  drawDeviceChart();
+}
+
+// drawDeviceChart draws the device's battery over time and, below it, a
+// band per model field: green while its code is 0, amber with the code
+// while it is not. Labels stay inside the drawing (data-labels notes their
+// boxes).
+function drawDeviceChart() {
+  const box = $("d-chart");
+  if (!box || $("device").hidden) return;
+  const w = Math.round(box.clientWidth) || 320;
+  const h = Math.round(box.clientHeight) || 190;
+  box.setAttribute("viewBox", "0 0 " + w + " " + h);
+  const recs = S.dchart.records;
+  box.dataset.points = String(recs.length);
+  const parts = [];
+  const note = $("d-chart-note");
+  if (!recs.length) {
+    parts.push(svg("text", { x: w / 2, y: h / 2, "text-anchor": "middle" }, S.dchart.loading ? "Loading…" : S.dchart.failed ? "History unavailable" : "No status reports yet"));
+    box.replaceChildren(...parts);
+    note.textContent = "";
+    return;
+  }
+  const end = Math.max(now(), num(recs[recs.length - 1].at));
+  const start = Math.min(num(recs[0].at), end - 60000);
+  const bandH = 14, bandGap = 4;
+  const L = 64, R = 10, T = 8;
+  const B = 18 + MODEL_FIELDS.length * (bandH + bandGap) + 6;
+  const pw = Math.max(10, w - L - R);
+  const ph = Math.max(20, h - T - B);
+  const x = (at) => L + ((at - start) / Math.max(1, end - start)) * pw;
+  const y = (pct) => T + ph - (pct / 100) * ph;
+  for (const v of [0, 50, 100]) {
+    const yy = Math.round(y(v)) + 0.5;
+    parts.push(svg("line", { class: v === 0 ? "axis" : "grid", x1: L, x2: L + pw, y1: yy, y2: yy }));
+    parts.push(svg("text", { x: L - 6, y: yy + 3.5, "text-anchor": "end", "data-label": "y" }, v + "%"));
+  }
+  // Battery: a line through the reports that have a percent.
+  const pts = recs.map((r) => [num(r.at), battery({ status: r.status })]).filter(([, b]) => b !== null);
+  if (pts.length) {
+    const path = pts.map(([at, b], i) => (i ? "L" : "M") + x(at).toFixed(1) + " " + y(b).toFixed(1)).join(" ") + " L" + x(end).toFixed(1) + " " + y(pts[pts.length - 1][1]).toFixed(1);
+    parts.push(svg("path", { class: "battery-line", d: path }));
+    const [lat, lb] = pts[pts.length - 1];
+    parts.push(svg("circle", { class: "battery-dot", cx: x(lat), cy: y(lb), r: 3 }));
+  }
+  // Status codes: one band per field.
+  MODEL_FIELDS.forEach((name, i) => {
+    const top = T + ph + 8 + i * (bandH + bandGap);
+    parts.push(svg("text", { x: L - 6, y: top + bandH - 3, "text-anchor": "end", "data-label": "band" }, name));
+    for (let j = 0; j < recs.length; j++) {
+      const f = obj(recs[j].status[name]);
+      if (!f || typeof f.code !== "number") continue;
+      const x0 = x(num(recs[j].at));
+      const x1 = j + 1 < recs.length ? x(num(recs[j + 1].at)) : x(end);
+      const rect = svg("rect", { class: f.code === 0 ? "seg-ok" : "seg-bad", x: x0.toFixed(1), y: top, width: Math.max(1, x1 - x0).toFixed(1), height: bandH });
+      rect.append(svg("title", {}, name + " " + f.code + (fieldText(name, f) ? ": " + fieldText(name, f) : "")));
+      parts.push(rect);
+      if (f.code !== 0 && x1 - x0 > 18) parts.push(svg("text", { class: "seg-bad-text", x: x0 + 3, y: top + bandH - 3, "data-label": "code" }, String(f.code)));
+    }
+  });
+  const axisY = h - 4;
+  parts.push(svg("text", { x: L, y: axisY, "text-anchor": "start", "data-label": "x" }, fmtDateTime(start)));
+  parts.push(svg("text", { x: L + pw, y: axisY, "text-anchor": "end", "data-label": "x" }, "now"));
+  box.replaceChildren(...parts);
+  note.textContent = recs.length + (recs.length === 1 ? " report" : " reports") + " · " + fmtDuration(end - start);
 }
 
 function historyItem(topic, rec) {
@@ -1009,7 +1491,8 @@ function historyItem(topic, rec) {
       const f = obj(st[name]);
       if (f && f.code !== undefined) {
         const t = el("span", "code " + (f.code === 0 ? "ok" : "bad"), name.slice(0, 3) + " " + str(f.code));
-        if (f.msg) t.setAttribute("title", str(f.msg));
+        const words = fieldText(name, f);
+        if (words) t.setAttribute("title", words);
         line.append(t);
       }
     }
@@ -1204,6 +1687,12 @@ function resetData() {
   S.groups.clear();
   S.summary = [];
   S.commands.clear();
+  S.actions.clear();
+  S.feedKeys.clear();
+  S.backfilled = false;
+  S.chartFilled = false;
+  S.nodes = { req: S.nodes.req + 1, at: 0, list: null };
+  renderNodes("");
   S.haveSnapshot = false;
   S.loading = false;
   S.optionsKey = "";
@@ -1258,6 +1747,7 @@ function startHub(creds) {
     showApp();
     renderConn(S.conn);
     syncClock(hub);
+    loadNodes();
     if (S.selected) renderDevice();
   }));
   hub.on("authError", mine((err) => {
@@ -1328,6 +1818,7 @@ function tick() {
     renderConn(S.conn);
   }
   drawChart();
+  if (S.hub && S.conn.state === "connected" && Date.now() - S.nodes.at >= NODES_EVERY * 1000) loadNodes();
 }
 
 function init() {
@@ -1392,6 +1883,7 @@ function init() {
   }, { passive: true });
   window.addEventListener("resize", schedule);
   $("feed-clear").addEventListener("click", () => {
+    S.feedKeys.clear();
     $("feed").replaceChildren();
     updateFeedMeta();
   });
@@ -1407,6 +1899,13 @@ function init() {
   }
   $("h-refresh").addEventListener("click", loadHistory);
   $("cmd-form").addEventListener("submit", sendCommand);
+  $("d-kick").addEventListener("click", kickDevice);
+  $("d-forget").addEventListener("click", forgetDevice);
+  $("nodes-refresh").addEventListener("click", loadNodes);
+  $("confirm").addEventListener("close", () => {
+    if (S.confirm) S.confirm($("confirm").returnValue === "ok");
+  });
+  window.addEventListener("resize", drawDeviceChart);
   window.addEventListener("resize", drawChart);
   setInterval(tick, 1000);
 

@@ -4,6 +4,7 @@
 //   <script src="/hub.classic.js"></script>   // as a plain script: window.FleetHub.Hub
 //
 //   const hub = new Hub("/ws", { username: "admin", password: "..." }); // or { token }
+//   const dev = new Hub("/ws", { sn: "R-001", key: "<hubctl device-key R-001>" }); // a device
 //   hub.on("state", (s) => console.log(s.state, s.code, s.reason));
 //   hub.on("/push/presence", (values) => ...);
 //   const snap = await hub.subscribe({ all: true, topics: ["presence", "status"] });
@@ -15,7 +16,13 @@
 // full jitter, and replays its subscriptions after a reconnect, each replay
 // reporting a fresh snapshot ("snapshot" event). It stops for good on close
 // codes 4001 (replaced), 4002 (kicked) and 1008 (policy), and when the hub
-// refuses its credentials ("authError" event).
+// refuses its credentials ("authError" event). The one 4002 that is not
+// final is a device's whose registry entry changed (reason "registry entry
+// changed"): it reconnects, with the same backoff, and gets its new type and
+// group. A device signs /auth/device afresh on every connect, with its key
+// (the hex that `hubctl device-key SN` prints, or the 32 bytes) and the Web
+// Crypto API, which browsers offer only in a secure context (https, or
+// http on localhost).
 //
 // Events for on(): "state", "auth", "authError", "snapshot", "error",
 // "request" (a request sent to this session, for device clients), "*"
@@ -33,8 +40,19 @@ const DEFAULTS = Object.freeze({
   autoConnect: true,
 });
 
-// Close codes after which the client does not reconnect by itself.
+// Close codes after which the client does not reconnect by itself (but see
+// REGISTRY_CHANGED).
 const FINAL_CLOSE_CODES = Object.freeze([4001, 4002, 1008]);
+
+// The reason of the 4002 that ends a device's session because its registry
+// entry changed: the device reconnects to get its new attributes.
+const REGISTRY_CHANGED = "registry entry changed";
+
+/** isFinalClose reports whether a close with this code and reason ends the client for good. */
+function isFinalClose(code, reason) {
+  if (code === 4002 && reason === REGISTRY_CHANGED) return false;
+  return FINAL_CLOSE_CODES.includes(code);
+}
 
 const CLOSE_TEXT = Object.freeze({
   1000: "closed",
@@ -124,6 +142,49 @@ function resolveURL(url) {
   return scheme + "//" + loc.host + path;
 }
 
+const DEVICE_KEY_BYTES = 32;
+
+/**
+ * deviceKeyBytes turns a device key, the hex that `hubctl device-key SN`
+ * prints (white space around it ignored) or its 32 bytes, into bytes; it
+ * throws an Error saying what is wrong with anything else.
+ */
+function deviceKeyBytes(key) {
+  if (typeof key === "string") {
+    const s = key.trim();
+    const bad = s.search(/[^0-9a-fA-F]/);
+    if (bad >= 0) {
+      throw new Error("hub.js: key: " + JSON.stringify(s[bad]) + " at offset " + bad + " is not a hex digit, want the 64 hex digits hubctl device-key prints");
+    }
+    if (s.length !== 2 * DEVICE_KEY_BYTES) throw new Error("hub.js: key: " + s.length + " hex digits, want " + 2 * DEVICE_KEY_BYTES);
+    const out = new Uint8Array(DEVICE_KEY_BYTES);
+    for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
+    return out;
+  }
+  let bytes = null;
+  if (key instanceof ArrayBuffer) bytes = new Uint8Array(key);
+  else if (ArrayBuffer.isView(key)) bytes = new Uint8Array(key.buffer, key.byteOffset, key.byteLength);
+  if (!bytes) throw new Error("hub.js: key: want the hex that hubctl device-key prints, or a Uint8Array of its " + DEVICE_KEY_BYTES + " bytes");
+  if (bytes.length !== DEVICE_KEY_BYTES) throw new Error("hub.js: key: " + bytes.length + " bytes, want " + DEVICE_KEY_BYTES);
+  return new Uint8Array(bytes); // a copy: the caller may change or zero its own
+}
+
+function toHex(bytes) {
+  let s = "";
+  for (const b of new Uint8Array(bytes)) s += (b < 16 ? "0" : "") + b.toString(16);
+  return s;
+}
+
+/**
+ * deviceSignature is hex(HMAC-SHA256(key, sn + "\n" + ts + "\n" + nonce)),
+ * the sig of /auth/device (docs/protocol.md), by the Web Crypto API.
+ */
+async function deviceSignature(subtle, key, sn, ts, nonce) {
+  const k = await subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const mac = await subtle.sign("HMAC", k, new TextEncoder().encode(sn + "\n" + ts + "\n" + nonce));
+  return toHex(mac);
+}
+
 function utf8Length(s) {
   if (typeof TextEncoder !== "undefined") return new TextEncoder().encode(s).length;
   return s.length * 3;
@@ -133,17 +194,26 @@ function utf8Length(s) {
 class Hub {
   /**
    * @param {string} url  ws(s)://host/ws, http(s)://host/ws, or a path such as "/ws"
-   * @param {object} opts token, or username and password; plus DEFAULTS overrides,
-   *                      and WebSocket (a constructor, for tests and non-browser use)
+   * @param {object} opts token, or username and password, or (a device) sn and key
+   *                      with an optional type; plus DEFAULTS overrides, and
+   *                      WebSocket (a constructor, for tests and non-browser use)
    */
   constructor(url, opts) {
     opts = opts || {};
     this.url = resolveURL(url);
     this.opts = Object.assign({}, DEFAULTS, opts);
     delete this.opts.password; // kept below, not in a copy that may be logged
+    delete this.opts.key;
     this.token = opts.token || null;
     this._username = opts.username != null ? String(opts.username) : null;
     this._password = opts.password != null ? String(opts.password) : null;
+    this._device = null;
+    if (opts.sn != null) {
+      if (this.token || this._username !== null) throw new Error("hub.js: give a device's sn and key, or a token, or a username and password: not several");
+      const subtle = typeof crypto !== "undefined" && crypto && crypto.subtle;
+      if (!subtle) throw new Error("hub.js: a device signs with the Web Crypto API, which this page lacks (it needs a secure context: https, or http on localhost)");
+      this._device = { sn: String(opts.sn), key: deviceKeyBytes(opts.key), type: opts.type != null ? String(opts.type) : "", subtle };
+    }
     this._WebSocket = opts.WebSocket || (typeof WebSocket !== "undefined" ? WebSocket : null);
     if (!this._WebSocket) throw new Error("hub.js: no WebSocket implementation");
 
@@ -325,14 +395,36 @@ class Hub {
     };
   }
 
+  // _deviceProof signs /auth/device args for now, with a fresh nonce.
+  async _deviceProof() {
+    const d = this._device;
+    const ts = Math.floor(Date.now() / 1000);
+    const nonce = toHex(crypto.getRandomValues(new Uint8Array(16)));
+    const args = { sn: d.sn, ts, nonce, sig: await deviceSignature(d.subtle, d.key, d.sn, ts, nonce) };
+    if (d.type) args.type = d.type;
+    return args;
+  }
+
   async _authenticate(ws) {
     const attempts = [];
+    if (this._device) {
+      let args;
+      try {
+        args = await this._deviceProof();
+      } catch (e) {
+        if (ws !== this._ws) return;
+        this._refuse(ws, new HubError(401, "cannot sign /auth/device: " + String(e && e.message ? e.message : e), {}, "/auth/device", true));
+        return;
+      }
+      if (ws !== this._ws) return;
+      attempts.push(["/auth/device", args]);
+    }
     if (this.token) attempts.push(["/auth/token", { token: this.token }]);
     if (this._username !== null && this._password !== null) {
       attempts.push(["/auth/login", { username: this._username, password: this._password }]);
     }
     if (attempts.length === 0) {
-      this._refuse(ws, new HubError(401, "no credentials: give a token or a username and password", {}, "", true));
+      this._refuse(ws, new HubError(401, "no credentials: give a token, a username and password, or a device's sn and key", {}, "", true));
       return;
     }
     let last = null;
@@ -431,7 +523,7 @@ class Hub {
       clearTimeout(entry.timer);
       entry.reject(new HubError(503, lost.msg, {}, entry.service, true));
     }
-    if (FINAL_CLOSE_CODES.includes(code)) this._stopped = true;
+    if (isFinalClose(code, reason)) this._stopped = true;
     if (this._stopped) {
       this._failQueue("not connected: " + reason);
       this._setState("disconnected", { code, reason, willReconnect: false });
@@ -637,9 +729,9 @@ class Hub {
   }
 }
 
-const FleetHub = { Hub, HubError, splitFrame, backoffDelay, closeText, FINAL_CLOSE_CODES, VERSION };
+const FleetHub = { Hub, HubError, splitFrame, backoffDelay, closeText, isFinalClose, deviceKeyBytes, FINAL_CLOSE_CODES, REGISTRY_CHANGED, VERSION };
 if (typeof globalThis !== "undefined") globalThis.FleetHub = FleetHub;
 
 // @module-exports: everything below is dropped from /hub.classic.js.
-export { Hub, HubError, splitFrame, backoffDelay, closeText, FINAL_CLOSE_CODES, VERSION };
+export { Hub, HubError, splitFrame, backoffDelay, closeText, isFinalClose, deviceKeyBytes, FINAL_CLOSE_CODES, REGISTRY_CHANGED, VERSION };
 export default Hub;

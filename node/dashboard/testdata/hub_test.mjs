@@ -8,7 +8,8 @@ import fs from "node:fs";
 import vm from "node:vm";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Hub, HubError, splitFrame, backoffDelay, closeText } from "./hub.mjs";
+import { createHmac } from "node:crypto";
+import { Hub, HubError, splitFrame, backoffDelay, closeText, isFinalClose, deviceKeyBytes, REGISTRY_CHANGED } from "./hub.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -80,8 +81,19 @@ function fakeServer(opts = {}) {
       if (!srv.tokens.has(m.args.token)) return srv.fail(ws, m, 401, "token refused");
       return srv.ok(ws, m, { session: "s", role: "admin", node: "n1", ping_interval_ms: 10000, token: m.args.token, user: "admin" });
     }
+    if (m.service === "/auth/device") {
+      srv.deviceAuths.push(m.args);
+      const { sn, ts, nonce, sig } = m.args;
+      const want = createHmac("sha256", srv.deviceKey(sn)).update(sn + "\n" + ts + "\n" + nonce).digest("hex");
+      if (sig !== want) return srv.fail(ws, m, 401, "bad signature");
+      return srv.ok(ws, m, { session: "d" + srv.sockets.length, role: "device", node: "n1", ping_interval_ms: 10000, sn, type: m.args.type || "robot", group: srv.group });
+    }
     if (m.service === "/admin/subscribe") return srv.ok(ws, m, { devices: [{ sn: "R-" + srv.sockets.length }] });
   };
+  // Device keys, as the hub derives them from its master secret.
+  srv.deviceKey = (sn) => createHmac("sha256", "test-master-secret").update("device:" + sn).digest();
+  srv.deviceAuths = [];
+  srv.group = "default"; // the group the registry gives devices
   return srv;
 }
 
@@ -217,20 +229,20 @@ test("a token alone that is refused stops with authError", async () => {
   assert.equal(hub.state, "disconnected");
 });
 
-for (const code of [4001, 4002, 1008]) {
-  test("close code " + code + " stops reconnecting", async () => {
+for (const [code, reason] of [[4001, "bye"], [4002, "bye"], [4002, "kicked"], [4002, "account changed"], [1008, "bye"]]) {
+  test("close code " + code + " (" + reason + ") stops reconnecting", async () => {
     const srv = fakeServer();
     const states = [];
     const hub = new Hub("ws://h/ws", { username: "admin", password: "pw", WebSocket: srv.WebSocket, ...fast });
     hub.on("state", (s) => states.push(s));
     await hub.ready();
-    srv.last().drop(code, "bye");
+    srv.last().drop(code, reason);
     await sleep(60);
     assert.equal(srv.sockets.length, 1);
     const last = states[states.length - 1];
     assert.equal(last.state, "disconnected");
     assert.equal(last.code, code);
-    assert.equal(last.reason, "bye");
+    assert.equal(last.reason, reason);
     assert.equal(last.willReconnect, false);
     await assert.rejects(hub.request("/ping", {}), (e) => e.code === 503 && e.local);
     // connect() starts again.
@@ -292,4 +304,92 @@ test("close() while waiting to reconnect ends the wait", async () => {
   assert.equal(last.willReconnect, false);
   await sleep(20);
   assert.equal(srv.sockets.length, 1);
+});
+
+test("isFinalClose: every 4002 is final but a registry change", () => {
+  assert.equal(REGISTRY_CHANGED, "registry entry changed");
+  assert.equal(isFinalClose(4002, "registry entry changed"), false);
+  assert.equal(isFinalClose(4002, "kicked"), true);
+  assert.equal(isFinalClose(4002, "registry entry changed!"), true);
+  assert.equal(isFinalClose(4002, ""), true);
+  assert.equal(isFinalClose(4001, "registry entry changed"), true);
+  assert.equal(isFinalClose(1006, ""), false);
+  assert.equal(isFinalClose(4008, "slow consumer"), false);
+});
+
+test("a device signs /auth/device afresh on every connect", async () => {
+  const srv = fakeServer();
+  const key = srv.deviceKey("R-7").toString("hex") + "\n"; // as hubctl device-key prints it
+  const hub = new Hub("ws://h/ws", { sn: "R-7", key, type: "retail", WebSocket: srv.WebSocket, ...fast });
+  const session = await hub.ready();
+  assert.equal(session.role, "device");
+  assert.equal(session.sn, "R-7");
+  assert.ok(!("key" in hub.opts), "the key is not kept in opts");
+  const a = srv.deviceAuths[0];
+  assert.equal(a.type, "retail");
+  assert.ok(Math.abs(a.ts - Date.now() / 1000) < 5, "ts is now, in seconds");
+  assert.match(a.nonce, /^[0-9a-f]{32}$/);
+  srv.last().drop(1006);
+  await until(() => hub.connects === 2, "a reconnect");
+  assert.notEqual(srv.deviceAuths[1].nonce, a.nonce, "a fresh nonce");
+  // The same key as bytes.
+  const raw = new Hub("ws://h/ws", { sn: "R-7", key: new Uint8Array(srv.deviceKey("R-7")), WebSocket: srv.WebSocket, ...fast });
+  assert.equal((await raw.ready()).sn, "R-7");
+  hub.close();
+  raw.close();
+});
+
+test("a device with a wrong key is refused and stops", async () => {
+  const srv = fakeServer();
+  const errors = [];
+  const hub = new Hub("ws://h/ws", { sn: "R-8", key: srv.deviceKey("R-9"), WebSocket: srv.WebSocket, ...fast });
+  hub.on("authError", (e) => errors.push(e));
+  await assert.rejects(hub.ready(), (e) => e.code === 401);
+  assert.equal(errors[0].msg, "bad signature");
+  assert.equal(hub._retryTimer, null, "no reconnect scheduled after a refusal");
+  assert.equal(srv.sockets.length, 1);
+});
+
+test("device keys that are not 32 bytes or 64 hex digits are refused at once", () => {
+  const hex = "ab".repeat(32);
+  assert.equal(deviceKeyBytes(hex).length, 32);
+  assert.equal(deviceKeyBytes(" " + hex.toUpperCase() + "\n")[0], 0xab);
+  for (const [key, want] of [
+    [hex.slice(2), /62 hex digits, want 64/],
+    [hex + "0", /65 hex digits, want 64/],
+    ["", /0 hex digits, want 64/],
+    ["zz" + hex.slice(2), /"z" at offset 0 is not a hex digit/],
+    [new Uint8Array(31), /31 bytes, want 32/],
+    [undefined, /want the hex that hubctl device-key prints/],
+    [42, /want the hex that hubctl device-key prints/],
+  ]) {
+    assert.throws(() => new Hub("ws://h/ws", { sn: "R-1", key, WebSocket: fakeServer().WebSocket }), want);
+  }
+  assert.throws(() => new Hub("ws://h/ws", { sn: "R-1", key: hex, username: "a", password: "b", WebSocket: fakeServer().WebSocket }), /not several/);
+});
+
+test("a 4002 for a registry change reconnects with the new attributes; another 4002 then stops it", async () => {
+  const srv = fakeServer();
+  const states = [];
+  const hub = new Hub("ws://h/ws", { sn: "R-5", key: srv.deviceKey("R-5"), WebSocket: srv.WebSocket, ...fast });
+  hub.on("state", (s) => states.push(s));
+  assert.equal((await hub.ready()).group, "default");
+  srv.group = "sh-01"; // hubctl device add R-5 --type robot --group sh-01
+  srv.last().drop(4002, "registry entry changed");
+  const lost = states[states.length - 1];
+  assert.equal(lost.state, "disconnected");
+  assert.equal(lost.code, 4002);
+  assert.equal(lost.willReconnect, true);
+  assert.ok(lost.retryIn >= 0 && lost.retryIn < 5, "the usual backoff");
+  await until(() => hub.connects === 2, "a reconnect");
+  assert.equal(hub.session.group, "sh-01");
+  assert.equal(hub.state, "connected");
+  // An admin's kick is final.
+  srv.last().drop(4002, "kicked");
+  const last = states[states.length - 1];
+  assert.equal(last.willReconnect, false);
+  assert.equal(last.reason, "kicked");
+  assert.equal(hub._retryTimer, null, "no reconnect scheduled");
+  await assert.rejects(hub.ready(), (e) => e.code === 503 && /kicked/.test(e.msg));
+  assert.equal(srv.sockets.length, 2);
 });
