@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -65,7 +66,7 @@ func (p *partition) healed() {
 			continue
 		}
 		other := p.dcs[1-i]
-		own, seen := "KV_hub_nonces_"+d.name, "KV_hub_nonces_seen_"+other.name
+		own, seen := "KV_"+schema.Layout{DC: d.name}.Nonces(), "KV_"+schema.Layout{DC: other.name}.NoncesSeen()
 		deadline := time.Now().Add(ConvergeLimit)
 		for time.Now().Before(deadline) {
 			n, err1 := streamMsgs(d.js, own)
@@ -200,10 +201,11 @@ func (p *partition) stores() {
 	// Status records: each acknowledged one in its own data centre's
 	// stream, and in the other data centre's view.
 	for i, d := range p.dcs {
-		d.fig.StatusLostOwn = p.missingRecords(d.js, "HUB_STATUS_"+d.name, acked[i])
+		ownStream := schema.Layout{DC: d.name}.StatusStream()
+		d.fig.StatusLostOwn = p.missingRecords(d.js, ownStream, acked[i])
 		d.fig.StatusLostView = p.missingRecords(p.dcs[1-i].js, hub.StreamStatus, acked[i])
 		if d.fig.StatusLostOwn > 0 {
-			p.problem("%d of %d acknowledged status records of %s are missing from %s", d.fig.StatusLostOwn, len(acked[i]), d.name, "HUB_STATUS_"+d.name)
+			p.problem("%d of %d acknowledged status records of %s are missing from %s", d.fig.StatusLostOwn, len(acked[i]), d.name, ownStream)
 		}
 		if d.fig.StatusLostView > 0 {
 			p.problem("%d of %d acknowledged status records of %s are missing from %s's %s view", d.fig.StatusLostView, len(acked[i]), d.name, p.dcs[1-i].name, hub.StreamStatus)
