@@ -79,6 +79,7 @@ type DCFigures struct {
 	ReplayRefusedFrom             time.Duration // from this ladder delay on, the other DC refused this DC's nonces (-1: never)
 	ReplayAccepted                int           // ladder probes of this DC's nonces the other DC accepted (too early)
 	CutCrossCodes                 map[int]int   // answers to commands for the other DC's devices during the cut
+	CutCrossPush                  int           // the answer to a push to a device of the other DC during the cut
 	Converge                      time.Duration // heal to a complete listing here (-1: never)
 	StatusLostOwn, StatusLostView int           // acknowledged records missing from this DC's own stream, and from the other DC's view
 	FalseOffline, NodeLost        int
@@ -245,6 +246,34 @@ func (p *partition) start() {
 		}
 	}
 	t.Cleanup(p.halt)
+	if p.o.Topology == TopologySupercluster {
+		t.Logf("placement: %s", placement(ctx, p.dcs[0].js))
+	}
+}
+
+// placement lists where each stream of one JetStream lives (its cluster,
+// and its leader), in name order: in a supercluster what a data centre
+// reaches without crossing the WAN.
+func placement(ctx context.Context, js jetstream.JetStream) string {
+	var out []string
+	names := js.StreamNames(ctx)
+	for name := range names.Name() {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			out = append(out, name+": "+err.Error())
+			continue
+		}
+		where := "?"
+		if cl := st.CachedInfo().Cluster; cl != nil {
+			where = cl.Name + "/" + cl.Leader
+		}
+		out = append(out, name+" "+where)
+	}
+	if err := names.Err(); err != nil {
+		out = append(out, err.Error())
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }
 
 func (p *partition) dialFleet(ctx context.Context, i int, d *dcScene) error {
@@ -592,6 +621,12 @@ func (p *partition) partitioned() {
 		if ok, why := d.push(d.devices[1%len(d.devices)]); !ok {
 			p.problem("during the cut, a push in %s to its own device: %s", d.name, why)
 		}
+		// What a push to a device of the other data centre answers (a
+		// figure: PROTOCOL §5 answers a push with its id, and §8 asks
+		// 503 of requests only; the push itself cannot arrive).
+		far := p.dcs[1-i].devices[0].sn
+		m := d.admin.Request("/admin/push", map[string]any{"target": map[string]any{"sn": far}, "service": "/push/partition", "values": map[string]any{}})
+		d.fig.CutCrossPush = m.Code
 		for k := range 3 {
 			other := p.dcs[1-i].devices[(k+1)%len(p.dcs[1-i].devices)].sn
 			code, _ := d.command(other)

@@ -361,6 +361,7 @@ func (r PartitionResult) Table() string {
 	row("nonce refused in the other DC from", func(f DCFigures) string { return ms(f.ReplayRefusedFrom) })
 	row("nonce probes accepted in both DCs", func(f DCFigures) string { return fmt.Sprint(f.ReplayAccepted) })
 	row("commands to the other DC in the cut", func(f DCFigures) string { return fmt.Sprint(f.CutCrossCodes) })
+	row("push to the other DC in the cut", func(f DCFigures) string { return fmt.Sprint(f.CutCrossPush) })
 	row("listing complete after heal", func(f DCFigures) string { return ms(f.Converge) })
 	row("records lost (own stream / other's view)", func(f DCFigures) string { return fmt.Sprintf("%d / %d", f.StatusLostOwn, f.StatusLostView) })
 	row("false offline / node_lost", func(f DCFigures) string { return fmt.Sprintf("%d / %d", f.FalseOffline, f.NodeLost) })
