@@ -52,7 +52,8 @@ func TestPartition(t *testing.T) {
 
 // TestPartitionSupercluster runs the same scenario on the shipped
 // supercluster configuration (docs/supercluster: two one-server clusters
-// over gateways, one JetStream). Its meta group has one peer in each
+// over gateways, one JetStream); PARTITION_SILENT=1 makes the cut a
+// silent one. Its meta group has one peer in each
 // data centre, so during a cut neither side can create a consumer: the
 // test reports what holds (the table and the problems) and fails only
 // when the scenario itself cannot run.
@@ -64,7 +65,7 @@ func TestPartitionSupercluster(t *testing.T) {
 	}
 	r := RunPartition(t, PartitionOptions{
 		Topology: TopologySupercluster, Hub: bin, Devices: devices, Delay: 40 * time.Millisecond,
-		Cut: cut, ReportEvery: 2 * time.Second, Commands: 100,
+		Cut: cut, ReportEvery: 2 * time.Second, Commands: 100, Silent: os.Getenv("PARTITION_SILENT") == "1",
 	})
 	t.Logf("partition figures (supercluster; problems reported, not failed):\n%s", r.Table())
 }
