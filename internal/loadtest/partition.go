@@ -65,6 +65,7 @@ type DCFigures struct {
 	// Connect + device auth of the fleet (before the cut), and of new
 	// devices during the cut.
 	ConnectP50, ConnectP99, CutConnect time.Duration
+	LoneConnectP50                     time.Duration // connect + auth one at a time, p50 of 10
 	// Status reports acknowledged, acknowledgement times (all, and of
 	// reports sent during the cut), answers by code other than 0.
 	StatusAcked                   int
@@ -509,6 +510,21 @@ func (p *partition) connected() {
 	}
 	for i, d := range p.dcs {
 		d.fig.ReplayRefusedFrom = p.replayLadder(d, p.dcs[1-i])
+	}
+	// Connects one at a time, with nothing else connecting: what one
+	// costs without queueing behind others (a WAN round trip in it shows).
+	for _, d := range p.dcs {
+		var one []time.Duration
+		for k := range 10 {
+			conn, code, took, err := AuthDevice(context.Background(), d.hub.WSURL, SignDevice(fmt.Sprintf("%s-ONE-%d", strings.ToUpper(d.name), k), nuid.Next()))
+			if err != nil || code != 0 {
+				p.problem("a lone connect in %s answered %d (%v)", d.name, code, err)
+				continue
+			}
+			_ = conn.Close()
+			one = append(one, took)
+		}
+		d.fig.LoneConnectP50 = Percentile(one, 50)
 	}
 }
 

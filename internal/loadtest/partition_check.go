@@ -352,6 +352,7 @@ func (r PartitionResult) Table() string {
 	row("", func(f DCFigures) string { return f.Name })
 	row("devices", func(f DCFigures) string { return fmt.Sprint(f.Devices) })
 	row("connect + auth p50 / p99", func(f DCFigures) string { return ms(f.ConnectP50) + " / " + ms(f.ConnectP99) })
+	row("connect + auth one at a time p50", func(f DCFigures) string { return ms(f.LoneConnectP50) })
 	row("connect + auth during the cut", func(f DCFigures) string { return ms(f.CutConnect) })
 	row("status acked", func(f DCFigures) string { return fmt.Sprint(f.StatusAcked) })
 	row("status ack p50 / p99", func(f DCFigures) string { return ms(f.StatusP50) + " / " + ms(f.StatusP99) })
