@@ -308,7 +308,9 @@ func (p *partition) dialFleet(ctx context.Context, i int, d *dcScene) error {
 	var first error
 	for g := range out {
 		if g.err != nil {
-			first = cmpErr(first, g.err)
+			if first == nil {
+				first = g.err
+			}
 			continue
 		}
 		d.devices = append(d.devices, g.dev)
@@ -321,13 +323,6 @@ func (p *partition) dialFleet(ctx context.Context, i int, d *dcScene) error {
 		}
 	}
 	return first
-}
-
-func cmpErr(first, err error) error {
-	if first != nil {
-		return first
-	}
-	return err
 }
 
 // dialDCDevice connects and authenticates one device with a fresh nonce.
