@@ -10,7 +10,7 @@ TESTFLAGS ?= -race -count=1 -p 2 -timeout 15m -tags browser
 FUZZTIME  ?= 60s
 FUZZSHORT ?= 1s
 
-.PHONY: all build run cluster cluster-node test vet fmt fuzz fuzz-short bench load soak clean
+.PHONY: all build run cluster cluster-node multidc multidc-node test vet fmt fuzz fuzz-short bench load soak clean
 
 all: build
 
@@ -38,6 +38,20 @@ cluster: build
 
 cluster-node: build
 	BIN=$(BIN) docs/cluster/run.sh node $(N)
+
+## multidc: two data centres, east and west, each a hub node embedding
+## its data centre's NATS server of docs/multidc/<dc>.conf (a JetStream
+## domain each, west a leaf node of east), in --dev mode on
+## 127.0.0.1:8091 (east) and 8092 (west), and a simulated fleet of 20
+## robots in each; prints both dashboards (each lists and commands the
+## devices of both) once the nodes are ready. Ctrl-C stops them. Data in
+## ./data/multidc/<dc>. Kill a node and start it again with
+## make multidc-node DC=west.
+multidc: build
+	BIN=$(BIN) docs/multidc/run.sh
+
+multidc-node: build
+	BIN=$(BIN) docs/multidc/run.sh node $(DC)
 
 ## test: vet, formatting and the whole suite under the race detector,
 ## browser tests included (each fuzz target's seeds and testdata/fuzz

@@ -84,6 +84,7 @@ type Proc struct {
 	done chan struct{}
 	bin  string
 	env  []string
+	args []string // after -c Conf
 	// started is set once the first start registered the cleanup.
 	started bool
 }
@@ -123,11 +124,21 @@ func StartProcFile(t testing.TB, port int, confFile string, env ...string) *Proc
 	return p.start(t, ServerBinary(t), env)
 }
 
+// StartProcFileArgs is StartProcFile with command-line flags after the
+// configuration file's, for what a shipped file leaves to its runner
+// (for example "-sd", the store directory, which a hub embedding the
+// file takes from --data-dir instead).
+func StartProcFileArgs(t testing.TB, port int, confFile string, args []string, env ...string) *Proc {
+	t.Helper()
+	p := &Proc{Port: port, Conf: confFile, log: new(bytes.Buffer), done: make(chan struct{}), args: args}
+	return p.start(t, ServerBinary(t), env)
+}
+
 func (p *Proc) start(t testing.TB, bin string, env []string) *Proc {
 	t.Helper()
 	p.bin, p.env = bin, env
 	p.done = make(chan struct{})
-	p.cmd = exec.Command(bin, "-c", p.Conf)
+	p.cmd = exec.Command(bin, append([]string{"-c", p.Conf}, p.args...)...)
 	p.cmd.Dir = filepath.Dir(p.Conf)
 	p.cmd.Env = append(os.Environ(), env...)
 	w := syncBuffer{&p.mu, p.log}
