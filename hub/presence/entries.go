@@ -47,13 +47,15 @@ func (tr *Tracker) Connected(ctx context.Context, d Device) error {
 		Addr: d.Addr, Type: d.Type, Group: d.Group,
 	}
 	b, _ := json.Marshal(entry)
-	// A device that comes from another data centre (read before this
-	// entry reaches hub_presence): that one removes its entry there
-	// after the grace, and the removal reaches hub_presence after this
-	// entry and hides it. This entry is then written again once the
+	// A device may come from another data centre: that one removes its
+	// entry there after the grace, and the removal reaches hub_presence
+	// after this entry and hides it. A new entry here (none of the device
+	// was left in this data centre) is then written again once the
 	// removal should have come, and once more after as long again (see
-	// moves.go).
-	movedIn := tr.movedIn(ctx, d.SN, d.Session)
+	// moves.go). Nothing is read to find out: the fleet's hub_presence
+	// may live in another data centre (a supercluster), and a connect
+	// costs no round trip to one.
+	movedIn := tr.cfg.Layout.DCMode()
 	rev, created, err := tr.writeEntry(ctx, d.SN, d.Session, b)
 	if err != nil {
 		sn, session := d.SN, d.Session

@@ -23,8 +23,11 @@ import (
 // device is online on another session, and removes its own entry without
 // an offline record (movedAway). That removal reaches the aggregate after
 // the new data centre's entry and hides it there, so the new data
-// centre's node writes its entry again once the removal has come
-// (movedIn, moveSettled, twice). A device whose new entry has not reached the
+// centre's node writes a new entry again once the removal has come
+// (moveSettled, twice): every new entry in data-centre mode, since
+// finding out whether the device came from elsewhere would cost a read of
+// the fleet's hub_presence on the connect, which in a supercluster may be
+// in another data centre. A device whose new entry has not reached the
 // aggregate when the grace ends (a partition) is reported offline by the
 // data centre it left, as a device that left is.
 
@@ -75,18 +78,6 @@ func (tr *Tracker) fleetEntry(ctx context.Context, sn string) (pe schema.Presenc
 		return pe, false, fmt.Errorf("presence: %s of %s: %w", schema.BucketPresence, sn, err)
 	}
 	return pe, ok, nil
-}
-
-// movedIn reports whether device sn, whose session just created its
-// entry here, is online on another session in the fleet's hub_presence:
-// it comes from another data centre. Never in classic mode, where the own
-// bucket is the fleet's.
-func (tr *Tracker) movedIn(ctx context.Context, sn, session string) bool {
-	if !tr.cfg.Layout.DCMode() {
-		return false
-	}
-	pe, ok, err := tr.fleetEntry(ctx, sn)
-	return err == nil && ok && pe.Session != session
 }
 
 // movedAway reports whether device sn, whose session session ended here
