@@ -31,6 +31,15 @@ func (s *Server) startDCEngine(ctx, runCtx context.Context) error {
 			return nil
 		},
 		Log: s.log, Metrics: s.cfg.Registerer,
+		// The directory's feed of the HUB_PRESENCE view may have stalled
+		// across the cut (a supercluster's view in the other data
+		// centre): started anew at once rather than after nats.go's own
+		// back-off.
+		OnReturn: func(string) {
+			if d := s.dir; d != nil {
+				d.Refeed()
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("hub: data centre engine: %w", err)

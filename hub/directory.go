@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -53,8 +54,12 @@ const (
 // it holds the lease, the directory itself.
 type directory struct {
 	srv *Server
-	kv  jetstream.KeyValue // hub_roles
-	ttl time.Duration
+	// refeedCh asks the loop to start the presence feed anew (Refeed);
+	// refeeding is set while a refeed runs.
+	refeedCh  chan struct{}
+	refeeding atomic.Bool
+	kv        jetstream.KeyValue // hub_roles
+	ttl       time.Duration
 	// unavailable counts the directory requests of this node that found no
 	// directory able to answer, by reason.
 	unavailable *prometheus.CounterVec
@@ -109,7 +114,7 @@ func newDirMetrics(reg prometheus.Registerer) dirMetrics {
 
 func openDirectory(ctx context.Context, srv *Server) (*directory, error) {
 	d := &directory{
-		srv: srv, ttl: srv.cfg.NodeTTL,
+		srv: srv, ttl: srv.cfg.NodeTTL, refeedCh: make(chan struct{}, 1),
 		unavailable: srv.dirMetrics.unavailable, held: srv.dirMetrics.held,
 	}
 	if err := d.openBucket(ctx); err != nil {
@@ -145,6 +150,9 @@ type dirTerm struct {
 	// The streams loaded, by creation time: one created again means a
 	// reload.
 	presenceCreated, registryCreated time.Time
+	// stopFeed ends the term's current presence feed (followPresence).
+	// Guarded by directory.mu.
+	stopFeed context.CancelFunc
 }
 
 // first is the node's first try at the election, at Start: a node that
@@ -213,6 +221,10 @@ func (d *directory) run(ctx context.Context, term *dirTerm) {
 				return
 			case <-tick.C:
 				break wait
+			case <-d.refeedCh:
+				if term != nil {
+					d.refeed(term)
+				}
 			case e, ok := <-given:
 				if !ok {
 					given = nil
@@ -387,6 +399,35 @@ func (d *directory) load(t *dirTerm) error {
 	if st.CachedInfo().State.Msgs == 0 {
 		d.loaded(t.idx, &d.recLoaded)
 	}
+	if err := d.followPresence(ctx, t); err != nil {
+		return err
+	}
+	return d.srv.watchKV(t.ctx, d.srv.registry.kv, func(e jetstream.KeyValueEntry, live bool) {
+		var dev *schema.Device
+		if e.Operation() == jetstream.KeyValuePut {
+			var v schema.Device
+			if json.Unmarshal(e.Value(), &v) != nil || v.Validate() != nil {
+				return // the registry logs it
+			}
+			dev = &v
+		}
+		d.mu.Lock()
+		if d.idx == t.idx {
+			t.idx.register(e.Key(), dev)
+		}
+		d.mu.Unlock()
+		if dev == nil && live {
+			d.forgetIfPurged(t, e.Key()) // see /admin/forget
+		}
+	}, func() { d.loaded(t.idx, &d.regLoaded) })
+}
+
+// followPresence starts the term's feed of presence records: the last of
+// each device, then every new one, into the term's index (records older
+// than what the index holds are ignored, so a feed started again loses
+// and repeats nothing). The feed ends with the term, or when the next one
+// replaces it (refeed).
+func (d *directory) followPresence(ctx context.Context, t *dirTerm) error {
 	cons, err := d.srv.js.OrderedConsumer(ctx, StreamPresence, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subjects.AllPresence}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
 	})
@@ -413,31 +454,69 @@ func (d *directory) load(t *dirTerm) error {
 	if err != nil {
 		return err
 	}
+	fctx, stop := context.WithCancel(t.ctx)
 	if !d.srv.goTask(func() {
-		<-t.ctx.Done()
+		<-fctx.Done()
 		cc.Stop()
+		if t.ctx.Err() == nil {
+			// Replaced by the next feed: its consumer goes now, not
+			// after the server's inactivity threshold (minutes).
+			if info := cons.CachedInfo(); info != nil {
+				dctx, cancel := context.WithTimeout(d.srv.runCtx, jscreate.CallTimeout)
+				_ = d.srv.js.DeleteConsumer(dctx, StreamPresence, info.Name)
+				cancel()
+			}
+		}
 	}) {
+		stop()
 		cc.Stop()
 		return errStopping
 	}
-	return d.srv.watchKV(t.ctx, d.srv.registry.kv, func(e jetstream.KeyValueEntry, live bool) {
-		var dev *schema.Device
-		if e.Operation() == jetstream.KeyValuePut {
-			var v schema.Device
-			if json.Unmarshal(e.Value(), &v) != nil || v.Validate() != nil {
-				return // the registry logs it
-			}
-			dev = &v
+	d.mu.Lock()
+	prev := t.stopFeed
+	t.stopFeed = stop
+	d.mu.Unlock()
+	if prev != nil {
+		prev()
+	}
+	return nil
+}
+
+// Refeed asks the directory, when this node holds it, to start its
+// presence feed anew (refeed); it does not wait.
+func (d *directory) Refeed() {
+	select {
+	case d.refeedCh <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// refeed starts the presence feed of term t anew, in a task of its own
+// (the loop must keep refreshing the lease meanwhile): a data centre that
+// came back after a partition has its sources added back on the views,
+// but a feed whose consumer lives across the link (a supercluster's view
+// in the other data centre) stalled during the cut, and would otherwise
+// wait out nats.go's own reset back-off before it follows again. Creating
+// the consumer waits for JetStream (in a supercluster, the meta leader an
+// election brings back after the heal): it is tried again, with back-off,
+// until it succeeds or the term ends. One at a time.
+func (d *directory) refeed(t *dirTerm) {
+	if !d.refeeding.CompareAndSwap(false, true) {
+		return
+	}
+	if !d.srv.goTask(func() {
+		defer d.refeeding.Store(false)
+		_, err := jscreate.Wait(t.ctx, func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, d.followPresence(ctx, t)
+		})
+		if err != nil {
+			d.srv.warnLimited("directory: presence feed not started again", "err", err)
+			return
 		}
-		d.mu.Lock()
-		if d.idx == t.idx {
-			t.idx.register(e.Key(), dev)
-		}
-		d.mu.Unlock()
-		if dev == nil && live {
-			d.forgetIfPurged(t, e.Key()) // see /admin/forget
-		}
-	}, func() { d.loaded(t.idx, &d.regLoaded) })
+		d.srv.log.Info("directory: presence feed started again")
+	}) {
+		d.refeeding.Store(false)
+	}
 }
 
 // loaded notes that one feed of idx has caught up; with both, the index is

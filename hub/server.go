@@ -230,10 +230,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := nonces.openSeen(ctx, s); err != nil {
 		return err
 	}
-	if err := s.startDCEngine(ctx, runCtx); err != nil {
+	if s.dir, err = openDirectory(ctx, s); err != nil {
 		return err
 	}
-	if s.dir, err = openDirectory(ctx, s); err != nil {
+	// The engine after the directory, which it asks to follow anew when a
+	// data centre comes back.
+	if err := s.startDCEngine(ctx, runCtx); err != nil {
 		return err
 	}
 	// The first term's index loads before the node serves, for at most

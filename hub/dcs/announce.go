@@ -163,6 +163,9 @@ func (e *Engine) onHello(m *nats.Msg) {
 	}
 	if back {
 		e.log.Info("data centre reachable again", "other", h.DC, "from", h.Node)
+		if e.cfg.OnReturn != nil {
+			e.cfg.OnReturn(h.DC)
+		}
 	}
 }
 

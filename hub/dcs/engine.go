@@ -70,6 +70,11 @@ type Config struct {
 	Log *slog.Logger
 	// Metrics, when set, registers the engine's metrics.
 	Metrics prometheus.Registerer
+	// OnReturn, when set, is called (on the announce's delivery, so it
+	// must not block) when data centre dc is heard again after it was
+	// absent: a partition healed. The hub restarts there what followed
+	// the other side across the link.
+	OnReturn func(dc string)
 
 	// noReturnKick leaves sources alone when a data centre returns, and
 	// noHealthKick when they stall (tests measure what the kicks are
