@@ -50,9 +50,13 @@ if [ "${1:-}" = node ]; then
   exec "$BIN/hub" $(node_args "$dc")
 fi
 
+# get, keys_on, keys_off, wait_stop
+. docs/dev/lib.sh
+
 pids=()
 stop() {
   trap - EXIT INT TERM
+  keys_off
   [ ${#pids[@]} -gt 0 ] || return 0
   kill -TERM "${pids[@]}" 2>/dev/null || true
   for _ in $(seq 100); do
@@ -64,7 +68,8 @@ stop() {
   kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 trap stop EXIT
-trap 'exit 130' INT TERM
+trap 'stop; exit 0' INT TERM
+keys_on
 
 dcs=(east west)
 for dc in "${dcs[@]}"; do
@@ -79,7 +84,7 @@ done
 deadline=$((SECONDS + READY_TIMEOUT))
 for i in 0 1; do
   dc=${dcs[$i]}
-  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$(http_port "$dc")/readyz" 2>/dev/null; do
+  until get "127.0.0.1:$(http_port "$dc")" /readyz >/dev/null; do
     if ! kill -0 "${pids[$i]}" 2>/dev/null; then
       echo "hub-$dc exited; the end of $DATA/$dc.log:" >&2
       tail -n 20 "$DATA/$dc.log" >&2
@@ -96,6 +101,10 @@ done
 
 for dc in "${dcs[@]}"; do
   prefix=$(echo "$dc" | tr '[:lower:]' '[:upper:]')-
+  port_var=FLEETHUB_$(echo "$dc" | tr '[:lower:]' '[:upper:]')_PORT
+  # Registered with their types and groups in their data centre's domain
+  # (the registry is one per JetStream domain).
+  "$BIN/devsim" --register --devices "$DEVICES" --prefix "$prefix" --nats-url "nats://127.0.0.1:${!port_var}" >/dev/null
   "$BIN/devsim" --dev --devices "$DEVICES" --prefix "$prefix" --log-level warn \
     --url "ws://127.0.0.1:$(http_port "$dc")/ws" &
   pids+=($!)
@@ -105,9 +114,9 @@ echo "fleethub, two data centres: east (JetStream domain east) and west (domain 
 echo "  $DEVICES simulated devices in each; logs: $DATA/east.log, $DATA/west.log"
 echo "  NATS: east nats://127.0.0.1:$FLEETHUB_EAST_PORT, west nats://127.0.0.1:$FLEETHUB_WEST_PORT"
 echo "  kill a node at any time (hub-east pid ${pids[0]}, hub-west ${pids[1]}) and start it again"
-echo "  with make multidc-node DC=east or west (docs/multidc/run.sh node DC); Ctrl-C stops both"
+echo "  with make multidc-node DC=east or west (docs/multidc/run.sh node DC); Ctrl-C (or q) stops both"
 for dc in "${dcs[@]}"; do
   echo "dashboard $dc: http://127.0.0.1:$(http_port "$dc")/"
 done
 echo "dev login: user admin, password admin"
-wait
+wait_stop
