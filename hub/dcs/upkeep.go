@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fleethub/fleethub/internal/jscreate"
@@ -232,15 +233,24 @@ func (e *Engine) kick(ctx context.Context, dc string) error {
 	if !ok {
 		return nil
 	}
-	var errs []error
-	for _, v := range e.cfg.Views {
+	// The views at once, not one after another: in a supercluster each
+	// call goes to the meta leader, which a heal has just brought back,
+	// and the listings wait for the last view.
+	errs := make([]error, len(e.cfg.Views))
+	var wg sync.WaitGroup
+	for i, v := range e.cfg.Views {
 		if v.OthersOnly && dc == e.cfg.DC {
 			continue
 		}
-		if err := e.kickView(ctx, v, v.Source(dc, e.sourceDomain(domain)), known); err != nil {
-			errs = append(errs, fmt.Errorf("dcs: view %s, source of %s: %w", v.Config.Name, dc, err))
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.kickView(ctx, v, v.Source(dc, e.sourceDomain(domain)), known); err != nil {
+				errs[i] = fmt.Errorf("dcs: view %s, source of %s: %w", v.Config.Name, dc, err)
+			}
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
