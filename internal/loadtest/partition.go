@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleethub/fleethub/hub"
+	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -249,6 +250,25 @@ func (p *partition) start() {
 	t.Cleanup(p.halt)
 	if p.o.Topology == TopologySupercluster {
 		t.Logf("placement: %s", placement(ctx, p.dcs[0].js))
+		p.checkPlacement(ctx)
+	}
+}
+
+// checkPlacement: in a supercluster every data centre's own stores live
+// in that data centre's cluster (so its connects and reports stay local).
+func (p *partition) checkPlacement(ctx context.Context) {
+	for _, d := range p.dcs {
+		l := schema.Layout{DC: d.name}
+		for _, name := range []string{"KV_" + l.Presence(), "KV_" + l.Nodes(), "KV_" + l.Nonces(), "KV_" + l.NoncesSeen(),
+			l.StatusStream(), l.EventStream(), l.PresenceStream()} {
+			st, err := p.dcs[0].js.Stream(ctx, name)
+			switch {
+			case err != nil:
+				p.problem("stream %s: %v", name, err)
+			case st.CachedInfo().Cluster == nil || st.CachedInfo().Cluster.Name != d.name:
+				p.problem("stream %s of data centre %s is placed in %+v", name, d.name, st.CachedInfo().Cluster)
+			}
+		}
 	}
 }
 

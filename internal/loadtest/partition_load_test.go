@@ -5,6 +5,7 @@ package loadtest
 import (
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -67,7 +68,15 @@ func TestPartitionSupercluster(t *testing.T) {
 		Topology: TopologySupercluster, Hub: bin, Devices: devices, Delay: 40 * time.Millisecond,
 		Cut: cut, ReportEvery: 2 * time.Second, Commands: 100, Silent: os.Getenv("PARTITION_SILENT") == "1",
 	})
-	t.Logf("partition figures (supercluster; problems reported, not failed):\n%s", r.Table())
+	t.Logf("partition figures (supercluster):\n%s", r.Table())
+	// Every guarantee fails the test but the 10 s convergence after the
+	// heal, which a supercluster bounds by JetStream's meta election
+	// (docs/topologies.md): reported in the table.
+	for _, p := range r.Problems {
+		if !strings.Contains(p, "to show every device online") {
+			t.Error(p)
+		}
+	}
 }
 
 // TestPartitionSilent is TestPartition with a silent cut (nothing
