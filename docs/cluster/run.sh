@@ -34,25 +34,11 @@ if [ "${1:-}" = node ]; then
   exec "$BIN/hub" $(node_args "$n")
 fi
 
-# get, keys_on, keys_off, wait_stop
+# get, keys_on, keys_off, wait_stop, stop_all (the array pids), wait_ready
 . docs/dev/lib.sh
 
-pids=()
-stop() {
-  trap - EXIT INT TERM
-  keys_off
-  [ ${#pids[@]} -gt 0 ] || return 0
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  for _ in $(seq 100); do
-    alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && return 0
-    sleep 0.1
-  done
-  kill -KILL "${pids[@]}" 2>/dev/null || true
-}
-trap stop EXIT
-trap 'stop; exit 0' INT TERM
+trap stop_all EXIT
+trap 'stop_all; exit 0' INT TERM
 keys_on
 
 for n in 1 2 3; do
@@ -65,19 +51,7 @@ done
 # Every node ready (JetStream with a quorum, the hub's stores at R3).
 deadline=$((SECONDS + READY_TIMEOUT))
 for n in 1 2 3; do
-  until get "127.0.0.1:808$n" /readyz >/dev/null; do
-    if ! kill -0 "${pids[$((n - 1))]}" 2>/dev/null; then
-      echo "hub-$n exited; the end of $DATA/hub-$n.log:" >&2
-      tail -n 20 "$DATA/hub-$n.log" >&2
-      exit 1
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      echo "hub-$n not ready after ${READY_TIMEOUT}s; the end of $DATA/hub-$n.log:" >&2
-      tail -n 20 "$DATA/hub-$n.log" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
+  wait_ready "hub-$n" "127.0.0.1:808$n" "${pids[$((n - 1))]}" "$DATA/hub-$n.log" "$deadline"
 done
 
 # The robots registered with their types and groups first, so that group

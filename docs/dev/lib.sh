@@ -45,3 +45,40 @@ wait_stop() {
     case $key in $'\x03' | q | Q) return ;; esac
   done
 }
+
+# stop_all ends every process in the array pids (SIGTERM, SIGKILL after
+# 10 s) and restores the terminal: the scripts' EXIT trap.
+pids=()
+stop_all() {
+  trap - EXIT INT TERM
+  keys_off
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  local alive p
+  for _ in $(seq 100); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+# wait_ready NAME ADDR PID LOG DEADLINE waits until http://ADDR/readyz
+# answers 200; it exits 1, with the end of LOG, when PID ends first or
+# SECONDS reaches DEADLINE.
+wait_ready() {
+  until get "$2" /readyz >/dev/null; do
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "$1 exited; the end of $4:" >&2
+      tail -n 20 "$4" >&2
+      exit 1
+    fi
+    if [ "$SECONDS" -ge "$5" ]; then
+      echo "$1 not ready after ${READY_TIMEOUT}s; the end of $4:" >&2
+      tail -n 20 "$4" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}

@@ -50,25 +50,11 @@ if [ "${1:-}" = node ]; then
   exec "$BIN/hub" $(node_args "$dc")
 fi
 
-# get, keys_on, keys_off, wait_stop
+# get, keys_on, keys_off, wait_stop, stop_all (the array pids), wait_ready
 . docs/dev/lib.sh
 
-pids=()
-stop() {
-  trap - EXIT INT TERM
-  keys_off
-  [ ${#pids[@]} -gt 0 ] || return 0
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  for _ in $(seq 100); do
-    alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && return 0
-    sleep 0.1
-  done
-  kill -KILL "${pids[@]}" 2>/dev/null || true
-}
-trap stop EXIT
-trap 'stop; exit 0' INT TERM
+trap stop_all EXIT
+trap 'stop_all; exit 0' INT TERM
 keys_on
 
 dcs=(east west)
@@ -84,19 +70,7 @@ done
 deadline=$((SECONDS + READY_TIMEOUT))
 for i in 0 1; do
   dc=${dcs[$i]}
-  until get "127.0.0.1:$(http_port "$dc")" /readyz >/dev/null; do
-    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
-      echo "hub-$dc exited; the end of $DATA/$dc.log:" >&2
-      tail -n 20 "$DATA/$dc.log" >&2
-      exit 1
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      echo "hub-$dc not ready after ${READY_TIMEOUT}s; the end of $DATA/$dc.log:" >&2
-      tail -n 20 "$DATA/$dc.log" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
+  wait_ready "hub-$dc" "127.0.0.1:$(http_port "$dc")" "${pids[$i]}" "$DATA/$dc.log" "$deadline"
 done
 
 for dc in "${dcs[@]}"; do
