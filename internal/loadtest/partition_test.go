@@ -15,50 +15,40 @@ func TestPartitionShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two nats-servers and two hub processes; skipped in -short")
 	}
-	bin, err := BuildHub(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := RunPartition(t, PartitionOptions{
-		Topology: TopologyLeaf, Hub: bin, Devices: 20, Delay: 40 * time.Millisecond,
-		Cut: 5 * time.Second, ReportEvery: 500 * time.Millisecond, Commands: 10,
-	})
-	t.Logf("partition figures:\n%s", r.Table())
-	for _, p := range r.Problems {
-		t.Error(p)
-	}
+	testPartition(t, PartitionOptions{Topology: TopologyLeaf, Devices: 20, Cut: 5 * time.Second,
+		ReportEvery: 500 * time.Millisecond, Commands: 10})
 }
 
 // TestPartitionSuperclusterShort is the same on the shipped supercluster
-// (docs/supercluster: two clusters over gateways, one JetStream): every
-// guarantee fails it but the 10 s convergence after the heal, which a
-// supercluster bounds by JetStream's meta election (reported in the
-// table). TestPartitionSupercluster (-tags load) is the long form.
+// (docs/supercluster: two clusters over gateways, one JetStream).
+// TestPartitionSupercluster (-tags load) is the long form.
 func TestPartitionSuperclusterShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two nats-servers and two hub processes; skipped in -short")
 	}
+	testPartition(t, PartitionOptions{Topology: TopologySupercluster, Devices: 20, Cut: 5 * time.Second,
+		ReportEvery: 500 * time.Millisecond, Commands: 10})
+}
+
+// testPartition runs the partition scenario with o (a hub built for it,
+// 40 ms each way), prints its table and fails t with every problem found.
+// On the supercluster a listing's convergence after the heal beyond 10 s
+// is logged, not failed: JetStream's meta election after the heal bounds
+// it there (docs/topologies.md).
+func testPartition(t *testing.T, o PartitionOptions) {
+	t.Helper()
 	bin, err := BuildHub(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := RunPartition(t, PartitionOptions{
-		Topology: TopologySupercluster, Hub: bin, Devices: 20, Delay: 40 * time.Millisecond,
-		Cut: 5 * time.Second, ReportEvery: 500 * time.Millisecond, Commands: 10,
-	})
-	t.Logf("partition figures (supercluster):\n%s", r.Table())
-	failUnlessConvergence(t, r.Problems)
-}
-
-// failUnlessConvergence fails t with every problem but a listing's
-// convergence after the heal.
-func failUnlessConvergence(t *testing.T, problems []string) {
-	t.Helper()
-	for _, p := range problems {
-		if !strings.Contains(p, "to show every device online") {
-			t.Error(p)
-		} else {
+	o.Hub, o.Delay = bin, 40*time.Millisecond
+	r := RunPartition(t, o)
+	t.Logf("partition figures (%s):\n%s", o.Topology, r.Table())
+	for _, p := range r.Problems {
+		if o.Topology == TopologySupercluster && strings.Contains(p, "to show every device online") {
 			t.Log(p)
+			continue
 		}
+		t.Error(p)
 	}
 }
