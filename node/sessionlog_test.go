@@ -1,11 +1,9 @@
 package node_test
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,30 +12,11 @@ import (
 	"github.com/fleethub/fleethub/internal/natstest"
 )
 
-// syncBuffer is a log sink written by the node's goroutines and read by
-// the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // At info a node writes one line per interval for its session starts and
 // ends, not one per session; those are at debug.
 func TestSessionsSummedUpAtInfo(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs hubtest.LogBuffer
 	n := hubtest.StartNode(t, natstest.Run(t), "log-a", func(h *hub.Config, _ *nodeConfig) {
 		h.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		h.SessionLogInterval = 100 * time.Millisecond

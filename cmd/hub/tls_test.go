@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,24 +50,6 @@ func TestTLSFlagsRefused(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination the test reads while the node writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestServeTLS runs the node with --tls-cert and --tls-key: /healthz over
 // HTTPS, a device over WSS, and the log names https:// and wss://.
 func TestServeTLS(t *testing.T) {
@@ -82,7 +62,7 @@ func TestServeTLS(t *testing.T) {
 		tokenTTL: time.Hour, serviceTimeout: time.Second, queueBytes: 1 << 20, replicas: 1, maxMessageBytes: 65536,
 		tls: tlsOptions{cert: leaf.CertFile, key: leaf.KeyFile},
 	}
-	var logs syncBuffer
+	var logs hubtest.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, o, slog.New(slog.NewTextHandler(&logs, nil))) }()
