@@ -18,8 +18,11 @@ const (
 	// noQuorumTimeout bounds how long the survivor of two killed nodes
 	// may still say ready (PROTOCOL.md §7: 503 within 15 s of the change).
 	noQuorumTimeout = 15 * time.Second
-	// unavailableRetry is how long a device refused with 503 tries again.
-	unavailableRetry = 5 * time.Second
+	// unavailableRetry is how long a device refused with 503 tries again:
+	// past a JetStream election of a replicated store (the nonces' leader
+	// on the killed server), 4 to 9 s and longer on a loaded machine
+	// (docs/topologies.md, Server failover).
+	unavailableRetry = 15 * time.Second
 )
 
 // TestEmbeddedClusterRejoin is the short form of the one-binary cluster's
