@@ -21,7 +21,8 @@ import (
 type rawClient struct {
 	nc  net.Conn
 	br  *bufio.Reader
-	buf []byte // the last payload; reused
+	buf []byte   // the last payload; reused
+	h   [10]byte // the last header
 }
 
 // dialRaw upgrades a connection to url (ws://host/ws) and hands it over to
@@ -47,7 +48,7 @@ func wsURLOf(serverURL string) string {
 
 // next reads one frame. The payload is valid until the next call.
 func (rc *rawClient) next() (op byte, payload []byte, err error) {
-	var h [10]byte
+	h := rc.h[:]
 	if _, err := io.ReadFull(rc.br, h[:2]); err != nil {
 		return 0, nil, err
 	}
