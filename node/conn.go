@@ -61,7 +61,7 @@ type wsConn struct {
 	closeMsg     []byte    // a close waiting for the batch to drain. Guarded by mu.
 	kill         []byte    // a close frame for right after rest, in place of the batch. Guarded by mu.
 	killBy       time.Time // the deadline of kill and of every write once it is set. Guarded by mu.
-	nextDeadline time.Time // the write deadline gorilla set for its next write. Guarded by mu.
+	nextWriteTime time.Duration // what gorilla allows its next write, 0 for no deadline. Guarded by mu.
 	lastWrite    int64     // when a fast write or a flusher last ended (Node.monoNow). Guarded by mu.
 }
 
@@ -105,7 +105,7 @@ func (c *wsConn) Send(frame []byte) error {
 	}
 	c.busy = true
 	now := c.node.monoNow()
-	if !c.hasFast || now-c.lastWrite < int64(burstWindow) {
+	if !c.hasFast || now-c.lastWrite < int64(c.node.burst) {
 		// In a burst, the frames coalesce behind this one.
 		c.appendBatchLocked(frame)
 		c.mu.Unlock()

@@ -38,7 +38,8 @@ type Node struct {
 	writersStopped bool // Guarded by writersMu.
 	writers        sync.WaitGroup
 
-	epoch time.Time // monoNow counts from it
+	epoch time.Time     // monoNow counts from it
+	burst time.Duration // burstWindow; tests set 0 to give every frame a write of its own
 }
 
 // connCtx is the context of a session's request: it carries the session's
@@ -57,7 +58,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID()), epoch: time.Now()}
+	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID()), epoch: time.Now(), burst: burstWindow}
 	met, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("node: metrics: %w", err)
@@ -90,12 +91,14 @@ func New(cfg Config) (*Node, error) {
 	m.HandleConnect(func(s *melody.Session) {
 		c := connOf(s)
 		c.ms = s
-		c.hs = n.hub.Open(c, c.raw.RemoteAddr().String())
 		// melody keeps the upgrade request for the session's life, and its
 		// goroutine holds it too. Overwriting it in place with a minimal
 		// one, carrying only what the handlers look up, lets the headers
 		// and the rest go. Nothing else uses it once the upgrade is done.
+		// (Before Open: the hub's lock then orders it before any use of
+		// the session that the hub makes.)
 		*s.Request = *(&http.Request{RemoteAddr: s.Request.RemoteAddr}).WithContext(&connCtx{Context: context.Background(), c: c})
+		c.hs = n.hub.Open(c, c.raw.RemoteAddr().String())
 	})
 	m.HandleMessage(func(s *melody.Session, msg []byte) {
 		c := connOf(s)

@@ -2,16 +2,13 @@ package node
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/fleethub/fleethub/hub"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/gorilla/websocket"
 )
@@ -27,34 +24,10 @@ type sendBench struct {
 
 func newSendBench(b *testing.B, n int) *sendBench {
 	b.Helper()
-	ns := natstest.Run(b)
-	srv, err := hub.New(hub.Config{
-		Conn: natstest.Connect(b, ns), NodeID: "bench", MasterSecret: []byte("bench-master-secret-0123456789"),
-		AdminPassword: "bench-pw", BcryptCost: 4, AuthTimeout: time.Hour,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	nd, err := New(Config{Hub: srv, QueueBytes: 64 << 20, PingInterval: time.Hour, PongWait: 2 * time.Hour, MaxUnauthenticated: -1, MaxUnauthenticatedPerIP: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ts := httptest.NewServer(nd.Handler())
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = nd.Shutdown(ctx)
-		ts.Close()
-		_ = srv.Shutdown(ctx)
-	})
+	nd, wsURL := startWriterNode(b, Config{QueueBytes: 64 << 20})
 	sb := &sendBench{sig: make(chan struct{}, 1)}
 	for range n {
-		go sb.read(dialRaw(b, wsURLOf(ts.URL)))
+		go sb.read(dialRaw(b, wsURL))
 	}
 	natstest.Eventually(b, 30*time.Second, func() error {
 		if got := nd.melody.Len(); got != n {

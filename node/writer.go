@@ -234,11 +234,20 @@ type sockConn struct {
 	c *wsConn
 }
 
-// SetWriteDeadline records the deadline of gorilla's next write; the
-// socket's own deadline belongs to the writer that owns it.
+// SetWriteDeadline records the time gorilla allows its next write; the
+// socket's own deadline belongs to the writer that owns it. The time is
+// counted from when the write gets the socket: it bounds the write, not
+// the wait for the socket, which the owner's own deadline bounds. (A pong
+// gorilla gives a second would otherwise fail, unwritten, behind a large
+// frame to a slow reader, and gorilla writes nothing after a failed write,
+// not even the close.)
 func (s *sockConn) SetWriteDeadline(t time.Time) error {
+	var d time.Duration
+	if !t.IsZero() {
+		d = max(time.Until(t), 0)
+	}
 	s.c.mu.Lock()
-	s.c.nextDeadline = t
+	s.c.nextWriteTime = d
 	s.c.mu.Unlock()
 	return nil
 }
@@ -249,7 +258,7 @@ func (s *sockConn) SetDeadline(t time.Time) error {
 }
 
 // Write writes one of gorilla's frames once the socket is free, within
-// the deadline gorilla set (WriteWait when it set none).
+// the time gorilla allowed (WriteWait when it set no deadline).
 func (s *sockConn) Write(b []byte) (int, error) {
 	c := s.c
 	c.mu.Lock()
@@ -268,10 +277,11 @@ func (s *sockConn) Write(b []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	c.busy = true
-	deadline := c.nextDeadline
-	if deadline.IsZero() {
-		deadline = time.Now().Add(c.node.cfg.WriteWait)
+	d := c.nextWriteTime
+	if d == 0 {
+		d = c.node.cfg.WriteWait
 	}
+	deadline := time.Now().Add(d)
 	if !c.killBy.IsZero() && c.killBy.Before(deadline) {
 		deadline = c.killBy
 	}
