@@ -49,20 +49,20 @@ type wsConn struct {
 	fast    fastWriter           // Owned by the socket's owner.
 	hdr     [maxFrameHeader]byte // the frame header of a fast write. Owned by the socket's owner.
 
-	mu           sync.Mutex
-	wake         sync.Cond // on mu: the socket granted to a waiting gorilla write, or broken
-	busy         bool      // a writer owns the socket (writer.go). Guarded by mu.
-	broken       bool      // a write failed: the socket is closed, nothing more is written. Guarded by mu.
-	waiting      int       // gorilla writes waiting for the socket. Guarded by mu.
-	granted      bool      // the socket was handed to one of them. Guarded by mu.
-	rest         []byte    // the unwritten end of a frame cut short: written first. Guarded by mu.
-	batch        [][]byte  // frames waiting, each behind maxFrameHeader bytes of room. Guarded by mu.
-	pending      int       // payload bytes in batch. Guarded by mu.
-	closeMsg     []byte    // a close waiting for the batch to drain. Guarded by mu.
-	kill         []byte    // a close frame for right after rest, in place of the batch. Guarded by mu.
-	killBy       time.Time // the deadline of kill and of every write once it is set. Guarded by mu.
+	mu            sync.Mutex
+	wake          sync.Cond     // on mu: the socket granted to a waiting gorilla write, or broken
+	busy          bool          // a writer owns the socket (writer.go). Guarded by mu.
+	broken        bool          // a write failed: the socket is closed, nothing more is written. Guarded by mu.
+	waiting       int           // gorilla writes waiting for the socket. Guarded by mu.
+	granted       bool          // the socket was handed to one of them. Guarded by mu.
+	rest          []byte        // the unwritten end of a frame cut short: written first. Guarded by mu.
+	batch         [][]byte      // frames waiting, each behind maxFrameHeader bytes of room. Guarded by mu.
+	pending       int           // payload bytes in batch. Guarded by mu.
+	closeMsg      []byte        // a close waiting for the batch to drain. Guarded by mu.
+	kill          []byte        // a close frame for right after rest, in place of the batch. Guarded by mu.
+	killBy        time.Time     // the deadline of kill and of every write once it is set. Guarded by mu.
 	nextWriteTime time.Duration // what gorilla allows its next write, 0 for no deadline. Guarded by mu.
-	lastWrite    int64     // when a fast write or a flusher last ended (Node.monoNow). Guarded by mu.
+	lastWrite     int64         // when a fast write or a flusher last ended (Node.monoNow). Guarded by mu.
 }
 
 // maxBatchFrame caps how many bytes of coalesced messages go in one frame.
