@@ -52,7 +52,7 @@ type wsConn struct {
 	mu            sync.Mutex
 	wake          sync.Cond     // on mu: the socket granted to a waiting gorilla write, or broken
 	busy          bool          // a writer owns the socket (writer.go). Guarded by mu.
-	broken        bool          // a write failed: the socket is closed, nothing more is written. Guarded by mu.
+	broken        bool          // a write failed, or a close went out: nothing more is written. Guarded by mu.
 	waiting       int           // gorilla writes waiting for the socket. Guarded by mu.
 	granted       bool          // the socket was handed to one of them. Guarded by mu.
 	rest          []byte        // the unwritten end of a frame cut short: written first. Guarded by mu.

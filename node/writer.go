@@ -31,7 +31,8 @@ import (
 // A frame is never interleaved with another: whoever owns the socket
 // writes whole frames (or the rest of one), and the socket is handed on
 // (release) only between frames. A write that fails leaves the socket
-// broken: it is closed and nothing is written to it again.
+// broken: it is closed and nothing is written to it again. Nor is
+// anything after a close frame.
 
 // maxFrameHeader is the longest header of an unmasked frame.
 const maxFrameHeader = 10
@@ -293,6 +294,16 @@ func (s *sockConn) Write(b []byte) (int, error) {
 		return n, err
 	}
 	c.mu.Lock()
+	if len(b) > 0 && b[0] == 0x88 {
+		// A close frame (melody's at shutdown, or the read pump's answer
+		// to the client's close): nothing may follow it, and gorilla
+		// writes nothing after it. melody closes the socket next.
+		c.broken = true
+		c.rest, c.batch, c.pending, c.kill, c.closeMsg = nil, nil, 0, nil, nil
+		c.wake.Broadcast()
+		c.mu.Unlock()
+		return n, nil
+	}
 	flush, closeMsg := c.releaseLocked()
 	c.mu.Unlock()
 	c.afterRelease(flush, closeMsg)

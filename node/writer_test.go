@@ -296,10 +296,24 @@ func TestWriterCloseAfterQueuedData(t *testing.T) {
 // client's pings) and data frames from four senders at once, of every
 // header length, through a socket that fills again and again: the client
 // parses every frame, and every sender's messages arrive whole and in
-// order.
+// order. Once with frames coalesced in bursts, once with every frame
+// trying the socket itself, so that many are cut short by a full socket.
 func TestWriterControlFramesBetweenDataFrames(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		burst time.Duration
+	}{{"bursts", burstWindow}, {"every frame", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testControlFrames(t, tc.burst)
+		})
+	}
+}
+
+func testControlFrames(t *testing.T, burst time.Duration) {
 	nd, wsURL := startWriterNode(t, Config{PingInterval: time.Millisecond, PongWait: time.Minute, QueueBytes: 64 << 20})
+	nd.burst = burst
 	rc, c := dialSession(t, nd, wsURL, true)
 
 	const senders, each = 4, 150
@@ -352,7 +366,7 @@ func TestWriterControlFramesBetweenDataFrames(t *testing.T) {
 		default:
 			t.Fatalf("frame of opcode %d", op)
 		}
-		if frames%8 == 0 {
+		if frames%2 == 0 {
 			if err := rc.writeFrame(websocket.PingMessage, []byte("p"+strconv.Itoa(frames))); err != nil {
 				t.Fatalf("client ping: %v", err)
 			}
@@ -377,4 +391,50 @@ func TestWriterControlFramesBetweenDataFrames(t *testing.T) {
 		}
 	}
 	t.Logf("%d frames: %d messages, %d pings, %d pongs", frames, got, pings, pongs)
+}
+
+// A close frame ends the stream: when the client closes while frames wait,
+// the read pump's answer takes the socket between two frames, and nothing
+// follows it, however many frames still waited.
+func TestWriterNothingAfterClose(t *testing.T) {
+	t.Parallel()
+	nd, wsURL := startWriterNode(t, Config{})
+	nd.burst = 0
+	rc, c := dialSession(t, nd, wsURL, true)
+
+	sent := 0
+	for ; sent < 20000 && !queued(c); sent++ {
+		if err := c.Send(seqMsg(0, sent, 1000)); err != nil {
+			t.Fatalf("send %d: %v", sent, err)
+		}
+	}
+	for end := sent + 200; sent < end; sent++ {
+		if err := c.Send(seqMsg(0, sent, 1000)); err != nil {
+			t.Fatalf("send %d: %v", sent, err)
+		}
+	}
+	if err := rc.writeFrame(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye")); err != nil {
+		t.Fatal(err)
+	}
+	_ = rc.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	next := 0
+	for {
+		op, payload, err := rc.next()
+		if err != nil {
+			t.Fatalf("after %d messages, no close frame: %v", next, err)
+		}
+		if op == websocket.CloseMessage {
+			break
+		}
+		for m := range bytes.SplitSeq(payload, []byte{'\n'}) {
+			if _, seq, err := parseSeq(m); err != nil || seq != next {
+				t.Fatalf("message %d (%v) where %d was due", seq, err, next)
+			}
+			next++
+		}
+	}
+	if op, _, err := rc.next(); err == nil {
+		t.Fatalf("a frame of opcode %d after the close (%d of %d messages before it)", op, next, sent)
+	}
+	t.Logf("%d of %d messages before the close", next, sent)
 }
