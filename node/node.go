@@ -146,7 +146,8 @@ func (n *Node) goWriter(f func()) bool {
 
 // stopWriters refuses new flushers and waits for the running ones, until
 // ctx ends. Each ends within WriteWait at most: its every write has that
-// deadline, and a write to a closed socket fails at once.
+// deadline, and a write to a closed socket fails at once. (If ctx ends
+// first, the goroutine that waits ends with the last of them.)
 func (n *Node) stopWriters(ctx context.Context) error {
 	n.writersMu.Lock()
 	n.writersStopped = true
