@@ -18,24 +18,21 @@ import (
 
 // wsConn adapts one melody session to hub.Transport.
 //
-// Outbound frames are coalesced: while one frame is being written, later
-// messages wait in a per-session batch and go out together, newline-
-// delimited, as the next frame (at most maxBatchFrame bytes each, or one
-// larger message alone). A busy session thus costs one write per batch, not
-// one per message, and an idle one holds no buffer at all. The batch is
-// bounded by Config.QueueBytes; a session that overflows it is a slow
-// consumer and Send returns ErrQueueFull (the hub then closes it with 4008).
-//
-// melody's own queue then holds at most one data frame. If it is ever full,
-// melody reports ErrMessageBufferFull to the error handler and drops the
-// frame; wsConn turns that report into ErrQueueFull too, so nothing is lost
-// silently. melody's Close goes through the same queue, so a close for a
-// session whose queue is full is written straight to the socket as one
-// complete frame: a write of one frame is atomic on a net.Conn, and RFC 6455
-// lets a control frame stand between frames, so the stream stays valid.
+// melody reads the socket (its read pump), pings, and keeps the session
+// set; the writes are wsConn's (writer.go). A delivery to an idle session
+// is one non-blocking write on the goroutine that delivers it. Frames that
+// find the socket busy wait in a per-session batch and go out together,
+// newline-delimited, as the next frame (at most maxBatchFrame bytes each,
+// or one larger message alone), written by a flusher goroutine that lives
+// while there is something to write. A busy session thus costs one write
+// per batch, not one per message, and an idle one holds no buffer and no
+// goroutine. The batch is bounded by Config.QueueBytes; a session that
+// overflows it is a slow consumer and Send returns ErrQueueFull (the hub
+// then closes it with 4008).
 type wsConn struct {
 	node     *Node
 	raw      net.Conn      // the hijacked connection; set once, before melody starts
+	sock     sockConn      // raw as gorilla gets it (writer.go)
 	hijacked chan struct{} // closed when raw is set
 
 	ms *melody.Session // set in the connect handler, before any message
@@ -44,94 +41,86 @@ type wsConn struct {
 	unauthIP      string      // the remote IP its unauthenticated slot is counted on
 	unauthCounted atomic.Bool // it holds a slot (limits.go)
 
-	overflow atomic.Bool // a frame did not fit (melody's queue or the batch)
+	overflow atomic.Bool // a frame did not fit the batch (or a close melody's queue)
 	closing  atomic.Bool // Close was called
-	timedOut atomic.Bool // the read side missed the pong wait
+	timedOut atomic.Bool // the read side missed the pong wait, or a write its deadline
 
-	mu       sync.Mutex
-	inFlight bool     // a frame is queued in melody or being written. Guarded by mu.
-	batch    [][]byte // frames waiting for the one in flight. Guarded by mu.
-	pending  int      // bytes in batch. Guarded by mu.
-	closeMsg []byte   // a close waiting for the batch to drain. Guarded by mu.
+	hasFast bool                 // fast can write to raw; set with raw
+	fast    fastWriter           // Owned by the socket's owner.
+	hdr     [maxFrameHeader]byte // the frame header of a fast write. Owned by the socket's owner.
+
+	mu            sync.Mutex
+	wake          sync.Cond     // on mu: the socket granted to a waiting gorilla write, or broken
+	busy          bool          // a writer owns the socket (writer.go). Guarded by mu.
+	broken        bool          // a write failed, or a close went out: nothing more is written. Guarded by mu.
+	waiting       int           // gorilla writes waiting for the socket. Guarded by mu.
+	granted       bool          // the socket was handed to one of them. Guarded by mu.
+	rest          []byte        // the unwritten end of a frame cut short: written first. Guarded by mu.
+	batch         [][]byte      // frames waiting, each behind maxFrameHeader bytes of room. Guarded by mu.
+	pending       int           // payload bytes in batch. Guarded by mu.
+	closeMsg      []byte        // a close waiting for the batch to drain. Guarded by mu.
+	kill          []byte        // a close frame for right after rest, in place of the batch. Guarded by mu.
+	killBy        time.Time     // the deadline of kill and of every write once it is set. Guarded by mu.
+	nextWriteTime time.Duration // what gorilla allows its next write, 0 for no deadline. Guarded by mu.
+	lastWrite     int64         // when a fast write or a flusher last ended (Node.monoNow). Guarded by mu.
 }
 
 // maxBatchFrame caps how many bytes of coalesced messages go in one frame.
 const maxBatchFrame = 64 << 10
 
+// burstWindow is how soon after the last write a frame counts as part of
+// a burst: it then waits in the batch for a flusher, with the frames that
+// follow it, instead of taking a write of its own. Frames delivered one
+// after another to one session come well within it; a session that gets
+// frames further apart than a write takes gains nothing from waiting.
+const burstWindow = 50 * time.Microsecond
+
+func newWSConn(n *Node, unauthIP string) *wsConn {
+	c := &wsConn{node: n, hijacked: make(chan struct{}), unauthIP: unauthIP}
+	c.wake.L = &c.mu
+	c.sock.c = c
+	c.unauthCounted.Store(true)
+	return c
+}
+
 // Send implements hub.Transport. frame is never modified; when it must wait
 // it is copied into the batch, since the same bytes go to many sessions.
 func (c *wsConn) Send(frame []byte) error {
-	if c.closing.Load() {
-		return hub.ErrClosed
-	}
 	c.mu.Lock()
-	if c.inFlight {
+	switch {
+	case c.closing.Load() || c.broken:
+		// Checked under c.mu: a Close that finds the socket free knows
+		// that no data frame can follow its close frame.
+		c.mu.Unlock()
+		return hub.ErrClosed
+	case c.busy:
 		if c.pending+len(frame) > c.node.cfg.QueueBytes {
 			c.mu.Unlock()
 			c.overflow.Store(true)
 			return hub.ErrQueueFull
 		}
-		n := len(c.batch)
-		if n == 0 || len(c.batch[n-1])+1+len(frame) > maxBatchFrame {
-			c.batch = append(c.batch, append(make([]byte, 0, min(max(len(frame), 512), maxBatchFrame)), frame...))
-			c.pending += len(frame)
-		} else {
-			c.batch[n-1] = append(append(c.batch[n-1], '\n'), frame...)
-			c.pending += 1 + len(frame)
-		}
+		c.appendBatchLocked(frame)
 		c.mu.Unlock()
 		return nil
 	}
-	c.inFlight = true
-	c.mu.Unlock()
-	return c.write(frame)
-}
-
-// write hands one frame to melody's writer.
-func (c *wsConn) write(frame []byte) error {
-	if err := c.ms.Write(frame); err != nil {
-		return hub.ErrClosed
-	}
-	// melody calls the error handler synchronously from Write when its
-	// queue is full, so the flag is already set if this frame was dropped.
-	if c.overflow.Load() {
-		return hub.ErrQueueFull
-	}
-	return nil
-}
-
-// sent is melody's report that a text frame was written: the next batch,
-// if any, goes out now, and a close that waited for it after that.
-func (c *wsConn) sent() {
-	c.mu.Lock()
-	if len(c.batch) == 0 {
-		closeMsg := c.closeMsg
-		c.closeMsg = nil
-		c.inFlight = closeMsg != nil
+	c.busy = true
+	now := c.node.monoNow()
+	if !c.hasFast || now-c.lastWrite < int64(c.node.burst) {
+		// In a burst, the frames coalesce behind this one.
+		c.appendBatchLocked(frame)
 		c.mu.Unlock()
-		if closeMsg != nil {
-			c.enqueueClose(closeMsg)
-		}
-		return
+		c.startFlusher()
+		return nil
 	}
-	next := c.batch[0]
-	c.batch[0] = nil
-	c.batch = c.batch[1:]
-	if len(c.batch) == 0 {
-		c.batch = nil // an idle session holds no batch
-	}
-	c.pending -= len(next)
 	c.mu.Unlock()
-	if err := c.write(next); err == hub.ErrQueueFull {
-		c.hs.SlowConsumer()
-	}
+	return c.writeFast(frame, now)
 }
 
 // Close implements hub.Transport. What was queued before the close is
 // written before it: answers due to a client go out even when the hub then
 // closes it (for abuse, say). A session whose queue overflowed, or that
 // does not drain within the write wait, gets its close frame written
-// straight to the socket instead.
+// right after the frame on the wire instead (rawClose).
 func (c *wsConn) Close(code int, reason string) {
 	if !c.closing.CompareAndSwap(false, true) {
 		return
@@ -140,13 +129,13 @@ func (c *wsConn) Close(code int, reason string) {
 		reason = reason[:123]
 	}
 	if c.overflow.Load() {
-		go c.rawClose(code, reason)
+		c.rawClose(code, reason)
 		return
 	}
 	msg := websocket.FormatCloseMessage(code, reason)
 	c.mu.Lock()
-	if c.inFlight {
-		c.closeMsg = msg // sent() queues it once the batch has drained
+	if c.busy {
+		c.closeMsg = msg // handed to melody once the batch has drained (releaseLocked)
 		c.mu.Unlock()
 		time.AfterFunc(c.node.cfg.WriteWait, func() {
 			if !c.ms.IsClosed() {
@@ -155,13 +144,12 @@ func (c *wsConn) Close(code int, reason string) {
 		})
 		return
 	}
-	c.inFlight = true
 	c.mu.Unlock()
 	c.enqueueClose(msg)
 }
 
-// enqueueClose hands a close frame to melody, which writes it after what
-// it already holds and then closes the connection.
+// enqueueClose hands a close frame to melody, which writes it (through
+// sockConn) and then closes the connection.
 func (c *wsConn) enqueueClose(msg []byte) {
 	if err := c.ms.CloseWithMsg(msg); err != nil {
 		return // already closed
@@ -171,21 +159,38 @@ func (c *wsConn) enqueueClose(msg []byte) {
 		if len(msg) >= 2 {
 			code, reason = int(binary.BigEndian.Uint16(msg)), string(msg[2:])
 		}
-		go c.rawClose(code, reason)
+		c.rawClose(code, reason)
 	}
 }
 
-// rawClose writes a close frame directly to the socket and closes it, for
-// a session whose queue is full. A peer too slow to take even that gets the
-// TCP connection closed after a second.
+// rawClose closes a session whose queue overflowed or does not drain: the
+// waiting frames are dropped, the close frame goes right after the frame
+// on the wire (if one was cut short, its rest first, so the stream stays
+// valid), and the connection is closed. A peer too slow to take even that
+// within a second gets the TCP connection closed then. It never blocks.
 func (c *wsConn) rawClose(code int, reason string) {
 	frame := make([]byte, 0, 4+len(reason))
 	frame = append(frame, 0x88, byte(2+len(reason))) // FIN + close, unmasked
 	frame = binary.BigEndian.AppendUint16(frame, uint16(code))
 	frame = append(frame, reason...)
-	_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = c.raw.Write(frame)
-	_ = c.raw.Close()
+	c.mu.Lock()
+	if c.broken || c.kill != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.batch, c.pending, c.closeMsg = nil, 0, nil
+	c.kill = frame
+	c.killBy = time.Now().Add(time.Second)
+	if c.busy {
+		// The owner hands the socket to a flusher, which writes kill. A
+		// blocking write under way gets the second too.
+		_ = c.raw.SetWriteDeadline(c.killBy)
+		c.mu.Unlock()
+		return
+	}
+	c.busy = true
+	c.mu.Unlock()
+	c.startFlusher()
 }
 
 // alive extends the read deadline: any message from the client counts as a
@@ -216,7 +221,9 @@ func (c *wsConn) onError(err error) {
 }
 
 // hijackCapture records the net.Conn that the WebSocket upgrade hijacks,
-// which melody does not expose.
+// which melody does not expose, and gives gorilla the wsConn's sockConn
+// in its place, so that gorilla's writes take their turn with the
+// session's.
 type hijackCapture struct {
 	http.ResponseWriter
 	conn *wsConn
@@ -224,9 +231,13 @@ type hijackCapture struct {
 
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, rw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	if err == nil {
-		h.conn.raw = nc
-		close(h.conn.hijacked)
+	if err != nil {
+		return nil, nil, err
 	}
-	return nc, rw, err
+	c := h.conn
+	c.raw = nc
+	c.sock.Conn = nc
+	c.hasFast = c.fast.init(nc)
+	close(c.hijacked)
+	return &c.sock, rw, nil
 }

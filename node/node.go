@@ -31,9 +31,23 @@ type Node struct {
 	stopOnce sync.Once
 	stopErr  error
 	httpSrv  *http.Server
+
+	// The sessions' flushers (writer.go), started by goWriter until
+	// Shutdown stops and waits for them.
+	writersMu      sync.Mutex
+	writersStopped bool // Guarded by writersMu.
+	writers        sync.WaitGroup
+
+	epoch time.Time     // monoNow counts from it
+	burst time.Duration // burstWindow; tests set 0 to give every frame a write of its own
 }
 
-type connKey struct{}
+// connCtx is the context of a session's request: it carries the session's
+// wsConn, which connOf finds with one type assertion.
+type connCtx struct {
+	context.Context
+	c *wsConn
+}
 
 // New builds a Node for a hub, started or not yet: until the hub has
 // started, /readyz and /healthz answer 503 (naming "serving") and /ws
@@ -44,7 +58,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID())}
+	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID()), epoch: time.Now(), burst: burstWindow}
 	met, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("node: metrics: %w", err)
@@ -63,8 +77,8 @@ func New(cfg Config) (*Node, error) {
 	m.Config.PongWait = cfg.PongWait
 	m.Config.WriteWait = cfg.WriteWait
 	m.Config.MaxMessageSize = cfg.MaxMessageBytes
-	// wsConn keeps at most one data frame in melody's queue (the rest
-	// waits, coalesced, in its own bounded batch); room for a close too.
+	// Data frames do not go through melody's queue (wsConn writes them,
+	// writer.go): it holds only closes.
 	m.Config.MessageBufferSize = 4
 	m.Upgrader = &websocket.Upgrader{
 		// A small read buffer, and write buffers taken from a pool only
@@ -77,12 +91,14 @@ func New(cfg Config) (*Node, error) {
 	m.HandleConnect(func(s *melody.Session) {
 		c := connOf(s)
 		c.ms = s
-		c.hs = n.hub.Open(c, c.raw.RemoteAddr().String())
 		// melody keeps the upgrade request for the session's life, and its
 		// goroutine holds it too. Overwriting it in place with a minimal
 		// one, carrying only what the handlers look up, lets the headers
 		// and the rest go. Nothing else uses it once the upgrade is done.
-		*s.Request = *(&http.Request{RemoteAddr: s.Request.RemoteAddr}).WithContext(context.WithValue(context.Background(), connKey{}, c))
+		// (Before Open: the hub's lock then orders it before any use of
+		// the session that the hub makes.)
+		*s.Request = *(&http.Request{RemoteAddr: s.Request.RemoteAddr}).WithContext(&connCtx{Context: context.Background(), c: c})
+		c.hs = n.hub.Open(c, c.raw.RemoteAddr().String())
 	})
 	m.HandleMessage(func(s *melody.Session, msg []byte) {
 		c := connOf(s)
@@ -94,7 +110,6 @@ func New(cfg Config) (*Node, error) {
 		c.alive()
 		c.hs.HandleBinary()
 	})
-	m.HandleSentMessage(func(s *melody.Session, _ []byte) { connOf(s).sent() })
 	m.HandleError(func(s *melody.Session, err error) { connOf(s).onError(err) })
 	m.HandleDisconnect(func(s *melody.Session) {
 		c := connOf(s)
@@ -106,7 +121,48 @@ func New(cfg Config) (*Node, error) {
 }
 
 func connOf(s *melody.Session) *wsConn {
-	return s.Request.Context().Value(connKey{}).(*wsConn)
+	return s.Request.Context().(*connCtx).c
+}
+
+// monoNow is the time on the monotonic clock, in nanoseconds since New.
+func (n *Node) monoNow() int64 { return int64(time.Since(n.epoch)) }
+
+// goWriter runs f, a session's flusher, on a goroutine of its own that
+// Shutdown waits for. It reports false, running nothing, once Shutdown
+// has begun waiting.
+func (n *Node) goWriter(f func()) bool {
+	n.writersMu.Lock()
+	defer n.writersMu.Unlock()
+	if n.writersStopped {
+		return false
+	}
+	n.writers.Add(1)
+	go func() {
+		defer n.writers.Done()
+		f()
+	}()
+	return true
+}
+
+// stopWriters refuses new flushers and waits for the running ones, until
+// ctx ends. Each ends within WriteWait at most: its every write has that
+// deadline, and a write to a closed socket fails at once. (If ctx ends
+// first, the goroutine that waits ends with the last of them.)
+func (n *Node) stopWriters(ctx context.Context) error {
+	n.writersMu.Lock()
+	n.writersStopped = true
+	n.writersMu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		n.writers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("node: session writers still running: %w", ctx.Err())
+	}
 }
 
 // Handler is the node's HTTP handler (for tests under httptest).
@@ -127,9 +183,8 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuseOverCap(w, reason)
 		return
 	}
-	c := &wsConn{node: n, hijacked: make(chan struct{}), unauthIP: ip}
-	c.unauthCounted.Store(true)
-	r = r.WithContext(context.WithValue(r.Context(), connKey{}, c))
+	c := newWSConn(n, ip)
+	r = r.WithContext(&connCtx{Context: r.Context(), c: c})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -191,7 +246,8 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 //     waits for them to end;
 //  3. http.Server.Shutdown, which does not wait for hijacked connections
 //     (step 2 already did);
-//  4. melody is closed.
+//  4. melody is closed;
+//  5. the sessions' flushers are waited for.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.stopping.Store(true)
@@ -202,6 +258,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if !n.melody.IsClosed() {
 			_ = n.melody.CloseWithMsg(websocket.FormatCloseMessage(wire.CloseRestart, "node restarting"))
 		}
+		err = errors.Join(err, n.stopWriters(ctx))
 		n.stopErr = err
 	})
 	return n.stopErr

@@ -1,0 +1,311 @@
+package node
+
+import (
+	"errors"
+	"net"
+	"os"
+	"time"
+
+	"github.com/fleethub/fleethub/hub"
+)
+
+// The socket's writes. Every byte written to a session's socket goes
+// through its wsConn, one writer at a time: the writer that owns the
+// socket (busy) is
+//
+//   - Send, for a delivery to an idle session: it builds the frame header
+//     and writes header and payload in one non-blocking writev(2) on its
+//     own goroutine (fastwrite_linux.go). No goroutine wakes, no deadline
+//     is set, nothing is allocated. If the socket takes only part of the
+//     frame (its buffer is full), the rest is kept and a flusher started.
+//   - the flusher, a goroutine started when frames wait (Node.goWriter
+//     owns it and Shutdown waits for it): it writes the rest of a frame
+//     cut short, then the waiting frames, coalesced, each with a blocking
+//     write bounded by WriteWait, and exits when none is left.
+//   - gorilla, through sockConn: the 101 response, melody's pings, the
+//     pongs and close replies of the read pump, melody's close. A gorilla
+//     write waits for the socket and gets it between two frames, never
+//     inside one, so a control frame stands between data frames as RFC
+//     6455 allows.
+//
+// A frame is never interleaved with another: whoever owns the socket
+// writes whole frames (or the rest of one), and the socket is handed on
+// (release) only between frames. A write that fails leaves the socket
+// broken: it is closed and nothing is written to it again. Nor is
+// anything after a close frame.
+
+// maxFrameHeader is the longest header of an unmasked frame.
+const maxFrameHeader = 10
+
+// headerLen is the length of the header of a frame of n payload bytes.
+func headerLen(n int) int {
+	switch {
+	case n < 126:
+		return 2
+	case n <= 0xffff:
+		return 4
+	}
+	return 10
+}
+
+// putHeader writes the header of a final, unmasked text frame of n
+// payload bytes at the start of dst and returns its length.
+func putHeader(dst []byte, n int) int {
+	dst[0] = 0x81 // FIN + text
+	switch {
+	case n < 126:
+		dst[1] = byte(n)
+		return 2
+	case n <= 0xffff:
+		dst[1] = 126
+		dst[2], dst[3] = byte(n>>8), byte(n)
+		return 4
+	}
+	dst[1] = 127
+	for i := range 8 {
+		dst[2+i] = byte(uint64(n) >> (56 - 8*i))
+	}
+	return 10
+}
+
+// appendBatchLocked queues frame behind the others, coalesced into the
+// last batch frame while that stays within maxBatchFrame. Each batch
+// frame keeps maxFrameHeader bytes of room for its header in front.
+// c.mu is held.
+func (c *wsConn) appendBatchLocked(frame []byte) {
+	n := len(c.batch)
+	if n == 0 || len(c.batch[n-1])-maxFrameHeader+1+len(frame) > maxBatchFrame {
+		b := make([]byte, maxFrameHeader, maxFrameHeader+min(max(len(frame), 512), maxBatchFrame))
+		c.batch = append(c.batch, append(b, frame...))
+		c.pending += len(frame)
+		return
+	}
+	c.batch[n-1] = append(append(c.batch[n-1], '\n'), frame...)
+	c.pending += 1 + len(frame)
+}
+
+// writeFast writes frame to the idle socket that Send took, without
+// waiting, and hands the socket on.
+func (c *wsConn) writeFast(frame []byte, now int64) error {
+	hl := putHeader(c.hdr[:], len(frame))
+	n, err := c.fast.write(c.hdr[:hl], frame)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A deadline left by the last blocking write has passed. A write
+		// that does not wait needs none; nothing was written.
+		_ = c.raw.SetWriteDeadline(time.Time{})
+		n, err = c.fast.write(c.hdr[:hl], frame)
+	}
+	if err != nil {
+		c.fail(err)
+		return hub.ErrClosed
+	}
+	c.mu.Lock()
+	if total := hl + len(frame); n < total {
+		rest := make([]byte, 0, total-n)
+		if n < hl {
+			rest = append(rest, c.hdr[n:hl]...)
+			n = hl
+		}
+		c.rest = append(rest, frame[n-hl:]...)
+	}
+	c.lastWrite = now
+	flush, closeMsg := c.releaseLocked()
+	c.mu.Unlock()
+	c.afterRelease(flush, closeMsg)
+	return nil
+}
+
+// releaseLocked hands the socket on from its owner, between two frames:
+// to a flusher when the rest of a frame or a raw close waits (flush: the
+// caller starts it, busy stays set for it); else to a gorilla write that
+// waits; else to a flusher for the waiting frames; else to no one, and a
+// close that waited for the frames to drain is returned, for the caller
+// to hand to melody. c.mu is held.
+func (c *wsConn) releaseLocked() (flush bool, closeMsg []byte) {
+	switch {
+	case c.rest != nil || c.kill != nil:
+		return true, nil
+	case c.waiting > 0:
+		c.granted = true
+		c.wake.Signal()
+		return false, nil
+	case len(c.batch) > 0:
+		return true, nil
+	}
+	c.busy = false
+	closeMsg, c.closeMsg = c.closeMsg, nil
+	return false, closeMsg
+}
+
+// afterRelease does, with c.mu no longer held, what releaseLocked left.
+func (c *wsConn) afterRelease(flush bool, closeMsg []byte) {
+	if flush {
+		c.startFlusher()
+	}
+	if closeMsg != nil {
+		c.enqueueClose(closeMsg)
+	}
+}
+
+// startFlusher starts a flusher for the socket, which the caller owns
+// (busy). A node that is shutting down starts none: the socket is closed.
+func (c *wsConn) startFlusher() {
+	if !c.node.goWriter(c.flush) {
+		c.fail(net.ErrClosed)
+	}
+}
+
+// flush is the flusher: it owns the socket until it hands it on.
+func (c *wsConn) flush() {
+	for {
+		c.mu.Lock()
+		if c.broken {
+			c.mu.Unlock()
+			return
+		}
+		var b []byte
+		deadline := time.Now().Add(c.node.cfg.WriteWait)
+		switch {
+		case c.kill != nil:
+			// The rest of the frame on the wire, then the close, then the
+			// end: within the close's second, whatever the peer does.
+			b = append(c.rest, c.kill...)
+			c.rest, c.kill = nil, nil
+			c.broken = true
+			c.wake.Broadcast()
+			_ = c.raw.SetWriteDeadline(c.killBy)
+			c.mu.Unlock()
+			_, _ = c.raw.Write(b)
+			_ = c.raw.Close()
+			return
+		case c.rest != nil:
+			b, c.rest = c.rest, nil
+		case c.waiting > 0 || len(c.batch) == 0:
+			c.lastWrite = c.node.monoNow()
+			_, closeMsg := c.releaseLocked() // no rest, no kill: no flusher asked for
+			c.mu.Unlock()
+			c.afterRelease(false, closeMsg)
+			return
+		default:
+			b = c.batch[0]
+			c.batch[0] = nil
+			c.batch = c.batch[1:]
+			if len(c.batch) == 0 {
+				c.batch = nil // an idle session holds no batch
+			}
+			c.pending -= len(b) - maxFrameHeader
+			n := len(b) - maxFrameHeader
+			b = b[maxFrameHeader-headerLen(n):]
+			putHeader(b, n)
+		}
+		// Set under c.mu, so that a raw close's shorter deadline, set
+		// under it too, is never undone.
+		_ = c.raw.SetWriteDeadline(deadline)
+		c.mu.Unlock()
+		if _, err := c.raw.Write(b); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// fail gives up on a socket whose write failed (or that cannot get a
+// flusher): a frame may have been cut short, so nothing is written to it
+// again; it is closed, which ends the read pump and the session. A write
+// that timed out makes the session end as timed out, as a read does.
+func (c *wsConn) fail(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !c.closing.Load() {
+		c.timedOut.Store(true)
+	}
+	c.mu.Lock()
+	c.busy, c.broken = true, true
+	c.rest, c.batch, c.pending, c.kill, c.closeMsg = nil, nil, 0, nil, nil
+	c.wake.Broadcast()
+	c.mu.Unlock()
+	_ = c.raw.Close()
+}
+
+// sockConn is the hijacked connection as gorilla sees it: reads go
+// straight through, writes wait for the socket like wsConn's own.
+// gorilla writes one whole frame (or the 101 response) per Write, and
+// sets the deadline for it just before, through SetWriteDeadline.
+type sockConn struct {
+	net.Conn
+	c *wsConn
+}
+
+// SetWriteDeadline records the time gorilla allows its next write; the
+// socket's own deadline belongs to the writer that owns it. The time is
+// counted from when the write gets the socket: it bounds the write, not
+// the wait for the socket, which the owner's own deadline bounds. (A pong
+// gorilla gives a second would otherwise fail, unwritten, behind a large
+// frame to a slow reader, and gorilla writes nothing after a failed write,
+// not even the close.)
+func (s *sockConn) SetWriteDeadline(t time.Time) error {
+	var d time.Duration
+	if !t.IsZero() {
+		d = max(time.Until(t), 0)
+	}
+	s.c.mu.Lock()
+	s.c.nextWriteTime = d
+	s.c.mu.Unlock()
+	return nil
+}
+
+func (s *sockConn) SetDeadline(t time.Time) error {
+	_ = s.SetWriteDeadline(t)
+	return s.Conn.SetReadDeadline(t)
+}
+
+// Write writes one of gorilla's frames once the socket is free, within
+// the time gorilla allowed (WriteWait when it set no deadline).
+func (s *sockConn) Write(b []byte) (int, error) {
+	c := s.c
+	c.mu.Lock()
+	if c.busy && !c.broken {
+		c.waiting++
+		for !c.granted && !c.broken {
+			c.wake.Wait()
+		}
+		c.waiting--
+		if !c.broken {
+			c.granted = false // taken
+		}
+	}
+	if c.broken {
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	c.busy = true
+	d := c.nextWriteTime
+	if d == 0 {
+		d = c.node.cfg.WriteWait
+	}
+	deadline := time.Now().Add(d)
+	if !c.killBy.IsZero() && c.killBy.Before(deadline) {
+		deadline = c.killBy
+	}
+	_ = c.raw.SetWriteDeadline(deadline)
+	c.mu.Unlock()
+	n, err := c.raw.Write(b)
+	if err != nil {
+		c.fail(err)
+		return n, err
+	}
+	c.mu.Lock()
+	if len(b) > 0 && b[0] == 0x88 {
+		// A close frame (melody's at shutdown, or the read pump's answer
+		// to the client's close): nothing may follow it, and gorilla
+		// writes nothing after it. melody closes the socket next.
+		c.broken = true
+		c.rest, c.batch, c.pending, c.kill, c.closeMsg = nil, nil, 0, nil, nil
+		c.wake.Broadcast()
+		c.mu.Unlock()
+		return n, nil
+	}
+	flush, closeMsg := c.releaseLocked()
+	c.mu.Unlock()
+	c.afterRelease(flush, closeMsg)
+	return n, nil
+}
