@@ -2,6 +2,9 @@ package node_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,4 +50,45 @@ func BenchmarkRequestRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestFrameWorkersStopWithNode: the workers that handled the frames of
+// many sessions at once are gone once the node has shut down.
+func TestFrameWorkersStopWithNode(t *testing.T) {
+	ns := natstest.Run(t)
+	tn := hubtest.StartNode(t, ns, "fw", idleOpts)
+	// The httptest server: the test shuts the node down itself.
+	addr := strings.TrimPrefix(tn.Server.URL, "http://")
+	// Many auth requests at once: several workers.
+	conns := connectIdle(t, addr, "fw", 64, 16)
+	if n := countStacks("node.(*frameWorkers).work"); n == 0 {
+		t.Fatal("no frame worker running after 64 connects")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := tn.Node.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	natstest.Eventually(t, 5*time.Second, func() error {
+		if n := countStacks("node.(*frameWorkers).work"); n != 0 {
+			return fmt.Errorf("%d frame workers still running after shutdown", n)
+		}
+		return nil
+	})
+}
+
+// countStacks counts the goroutines with fn in their stack.
+func countStacks(fn string) int {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
 }
