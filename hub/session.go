@@ -46,6 +46,12 @@ type Identity struct {
 }
 
 // Session is one client connection.
+//
+// The transport calls HandleFrame and HandleBinary for one frame at a
+// time, in the order received, and reads no further frame until the call
+// returns. "The read goroutine" below is whichever goroutine makes that
+// call: the node hands each frame to a worker and waits (node/frames.go),
+// so that the goroutine reading the socket keeps a small stack.
 type Session struct {
 	id     string
 	srv    *Server

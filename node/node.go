@@ -26,6 +26,7 @@ type Node struct {
 	handler http.Handler
 	certs   *certLoader    // nil without TLS
 	unauth  *unauthLimiter // caps on unauthenticated connections (limits.go)
+	frames  *frameWorkers  // handle received frames off the read goroutines (frames.go)
 
 	stopping atomic.Bool
 	stopOnce sync.Once
@@ -58,7 +59,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID()), epoch: time.Now(), burst: burstWindow}
+	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID()), epoch: time.Now(), burst: burstWindow, frames: newFrameWorkers()}
 	met, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("node: metrics: %w", err)
@@ -81,9 +82,13 @@ func New(cfg Config) (*Node, error) {
 	// writer.go): it holds only closes.
 	m.Config.MessageBufferSize = 4
 	m.Upgrader = &websocket.Upgrader{
-		// A small read buffer, and write buffers taken from a pool only
-		// while a frame is written: an idle connection holds neither.
-		ReadBufferSize:  1024,
+		// The smallest read buffer gorilla takes (a control frame's
+		// payload must fit), and write buffers taken from a pool only
+		// while a frame is written: an idle connection holds 128 bytes.
+		// A data frame larger than the buffer is read straight into the
+		// message, so a small one costs at most one more read(2) per
+		// frame, and clients send few frames.
+		ReadBufferSize:  128,
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     newOriginChecker(cfg.AllowedOrigins, cfg.Listen).check,
@@ -103,12 +108,12 @@ func New(cfg Config) (*Node, error) {
 	m.HandleMessage(func(s *melody.Session, msg []byte) {
 		c := connOf(s)
 		c.alive()
-		c.hs.HandleFrame(msg)
+		n.frames.handle(c, msg, false)
 	})
 	m.HandleMessageBinary(func(s *melody.Session, _ []byte) {
 		c := connOf(s)
 		c.alive()
-		c.hs.HandleBinary()
+		n.frames.handle(c, nil, true)
 	})
 	m.HandleError(func(s *melody.Session, err error) { connOf(s).onError(err) })
 	m.HandleDisconnect(func(s *melody.Session) {
@@ -247,7 +252,8 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 //  3. http.Server.Shutdown, which does not wait for hijacked connections
 //     (step 2 already did);
 //  4. melody is closed;
-//  5. the sessions' flushers are waited for.
+//  5. the sessions' flushers are waited for;
+//  6. the frame workers, idle once the sessions have ended, stop.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.stopping.Store(true)
@@ -259,6 +265,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			_ = n.melody.CloseWithMsg(websocket.FormatCloseMessage(wire.CloseRestart, "node restarting"))
 		}
 		err = errors.Join(err, n.stopWriters(ctx))
+		if ferr := n.frames.stop(ctx); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("node: frame workers: %w", ferr))
+		}
 		n.stopErr = err
 	})
 	return n.stopErr
