@@ -110,3 +110,53 @@ func TestFrameIsTheHubsPush(t *testing.T) {
 		t.Fatalf("parseTS: %d %d %v", ts, seq, ok)
 	}
 }
+
+// TestReport builds the comparison table from a directory laid out as
+// docs/perf/compare.sh leaves it and checks the ratios and verdicts.
+func TestReport(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, r Result) {
+		t.Helper()
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bcast := func(target string, cpm float64) Result {
+		return Result{Target: target, Scenario: "broadcast", Clients: 10000, ServerCPUPerMillion: cpm, Latency: &Latency{P99: 1}}
+	}
+	write("centrifugo-broadcast-10000.json", bcast("centrifugo", 20))
+	write("nats-broadcast-10000.json", bcast("nats", 16))
+	write("hub-broadcast-10000.json", bcast("hub", 10))
+	write("floor/floor-broadcast-10000.json", bcast("floor", 9))
+	idle := func(target string, offered, reached float64, errs int) Result {
+		return Result{Target: target, Scenario: "idle", Clients: 10000, Connected: 10000 - errs, ConnectErrors: errs,
+			ConnectRateLimit: offered, ConnectRate: reached, ConnectServerCPUS: 2}
+	}
+	write("ramp/nats-idle-10000-r5000.json", idle("nats", 5000, 4990, 0))
+	write("ramp/nats-idle-10000-r10000.json", idle("nats", 10000, 6000, 12))
+	write("ramp/hub-idle-10000-r5000.json", idle("hub", 5000, 4995, 0))
+	write("ramp/hub-idle-10000-r10000.json", idle("hub", 10000, 9000, 0))
+	write("not-a-result.json", Result{})
+
+	var out bytes.Buffer
+	if err := writeReport(&out, dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| broadcast CPU-s per million deliveries, 10,000 subscribers | 20.0 | 16.0 | 10.0 | 9.0 | 0.62x | 1.11x | ≤ 0.67x best peer, ≤ 1.25x floor | yes |",
+		"| 10,000/s | – | 6,000/s, 12 err, 200 µs | 9,000/s, 0 err, 200 µs |",
+		"| **reached at 0 errors** | – | 4,990/s | 9,000/s |",
+		"hub vs best peer: 1.80x (met;",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
