@@ -66,7 +66,7 @@ type floorClient struct {
 // and counts every frame, and answers the server side's commands (one a
 // line on in: count, done) with one JSON line each on out. It ends after
 // done, or when in closes (the server side is gone).
-func runClient(cfg clientConfig, in io.Reader, out io.Writer) error {
+func runClient(ctx context.Context, cfg clientConfig, in io.Reader, out io.Writer) error {
 	ips, err := parseIPRange(cfg.SrcIPs)
 	if err != nil {
 		return err
@@ -74,7 +74,7 @@ func runClient(cfg clientConfig, in io.Reader, out io.Writer) error {
 	raiseNofile()
 	fc := &floorClient{}
 	enc := json.NewEncoder(out)
-	ready := fc.connect(cfg, ips)
+	ready := fc.connect(ctx, cfg, ips)
 	if err := enc.Encode(ready); err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func runClient(cfg clientConfig, in io.Reader, out io.Writer) error {
 
 // connect dials every client at the configured rate, with at most
 // ConnectConc handshakes in flight, source addresses taken round-robin.
-func (fc *floorClient) connect(cfg clientConfig, ips []net.IP) clientReport {
+func (fc *floorClient) connect(ctx context.Context, cfg clientConfig, ips []net.IP) clientReport {
 	dialers := make([]websocket.Dialer, len(ips))
 	for i, ip := range ips {
 		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
@@ -121,6 +121,9 @@ func (fc *floorClient) connect(cfg clientConfig, ips []net.IP) clientReport {
 	interval := time.Duration(float64(time.Second) / max(cfg.ConnectRate, 1))
 	t0 := time.Now()
 	for i := range cfg.Clients {
+		if ctx.Err() != nil {
+			break
+		}
 		if d := time.Until(t0.Add(time.Duration(i) * interval)); d > 0 {
 			time.Sleep(d)
 		}
@@ -128,8 +131,8 @@ func (fc *floorClient) connect(cfg clientConfig, ips []net.IP) clientReport {
 		dials.Add(1)
 		go func(d *websocket.Dialer) {
 			defer dials.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			c, resp, err := d.DialContext(ctx, cfg.URL, nil)
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			c, resp, err := d.DialContext(dctx, cfg.URL, nil)
 			cancel()
 			<-sem
 			if resp != nil && resp.Body != nil {

@@ -102,7 +102,11 @@ func clientMain(env string) int {
 		fmt.Fprintf(os.Stderr, "wsfloor client: %s: %v\n", clientEnv, err)
 		return 2
 	}
-	if err := runClient(cfg, os.Stdin, os.Stdout); err != nil {
+	// The server side kills this process when it goes (Pdeathsig); a
+	// signal ends the dialing.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := runClient(ctx, cfg, os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "wsfloor client: %v\n", err)
 		return 1
 	}
