@@ -74,6 +74,7 @@ type row struct {
 	label  string
 	unit   string
 	values map[string]float64 // by target; absent = not measured
+	noisy  map[string]bool    // by target: taken while other work was running
 	higher bool               // higher is better (connect rate)
 	// goal is the line's goal as text, and met decides it from the
 	// values (nil: no goal on this line).
@@ -130,7 +131,7 @@ func writeReport(w io.Writer, dir string) error {
 			goal: "≤ nats-server WS + 0.2 ms"}
 		for _, c := range columns {
 			if x := main.get(c.name, "unicast", n); x != nil && x.Latency != nil {
-				r.values[c.name] = x.Latency.P99
+				r.set(c.name, x.Latency.P99, x)
 			}
 		}
 		r.met = func(v map[string]float64) (bool, bool) {
@@ -144,7 +145,7 @@ func writeReport(w io.Writer, dir string) error {
 		r := row{label: fmt.Sprintf("RSS per idle connection, %s", thousands(float64(n))), unit: "KiB", values: map[string]float64{}}
 		for _, c := range columns {
 			if x := main.get(c.name, "idle", n); x != nil {
-				r.values[c.name] = x.BytesPerConn / 1024
+				r.set(c.name, x.BytesPerConn/1024, x)
 			}
 		}
 		if n == 10000 {
@@ -160,7 +161,7 @@ func writeReport(w io.Writer, dir string) error {
 		r := row{label: fmt.Sprintf("server CPU per connect, %s connects", thousands(float64(n))), unit: "µs", values: map[string]float64{}}
 		for _, c := range columns {
 			if x := main.get(c.name, "idle", n); x != nil && x.Connected > 0 {
-				r.values[c.name] = 1e6 * x.ConnectServerCPUS / float64(x.Connected)
+				r.set(c.name, 1e6*x.ConnectServerCPUS/float64(x.Connected), x)
 			}
 		}
 		if n == 10000 {
@@ -177,7 +178,7 @@ func writeReport(w io.Writer, dir string) error {
 		r := row{label: fmt.Sprintf("connects/s reached, %s", thousands(float64(n))), unit: "/s", values: map[string]float64{}, higher: true}
 		for _, c := range columns {
 			if x := main.get(c.name, "idle", n); x != nil {
-				r.values[c.name] = x.ConnectRate
+				r.set(c.name, x.ConnectRate, x)
 				if x.ConnectRateLimit > 0 && !strings.Contains(r.label, "offered") {
 					r.label += fmt.Sprintf(" (%s/s offered)", thousands(x.ConnectRateLimit))
 				}
@@ -203,7 +204,11 @@ func writeReport(w io.Writer, dir string) error {
 	for _, r := range rows {
 		fmt.Fprintf(w, "| %s |", r.label)
 		for _, c := range columns {
-			fmt.Fprintf(w, " %s |", figure(r.values, c.name, r.unit))
+			mark := ""
+			if r.noisy[c.name] {
+				mark = " ⚠"
+			}
+			fmt.Fprintf(w, " %s%s |", figure(r.values, c.name, r.unit), mark)
 		}
 		vsBest, vsFloor := "–", "–"
 		if h, ok := r.values["hub"]; ok {
@@ -233,6 +238,9 @@ func writeReport(w io.Writer, dir string) error {
 		fmt.Fprintf(w, " %s | %s | %s | %s |\n", vsBest, vsFloor, r.goal, met)
 	}
 
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "⚠: other processes used more than a tenth of a core during that run (see Publish runs); take it again on a quiet machine.")
+
 	if err := writeRamp(w, filepath.Join(dir, "ramp")); err != nil {
 		return err
 	}
@@ -245,10 +253,31 @@ func publishRow(rs results, scenario string, n int, label string) row {
 	r := row{label: label, unit: "s", values: map[string]float64{}}
 	for _, c := range columns {
 		if x := rs.get(c.name, scenario, n); x != nil && x.ServerCPUPerMillion > 0 {
-			r.values[c.name] = x.ServerCPUPerMillion
+			r.set(c.name, x.ServerCPUPerMillion, x)
 		}
 	}
 	return r
+}
+
+// set records target's figure v, taken by run x.
+func (r *row) set(target string, v float64, x *Result) {
+	r.values[target] = v
+	if noisy(x) {
+		if r.noisy == nil {
+			r.noisy = map[string]bool{}
+		}
+		r.noisy[target] = true
+	}
+}
+
+// noisy reports a run during which other processes used more than a tenth
+// of a core (benchreport's mark): its figure is worth taking again.
+func noisy(x *Result) bool {
+	win := x.WindowS
+	if x.Scenario == "idle" {
+		win = x.ConnectSeconds
+	}
+	return win > 0 && x.OtherCPUS > 0.1*win
 }
 
 // writeRamp prints the connect ramp: for each offered rate and target the
@@ -306,7 +335,11 @@ func writeRamp(w io.Writer, dir string) error {
 				if r.Connected > 0 {
 					us = 1e6 * r.ConnectServerCPUS / float64(r.Connected)
 				}
-				fmt.Fprintf(w, " %s/s, %d err, %.0f µs |", thousands(r.ConnectRate), errs, us)
+				mark := ""
+				if noisy(r) {
+					mark = " ⚠"
+				}
+				fmt.Fprintf(w, " %s/s, %d err, %.0f µs%s |", thousands(r.ConnectRate), errs, us, mark)
 				if errs == 0 && r.Connected == r.Clients {
 					sustained[c.name] = math.Max(sustained[c.name], r.ConnectRate)
 				}
