@@ -129,6 +129,7 @@ func serverMain(args []string, stdout, stderr io.Writer) int {
 	fl.DurationVar(&cfg.Drain, "drain", 8*time.Second, "longest wait for deliveries after publishing stops")
 	fl.DurationVar(&cfg.Stall, "stall", 1500*time.Millisecond, "the drain ends after this long without a delivery")
 	fl.Int64Var(&cfg.Seed, "seed", 1, "random seed of the unicast targets")
+	fl.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the server's CPU profile of the publish window and drain to this file")
 	out := fl.String("out", "", "write the JSON result here")
 	timeout := fl.Duration("timeout", 150*time.Second, "hard limit for the whole run")
 	report := fl.String("report", "", "print the comparison table of the results in this directory (docs/perf/compare.sh) and exit")

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"syscall"
@@ -34,6 +35,7 @@ type config struct {
 	Drain       time.Duration // longest wait for deliveries after the last send
 	Stall       time.Duration // the drain ends after this long without progress
 	Seed        int64
+	CPUProfile  string // write the server's CPU profile of the publish window and drain here
 }
 
 // floorServer accepts the WebSockets and keeps their hijacked connections.
@@ -272,6 +274,13 @@ func run(ctx context.Context, cfg config) (res *Result, err error) {
 	total := max(int64(cfg.Rate*cfg.Duration.Seconds()), 1)
 	clientPID := cl.cmd.Process.Pid
 	cpu0, clientCPU0, sys0 := selfCPU(), orZero(procCPU(clientPID)), systemCPU()
+	if cfg.CPUProfile != "" {
+		stopProfile, err := startCPUProfile(cfg.CPUProfile)
+		if err != nil {
+			return res, err
+		}
+		defer stopProfile()
+	}
 	tp := time.Now()
 	sent, writeErrs := publish(ctx, cfg, fr, conns, total, tp)
 	pubDur := time.Since(tp).Seconds()
@@ -308,6 +317,7 @@ func run(ctx context.Context, cfg config) (res *Result, err error) {
 	}
 	res.WindowS = max(lastDelivery.Sub(tp).Seconds(), pubDur)
 	res.ServerCPUS = selfCPU() - cpu0
+	pprof.StopCPUProfile()
 	res.LoadToolCPUS = orZero(procCPU(clientPID)) - clientCPU0
 	if sys1 := systemCPU(); sys1.Total > sys0.Total {
 		res.MachineBusyPct = 100 * (sys1.Task + sys1.IRQ - sys0.Task - sys0.IRQ) / (sys1.Total - sys0.Total)
@@ -382,6 +392,20 @@ func publish(ctx context.Context, cfg config, fr *framer, conns []net.Conn, tota
 		sent++
 	}
 	return sent, writeErrs
+}
+
+// startCPUProfile profiles this process into path until the returned
+// function (or pprof.StopCPUProfile) is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // orZero drops a /proc read error: a vanished client reads as 0 s.
