@@ -10,7 +10,7 @@ TESTFLAGS ?= -race -count=1 -p 2 -timeout 15m -tags browser
 FUZZTIME  ?= 60s
 FUZZSHORT ?= 1s
 
-.PHONY: all build run cluster cluster-node multidc multidc-node test vet fmt fuzz fuzz-short bench load soak clean
+.PHONY: all build run cluster cluster-node multidc multidc-node test vet fmt fuzz fuzz-short bench compare load soak clean
 
 all: build
 
@@ -82,6 +82,16 @@ fmt:
 ## bench: in-process benchmarks (hub fan-out cost per delivery).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## compare: the side-by-side run of docs/perf.md, in one machine state
+## (about 20 minutes): ../shared/bench/run-all.sh (hub, Centrifugo,
+## nats-server WS), the write(2) floor (internal/cmd/wsfloor) on the same
+## publish rows, a connect-rate ramp (idle, 10,000 clients at 5,000, 7,500
+## and 10,000/s offered) for every target, then one table with the
+## issue's ratios. The peers come from CENTRIFUGO_BIN and NATS_SERVER_BIN
+## ($HOME/peers/<name> when unset); results in $TMPDIR/fleet-compare/.
+compare:
+	docs/perf/compare.sh
 
 ## load: real sockets against real node processes: one node under 10,000
 ## sessions, presence and data-plane timings on several nodes, the chaos
