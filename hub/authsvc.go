@@ -79,17 +79,26 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 		values any
 		werr   *wire.Error
 	)
-	switch m.Service {
-	case "/auth/device":
-		ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
-		values, werr = srv.authDevice(ctx, s, m)
-		cancel()
-	case "/auth/login":
+	if m.Service == "/auth/login" {
 		values, werr = srv.authLogin(s, m)
-	default:
-		ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
-		values, werr = srv.authToken(ctx, s, m)
-		cancel()
+	} else {
+		// On a worker of the auth pool: authRequestTimeout runs from
+		// when one takes it.
+		wait, cancelWait := context.WithTimeout(srv.runCtx, authQueueWait)
+		ran := srv.auths.do(wait, func() {
+			ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
+			defer cancel()
+			if m.Service == "/auth/device" {
+				values, werr = srv.authDevice(ctx, s, m)
+			} else {
+				values, werr = srv.authToken(ctx, s, m)
+			}
+		})
+		cancelWait()
+		if !ran {
+			srv.metrics.authFailures.WithLabelValues("busy").Inc()
+			werr = wire.Errorf(wire.CodeUnavailable, "authentication is busy, try again")
+		}
 	}
 	if werr == nil {
 		return values, nil
