@@ -79,17 +79,26 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 		values any
 		werr   *wire.Error
 	)
-	switch m.Service {
-	case "/auth/device":
-		ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
-		values, werr = srv.authDevice(ctx, s, m)
-		cancel()
-	case "/auth/login":
+	if m.Service == "/auth/login" {
 		values, werr = srv.authLogin(s, m)
-	default:
-		ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
-		values, werr = srv.authToken(ctx, s, m)
-		cancel()
+	} else {
+		// On a worker of the auth pool: authRequestTimeout runs from
+		// when one takes it.
+		wait, cancelWait := context.WithTimeout(srv.runCtx, authQueueWait)
+		ran := srv.auths.do(wait, func() {
+			ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
+			defer cancel()
+			if m.Service == "/auth/device" {
+				values, werr = srv.authDevice(ctx, s, m)
+			} else {
+				values, werr = srv.authToken(ctx, s, m)
+			}
+		})
+		cancelWait()
+		if !ran {
+			srv.metrics.authFailures.WithLabelValues("busy").Inc()
+			werr = wire.Errorf(wire.CodeUnavailable, "authentication is busy, try again")
+		}
 	}
 	if werr == nil {
 		return values, nil
@@ -185,7 +194,10 @@ func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) 
 		}
 	}
 	id := &Identity{Role: auth.RoleDevice, SN: sn, Type: typ, Group: group, AuthAt: srv.cfg.Now()}
-	if werr := srv.establish(ctx, s, id); werr != nil {
+	// The presence writes that follow are requests on the node's
+	// connection: their answers confirm the subscriptions (see
+	// joinInterests), and the device is answered only after them.
+	if werr := srv.establish(ctx, s, id, false); werr != nil {
 		return nil, werr
 	}
 	srv.replaceOlder(id, s)
@@ -276,7 +288,7 @@ func (srv *Server) authToken(ctx context.Context, s *Session, m *wire.Message) (
 
 func (srv *Server) establishAdmin(ctx context.Context, s *Session, token string, c auth.Claims) (any, *wire.Error) {
 	id := &Identity{Role: c.Role, User: c.User, Groups: c.Groups, ExpiresAt: c.ExpiresAt, AuthAt: srv.cfg.Now()}
-	if werr := srv.establish(ctx, s, id); werr != nil {
+	if werr := srv.establish(ctx, s, id, true); werr != nil {
 		return nil, werr
 	}
 	return authValues{
@@ -288,13 +300,16 @@ func (srv *Server) establishAdmin(ctx context.Context, s *Session, token string,
 }
 
 // establish makes id the session's identity: it joins the session's
-// interests and swaps the auth timeout for the token's expiry.
-func (srv *Server) establish(ctx context.Context, s *Session, id *Identity) *wire.Error {
+// interests and swaps the auth timeout for the token's expiry. confirm
+// waits for the NATS server to have new subscriptions; a caller that makes
+// a request on the node's connection before it answers needs no wait
+// (see joinInterests).
+func (srv *Server) establish(ctx context.Context, s *Session, id *Identity, confirm bool) *wire.Error {
 	subjs, err := interestsOf(id)
 	if err != nil {
 		return wire.Errorf(wire.CodeBadRequest, err.Error())
 	}
-	if err := s.joinInterests(ctx, subjs); err != nil {
+	if err := s.joinInterests(ctx, subjs, confirm); err != nil {
 		s.logger().Error("subscribe failed", "err", err)
 		return wire.Errorf(wire.CodeUnavailable, "message bus unavailable")
 	}

@@ -127,7 +127,7 @@ func attach(t testing.TB, srv *Server, limit int, id *Identity) (*Session, *fake
 	if id.AuthAt.IsZero() {
 		id.AuthAt = time.Now()
 	}
-	if werr := srv.establish(context.Background(), s, id); werr != nil {
+	if werr := srv.establish(context.Background(), s, id, true); werr != nil {
 		t.Fatalf("establish: %v", werr)
 	}
 	return s, ft

@@ -170,7 +170,7 @@ func TestBroadcastDoesNotStallJoinsOrUnicasts(t *testing.T) {
 	g := &gateTransport{fakeTransport: &fakeTransport{limit: 1000}, entered: make(chan struct{}), open: make(chan struct{})}
 	gs := srv.Open(g, "test")
 	g.sess = gs
-	if werr := srv.establish(context.Background(), gs, &Identity{Role: "device", SN: "SLOW", Type: "dog", Group: "g1", AuthAt: time.Now()}); werr != nil {
+	if werr := srv.establish(context.Background(), gs, &Identity{Role: "device", SN: "SLOW", Type: "dog", Group: "g1", AuthAt: time.Now()}, true); werr != nil {
 		t.Fatal(werr)
 	}
 	defer close(g.open)

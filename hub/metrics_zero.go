@@ -19,7 +19,7 @@ func (m *metrics) exportZeros() {
 		m.pushesDropped.WithLabelValues(r)
 	}
 	for _, r := range []string{"bad_nonce", "bad_serial", "bad_signature", "clock_skew", "replay", "store_unavailable",
-		"unregistered", "token_expired", "bad_token", "timeout", "throttled", "bad_password"} {
+		"unregistered", "token_expired", "bad_token", "timeout", "throttled", "bad_password", "busy"} {
 		m.authFailures.WithLabelValues(r)
 	}
 	for _, r := range []Reason{ReasonConnected, ReasonClosed, schema.ReasonTimeout, ReasonReplaced, ReasonNodeLost, schema.ReasonKicked} {

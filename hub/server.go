@@ -82,6 +82,8 @@ type Server struct {
 	tasks       sync.WaitGroup // async requests and watchers; Add under taskMu
 	tasksClosed bool           // Shutdown has begun: no new task. Guarded by taskMu.
 
+	auths authPool // serves device and token auth requests
+
 	mu       sync.Mutex
 	sessions map[*Session]struct{} // Guarded by mu.
 }
@@ -113,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		logins:   newLoginLimiter(cfg.Now),
 		svc:      newSvcReplies(),
 		ctl:      newControl(cfg.MasterSecret, cfg.Registerer),
+		auths:    newAuthPool(),
 	}
 	if s.dummyHash, err = auth.HashPassword(nuid.Next(), cfg.BcryptCost); err != nil {
 		return nil, fmt.Errorf("hub: BcryptCost: %w", err)
@@ -248,6 +251,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.goTask(func() { s.logSessions(runCtx) })
 	s.goTask(func() { s.stores.run(runCtx) })
 	s.goTask(func() { s.logins.run(runCtx) })
+	s.auths.start(s, runCtx)
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
 		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)
 	}

@@ -474,10 +474,14 @@ func (s *Session) reply(m *wire.Message, values any, e *wire.Error) {
 const flushTimeout = 5 * time.Second
 
 // joinInterests subscribes the session to each subject. When that made new
-// subscriptions it waits for the NATS server to have them, so that a push
-// published right after the auth answer reaches the session. On failure it
-// leaves those it joined and returns the error.
-func (s *Session) joinInterests(ctx context.Context, subjs []string) error {
+// subscriptions and confirm is set, it waits for the NATS server to have
+// them, so that a push published right after the auth answer reaches the
+// session. A caller that makes a request on the node's connection before
+// it answers passes confirm false: the server handles a connection's
+// messages in order, so the request's answer confirms the subscriptions
+// sent before it, and the flush would be a round trip for nothing. On
+// failure it leaves those it joined and returns the error.
+func (s *Session) joinInterests(ctx context.Context, subjs []string, confirm bool) error {
 	fresh := false
 	for i, subj := range subjs {
 		canonical, created, err := s.srv.interest.join(subj, s)
@@ -490,7 +494,7 @@ func (s *Session) joinInterests(ctx context.Context, subjs []string) error {
 		subjs[i] = canonical
 		fresh = fresh || created
 	}
-	if fresh {
+	if fresh && confirm {
 		ctx, cancel := context.WithTimeout(ctx, flushTimeout)
 		defer cancel()
 		if err := s.srv.nc.FlushWithContext(ctx); err != nil {

@@ -51,14 +51,23 @@ func (l lastRecord) says(online bool) bool {
 // device recorded back by the node that expired it, with the id of the
 // connected record its new node stored), which that node handed over.
 func (tr *Tracker) record(ctx context.Context, r schema.PresenceRecord, msgID string) error {
+	return tr.recordAfter(ctx, r, msgID, nil)
+}
+
+// recordAfter is record, its first attempt taking read (when set) as the
+// device's last record instead of reading it: the caller read it already.
+// The append's compare-and-set makes a read that is out of date harmless.
+func (tr *Tracker) recordAfter(ctx context.Context, r schema.PresenceRecord, msgID string, read *lastRecord) error {
 	subj, err := tr.cfg.Layout.PresenceSubject(r.SN)
 	if err != nil {
 		return nil // no such subject: no record can be kept for it
 	}
 	id := r.SN + "/" + msgID
 	for range QuickRetries {
-		last, err := tr.readRecord(ctx, r.SN, subj)
-		if err != nil {
+		last := lastRecord{}
+		if read != nil {
+			last, read = *read, nil
+		} else if last, err = tr.readRecord(ctx, r.SN, subj); err != nil {
 			return err
 		}
 		if last.says(r.Online) {

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -75,6 +77,14 @@ type ChildSpec struct {
 	Dialers  int           `json:"dialers"` // concurrent dials
 	Rate     float64       `json:"rate"`    // dials started per second; 0 is unpaced
 	Deadline time.Time     `json:"deadline"`
+	// Redial makes a device whose connection ends (once it had
+	// authenticated) connect again, as the SDK does: before each attempt
+	// it waits a random time in [0, min(RedialMax, RedialMin*2^n)] (full
+	// jitter; n counts the failed attempts in a row), until it is back or
+	// the child stops.
+	Redial    bool          `json:"redial,omitempty"`
+	RedialMin time.Duration `json:"redial_min,omitempty"`
+	RedialMax time.Duration `json:"redial_max,omitempty"`
 }
 
 // ChildStats is a device child's state.
@@ -92,6 +102,14 @@ type ChildStats struct {
 	DialSeconds  float64        `json:"dial_seconds"`
 	Endings      map[string]int `json:"endings,omitempty"` // why dropped connections ended
 	Errors       []string       `json:"errors,omitempty"`  // sample of dial errors
+	// With Redial: connections that ended and were made again, devices
+	// waiting to be (Redialing), and the failed attempts by kind ("dial"
+	// for a refused or failed upgrade, "auth <code>" for a refusal), with
+	// the time of the last one of each kind.
+	Redials        int64                `json:"redials,omitempty"`
+	Redialing      int                  `json:"redialing,omitempty"`
+	RedialFailures map[string]int       `json:"redial_failures,omitempty"`
+	LastFailure    map[string]time.Time `json:"last_failure,omitempty"`
 }
 
 // ProbeCheck asks a child how probe Probe was received: by every device
@@ -124,6 +142,7 @@ const (
 	devConnected
 	devFailed
 	devDropped
+	devRedialing // its connection ended; it connects again (ChildSpec.Redial)
 )
 
 type childDev struct {
@@ -144,17 +163,21 @@ type deviceChild struct {
 	devs   []*childDev
 	noFile uint64
 
+	ctx         context.Context // ends when the child stops
 	readers     sync.WaitGroup
 	closing     atomic.Bool
 	retries     atomic.Int64 // attempts repeated
 	unavailable atomic.Int64 // auth refusals with 503
+	redials     atomic.Int64 // connections made again (Redial)
 
 	dialDone    atomic.Bool
 	dialSeconds atomic.Int64 // float64 bits
 
-	mu      sync.Mutex
-	endings map[string]int      // Guarded by mu.
-	errs    map[string][]string // dial errors by kind. Guarded by mu.
+	mu          sync.Mutex
+	endings     map[string]int       // Guarded by mu.
+	errs        map[string][]string  // dial errors by kind. Guarded by mu.
+	redialFails map[string]int       // failed redial attempts by kind. Guarded by mu.
+	lastFail    map[string]time.Time // the last of each kind. Guarded by mu.
 }
 
 // RunDeviceChild runs a device child from the spec file at path and
@@ -193,12 +216,14 @@ func runDeviceChild(spec ChildSpec, log *slog.Logger) error {
 			ReadBufferSize: 1024, WriteBufferSize: 1024, HandshakeTimeout: dialTimeout,
 		},
 		endings: map[string]int{}, errs: map[string][]string{},
+		redialFails: map[string]int{}, lastFail: map[string]time.Time{},
 	}
 	for _, d := range spec.Devices {
 		c.devs = append(c.devs, &childDev{ChildDevice: d})
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), spec.Deadline)
 	defer cancel()
+	c.ctx = ctx
 
 	nc, err := nats.Connect(spec.NATSURL, nats.Name("fleethub-device-child"), nats.MaxReconnects(-1),
 		nats.ClosedHandler(func(*nats.Conn) { cancel() }))
@@ -433,7 +458,8 @@ func (c *deviceChild) dialOnce(ctx context.Context, d *childDev) (conn *websocke
 	}
 }
 
-// read counts what arrives for d until its connection ends.
+// read counts what arrives for d until its connection ends; with
+// Redial, it then connects d again (see redial) and goes on reading.
 func (c *deviceChild) read(d *childDev) {
 	defer c.readers.Done()
 	var buf []byte
@@ -443,11 +469,21 @@ func (c *deviceChild) read(d *childDev) {
 			buf, err = readInto(buf[:0], r)
 		}
 		if err != nil {
-			if !c.closing.Load() {
-				c.ended(err) // before the state, so stats that count the drop give its reason
-				d.state.Store(devDropped)
+			if c.closing.Load() {
+				return
 			}
-			return
+			c.ended(err) // before the state, so stats that count the drop give its reason
+			if !c.spec.Redial {
+				d.state.Store(devDropped)
+				return
+			}
+			_ = d.conn.Close()
+			d.state.Store(devRedialing)
+			if !c.redial(d) {
+				d.state.Store(devDropped)
+				return
+			}
+			continue
 		}
 		if typ != websocket.TextMessage {
 			continue
@@ -455,6 +491,56 @@ func (c *deviceChild) read(d *childDev) {
 		for line := range bytes.SplitSeq(buf, []byte{'\n'}) {
 			c.count(d, line)
 		}
+	}
+}
+
+// redial connects d again after its connection ended, backing off as the
+// SDK does (see ChildSpec.Redial), until it is back (true) or the child
+// stops (false).
+func (c *deviceChild) redial(d *childDev) bool {
+	lo, hi := c.spec.RedialMin, c.spec.RedialMax
+	if lo <= 0 {
+		lo = 250 * time.Millisecond
+	}
+	if hi < lo {
+		hi = max(lo, 30*time.Second)
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for attempt := 0; ; attempt++ {
+		ceiling := lo
+		for i := 0; i < attempt && ceiling < hi; i++ {
+			ceiling = min(2*ceiling, hi)
+		}
+		timer.Reset(time.Duration(mrand.Int64N(int64(ceiling) + 1)))
+		select {
+		case <-c.ctx.Done():
+			return false
+		case <-timer.C:
+		}
+		if c.closing.Load() {
+			return false
+		}
+		d.attempts.Add(1)
+		conn, code, err := c.dialOnce(c.ctx, d)
+		if err == nil {
+			d.conn = conn
+			d.state.Store(devConnected)
+			c.redials.Add(1)
+			if c.closing.Load() {
+				_ = conn.Close() // closeAll may have passed this device
+			}
+			return true
+		}
+		kind := "dial"
+		if code != 0 {
+			kind = "auth " + strconv.Itoa(code)
+		}
+		c.mu.Lock()
+		c.redialFails[kind]++
+		c.lastFail[kind] = time.Now()
+		c.mu.Unlock()
 	}
 }
 
@@ -535,10 +621,21 @@ func (c *deviceChild) stats() ChildStats {
 		case devDropped:
 			s.Dropped++
 			s.DroppedByURL[d.URL]++
+		case devRedialing:
+			s.Redialing++
 		}
 	}
+	s.Redials = c.redials.Load()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.redialFails) > 0 {
+		s.RedialFailures = make(map[string]int, len(c.redialFails))
+		s.LastFailure = make(map[string]time.Time, len(c.lastFail))
+		for k, v := range c.redialFails {
+			s.RedialFailures[k] = v
+			s.LastFailure[k] = c.lastFail[k]
+		}
+	}
 	if len(c.endings) > 0 {
 		s.Endings = make(map[string]int, len(c.endings))
 		for k, v := range c.endings {
