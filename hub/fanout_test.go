@@ -176,7 +176,8 @@ func BenchmarkFanout(b *testing.B) {
 
 // BenchmarkDispatchUnicast measures one backend push to one device, as a
 // shard dispatches it: decode, check, encode and queue to a counting
-// transport. The payload has the shape and size of the load tool's.
+// transport. The payload has the shape and size of the load tool's
+// (../shared/bench).
 func BenchmarkDispatchUnicast(b *testing.B) {
 	srv := newTestServer(b)
 	_, ft := attach(b, srv, -1, device("D1", "dog", "g1"))
@@ -184,10 +185,11 @@ func BenchmarkDispatchUnicast(b *testing.B) {
 	data := []byte(`{"service":"/push/bench","values":{"t":1764625000000000000,"s":12345,"p":"` +
 		strings.Repeat("x", 128-len(`{"t":1764625000000000000,"s":12345,"p":""}`)) + `"}}`)
 	m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
+	in := srv.interest.lookup(subj)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		srv.dispatch(m)
+		srv.dispatchRoute(&in.route, m)
 	}
 	b.StopTimer()
 	if ft.sent.Load() != int64(b.N) {

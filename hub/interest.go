@@ -107,6 +107,7 @@ type shard struct {
 	bytes   int                              // payload bytes in every backlog of the shard. Guarded by mu.
 	orphans *interest                        // backlog for messages whose interest is gone
 	done    bool                             // the mover has ended. Guarded by mu.
+	inlined atomic.Int64                     // messages the mover dispatched itself
 }
 
 // dispatchBatch is how many messages of one interest a worker dispatches
@@ -196,6 +197,7 @@ func (r *registry) dispatchInline(sh *shard, m *nats.Msg) bool {
 	if !idle {
 		return false
 	}
+	sh.inlined.Add(1)
 	r.srv.dispatchRoute(&in.route, m)
 	return true
 }
