@@ -23,8 +23,12 @@ func DecodePushBody(data []byte, b *PushBody) error {
 	if scanPushBody(data, b) {
 		return nil
 	}
-	*b = PushBody{}
-	return json.Unmarshal(data, b)
+	// Decoded into its own variable, so that only this path allocates it
+	// (b does not escape).
+	var slow PushBody
+	err := json.Unmarshal(data, &slow)
+	*b = slow
+	return err
 }
 
 // maxScanDepth is the deepest nesting of values the scanner reads itself;
