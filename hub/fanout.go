@@ -15,8 +15,7 @@ import (
 // rather than once per message.
 type route struct {
 	kind   routeKind
-	sn     string          // routeCommand: the device
-	target subjects.Target // routePush: who the subject names
+	target subjects.Target // who the subject names (a command's: its device)
 }
 
 type routeKind uint8
@@ -30,7 +29,7 @@ const (
 // routeOf parses subject.
 func routeOf(subject string) route {
 	if sn, ok := subjects.ParseDeviceCmd(subject); ok {
-		return route{kind: routeCommand, sn: sn}
+		return route{kind: routeCommand, target: subjects.Target{Kind: subjects.KindDevice, Value: sn}}
 	}
 	if target, err := subjects.ParsePush(subject); err == nil {
 		return route{kind: routePush, target: target}
@@ -49,7 +48,7 @@ func (srv *Server) dispatch(m *nats.Msg) {
 func (srv *Server) dispatchRoute(rt *route, m *nats.Msg) {
 	switch rt.kind {
 	case routeCommand:
-		srv.deliverCommand(rt.sn, m)
+		srv.deliverCommand(rt.target.Value, m)
 	case routePush:
 		srv.deliverPush(rt.target, m)
 	}
