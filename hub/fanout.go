@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -12,19 +11,56 @@ import (
 	"github.com/nats-io/nuid"
 )
 
+// route is what a subscribed subject is for, parsed once per interest
+// rather than once per message.
+type route struct {
+	kind   routeKind
+	target subjects.Target // who the subject names (a command's: its device)
+}
+
+type routeKind uint8
+
+const (
+	routeNone    routeKind = iota // neither: nothing is dispatched
+	routePush                     // hub.<kind>.<name>.push, hub.all.push
+	routeCommand                  // hub.dev.<sn>.cmd
+)
+
+// routeOf parses subject.
+func routeOf(subject string) route {
+	if sn, ok := subjects.ParseDeviceCmd(subject); ok {
+		return route{kind: routeCommand, target: subjects.Target{Kind: subjects.KindDevice, Value: sn}}
+	}
+	if target, err := subjects.ParsePush(subject); err == nil {
+		return route{kind: routePush, target: target}
+	}
+	return route{}
+}
+
 // dispatch handles one message from an interest's subscription, on the
 // subject's dispatch shard.
 func (srv *Server) dispatch(m *nats.Msg) {
-	if sn, ok := subjects.ParseDeviceCmd(m.Subject); ok {
-		srv.deliverCommand(sn, m)
-		return
+	rt := routeOf(m.Subject)
+	srv.dispatchRoute(&rt, m)
+}
+
+// dispatchRoute handles one message on a subject of route rt.
+func (srv *Server) dispatchRoute(rt *route, m *nats.Msg) {
+	switch rt.kind {
+	case routeCommand:
+		srv.deliverCommand(rt.target.Value, m)
+	case routePush:
+		srv.deliverPush(rt.target, m)
 	}
-	target, err := subjects.ParsePush(m.Subject)
-	if err != nil {
-		return
-	}
+}
+
+// deliverPush checks a push body from the bus and queues its frame to the
+// local sessions it names. Every body is checked, and a bad one counted,
+// even when no session here would receive it; the frame is encoded only
+// once a recipient is found.
+func (srv *Server) deliverPush(target subjects.Target, m *nats.Msg) {
 	var body schema.PushBody
-	if err := json.Unmarshal(m.Data, &body); err != nil {
+	if err := schema.DecodePushBody(m.Data, &body); err != nil {
 		srv.dropPush(dropMalformed, m.Subject, err)
 		return
 	}
@@ -36,19 +72,24 @@ func (srv *Server) dispatch(m *nats.Msg) {
 		srv.dropPush(reason, m.Subject, err)
 		return
 	}
-	if body.ID == "" {
-		body.ID = m.Header.Get(nats.MsgIdHdr)
-	}
-	if body.ID == "" {
-		body.ID = nuid.Next()
-	}
-	frame, err := wire.EncodePush(body.Service, body.ID, body.Values)
-	if err != nil {
-		srv.dropPush(dropInvalid, m.Subject, err)
-		return
-	}
 	start := time.Now()
-	srv.fanout(m.Subject, target, body.Where, frame)
+	var buf [smallSet]*Session
+	members := srv.audience(m.Subject, body.Where, buf[:0])
+	first := firstRecipient(members, target, body.Where)
+	if first >= 0 {
+		if body.ID == "" {
+			body.ID = m.Header.Get(nats.MsgIdHdr)
+		}
+		if body.ID == "" {
+			body.ID = nuid.Next()
+		}
+		frame, err := wire.AppendPush(nil, body.Service, body.ID, body.Values)
+		if err != nil {
+			srv.dropPush(dropInvalid, m.Subject, err)
+			return
+		}
+		srv.sendPush(members[first:], target, body.Where, frame)
+	}
 	srv.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
@@ -77,26 +118,47 @@ func (srv *Server) dropPush(reason, subject string, err error) {
 	srv.warnLimited("push dropped", "reason", reason, "subject", subject, "err", err)
 }
 
-// fanout queues frame to the local sessions of target that match where. It
-// walks the smallest local interest that can hold every recipient: the
-// target's own, or one named by a where attribute (a push to everyone with
-// where {"type":"dance_dog"} walks only the dance_dog devices).
+// fanout queues frame to the local sessions of target that match where.
 func (srv *Server) fanout(subject string, target subjects.Target, where map[string]string, frame []byte) {
+	var buf [smallSet]*Session
+	srv.sendPush(srv.audience(subject, where, buf[:0]), target, where, frame)
+}
+
+// audience returns the local sessions a push on subject may reach,
+// appended to buf or shared (read only). It is the smallest local
+// interest that can hold every recipient: the subject's own, or one named
+// by a where attribute (a push to everyone with where {"type":"dance_dog"}
+// walks only the dance_dog devices). Not every one of them need match.
+func (srv *Server) audience(subject string, where map[string]string, buf []*Session) []*Session {
 	walk := subject
 	if len(where) > 0 {
 		best := srv.interest.size(subject)
 		for k, v := range where {
 			alt, err := whereInterest(k, v)
 			if err != nil {
-				return // no session can have that attribute
+				return buf // no session can have that attribute
 			}
 			if n := srv.interest.size(alt); n < best {
 				walk, best = alt, n
 			}
 		}
 	}
-	var buf [smallSet]*Session
-	members := srv.interest.members(walk, buf[:0])
+	return srv.interest.members(walk, buf)
+}
+
+// firstRecipient is the index of the first of members that target and
+// where name, -1 when none does.
+func firstRecipient(members []*Session, target subjects.Target, where map[string]string) int {
+	for i, s := range members {
+		if id := s.Identity(); id != nil && id.matchesTarget(target) && id.matchesWhere(where) {
+			return i
+		}
+	}
+	return -1
+}
+
+// sendPush queues frame to those of members that target and where name.
+func (srv *Server) sendPush(members []*Session, target subjects.Target, where map[string]string, frame []byte) {
 	delivered := 0
 	for _, s := range members {
 		id := s.Identity()

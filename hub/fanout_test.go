@@ -1,15 +1,18 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fleethub/fleethub/hub/schema"
 	"github.com/fleethub/fleethub/internal/natstest"
 	"github.com/fleethub/fleethub/subjects"
+	"github.com/nats-io/nats.go"
 )
 
 func TestTargetsAndWhere(t *testing.T) {
@@ -171,4 +174,69 @@ func BenchmarkFanout(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkDispatchUnicast measures one backend push to one device, as a
+// shard dispatches it: decode, check, encode and queue to a counting
+// transport. The payload has the shape and size of the load tool's
+// (../shared/bench).
+func BenchmarkDispatchUnicast(b *testing.B) {
+	srv := newTestServer(b)
+	_, ft := attach(b, srv, -1, device("D1", "dog", "g1"))
+	subj, _ := subjects.DevicePush("D1")
+	data := []byte(`{"service":"/push/bench","values":{"t":1764625000000000000,"s":12345,"p":"` +
+		strings.Repeat("x", 128-len(`{"t":1764625000000000000,"s":12345,"p":""}`)) + `"}}`)
+	m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
+	in := srv.interest.lookup(subj)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		srv.dispatchRoute(&in.route, m)
+	}
+	b.StopTimer()
+	if ft.sent.Load() != int64(b.N) {
+		b.Fatalf("device got %d of %d", ft.sent.Load(), b.N)
+	}
+}
+
+// signalTransport is a transport that tells each Send on a channel.
+type signalTransport struct{ sent chan struct{} }
+
+func (s *signalTransport) Send([]byte) error { s.sent <- struct{}{}; return nil }
+func (s *signalTransport) Close(int, string) {}
+
+// BenchmarkPushThroughShard measures one backend push to one device from
+// its publish on NATS to the device's Send, one at a time: nats.go's
+// reader, the shard and the dispatch, with every goroutine wake-up on the
+// way (the CPU per push shows beside it as cpu-ns/op).
+func BenchmarkPushThroughShard(b *testing.B) {
+	ns := natstest.Run(b)
+	srv := startTestServer(b, natstest.Connect(b, ns), Config{})
+	st := &signalTransport{sent: make(chan struct{}, 1)}
+	s := srv.Open(st, "test")
+	if werr := srv.establish(context.Background(), s, &Identity{Role: "device", SN: "D1", Type: "dog", Group: "g1", AuthAt: time.Now()}); werr != nil {
+		b.Fatal(werr)
+	}
+	pub := natstest.Connect(b, ns)
+	subj, _ := subjects.DevicePush("D1")
+	data := []byte(`{"service":"/push/bench","values":{"t":1764625000000000000,"s":12345,"p":"` +
+		strings.Repeat("x", 128-len(`{"t":1764625000000000000,"s":12345,"p":""}`)) + `"}}`)
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := pub.Publish(subj, data); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-st.sent:
+		case <-time.After(10 * time.Second):
+			b.Fatal("push not delivered")
+		}
+	}
+	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

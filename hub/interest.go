@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 )
@@ -13,8 +14,13 @@ import (
 // shared by its members, dropped when the last member leaves.
 type interest struct {
 	subject string
+	route   route // what subject is for; zero for the orphans
 	sub     *nats.Subscription
 	shard   *shard
+
+	// inline: a push subject with at most smallSet members, which the
+	// mover may dispatch itself (see move). Set under mu with members.
+	inline atomic.Bool
 
 	mu      sync.Mutex
 	members memberSet  // Guarded by mu.
@@ -49,6 +55,12 @@ func (in *interest) copyMembers(buf []*Session) []*Session {
 	return append(buf, in.snap...)
 }
 
+// setInline says whether the mover may dispatch the interest itself: a
+// push subject with few members. Called with mu held.
+func (in *interest) setInline() {
+	in.inline.Store(in.route.kind == routePush && in.members.len() <= smallSet)
+}
+
 // size is the member count.
 func (in *interest) size() int {
 	in.mu.Lock()
@@ -60,12 +72,17 @@ func (in *interest) size() int {
 //
 // Each interest's subscription delivers into the channel of one of a few
 // shards (a subject always to the same shard). A shard has two goroutines:
-// its mover, which only files each message in its interest's bounded
-// backlog, so that nats.go's channel never fills; and its worker, which
-// dispatches the backlogs round robin, a batch of each at a time. A
-// subject is dispatched by one worker, in order; a flooded subject fills
+// its mover, which files each message in its interest's bounded backlog,
+// so that nats.go's channel never fills; and its worker, which dispatches
+// the backlogs round robin, a batch of each at a time. A subject is
+// dispatched by one goroutine at a time, in order; a flooded subject fills
 // only its own backlog, and what does not fit is dropped and counted
 // (reason "backlog"), while every other subject keeps flowing.
+//
+// One shortcut saves the worker's wake-up on the common path: when nothing
+// else waits in the channel, a message of a small push interest (a device,
+// a user, a small group) with nothing in its backlog and not in the
+// worker's hands is dispatched by the mover itself (see move).
 type registry struct {
 	srv    *Server
 	shards []*shard
@@ -90,6 +107,7 @@ type shard struct {
 	bytes   int                              // payload bytes in every backlog of the shard. Guarded by mu.
 	orphans *interest                        // backlog for messages whose interest is gone
 	done    bool                             // the mover has ended. Guarded by mu.
+	inlined atomic.Int64                     // messages the mover dispatched itself
 }
 
 // dispatchBatch is how many messages of one interest a worker dispatches
@@ -122,9 +140,24 @@ func (r *registry) start() {
 // batches under one lock: it must stay faster than nats.go's reader, or
 // nats.go drops messages of whichever subject (counted as "overflow"). A
 // message that does not fit its backlog is dropped and counted here.
+//
+// When the channel holds nothing more, the mover dispatches a message of
+// a small push interest itself if that interest is idle (not scheduled,
+// so its backlog is empty and the worker is not dispatching it): the
+// message would otherwise wake the worker only to be its sole work. Order
+// per subject holds: the mover is the only goroutine that files, so while
+// it dispatches nothing joins that backlog, and the next message of the
+// subject is filed or dispatched after this one. The cost of being inline
+// is bounded: at most smallSet non-blocking sends (Transport.Send never
+// blocks), no command (a command's delivery does more), no broadcast; and
+// whatever arrives meanwhile waits in the channel and is then filed in
+// batches as before, so a flood is filed, not dispatched, by the mover.
 func (r *registry) move(sh *shard) {
 	var drops []string
 	for m := range sh.in {
+		if len(sh.in) == 0 && r.dispatchInline(sh, m) {
+			continue
+		}
 		sh.mu.Lock()
 		wake := r.file(sh, m, &drops)
 	more:
@@ -152,6 +185,21 @@ func (r *registry) move(sh *shard) {
 	sh.done = true
 	sh.wake.Signal()
 	sh.mu.Unlock()
+}
+
+// dispatchInline dispatches m on the mover when its interest is small and
+// idle (see move), and reports whether it did.
+func (r *registry) dispatchInline(sh *shard, m *nats.Msg) bool {
+	sh.mu.Lock()
+	in := sh.subs[m.Sub]
+	idle := in != nil && !in.scheduled && in.inline.Load()
+	sh.mu.Unlock()
+	if !idle {
+		return false
+	}
+	sh.inlined.Add(1)
+	r.srv.dispatchRoute(&in.route, m)
+	return true
 }
 
 // moveBatch is how many waiting messages the mover files under one lock.
@@ -210,7 +258,11 @@ func (r *registry) work(sh *shard) {
 		sh.mu.Unlock()
 
 		for _, m := range batch {
-			r.srv.dispatch(m)
+			if in == sh.orphans {
+				r.srv.dispatch(m)
+			} else {
+				r.srv.dispatchRoute(&in.route, m)
+			}
 		}
 		clear(batch)
 
@@ -280,7 +332,7 @@ func (r *registry) join(subject string, s *Session) (canonical string, created b
 			sh.mu.Unlock()
 			return "", false, fmt.Errorf("hub: subscribe %s: %w", subject, err)
 		}
-		in = &interest{subject: subject, sub: sub, shard: sh}
+		in = &interest{subject: subject, route: routeOf(subject), sub: sub, shard: sh}
 		sh.subs[sub] = in
 		sh.mu.Unlock()
 		r.interests[subject] = in
@@ -290,6 +342,7 @@ func (r *registry) join(subject string, s *Session) (canonical string, created b
 	in.mu.Lock()
 	in.members.add(s)
 	in.snap = nil
+	in.setInline()
 	in.mu.Unlock()
 	return in.subject, created, nil
 }
@@ -306,6 +359,7 @@ func (r *registry) leave(subject string, s *Session) {
 	in.mu.Lock()
 	in.members.remove(s)
 	in.snap = nil
+	in.setInline()
 	empty := in.members.len() == 0
 	in.mu.Unlock()
 	if empty {

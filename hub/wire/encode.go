@@ -110,3 +110,118 @@ func Join(msgs [][]byte) []byte {
 	}
 	return bytes.Join(msgs, []byte{'\n'})
 }
+
+// pushHead and the other parts below are a push frame as json.Marshal
+// renders Push, around its three variable fields.
+const (
+	pushHead    = `{"op":"push","service":"`
+	pushID      = `","id":"`
+	pushValues  = `","values":`
+	pushOverrun = len(pushHead) + len(pushID) + len(pushValues) + 1
+)
+
+// AppendPush appends to dst the frame EncodePush renders, byte for byte,
+// and returns it. values must be valid JSON (as decoded from a push body):
+// it is not checked again when it needs no rewriting. Plain service and
+// id strings and compact values with nothing to escape, the common case,
+// are copied as they are; anything else is rendered by EncodePush.
+func AppendPush(dst []byte, service, id string, values json.RawMessage) ([]byte, error) {
+	if IsNull(values) {
+		values = EmptyObject
+	}
+	if !plainString(service) || !plainString(id) || !compactAsIs(values) {
+		b, err := EncodePush(service, id, values)
+		if err != nil {
+			return dst, err
+		}
+		return append(dst, b...), nil
+	}
+	if dst == nil {
+		dst = make([]byte, 0, PushSize(service, id, values))
+	}
+	dst = append(dst, pushHead...)
+	dst = append(dst, service...)
+	dst = append(dst, pushID...)
+	dst = append(dst, id...)
+	dst = append(dst, pushValues...)
+	dst = append(dst, values...)
+	return append(dst, '}'), nil
+}
+
+// PushSize is the length of the frame AppendPush renders in the common
+// case, for sizing its buffer.
+func PushSize(service, id string, values json.RawMessage) int {
+	return pushOverrun + len(service) + len(id) + len(values)
+}
+
+// plainString reports whether json.Marshal renders s as it is, between
+// quotes: printable ASCII with nothing it escapes (its HTML escaping
+// included).
+func plainString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if byteClass[s[i]] != classPlain {
+			return false
+		}
+	}
+	return true
+}
+
+// compactAsIs reports whether json.Marshal copies the valid JSON raw as it
+// is: no space outside strings to compact away, and nothing it escapes
+// (<, >, & and U+2028, U+2029, in or out of strings).
+func compactAsIs(raw []byte) bool {
+	in := false
+	for i := 0; i < len(raw); i++ {
+		switch byteClass[raw[i]] {
+		case classPlain, classOther:
+		case classQuote:
+			in = !in
+		case classBackslash:
+			if in {
+				i++ // the escaped byte cannot end the string
+			}
+		case classSpace:
+			if !in {
+				return false
+			}
+		case classEscaped:
+			return false
+		case classE2:
+			if i+2 < len(raw) && raw[i+1] == 0x80 && raw[i+2]&^1 == 0xA8 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Byte classes for plainString and compactAsIs.
+const (
+	classPlain     = iota // printable ASCII that json.Marshal copies
+	classOther            // control bytes and bytes from 0x7f up, but 0xE2
+	classQuote            // "
+	classBackslash        // \
+	classSpace            // JSON white space
+	classEscaped          // <, > and &, which json.Marshal escapes everywhere
+	classE2               // the first byte of U+2028 and U+2029
+)
+
+var byteClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c == '"':
+			t[c] = classQuote
+		case c == '\\':
+			t[c] = classBackslash
+		case c == ' ', c == '\t', c == '\n', c == '\r':
+			t[c] = classSpace
+		case c == '<', c == '>', c == '&':
+			t[c] = classEscaped
+		case c == 0xE2:
+			t[c] = classE2
+		case c < 0x20 || c >= 0x7f:
+			t[c] = classOther
+		}
+	}
+	return t
+}()
