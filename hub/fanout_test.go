@@ -214,7 +214,7 @@ func BenchmarkPushThroughShard(b *testing.B) {
 	srv := startTestServer(b, natstest.Connect(b, ns), Config{})
 	st := &signalTransport{sent: make(chan struct{}, 1)}
 	s := srv.Open(st, "test")
-	if werr := srv.establish(context.Background(), s, &Identity{Role: "device", SN: "D1", Type: "dog", Group: "g1", AuthAt: time.Now()}); werr != nil {
+	if werr := srv.establish(context.Background(), s, &Identity{Role: "device", SN: "D1", Type: "dog", Group: "g1", AuthAt: time.Now()}, true); werr != nil {
 		b.Fatal(werr)
 	}
 	pub := natstest.Connect(b, ns)

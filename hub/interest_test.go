@@ -65,7 +65,7 @@ func TestDispatchOrderInlineAndQueued(t *testing.T) {
 	ht := &holdTransport{fakeTransport: &fakeTransport{limit: 1 << 20}}
 	s := srv.Open(ht, "test")
 	ht.fakeTransport.sess = s
-	if werr := srv.establish(t.Context(), s, &Identity{Role: "device", SN: "ORD", Type: "dog", Group: "g1", AuthAt: time.Now()}); werr != nil {
+	if werr := srv.establish(t.Context(), s, &Identity{Role: "device", SN: "ORD", Type: "dog", Group: "g1", AuthAt: time.Now()}, true); werr != nil {
 		t.Fatal(werr)
 	}
 	subj, _ := subjects.DevicePush("ORD")
