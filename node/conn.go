@@ -18,8 +18,8 @@ import (
 
 // wsConn adapts one melody session to hub.Transport.
 //
-// melody reads the socket (its read pump), pings, and keeps the session
-// set; the writes are wsConn's (writer.go). A delivery to an idle session
+// melody reads the socket (its read pump) and keeps the session set; the
+// writes are wsConn's (writer.go), pings included (pinger.go). A delivery to an idle session
 // is one non-blocking write on the goroutine that delivers it. Frames that
 // find the socket busy wait in a per-session batch and go out together,
 // newline-delimited, as the next frame (at most maxBatchFrame bytes each,
@@ -63,6 +63,11 @@ type wsConn struct {
 	killBy        time.Time     // the deadline of kill and of every write once it is set. Guarded by mu.
 	nextWriteTime time.Duration // what gorilla allows its next write, 0 for no deadline. Guarded by mu.
 	lastWrite     int64         // when a fast write or a flusher last ended (Node.monoNow). Guarded by mu.
+	pingDue       bool          // a ping waits for the socket (pinger.go). Guarded by mu.
+
+	// Where the session is on the pinger's wheel, -1 when not on it.
+	// Guarded by the pinger's mu.
+	pingBucket, pingIndex int32
 }
 
 // maxBatchFrame caps how many bytes of coalesced messages go in one frame.
@@ -76,7 +81,7 @@ const maxBatchFrame = 64 << 10
 const burstWindow = 50 * time.Microsecond
 
 func newWSConn(n *Node, unauthIP string) *wsConn {
-	c := &wsConn{node: n, hijacked: make(chan struct{}), unauthIP: unauthIP}
+	c := &wsConn{node: n, hijacked: make(chan struct{}), unauthIP: unauthIP, pingBucket: -1}
 	c.wake.L = &c.mu
 	c.sock.c = c
 	c.unauthCounted.Store(true)

@@ -27,6 +27,7 @@ type Node struct {
 	certs   *certLoader    // nil without TLS
 	unauth  *unauthLimiter // caps on unauthenticated connections (limits.go)
 	frames  *frameWorkers  // handle received frames off the read goroutines (frames.go)
+	pinger  *pinger        // pings every session (pinger.go)
 
 	stopping atomic.Bool
 	stopOnce sync.Once
@@ -59,7 +60,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID()), epoch: time.Now(), burst: burstWindow, frames: newFrameWorkers()}
+	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID()), epoch: time.Now(), burst: burstWindow, frames: newFrameWorkers(), pinger: newPinger(cfg.PingInterval)}
 	met, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("node: metrics: %w", err)
@@ -74,7 +75,9 @@ func New(cfg Config) (*Node, error) {
 	}
 
 	m := melody.New()
-	m.Config.PingPeriod = cfg.PingInterval
+	// The node's pinger pings (pinger.go): melody's own ticker is set out
+	// of the way, so that its writer goroutine writes only the close.
+	m.Config.PingPeriod = neverPing
 	m.Config.PongWait = cfg.PongWait
 	m.Config.WriteWait = cfg.WriteWait
 	m.Config.MaxMessageSize = cfg.MaxMessageBytes
@@ -104,6 +107,7 @@ func New(cfg Config) (*Node, error) {
 		// the session that the hub makes.)
 		*s.Request = *(&http.Request{RemoteAddr: s.Request.RemoteAddr}).WithContext(&connCtx{Context: context.Background(), c: c})
 		c.hs = n.hub.Open(c, c.raw.RemoteAddr().String())
+		n.pinger.add(c)
 	})
 	m.HandleMessage(func(s *melody.Session, msg []byte) {
 		c := connOf(s)
@@ -118,12 +122,16 @@ func New(cfg Config) (*Node, error) {
 	m.HandleError(func(s *melody.Session, err error) { connOf(s).onError(err) })
 	m.HandleDisconnect(func(s *melody.Session) {
 		c := connOf(s)
+		n.pinger.remove(c)
 		c.hs.Gone(c.reason())
 	})
 	n.melody = m
 	n.handler = n.routes()
 	return n, nil
 }
+
+// neverPing is melody's PingPeriod: longer than any process lives.
+const neverPing = 100 * 365 * 24 * time.Hour
 
 func connOf(s *melody.Session) *wsConn {
 	return s.Request.Context().(*connCtx).c
@@ -252,8 +260,9 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 //  3. http.Server.Shutdown, which does not wait for hijacked connections
 //     (step 2 already did);
 //  4. melody is closed;
-//  5. the sessions' flushers are waited for;
-//  6. the frame workers, idle once the sessions have ended, stop.
+//  5. the pinger stops;
+//  6. the sessions' flushers are waited for;
+//  7. the frame workers, idle once the sessions have ended, stop.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.stopping.Store(true)
@@ -264,6 +273,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if !n.melody.IsClosed() {
 			_ = n.melody.CloseWithMsg(websocket.FormatCloseMessage(wire.CloseRestart, "node restarting"))
 		}
+		n.pinger.stop()
 		err = errors.Join(err, n.stopWriters(ctx))
 		if ferr := n.frames.stop(ctx); ferr != nil {
 			err = errors.Join(err, fmt.Errorf("node: frame workers: %w", ferr))
