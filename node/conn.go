@@ -30,10 +30,12 @@ import (
 // overflows it is a slow consumer and Send returns ErrQueueFull (the hub
 // then closes it with 4008).
 type wsConn struct {
-	node     *Node
-	raw      net.Conn      // the hijacked connection; set once, before melody starts
-	sock     sockConn      // raw as gorilla gets it (writer.go)
-	hijacked chan struct{} // closed when raw is set
+	node *Node
+	raw  net.Conn // the hijacked connection; set once, before melody starts
+	// upgraded is closed once the upgrade has hijacked the connection, or
+	// was refused; nil from then on. Owned by the session's goroutine,
+	// which serveWS starts.
+	upgraded chan struct{}
 
 	ms *melody.Session // set in the connect handler, before any message
 	hs *hub.Session    // likewise
@@ -81,9 +83,8 @@ const maxBatchFrame = 64 << 10
 const burstWindow = 50 * time.Microsecond
 
 func newWSConn(n *Node, unauthIP string) *wsConn {
-	c := &wsConn{node: n, hijacked: make(chan struct{}), unauthIP: unauthIP, pingBucket: -1}
+	c := &wsConn{node: n, upgraded: make(chan struct{}), unauthIP: unauthIP, pingBucket: -1}
 	c.wake.L = &c.mu
-	c.sock.c = c
 	c.unauthCounted.Store(true)
 	return c
 }
@@ -241,8 +242,17 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	c := h.conn
 	c.raw = nc
-	c.sock.Conn = nc
 	c.hasFast = c.fast.init(nc)
-	close(c.hijacked)
-	return &c.sock, rw, nil
+	close(c.upgraded)
+	c.upgraded = nil
+	return (*sockConn)(c), rw, nil
 }
+
+// sessionAddr is a session's remote address as gorilla, and so melody,
+// reports it (sockConn.RemoteAddr): the connection's own, which also
+// leads from a melody session to its wsConn (connOf) without a map or
+// anything stored per session.
+type sessionAddr wsConn
+
+func (a *sessionAddr) Network() string { return a.raw.RemoteAddr().Network() }
+func (a *sessionAddr) String() string  { return a.raw.RemoteAddr().String() }

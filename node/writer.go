@@ -274,10 +274,13 @@ func (c *wsConn) fail(err error) {
 // straight through, writes wait for the socket like wsConn's own.
 // gorilla writes one whole frame (or the 101 response) per Write, and
 // sets the deadline for it just before, through SetWriteDeadline.
-type sockConn struct {
-	net.Conn
-	c *wsConn
-}
+type sockConn wsConn
+
+func (s *sockConn) Read(b []byte) (int, error)        { return s.raw.Read(b) }
+func (s *sockConn) Close() error                      { return s.raw.Close() }
+func (s *sockConn) LocalAddr() net.Addr               { return s.raw.LocalAddr() }
+func (s *sockConn) RemoteAddr() net.Addr              { return (*sessionAddr)(s) }
+func (s *sockConn) SetReadDeadline(t time.Time) error { return s.raw.SetReadDeadline(t) }
 
 // SetWriteDeadline records the time gorilla allows its next write; the
 // socket's own deadline belongs to the writer that owns it. The time is
@@ -291,21 +294,21 @@ func (s *sockConn) SetWriteDeadline(t time.Time) error {
 	if !t.IsZero() {
 		d = max(time.Until(t), 0)
 	}
-	s.c.mu.Lock()
-	s.c.nextWriteTime = d
-	s.c.mu.Unlock()
+	s.mu.Lock()
+	s.nextWriteTime = d
+	s.mu.Unlock()
 	return nil
 }
 
 func (s *sockConn) SetDeadline(t time.Time) error {
 	_ = s.SetWriteDeadline(t)
-	return s.Conn.SetReadDeadline(t)
+	return s.raw.SetReadDeadline(t)
 }
 
 // Write writes one of gorilla's frames once the socket is free, within
 // the time gorilla allowed (WriteWait when it set no deadline).
 func (s *sockConn) Write(b []byte) (int, error) {
-	c := s.c
+	c := (*wsConn)(s)
 	c.mu.Lock()
 	if c.busy && !c.broken {
 		c.waiting++
