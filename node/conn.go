@@ -52,7 +52,7 @@ type wsConn struct {
 	hdr     [maxFrameHeader]byte // the frame header of a fast write. Owned by the socket's owner.
 
 	mu            sync.Mutex
-	wake          sync.Cond     // on mu: the socket granted to a waiting gorilla write, or broken
+	wake          chan struct{} // closed when the socket is granted to a waiting gorilla write, or broken; made by one that waits. Guarded by mu.
 	busy          bool          // a writer owns the socket (writer.go). Guarded by mu.
 	broken        bool          // a write failed, or a close went out: nothing more is written. Guarded by mu.
 	waiting       int           // gorilla writes waiting for the socket. Guarded by mu.
@@ -84,7 +84,6 @@ const burstWindow = 50 * time.Microsecond
 
 func newWSConn(n *Node, unauthIP string) *wsConn {
 	c := &wsConn{node: n, upgraded: make(chan struct{}), unauthIP: unauthIP, pingBucket: -1}
-	c.wake.L = &c.mu
 	c.unauthCounted.Store(true)
 	return c
 }

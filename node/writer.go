@@ -168,7 +168,7 @@ func (c *wsConn) releaseLocked() (flush bool, closeMsg []byte) {
 		return true, nil
 	case c.waiting > 0:
 		c.granted = true
-		c.wake.Signal()
+		c.wakeLocked()
 		return false, nil
 	case len(c.batch) > 0 || c.pingDue:
 		return true, nil
@@ -176,6 +176,17 @@ func (c *wsConn) releaseLocked() (flush bool, closeMsg []byte) {
 	c.busy = false
 	closeMsg, c.closeMsg = c.closeMsg, nil
 	return false, closeMsg
+}
+
+// wakeLocked wakes the gorilla writes waiting for the socket, to find it
+// granted to one of them (the others wait again) or broken. A channel made
+// only when a write waits, which is rare, costs an idle session nothing,
+// where a sync.Cond would hold 56 bytes. c.mu is held.
+func (c *wsConn) wakeLocked() {
+	if c.wake != nil {
+		close(c.wake)
+		c.wake = nil
+	}
 }
 
 // afterRelease does, with c.mu no longer held, what releaseLocked left.
@@ -213,7 +224,7 @@ func (c *wsConn) flush() {
 			b = append(c.rest, c.kill...)
 			c.rest, c.kill = nil, nil
 			c.broken = true
-			c.wake.Broadcast()
+			c.wakeLocked()
 			_ = c.raw.SetWriteDeadline(c.killBy)
 			c.mu.Unlock()
 			_, _ = c.raw.Write(b)
@@ -265,7 +276,7 @@ func (c *wsConn) fail(err error) {
 	c.mu.Lock()
 	c.busy, c.broken, c.pingDue = true, true, false
 	c.rest, c.batch, c.pending, c.kill, c.closeMsg = nil, nil, 0, nil, nil
-	c.wake.Broadcast()
+	c.wakeLocked()
 	c.mu.Unlock()
 	_ = c.raw.Close()
 }
@@ -313,7 +324,13 @@ func (s *sockConn) Write(b []byte) (int, error) {
 	if c.busy && !c.broken {
 		c.waiting++
 		for !c.granted && !c.broken {
-			c.wake.Wait()
+			if c.wake == nil {
+				c.wake = make(chan struct{})
+			}
+			wake := c.wake
+			c.mu.Unlock()
+			<-wake
+			c.mu.Lock()
 		}
 		c.waiting--
 		if !c.broken {
@@ -347,7 +364,7 @@ func (s *sockConn) Write(b []byte) (int, error) {
 		// writes nothing after it. melody closes the socket next.
 		c.broken, c.pingDue = true, false
 		c.rest, c.batch, c.pending, c.kill, c.closeMsg = nil, nil, 0, nil, nil
-		c.wake.Broadcast()
+		c.wakeLocked()
 		c.mu.Unlock()
 		return n, nil
 	}
