@@ -44,10 +44,11 @@ func sampleMem() memSample {
 	return memSample{heap: s[0].Value.Uint64(), stacks: s[1].Value.Uint64(), goroutines: s[2].Value.Uint64()}
 }
 
-// idleOpts: pings far apart, since the clients do not read (a ping would
-// go unanswered, and the benchmark measures idle sessions, not pings).
+// idleOpts: pings often, never answered: the clients do not read until
+// they look for one (readPing), and the pong wait is long. An idle session
+// is measured once it has been pinged, as every idle session soon is.
 func idleOpts(_ *hub.Config, nc *node.Config) {
-	nc.PingInterval = 5 * time.Minute
+	nc.PingInterval = 200 * time.Millisecond
 	nc.PongWait = 10 * time.Minute
 }
 
@@ -134,6 +135,11 @@ func BenchmarkIdleSession(b *testing.B) {
 			for it := range b.N {
 				before := sampleMem()
 				conns := connectIdle(b, addr, fmt.Sprintf("idle%d", it), n, 32)
+				for i, c := range conns {
+					if err := readPing(c); err != nil {
+						b.Fatalf("session %d: %v", i, err)
+					}
+				}
 				after := sampleMem()
 				heap += float64(int64(after.heap)-int64(before.heap)) / float64(n)
 				stacks += float64(int64(after.stacks)-int64(before.stacks)) / float64(n)
@@ -167,12 +173,7 @@ func BenchmarkIdleSession(b *testing.B) {
 // pings written by melody's writer would grow that to 4 KiB (pinger.go).
 func TestIdleSessionStacks(t *testing.T) {
 	ns := natstest.Run(t)
-	tn := hubtest.StartNode(t, ns, "mem", func(_ *hub.Config, nc *node.Config) {
-		// Pings often, never answered: the clients do not read until
-		// they look for one, and the pong wait is long.
-		nc.PingInterval = 20 * time.Millisecond
-		nc.PongWait = 10 * time.Minute
-	})
+	tn := hubtest.StartNode(t, ns, "mem", idleOpts)
 	addr := tn.Serve(t)
 	// One device at a time, so that one frame worker serves them all and
 	// its stack does not count per session.
