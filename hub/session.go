@@ -60,18 +60,18 @@ type Session struct {
 
 	ident atomic.Pointer[Identity] // nil until authenticated; never changes after
 
-	mu        sync.Mutex
-	closed    bool               // Guarded by mu.
-	authFails int                // Guarded by mu.
-	timer     *time.Timer        // auth timeout, then token expiry. Guarded by mu.
-	interests []string           // subjects joined. Guarded by mu.
-	pending   map[string]*cmdReq // commands sent to this device. Guarded by mu.
-	inflight  int                // async requests running. Guarded by mu.
-	// Status and event records waiting to be stored, oldest first, and
-	// whether their writer runs (recordqueue.go). Guarded by mu.
-	records     []*pendingRecord
-	recordsBusy bool
-	recordSeq   uint64 // records accepted, for their Nats-Msg-Id. Guarded by mu.
+	mu          sync.Mutex
+	closed      bool               // Guarded by mu.
+	recordsBusy bool               // the records' writer runs (recordqueue.go). Guarded by mu.
+	authFails   int                // Guarded by mu.
+	timer       *time.Timer        // auth timeout, then token expiry. Guarded by mu.
+	interests   []string           // subjects joined. Guarded by mu.
+	pending     map[string]*cmdReq // commands sent to this device. Guarded by mu.
+	inflight    int                // async requests running. Guarded by mu.
+	// Status and event records waiting to be stored, oldest first
+	// (recordqueue.go). Guarded by mu.
+	records   []*pendingRecord
+	recordSeq uint64 // records accepted, for their Nats-Msg-Id. Guarded by mu.
 	// Records queued or being stored: MaxPendingRecords bounds it.
 	// Guarded by mu.
 	recordsWaiting int
@@ -79,9 +79,9 @@ type Session struct {
 	closeCode      int                     // the code the hub closed with. Guarded by mu.
 	subs           map[string]subscription // admin subscriptions by selector. Guarded by mu.
 	// A close decided while answering (abuse, failed auths): it waits until
-	// the answers already due are queued. Guarded by mu.
-	closeAfterCode   int
-	closeAfterReason string
+	// the answers already due are queued. Made when decided, which few
+	// sessions are. Guarded by mu.
+	closeAfter *closeDecision
 	// When the auth timeout falls, and what is left of it while an auth
 	// request is served (see holdAuthTimeout). Guarded by mu.
 	authDeadline time.Time
@@ -352,11 +352,17 @@ func (s *Session) shed() {
 // for long.
 const maxShed = 100 * time.Millisecond
 
+// closeDecision is a close that waits for the answers due (closeLater).
+type closeDecision struct {
+	code   int
+	reason string
+}
+
 // closeLater decides to close the session once the answers due are sent.
 func (s *Session) closeLater(code int, reason string) {
 	s.mu.Lock()
-	if s.closeAfterCode == 0 {
-		s.closeAfterCode, s.closeAfterReason = code, reason
+	if s.closeAfter == nil {
+		s.closeAfter = &closeDecision{code: code, reason: reason}
 	}
 	s.mu.Unlock()
 }
@@ -364,15 +370,15 @@ func (s *Session) closeLater(code int, reason string) {
 func (s *Session) closeDecided() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.closeAfterCode != 0
+	return s.closeAfter != nil
 }
 
 func (s *Session) closeIfDecided() {
 	s.mu.Lock()
-	code, reason := s.closeAfterCode, s.closeAfterReason
+	d := s.closeAfter
 	s.mu.Unlock()
-	if code != 0 {
-		s.Close(code, reason)
+	if d != nil {
+		s.Close(d.code, d.reason)
 	}
 }
 

@@ -18,8 +18,8 @@ import (
 
 // wsConn adapts one melody session to hub.Transport.
 //
-// melody reads the socket (its read pump), pings, and keeps the session
-// set; the writes are wsConn's (writer.go). A delivery to an idle session
+// melody reads the socket (its read pump) and keeps the session set; the
+// writes are wsConn's (writer.go), pings included (pinger.go). A delivery to an idle session
 // is one non-blocking write on the goroutine that delivers it. Frames that
 // find the socket busy wait in a per-session batch and go out together,
 // newline-delimited, as the next frame (at most maxBatchFrame bytes each,
@@ -30,10 +30,12 @@ import (
 // overflows it is a slow consumer and Send returns ErrQueueFull (the hub
 // then closes it with 4008).
 type wsConn struct {
-	node     *Node
-	raw      net.Conn      // the hijacked connection; set once, before melody starts
-	sock     sockConn      // raw as gorilla gets it (writer.go)
-	hijacked chan struct{} // closed when raw is set
+	node *Node
+	raw  net.Conn // the hijacked connection; set once, before melody starts
+	// upgraded is closed once the upgrade has hijacked the connection, or
+	// was refused; nil from then on. Owned by the session's goroutine,
+	// which serveWS starts.
+	upgraded chan struct{}
 
 	ms *melody.Session // set in the connect handler, before any message
 	hs *hub.Session    // likewise
@@ -50,7 +52,7 @@ type wsConn struct {
 	hdr     [maxFrameHeader]byte // the frame header of a fast write. Owned by the socket's owner.
 
 	mu            sync.Mutex
-	wake          sync.Cond     // on mu: the socket granted to a waiting gorilla write, or broken
+	wake          chan struct{} // closed when the socket is granted to a waiting gorilla write, or broken; made by one that waits. Guarded by mu.
 	busy          bool          // a writer owns the socket (writer.go). Guarded by mu.
 	broken        bool          // a write failed, or a close went out: nothing more is written. Guarded by mu.
 	waiting       int           // gorilla writes waiting for the socket. Guarded by mu.
@@ -63,6 +65,11 @@ type wsConn struct {
 	killBy        time.Time     // the deadline of kill and of every write once it is set. Guarded by mu.
 	nextWriteTime time.Duration // what gorilla allows its next write, 0 for no deadline. Guarded by mu.
 	lastWrite     int64         // when a fast write or a flusher last ended (Node.monoNow). Guarded by mu.
+	pingDue       bool          // a ping waits for the socket (pinger.go). Guarded by mu.
+
+	// Where the session is on the pinger's wheel, -1 when not on it.
+	// Guarded by the pinger's mu.
+	pingBucket, pingIndex int32
 }
 
 // maxBatchFrame caps how many bytes of coalesced messages go in one frame.
@@ -76,9 +83,7 @@ const maxBatchFrame = 64 << 10
 const burstWindow = 50 * time.Microsecond
 
 func newWSConn(n *Node, unauthIP string) *wsConn {
-	c := &wsConn{node: n, hijacked: make(chan struct{}), unauthIP: unauthIP}
-	c.wake.L = &c.mu
-	c.sock.c = c
+	c := &wsConn{node: n, upgraded: make(chan struct{}), unauthIP: unauthIP, pingBucket: -1}
 	c.unauthCounted.Store(true)
 	return c
 }
@@ -236,8 +241,17 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	c := h.conn
 	c.raw = nc
-	c.sock.Conn = nc
 	c.hasFast = c.fast.init(nc)
-	close(c.hijacked)
-	return &c.sock, rw, nil
+	close(c.upgraded)
+	c.upgraded = nil
+	return (*sockConn)(c), rw, nil
 }
+
+// sessionAddr is a session's remote address as gorilla, and so melody,
+// reports it (sockConn.RemoteAddr): the connection's own, which also
+// leads from a melody session to its wsConn (connOf) without a map or
+// anything stored per session.
+type sessionAddr wsConn
+
+func (a *sessionAddr) Network() string { return a.raw.RemoteAddr().Network() }
+func (a *sessionAddr) String() string  { return a.raw.RemoteAddr().String() }

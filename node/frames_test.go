@@ -53,7 +53,8 @@ func BenchmarkRequestRoundTrip(b *testing.B) {
 }
 
 // TestFrameWorkersStopWithNode: the workers that handled the frames of
-// many sessions at once are gone once the node has shut down.
+// many sessions at once, and the pinger, are gone once the node has shut
+// down.
 func TestFrameWorkersStopWithNode(t *testing.T) {
 	ns := natstest.Run(t)
 	tn := hubtest.StartNode(t, ns, "fw", idleOpts)
@@ -63,6 +64,9 @@ func TestFrameWorkersStopWithNode(t *testing.T) {
 	conns := connectIdle(t, addr, "fw", 64, 16)
 	if n := countStacks("node.(*frameWorkers).work"); n == 0 {
 		t.Fatal("no frame worker running after 64 connects")
+	}
+	if n := countStacks("node.(*pinger).run"); n != 1 {
+		t.Fatalf("%d pingers running, want 1", n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -75,6 +79,9 @@ func TestFrameWorkersStopWithNode(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, func() error {
 		if n := countStacks("node.(*frameWorkers).work"); n != 0 {
 			return fmt.Errorf("%d frame workers still running after shutdown", n)
+		}
+		if n := countStacks("node.(*pinger).run"); n != 0 {
+			return fmt.Errorf("the pinger still runs after shutdown")
 		}
 		return nil
 	})

@@ -27,6 +27,10 @@ type Node struct {
 	certs   *certLoader    // nil without TLS
 	unauth  *unauthLimiter // caps on unauthenticated connections (limits.go)
 	frames  *frameWorkers  // handle received frames off the read goroutines (frames.go)
+	pinger  *pinger        // pings every session (pinger.go)
+	// doneRequest stands for every session's upgrade request once the
+	// session is open (HandleConnect). Only read.
+	doneRequest *http.Request
 
 	stopping atomic.Bool
 	stopOnce sync.Once
@@ -43,13 +47,6 @@ type Node struct {
 	burst time.Duration // burstWindow; tests set 0 to give every frame a write of its own
 }
 
-// connCtx is the context of a session's request: it carries the session's
-// wsConn, which connOf finds with one type assertion.
-type connCtx struct {
-	context.Context
-	c *wsConn
-}
-
 // New builds a Node for a hub, started or not yet: until the hub has
 // started, /readyz and /healthz answer 503 (naming "serving") and /ws
 // refuses upgrades with 503, so that a node can serve HTTP while its hub
@@ -59,7 +56,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID()), epoch: time.Now(), burst: burstWindow, frames: newFrameWorkers()}
+	n := &Node{cfg: cfg, hub: cfg.Hub, log: cfg.Logger.With("node", cfg.Hub.NodeID()), epoch: time.Now(), burst: burstWindow, frames: newFrameWorkers(), pinger: newPinger(cfg.PingInterval), doneRequest: &http.Request{}}
 	met, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("node: metrics: %w", err)
@@ -74,7 +71,9 @@ func New(cfg Config) (*Node, error) {
 	}
 
 	m := melody.New()
-	m.Config.PingPeriod = cfg.PingInterval
+	// The node's pinger pings (pinger.go): melody's own ticker is set out
+	// of the way, so that its writer goroutine writes only the close.
+	m.Config.PingPeriod = neverPing
 	m.Config.PongWait = cfg.PongWait
 	m.Config.WriteWait = cfg.WriteWait
 	m.Config.MaxMessageSize = cfg.MaxMessageBytes
@@ -96,14 +95,15 @@ func New(cfg Config) (*Node, error) {
 	m.HandleConnect(func(s *melody.Session) {
 		c := connOf(s)
 		c.ms = s
-		// melody keeps the upgrade request for the session's life, and its
-		// goroutine holds it too. Overwriting it in place with a minimal
-		// one, carrying only what the handlers look up, lets the headers
-		// and the rest go. Nothing else uses it once the upgrade is done.
-		// (Before Open: the hub's lock then orders it before any use of
-		// the session that the hub makes.)
-		*s.Request = *(&http.Request{RemoteAddr: s.Request.RemoteAddr}).WithContext(&connCtx{Context: context.Background(), c: c})
+		// melody keeps the upgrade request for the session's life. Nothing
+		// uses it once the upgrade is done: one empty request shared by
+		// all sessions takes its place, and lets it go with its headers.
+		// (Before melody starts the session's writer, and before Open:
+		// the hub's lock then orders it before any use of the session
+		// that the hub makes.)
+		s.Request = n.doneRequest
 		c.hs = n.hub.Open(c, c.raw.RemoteAddr().String())
+		n.pinger.add(c)
 	})
 	m.HandleMessage(func(s *melody.Session, msg []byte) {
 		c := connOf(s)
@@ -118,6 +118,7 @@ func New(cfg Config) (*Node, error) {
 	m.HandleError(func(s *melody.Session, err error) { connOf(s).onError(err) })
 	m.HandleDisconnect(func(s *melody.Session) {
 		c := connOf(s)
+		n.pinger.remove(c)
 		c.hs.Gone(c.reason())
 	})
 	n.melody = m
@@ -125,8 +126,13 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// neverPing is melody's PingPeriod: longer than any process lives.
+const neverPing = 100 * 365 * 24 * time.Hour
+
+// connOf is the wsConn of a melody session, which its remote address
+// leads to (sessionAddr): one type assertion.
 func connOf(s *melody.Session) *wsConn {
-	return s.Request.Context().(*connCtx).c
+	return (*wsConn)(s.RemoteAddr().(*sessionAddr))
 }
 
 // monoNow is the time on the monotonic clock, in nanoseconds since New.
@@ -189,22 +195,28 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := newWSConn(n, ip)
-	r = r.WithContext(&connCtx{Context: r.Context(), c: c})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// HandleRequest returns when the session has ended (or the upgrade
-		// was refused): its slot goes back then, unless authentication
-		// gave it back already.
-		defer c.releaseUnauth()
-		if err := n.melody.HandleRequest(&hijackCapture{ResponseWriter: w, conn: c}, r); err != nil {
-			// The upgrader has already answered (403 for a refused origin).
-			n.log.Debug("upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
-		}
-	}()
-	select {
-	case <-c.hijacked: // the upgrade owns the connection; w is not used again
-	case <-done: // refused before the hijack, and already answered through w
+	upgraded := c.upgraded
+	go n.runSession(c, w, r, r.RemoteAddr, r.Header.Get("Origin"))
+	<-upgraded // hijacked, and w not used again; or refused and answered through w
+}
+
+// runSession upgrades the request and runs the session until it ends, on
+// the goroutine that serveWS starts. w and r are not used once the
+// upgrade is done, so that the session holds neither (remote and origin
+// are for the log of a refused upgrade).
+func (n *Node) runSession(c *wsConn, w http.ResponseWriter, r *http.Request, remote, origin string) {
+	// HandleRequest returns when the session has ended (or the upgrade
+	// was refused): its slot goes back then, unless authentication gave
+	// it back already.
+	defer c.releaseUnauth()
+	err := n.melody.HandleRequest(&hijackCapture{ResponseWriter: w, conn: c}, r)
+	if c.upgraded != nil {
+		close(c.upgraded) // refused before the hijack
+		c.upgraded = nil
+	}
+	if err != nil {
+		// The upgrader has already answered (403 for a refused origin).
+		n.log.Debug("upgrade refused", "remote", remote, "origin", origin, "err", err)
 	}
 }
 
@@ -252,8 +264,9 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 //  3. http.Server.Shutdown, which does not wait for hijacked connections
 //     (step 2 already did);
 //  4. melody is closed;
-//  5. the sessions' flushers are waited for;
-//  6. the frame workers, idle once the sessions have ended, stop.
+//  5. the pinger stops;
+//  6. the sessions' flushers are waited for;
+//  7. the frame workers, idle once the sessions have ended, stop.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.stopping.Store(true)
@@ -264,6 +277,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if !n.melody.IsClosed() {
 			_ = n.melody.CloseWithMsg(websocket.FormatCloseMessage(wire.CloseRestart, "node restarting"))
 		}
+		n.pinger.stop()
 		err = errors.Join(err, n.stopWriters(ctx))
 		if ferr := n.frames.stop(ctx); ferr != nil {
 			err = errors.Join(err, fmt.Errorf("node: frame workers: %w", ferr))

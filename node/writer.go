@@ -22,8 +22,11 @@ import (
 //     owns it and Shutdown waits for it): it writes the rest of a frame
 //     cut short, then the waiting frames, coalesced, each with a blocking
 //     write bounded by WriteWait, and exits when none is left.
-//   - gorilla, through sockConn: the 101 response, melody's pings, the
-//     pongs and close replies of the read pump, melody's close. A gorilla
+//   - the node's pinger (pinger.go), for a ping to an idle session, as
+//     Send does for a frame; a ping to a busy session is due for the
+//     flusher, which writes it after the frame on the wire.
+//   - gorilla, through sockConn: the 101 response, the pongs and close
+//     replies of the read pump, melody's close. A gorilla
 //     write waits for the socket and gets it between two frames, never
 //     inside one, so a control frame stands between data frames as RFC
 //     6455 allows.
@@ -84,16 +87,53 @@ func (c *wsConn) appendBatchLocked(frame []byte) {
 	c.pending += 1 + len(frame)
 }
 
+// pingFrame is a ping with no payload, as gorilla writes it for melody.
+// It is only read.
+var pingFrame = [2]byte{0x89, 0}
+
+// ping writes a ping frame: at once when the socket is idle, else after
+// the frame on the wire (or the gorilla write waiting), before the frames
+// that wait, by the flusher. A session already closing gets none.
+func (c *wsConn) ping() {
+	c.mu.Lock()
+	switch {
+	case c.closing.Load() || c.broken:
+		c.mu.Unlock()
+		return
+	case c.busy || !c.hasFast:
+		c.pingDue = true
+		if c.busy {
+			c.mu.Unlock()
+			return // the owner hands the socket to a flusher (releaseLocked)
+		}
+		c.busy = true
+		c.mu.Unlock()
+		c.startFlusher()
+		return
+	}
+	c.busy = true
+	c.mu.Unlock()
+	_ = c.writeOwned(pingFrame[:], nil, c.node.monoNow())
+}
+
 // writeFast writes frame to the idle socket that Send took, without
 // waiting, and hands the socket on.
 func (c *wsConn) writeFast(frame []byte, now int64) error {
 	hl := putHeader(c.hdr[:], len(frame))
-	n, err := c.fast.write(c.hdr[:hl], frame)
+	return c.writeOwned(c.hdr[:hl], frame, now)
+}
+
+// writeOwned writes a frame, header and payload, to the idle socket that
+// the caller took, without waiting, and hands the socket on. What the
+// socket did not take is kept (rest) for a flusher.
+func (c *wsConn) writeOwned(hdr, frame []byte, now int64) error {
+	hl := len(hdr)
+	n, err := c.fast.write(hdr, frame)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		// A deadline left by the last blocking write has passed. A write
 		// that does not wait needs none; nothing was written.
 		_ = c.raw.SetWriteDeadline(time.Time{})
-		n, err = c.fast.write(c.hdr[:hl], frame)
+		n, err = c.fast.write(hdr, frame)
 	}
 	if err != nil {
 		c.fail(err)
@@ -103,7 +143,7 @@ func (c *wsConn) writeFast(frame []byte, now int64) error {
 	if total := hl + len(frame); n < total {
 		rest := make([]byte, 0, total-n)
 		if n < hl {
-			rest = append(rest, c.hdr[n:hl]...)
+			rest = append(rest, hdr[n:]...)
 			n = hl
 		}
 		c.rest = append(rest, frame[n-hl:]...)
@@ -118,7 +158,8 @@ func (c *wsConn) writeFast(frame []byte, now int64) error {
 // releaseLocked hands the socket on from its owner, between two frames:
 // to a flusher when the rest of a frame or a raw close waits (flush: the
 // caller starts it, busy stays set for it); else to a gorilla write that
-// waits; else to a flusher for the waiting frames; else to no one, and a
+// waits; else to a flusher for a ping due or the waiting frames; else to
+// no one, and a
 // close that waited for the frames to drain is returned, for the caller
 // to hand to melody. c.mu is held.
 func (c *wsConn) releaseLocked() (flush bool, closeMsg []byte) {
@@ -127,14 +168,25 @@ func (c *wsConn) releaseLocked() (flush bool, closeMsg []byte) {
 		return true, nil
 	case c.waiting > 0:
 		c.granted = true
-		c.wake.Signal()
+		c.wakeLocked()
 		return false, nil
-	case len(c.batch) > 0:
+	case len(c.batch) > 0 || c.pingDue:
 		return true, nil
 	}
 	c.busy = false
 	closeMsg, c.closeMsg = c.closeMsg, nil
 	return false, closeMsg
+}
+
+// wakeLocked wakes the gorilla writes waiting for the socket, to find it
+// granted to one of them (the others wait again) or broken. A channel made
+// only when a write waits, which is rare, costs an idle session nothing,
+// where a sync.Cond would hold 56 bytes. c.mu is held.
+func (c *wsConn) wakeLocked() {
+	if c.wake != nil {
+		close(c.wake)
+		c.wake = nil
+	}
 }
 
 // afterRelease does, with c.mu no longer held, what releaseLocked left.
@@ -172,7 +224,7 @@ func (c *wsConn) flush() {
 			b = append(c.rest, c.kill...)
 			c.rest, c.kill = nil, nil
 			c.broken = true
-			c.wake.Broadcast()
+			c.wakeLocked()
 			_ = c.raw.SetWriteDeadline(c.killBy)
 			c.mu.Unlock()
 			_, _ = c.raw.Write(b)
@@ -180,12 +232,15 @@ func (c *wsConn) flush() {
 			return
 		case c.rest != nil:
 			b, c.rest = c.rest, nil
-		case c.waiting > 0 || len(c.batch) == 0:
+		case c.waiting > 0 || (len(c.batch) == 0 && !c.pingDue):
 			c.lastWrite = c.node.monoNow()
 			_, closeMsg := c.releaseLocked() // no rest, no kill: no flusher asked for
 			c.mu.Unlock()
 			c.afterRelease(false, closeMsg)
 			return
+		case c.pingDue:
+			c.pingDue = false
+			b = pingFrame[:]
 		default:
 			b = c.batch[0]
 			c.batch[0] = nil
@@ -219,9 +274,9 @@ func (c *wsConn) fail(err error) {
 		c.timedOut.Store(true)
 	}
 	c.mu.Lock()
-	c.busy, c.broken = true, true
+	c.busy, c.broken, c.pingDue = true, true, false
 	c.rest, c.batch, c.pending, c.kill, c.closeMsg = nil, nil, 0, nil, nil
-	c.wake.Broadcast()
+	c.wakeLocked()
 	c.mu.Unlock()
 	_ = c.raw.Close()
 }
@@ -230,10 +285,13 @@ func (c *wsConn) fail(err error) {
 // straight through, writes wait for the socket like wsConn's own.
 // gorilla writes one whole frame (or the 101 response) per Write, and
 // sets the deadline for it just before, through SetWriteDeadline.
-type sockConn struct {
-	net.Conn
-	c *wsConn
-}
+type sockConn wsConn
+
+func (s *sockConn) Read(b []byte) (int, error)        { return s.raw.Read(b) }
+func (s *sockConn) Close() error                      { return s.raw.Close() }
+func (s *sockConn) LocalAddr() net.Addr               { return s.raw.LocalAddr() }
+func (s *sockConn) RemoteAddr() net.Addr              { return (*sessionAddr)(s) }
+func (s *sockConn) SetReadDeadline(t time.Time) error { return s.raw.SetReadDeadline(t) }
 
 // SetWriteDeadline records the time gorilla allows its next write; the
 // socket's own deadline belongs to the writer that owns it. The time is
@@ -247,26 +305,32 @@ func (s *sockConn) SetWriteDeadline(t time.Time) error {
 	if !t.IsZero() {
 		d = max(time.Until(t), 0)
 	}
-	s.c.mu.Lock()
-	s.c.nextWriteTime = d
-	s.c.mu.Unlock()
+	s.mu.Lock()
+	s.nextWriteTime = d
+	s.mu.Unlock()
 	return nil
 }
 
 func (s *sockConn) SetDeadline(t time.Time) error {
 	_ = s.SetWriteDeadline(t)
-	return s.Conn.SetReadDeadline(t)
+	return s.raw.SetReadDeadline(t)
 }
 
 // Write writes one of gorilla's frames once the socket is free, within
 // the time gorilla allowed (WriteWait when it set no deadline).
 func (s *sockConn) Write(b []byte) (int, error) {
-	c := s.c
+	c := (*wsConn)(s)
 	c.mu.Lock()
 	if c.busy && !c.broken {
 		c.waiting++
 		for !c.granted && !c.broken {
-			c.wake.Wait()
+			if c.wake == nil {
+				c.wake = make(chan struct{})
+			}
+			wake := c.wake
+			c.mu.Unlock()
+			<-wake
+			c.mu.Lock()
 		}
 		c.waiting--
 		if !c.broken {
@@ -298,9 +362,9 @@ func (s *sockConn) Write(b []byte) (int, error) {
 		// A close frame (melody's at shutdown, or the read pump's answer
 		// to the client's close): nothing may follow it, and gorilla
 		// writes nothing after it. melody closes the socket next.
-		c.broken = true
+		c.broken, c.pingDue = true, false
 		c.rest, c.batch, c.pending, c.kill, c.closeMsg = nil, nil, 0, nil, nil
-		c.wake.Broadcast()
+		c.wakeLocked()
 		c.mu.Unlock()
 		return n, nil
 	}
