@@ -201,7 +201,7 @@ func (c *wsConn) rawClose(code int, reason string) {
 // alive extends the read deadline: any message from the client counts as a
 // sign of life, not only pongs (browsers cannot send pings).
 func (c *wsConn) alive() {
-	_ = c.raw.SetReadDeadline(time.Now().Add(c.node.cfg.PongWait))
+	_ = c.setReadDeadline(time.Now().Add(c.node.cfg.PongWait))
 }
 
 // reason says why the connection ended, as far as the transport knows.

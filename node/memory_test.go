@@ -191,13 +191,14 @@ func TestIdleSessionStacks(t *testing.T) {
 	after := sampleMem()
 	perSession := (int64(after.stacks) - int64(before.stacks)) / n
 	t.Logf("%d B of goroutine stacks per idle session (%d goroutines per session)", perSession, (int64(after.goroutines)-int64(before.goroutines))/n)
-	// 6 KiB is what they hold; pings written by melody's writer made it
-	// 8 KiB, the read goroutine grown by the auth request 12 KiB. Under
-	// the race detector they hold 12 KiB (pings make no difference there),
-	// and 20 KiB with the grown read goroutine.
-	limit := int64(7 << 10)
+	// 6 to 8 KiB is what they hold (the runtime sizes new goroutines'
+	// stacks from the average it has seen, so other tests of the process
+	// move it); the read goroutine grown by the auth request made it
+	// 12 KiB. Under the race detector they hold 12 to 16.5 KiB, and 20 KiB
+	// with the grown read goroutine.
+	limit := int64(10 << 10)
 	if raceEnabled {
-		limit = 14 << 10
+		limit = 18 << 10
 	}
 	if perSession > limit {
 		t.Errorf("idle sessions hold %d B of goroutine stacks each, want at most %d", perSession, limit)

@@ -228,7 +228,7 @@ func (c *wsConn) flush() {
 			_ = c.raw.SetWriteDeadline(c.killBy)
 			c.mu.Unlock()
 			_, _ = c.raw.Write(b)
-			_ = c.raw.Close()
+			c.endAfterClose()
 			return
 		case c.rest != nil:
 			b, c.rest = c.rest, nil
@@ -291,7 +291,7 @@ func (s *sockConn) Read(b []byte) (int, error)        { return s.raw.Read(b) }
 func (s *sockConn) Close() error                      { return s.raw.Close() }
 func (s *sockConn) LocalAddr() net.Addr               { return s.raw.LocalAddr() }
 func (s *sockConn) RemoteAddr() net.Addr              { return (*sessionAddr)(s) }
-func (s *sockConn) SetReadDeadline(t time.Time) error { return s.raw.SetReadDeadline(t) }
+func (s *sockConn) SetReadDeadline(t time.Time) error { return (*wsConn)(s).setReadDeadline(t) }
 
 // SetWriteDeadline records the time gorilla allows its next write; the
 // socket's own deadline belongs to the writer that owns it. The time is
@@ -313,7 +313,20 @@ func (s *sockConn) SetWriteDeadline(t time.Time) error {
 
 func (s *sockConn) SetDeadline(t time.Time) error {
 	_ = s.SetWriteDeadline(t)
-	return s.raw.SetReadDeadline(t)
+	return (*wsConn)(s).setReadDeadline(t)
+}
+
+// setReadDeadline sets the socket's read deadline, unless a close went
+// straight to the socket: the read side then ends with the close's second
+// (endAfterClose), and no pong or message extends it.
+func (c *wsConn) setReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	ending := !c.killBy.IsZero()
+	c.mu.Unlock()
+	if ending {
+		return nil
+	}
+	return c.raw.SetReadDeadline(t)
 }
 
 // Write writes one of gorilla's frames once the socket is free, within
@@ -372,4 +385,27 @@ func (s *sockConn) Write(b []byte) (int, error) {
 	c.mu.Unlock()
 	c.afterRelease(flush, closeMsg)
 	return n, nil
+}
+
+// endAfterClose ends the connection after a close frame written straight
+// to the socket (a slow consumer's, or a stuck session's). Closing the
+// socket at once would make the kernel answer with a reset whatever the
+// peer still sends (the pongs to the pings it reads before the close,
+// its close reply), and a reset discards what the peer has not read yet:
+// the close frame itself. So the write side is shut (FIN after the
+// close frame) and the read pump keeps reading, and discarding, until
+// the peer closes or the close's second is over; melody then closes the
+// socket. A connection that cannot be half-closed (TLS) is closed now.
+func (c *wsConn) endAfterClose() {
+	hc, ok := c.raw.(interface{ CloseWrite() error })
+	if !ok || hc.CloseWrite() != nil {
+		_ = c.raw.Close()
+		return
+	}
+	c.mu.Lock()
+	by := c.killBy
+	c.mu.Unlock()
+	if err := c.raw.SetReadDeadline(by); err != nil {
+		_ = c.raw.Close()
+	}
 }
