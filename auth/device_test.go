@@ -300,7 +300,7 @@ func TestDeviceVerifierCopiesSecret(t *testing.T) {
 // The verifier derives device keys on reused HMAC states: each one must
 // still be DeviceKey's, whatever key the state derived before.
 func TestVerifierDeviceKeyReusesState(t *testing.T) {
-	v := newTestVerifier(t, nil, testNow)
+	v := newTestVerifier(t, newMemNonces(), testNow)
 	for i := range 50 {
 		sn := fmt.Sprintf("robot-%d", i%7)
 		got := v.deviceKey(nil, sn)
