@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"hash"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -95,6 +97,9 @@ type DeviceVerifier struct {
 	maxSkew time.Duration
 	nonces  NonceStore
 	now     func() time.Time
+	// keyers holds HMAC-SHA256 states keyed with master (hash.Hash),
+	// reset and reused: deriving a device key then costs no new state.
+	keyers sync.Pool
 }
 
 // NewDeviceVerifier validates cfg, filling defaults, and reports every
@@ -120,6 +125,7 @@ func NewDeviceVerifier(cfg DeviceConfig) (*DeviceVerifier, error) {
 		nonces:  cfg.Nonces,
 		now:     cfg.Now,
 	}
+	v.keyers.New = func() any { return hmac.New(sha256.New, v.master) }
 	if v.maxSkew == 0 {
 		v.maxSkew = DefaultMaxSkew
 	}
@@ -128,6 +134,20 @@ func NewDeviceVerifier(cfg DeviceConfig) (*DeviceVerifier, error) {
 	}
 	return v, nil
 }
+
+// deviceKey appends DeviceKey(v.master, sn) to buf, on a pooled keyed
+// state.
+func (v *DeviceVerifier) deviceKey(buf []byte, sn string) []byte {
+	m := v.keyers.Get().(hash.Hash)
+	m.Reset()
+	m.Write(deviceKeyPrefix)
+	m.Write([]byte(sn))
+	buf = m.Sum(buf)
+	v.keyers.Put(m)
+	return buf
+}
+
+var deviceKeyPrefix = []byte("device:")
 
 // MaxSkew returns the allowed clock skew, so the caller can size the nonce
 // store's window to match.
@@ -152,12 +172,14 @@ func (v *DeviceVerifier) Verify(ctx context.Context, p DeviceProof) error {
 	if len(p.Sig) != sigHexLen {
 		return ErrBadSignature
 	}
-	got, err := hex.DecodeString(p.Sig) // accepts either case
-	if err != nil {
+	var got [sha256.Size]byte
+	if _, err := hex.Decode(got[:], []byte(p.Sig)); err != nil { // accepts either case
 		return ErrBadSignature
 	}
-	want := mac(DeviceKey(v.master, p.SN), p.SN, p.TS, p.Nonce)
-	if !hmac.Equal(got, want) {
+	var key [sha256.Size]byte
+	v.deviceKey(key[:0], p.SN)
+	want := mac(key[:], p.SN, p.TS, p.Nonce)
+	if !hmac.Equal(got[:], want) {
 		return ErrBadSignature
 	}
 	return v.nonces.Claim(ctx, p.Nonce)

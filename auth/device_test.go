@@ -296,3 +296,16 @@ func TestDeviceVerifierCopiesSecret(t *testing.T) {
 		t.Fatalf("Verify after caller zeroed its secret: %v", err)
 	}
 }
+
+// The verifier derives device keys on reused HMAC states: each one must
+// still be DeviceKey's, whatever key the state derived before.
+func TestVerifierDeviceKeyReusesState(t *testing.T) {
+	v := newTestVerifier(t, newMemNonces(), testNow)
+	for i := range 50 {
+		sn := fmt.Sprintf("robot-%d", i%7)
+		got := v.deviceKey(nil, sn)
+		if want := DeviceKey(testMaster, sn); hex.EncodeToString(got) != hex.EncodeToString(want) {
+			t.Fatalf("device key of %s: got %x, want %x", sn, got, want)
+		}
+	}
+}

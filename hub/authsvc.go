@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -327,7 +328,9 @@ func (srv *Server) establish(ctx context.Context, s *Session, id *Identity, conf
 	s.mu.Unlock()
 	s.notifyAuthenticated()
 	srv.metrics.sessions.WithLabelValues(string(id.Role)).Inc()
-	s.logger().Debug("session authenticated")
+	if srv.log.Enabled(srv.runCtx, slog.LevelDebug) {
+		s.logger().Debug("session authenticated") // its logger costs a few allocations
+	}
 	srv.sessionLog.start(id.Role)
 	return nil
 }

@@ -3,7 +3,6 @@ package hub
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"sync/atomic"
 
@@ -91,6 +90,22 @@ type registry struct {
 	// stopped with the registry.
 	watch *watchSet
 
+	// The interests, split by subject hash into stripes, each with its
+	// own lock: joins and leaves of different subjects (a connect storm
+	// joins thousands) do not wait for each other's subscribe calls.
+	stripes [interestStripes]stripe
+}
+
+// interestStripes is how many stripes the registry's interests are split
+// into. With a few shared subjects that every session joins (all, the
+// role, its type and group) and two of its own (device push and
+// commands), a new subscription rarely shares a stripe with a shared
+// subject whose joins would then wait for it.
+const interestStripes = 256
+
+// stripe is one part of the registry's interests: the subjects whose hash
+// falls in it.
+type stripe struct {
 	mu        sync.RWMutex
 	interests map[string]*interest // Guarded by mu.
 	stopped   bool                 // Guarded by mu.
@@ -115,7 +130,10 @@ type shard struct {
 const dispatchBatch = 32
 
 func newRegistry(srv *Server) *registry {
-	r := &registry{srv: srv, interests: make(map[string]*interest), watch: newWatchSet(srv)}
+	r := &registry{srv: srv, watch: newWatchSet(srv)}
+	for i := range r.stripes {
+		r.stripes[i].interests = make(map[string]*interest)
+	}
 	r.shards = make([]*shard, srv.cfg.DispatchShards)
 	for i := range r.shards {
 		sh := &shard{in: make(chan *nats.Msg, srv.cfg.DispatchQueue), subs: make(map[*nats.Subscription]*interest)}
@@ -281,18 +299,21 @@ func (r *registry) work(sh *shard) {
 // stop unsubscribes everything, dispatches what is already in the
 // backlogs and ends the dispatch goroutines.
 func (r *registry) stop() {
-	r.mu.Lock()
-	if r.stopped {
-		r.mu.Unlock()
-		return
+	var subs []*interest
+	for i := range r.stripes {
+		st := &r.stripes[i]
+		st.mu.Lock()
+		if st.stopped {
+			st.mu.Unlock()
+			return // every stripe is stopped together, by the first stop
+		}
+		st.stopped = true
+		for subj, in := range st.interests {
+			subs = append(subs, in)
+			delete(st.interests, subj)
+		}
+		st.mu.Unlock()
 	}
-	r.stopped = true
-	subs := make([]*interest, 0, len(r.interests))
-	for subj, in := range r.interests {
-		subs = append(subs, in)
-		delete(r.interests, subj)
-	}
-	r.mu.Unlock()
 	for _, in := range subs {
 		r.unsubscribe(in)
 	}
@@ -304,28 +325,44 @@ func (r *registry) stop() {
 	r.watch.stop()
 }
 
-func (r *registry) shard(subject string) *shard {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(subject))
-	return r.shards[h.Sum32()%uint32(len(r.shards))]
+// subjectHash is the 32-bit FNV-1a hash of subject, which picks both its
+// stripe and its shard.
+func subjectHash(subject string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(subject); i++ {
+		h ^= uint32(subject[i])
+		h *= 16777619
+	}
+	return h
 }
+
+// stripe is the stripe of a subject whose hash is h.
+func (r *registry) stripe(h uint32) *stripe { return &r.stripes[h%interestStripes] }
+
+// shard is the shard of subject.
+func (r *registry) shard(subject string) *shard { return r.shardOf(subjectHash(subject)) }
+
+// shardOf is the shard of a subject whose hash is h.
+func (r *registry) shardOf(h uint32) *shard { return r.shards[h%uint32(len(r.shards))] }
 
 // join adds s to the interest in subject, subscribing when it is the
 // first; created reports that a new subscription was made. It returns the
 // interest's own copy of the subject, which the session keeps instead of
 // its own (one string per interest, not one per member).
 func (r *registry) join(subject string, s *Session) (canonical string, created bool, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.stopped {
+	h := subjectHash(subject)
+	st := r.stripe(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.stopped {
 		return "", false, fmt.Errorf("hub: subscribe %s: %w", subject, ErrClosed)
 	}
-	in, ok := r.interests[subject]
+	in, ok := st.interests[subject]
 	if !ok {
 		// Subscribed under the shard's lock: the mover files the first
 		// message only once the shard knows its interest, so no message of
 		// the subject goes to the orphans' backlog ahead of the others.
-		sh := r.shard(subject)
+		sh := r.shardOf(h)
 		sh.mu.Lock()
 		sub, err := r.srv.nc.ChanSubscribe(subject, sh.in)
 		if err != nil {
@@ -335,7 +372,7 @@ func (r *registry) join(subject string, s *Session) (canonical string, created b
 		in = &interest{subject: subject, route: routeOf(subject), sub: sub, shard: sh}
 		sh.subs[sub] = in
 		sh.mu.Unlock()
-		r.interests[subject] = in
+		st.interests[subject] = in
 		r.srv.metrics.interests.Inc()
 		created = true
 	}
@@ -350,10 +387,11 @@ func (r *registry) join(subject string, s *Session) (canonical string, created b
 // leave removes s from the interest in subject, unsubscribing when it was
 // the last member.
 func (r *registry) leave(subject string, s *Session) {
-	r.mu.Lock()
-	in, ok := r.interests[subject]
+	st := r.stripe(subjectHash(subject))
+	st.mu.Lock()
+	in, ok := st.interests[subject]
 	if !ok {
-		r.mu.Unlock()
+		st.mu.Unlock()
 		return
 	}
 	in.mu.Lock()
@@ -363,13 +401,13 @@ func (r *registry) leave(subject string, s *Session) {
 	empty := in.members.len() == 0
 	in.mu.Unlock()
 	if empty {
-		// Unsubscribed under the lock: a join that comes next subscribes
-		// after this, so no message reaches both subscriptions.
-		delete(r.interests, subject)
+		// Unsubscribed under the stripe's lock: a join that comes next
+		// subscribes after this, so no message reaches both subscriptions.
+		delete(st.interests, subject)
 		r.srv.metrics.interests.Dec()
 		r.unsubscribe(in)
 	}
-	r.mu.Unlock()
+	st.mu.Unlock()
 }
 
 // unsubscribe ends an interest's subscription, counting what nats.go
@@ -410,9 +448,10 @@ func (r *registry) onSlowConsumer(sub *nats.Subscription) {
 }
 
 func (r *registry) lookup(subject string) *interest {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.interests[subject]
+	st := r.stripe(subjectHash(subject))
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	return st.interests[subject]
 }
 
 // size is the member count of an interest, 0 when absent.

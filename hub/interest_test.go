@@ -162,3 +162,42 @@ func TestDispatchOrderInlineAndQueued(t *testing.T) {
 	}
 	t.Logf("%d pushes, %d dispatched by the mover", sent, sh.inlined.Load())
 }
+
+// A device's join must not wait while another subject's subscription is
+// being made: in a reconnect storm, hundreds of auths join at once, and
+// one registry-wide lock held across nats.go's ChanSubscribe (which
+// waits for the connection's lock, taken by every publish) once made
+// half the auth workers wait on each other. The subscribe in flight is
+// stood for by its stripe's lock, held here.
+func TestJoinDoesNotWaitForAnotherSubscribe(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t)
+	joined := func(sn string) []string {
+		subjs, err := interestsOf(device(sn, "dog", "g1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return subjs
+	}
+	// A subject in a stripe that none of the next device's subjects uses
+	// (with one lock for every subject, none is: the join then waits).
+	next := joined("NEXT")
+	var busy *stripe
+	for i := range 100 {
+		subj, _ := subjects.DevicePush(fmt.Sprintf("BUSY%d", i))
+		busy = srv.interest.stripe(subjectHash(subj))
+		shared := false
+		for _, s := range next {
+			shared = shared || srv.interest.stripe(subjectHash(s)) == busy
+		}
+		if !shared {
+			break
+		}
+	}
+	busy.mu.Lock()
+	defer busy.mu.Unlock()
+	finishWithin(t, 10*time.Second, func() {
+		s, _ := attach(t, srv, 1000, device("NEXT", "dog", "g1"))
+		s.Close(wire.CloseKicked, "test")
+	})
+}

@@ -233,7 +233,9 @@ func (s *Session) Gone(reason schema.Reason) {
 	}
 	if id := s.Identity(); id != nil {
 		s.srv.metrics.sessions.WithLabelValues(string(id.Role)).Dec()
-		s.logger().Debug("session ended", "reason", reason)
+		if s.srv.log.Enabled(s.srv.runCtx, slog.LevelDebug) {
+			s.logger().Debug("session ended", "reason", reason) // its logger costs a few allocations
+		}
 		s.srv.sessionLog.end(reason)
 	}
 }
