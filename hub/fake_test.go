@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 type fakeTransport struct {
 	limit int
 	sent  atomic.Int64
+	sends atomic.Int64 // Send calls that queued something
 
 	mu     sync.Mutex
 	frames [][]byte
@@ -26,7 +28,7 @@ type fakeTransport struct {
 
 func (f *fakeTransport) Send(frame []byte) error {
 	if f.limit < 0 { // counting only, for benchmarks
-		f.sent.Add(1)
+		f.sent.Add(int64(bytes.Count(frame, []byte{'\n'}) + 1))
 		return nil
 	}
 	f.mu.Lock()
@@ -34,10 +36,14 @@ func (f *fakeTransport) Send(frame []byte) error {
 	if f.code != 0 {
 		return ErrClosed
 	}
-	if len(f.frames) >= f.limit {
+	// A frame may hold several messages, newline-delimited (§1): they are
+	// kept one by one, as a client reads them.
+	msgs := bytes.Split(frame, []byte{'\n'})
+	if len(f.frames)+len(msgs) > f.limit {
 		return ErrQueueFull
 	}
-	f.frames = append(f.frames, frame)
+	f.frames = append(f.frames, msgs...)
+	f.sends.Add(1)
 	return nil
 }
 

@@ -157,8 +157,86 @@ func firstRecipient(members []*Session, target subjects.Target, where map[string
 	return -1
 }
 
+// maxJoinedFrame caps the bytes of the pushes deliverPushes joins into
+// one frame.
+const maxJoinedFrame = 16 << 10
+
+// deliverPushes delivers a backlog batch of one push subject, in order.
+// Pushes without a where condition have the same audience (the sessions
+// of the subject that its target names), so consecutive ones go out
+// joined, newline-delimited, as one frame per session (§1: a server frame
+// may hold several messages; at most maxJoinedFrame bytes): a burst to the
+// same sessions costs each session one write, not one per push. A push
+// with a where condition is delivered alone, between them. Every body is
+// checked and a bad one counted, as deliverPush does.
+func (srv *Server) deliverPushes(target subjects.Target, msgs []*nats.Msg) {
+	var buf [smallSet]*Session
+	members := srv.audience(msgs[0].Subject, nil, buf[:0])
+	first := firstRecipient(members, target, nil)
+	var joined []byte
+	count := 0
+	flush := func() {
+		if count == 0 {
+			return
+		}
+		start := time.Now()
+		srv.sendPushes(members[first:], target, nil, joined, count)
+		srv.metrics.fanout.Observe(time.Since(start).Seconds())
+		joined, count = nil, 0
+	}
+	for _, m := range msgs {
+		var body schema.PushBody
+		if err := schema.DecodePushBody(m.Data, &body); err != nil {
+			srv.dropPush(dropMalformed, m.Subject, err)
+			continue
+		}
+		if err := body.Check(); err != nil {
+			reason := dropInvalid
+			if errors.Is(err, schema.ErrReservedService) {
+				reason = dropReserved
+			}
+			srv.dropPush(reason, m.Subject, err)
+			continue
+		}
+		if len(body.Where) > 0 {
+			flush()
+			srv.deliverPush(target, m)
+			continue
+		}
+		if first < 0 {
+			continue // checked and counted; nobody here receives it
+		}
+		if body.ID == "" {
+			body.ID = m.Header.Get(nats.MsgIdHdr)
+		}
+		if body.ID == "" {
+			body.ID = nuid.Next()
+		}
+		frame, err := wire.AppendPush(nil, body.Service, body.ID, body.Values)
+		if err != nil {
+			srv.dropPush(dropInvalid, m.Subject, err)
+			continue
+		}
+		if count > 0 && len(joined)+1+len(frame) > maxJoinedFrame {
+			flush()
+		}
+		if count > 0 {
+			joined = append(joined, '\n')
+		}
+		joined = append(joined, frame...)
+		count++
+	}
+	flush()
+}
+
 // sendPush queues frame to those of members that target and where name.
 func (srv *Server) sendPush(members []*Session, target subjects.Target, where map[string]string, frame []byte) {
+	srv.sendPushes(members, target, where, frame, 1)
+}
+
+// sendPushes queues frame, which holds n pushes, to those of members that
+// target and where name; deliveries and drops count each push.
+func (srv *Server) sendPushes(members []*Session, target subjects.Target, where map[string]string, frame []byte, n int) {
 	delivered := 0
 	for _, s := range members {
 		id := s.Identity()
@@ -167,12 +245,12 @@ func (srv *Server) sendPush(members []*Session, target subjects.Target, where ma
 		}
 		switch err := s.t.Send(frame); err {
 		case nil:
-			delivered++
+			delivered += n
 		case ErrQueueFull:
-			srv.metrics.pushesDropped.WithLabelValues(dropSlowConsumer).Inc()
+			srv.metrics.pushesDropped.WithLabelValues(dropSlowConsumer).Add(float64(n))
 			s.SlowConsumer()
 		default:
-			srv.metrics.pushesDropped.WithLabelValues(dropClosed).Inc()
+			srv.metrics.pushesDropped.WithLabelValues(dropClosed).Add(float64(n))
 		}
 	}
 	srv.metrics.pushesDelivered.Add(float64(delivered))

@@ -275,11 +275,16 @@ func (r *registry) work(sh *shard) {
 		}
 		sh.mu.Unlock()
 
-		for _, m := range batch {
-			if in == sh.orphans {
-				r.srv.dispatch(m)
-			} else {
-				r.srv.dispatchRoute(&in.route, m)
+		switch {
+		case in != sh.orphans && in.route.kind == routePush && len(batch) > 1:
+			r.srv.deliverPushes(in.route.target, batch)
+		default:
+			for _, m := range batch {
+				if in == sh.orphans {
+					r.srv.dispatch(m)
+				} else {
+					r.srv.dispatchRoute(&in.route, m)
+				}
 			}
 		}
 		clear(batch)
