@@ -60,9 +60,17 @@ func (srv *Server) dispatchRoute(rt *route, m *nats.Msg) {
 // once a recipient is found.
 func (srv *Server) deliverPush(target subjects.Target, m *nats.Msg) {
 	var body schema.PushBody
-	if err := schema.DecodePushBody(m.Data, &body); err != nil {
+	if srv.checkedPush(m, &body) {
+		srv.deliverChecked(target, m, &body)
+	}
+}
+
+// checkedPush decodes and checks m's push body into body, counting and
+// logging a bad one (reason malformed, invalid or reserved).
+func (srv *Server) checkedPush(m *nats.Msg, body *schema.PushBody) bool {
+	if err := schema.DecodePushBody(m.Data, body); err != nil {
 		srv.dropPush(dropMalformed, m.Subject, err)
-		return
+		return false
 	}
 	if err := body.Check(); err != nil {
 		reason := dropInvalid
@@ -70,27 +78,39 @@ func (srv *Server) deliverPush(target subjects.Target, m *nats.Msg) {
 			reason = dropReserved
 		}
 		srv.dropPush(reason, m.Subject, err)
-		return
+		return false
 	}
+	return true
+}
+
+// deliverChecked queues the frame of a checked push to its recipients.
+func (srv *Server) deliverChecked(target subjects.Target, m *nats.Msg, body *schema.PushBody) {
 	start := time.Now()
 	var buf [smallSet]*Session
 	members := srv.audience(m.Subject, body.Where, buf[:0])
-	first := firstRecipient(members, target, body.Where)
-	if first >= 0 {
-		if body.ID == "" {
-			body.ID = m.Header.Get(nats.MsgIdHdr)
+	if first := firstRecipient(members, target, body.Where); first >= 0 {
+		if frame, ok := srv.pushFrame(m, body); ok {
+			srv.sendPush(members[first:], target, body.Where, frame)
 		}
-		if body.ID == "" {
-			body.ID = nuid.Next()
-		}
-		frame, err := wire.AppendPush(nil, body.Service, body.ID, body.Values)
-		if err != nil {
-			srv.dropPush(dropInvalid, m.Subject, err)
-			return
-		}
-		srv.sendPush(members[first:], target, body.Where, frame)
 	}
 	srv.metrics.fanout.Observe(time.Since(start).Seconds())
+}
+
+// pushFrame encodes the frame of a checked push: its id is the body's,
+// else the message's Nats-Msg-Id, else a new one.
+func (srv *Server) pushFrame(m *nats.Msg, body *schema.PushBody) ([]byte, bool) {
+	if body.ID == "" {
+		body.ID = m.Header.Get(nats.MsgIdHdr)
+	}
+	if body.ID == "" {
+		body.ID = nuid.Next()
+	}
+	frame, err := wire.AppendPush(nil, body.Service, body.ID, body.Values)
+	if err != nil {
+		srv.dropPush(dropInvalid, m.Subject, err)
+		return nil, false
+	}
+	return frame, true
 }
 
 // Reasons a push is dropped (fleethub_pushes_dropped_total).
@@ -186,45 +206,26 @@ func (srv *Server) deliverPushes(target subjects.Target, msgs []*nats.Msg) {
 	}
 	for _, m := range msgs {
 		var body schema.PushBody
-		if err := schema.DecodePushBody(m.Data, &body); err != nil {
-			srv.dropPush(dropMalformed, m.Subject, err)
-			continue
-		}
-		if err := body.Check(); err != nil {
-			reason := dropInvalid
-			if errors.Is(err, schema.ErrReservedService) {
-				reason = dropReserved
+		switch {
+		case !srv.checkedPush(m, &body):
+		case len(body.Where) > 0:
+			flush()
+			srv.deliverChecked(target, m, &body)
+		case first < 0: // checked and counted; nobody here receives it
+		default:
+			frame, ok := srv.pushFrame(m, &body)
+			if !ok {
+				continue
 			}
-			srv.dropPush(reason, m.Subject, err)
-			continue
+			if count > 0 && len(joined)+1+len(frame) > maxJoinedFrame {
+				flush()
+			}
+			if count > 0 {
+				joined = append(joined, '\n')
+			}
+			joined = append(joined, frame...)
+			count++
 		}
-		if len(body.Where) > 0 {
-			flush()
-			srv.deliverPush(target, m)
-			continue
-		}
-		if first < 0 {
-			continue // checked and counted; nobody here receives it
-		}
-		if body.ID == "" {
-			body.ID = m.Header.Get(nats.MsgIdHdr)
-		}
-		if body.ID == "" {
-			body.ID = nuid.Next()
-		}
-		frame, err := wire.AppendPush(nil, body.Service, body.ID, body.Values)
-		if err != nil {
-			srv.dropPush(dropInvalid, m.Subject, err)
-			continue
-		}
-		if count > 0 && len(joined)+1+len(frame) > maxJoinedFrame {
-			flush()
-		}
-		if count > 0 {
-			joined = append(joined, '\n')
-		}
-		joined = append(joined, frame...)
-		count++
 	}
 	flush()
 }
