@@ -48,72 +48,81 @@ func scanPushBody(data []byte, b *PushBody) bool {
 	*b = PushBody{}
 	p := pushScanner{d: data}
 	p.space()
+	var seen uint8
+	ok := p.object(func(key []byte) bool {
+		var bit uint8
+		switch string(key) {
+		case "service":
+			bit = 1
+			s, ok := p.plainString()
+			if !ok {
+				return false
+			}
+			b.Service = string(s)
+		case "id":
+			bit = 2
+			s, ok := p.plainString()
+			if !ok {
+				return false
+			}
+			b.ID = string(s)
+		case "values":
+			bit = 4
+			start := p.i
+			if !p.value(0) {
+				return false
+			}
+			b.Values = json.RawMessage(data[start:p.i])
+		case "where":
+			bit = 8
+			if !p.where(b) {
+				return false
+			}
+		default:
+			return false
+		}
+		// A repeated key: encoding/json keeps the last (and merges a
+		// repeated where), which is its business.
+		if seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		return true
+	})
+	p.space()
+	return ok && p.i == len(p.d)
+}
+
+// object reads an object whose keys are plain strings, calling each with
+// every key and the scanner at its value, which each reads.
+func (p *pushScanner) object(each func(key []byte) bool) bool {
 	if !p.eat('{') {
 		return false
 	}
 	p.space()
-	if !p.eat('}') {
-		var seen uint8
-		for {
-			p.space()
-			key, ok := p.plainString()
-			if !ok {
-				return false
-			}
-			p.space()
-			if !p.eat(':') {
-				return false
-			}
-			p.space()
-			var bit uint8
-			switch string(key) {
-			case "service":
-				bit = 1
-				s, ok := p.plainString()
-				if !ok {
-					return false
-				}
-				b.Service = string(s)
-			case "id":
-				bit = 2
-				s, ok := p.plainString()
-				if !ok {
-					return false
-				}
-				b.ID = string(s)
-			case "values":
-				bit = 4
-				start := p.i
-				if !p.value(0) {
-					return false
-				}
-				b.Values = json.RawMessage(data[start:p.i])
-			case "where":
-				bit = 8
-				if !p.where(b) {
-					return false
-				}
-			default:
-				return false
-			}
-			// A repeated key: encoding/json keeps the last (and merges
-			// a repeated where), which is its business.
-			if seen&bit != 0 {
-				return false
-			}
-			seen |= bit
-			p.space()
-			if p.eat(',') {
-				continue
-			}
-			if p.eat('}') {
-				break
-			}
+	if p.eat('}') {
+		return true
+	}
+	for {
+		p.space()
+		key, ok := p.plainString()
+		if !ok {
 			return false
 		}
+		p.space()
+		if !p.eat(':') {
+			return false
+		}
+		p.space()
+		if !each(key) {
+			return false
+		}
+		p.space()
+		if p.eat(',') {
+			continue
+		}
+		return p.eat('}')
 	}
-	p.space()
-	return p.i == len(p.d)
 }
 
 func (p *pushScanner) space() {
@@ -173,36 +182,14 @@ func (p *pushScanner) where(b *PushBody) bool {
 		b.Where = nil
 		return true
 	}
-	if !p.eat('{') {
-		return false
-	}
 	b.Where = make(map[string]string, 2)
-	p.space()
-	if p.eat('}') {
-		return true
-	}
-	for {
-		p.space()
-		k, ok := p.plainString()
-		if !ok {
-			return false
-		}
-		p.space()
-		if !p.eat(':') {
-			return false
-		}
-		p.space()
+	return p.object(func(k []byte) bool {
 		v, ok := p.plainString()
-		if !ok {
-			return false
+		if ok {
+			b.Where[string(k)] = string(v) // a repeated key: the last wins, as in encoding/json
 		}
-		b.Where[string(k)] = string(v) // a repeated key: the last wins, as in encoding/json
-		p.space()
-		if p.eat(',') {
-			continue
-		}
-		return p.eat('}')
-	}
+		return ok
+	})
 }
 
 // value checks one JSON value of any kind, as encoding/json's scanner
