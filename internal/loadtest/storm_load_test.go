@@ -124,7 +124,7 @@ func TestReconnectStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d devices connected in %.1fs", n, time.Since(connectStart).Seconds())
-	recordsBefore := stormRecords(ctx, t, natsURL)
+	recordsBefore := stormRecords(ctx, t, stormBus(t, natsURL))
 
 	// The kill, and the restart at once.
 	killAt := time.Now()
@@ -201,15 +201,16 @@ func TestReconnectStorm(t *testing.T) {
 		}
 	}
 	sort.Strings(failures)
-	entries := freshEntries(ctx, t, natsURL, spec.Devices, restartAt)
-	recordsAfter := stormRecords(ctx, t, natsURL)
+	bus := stormBus(t, natsURL)
+	entries := freshEntries(ctx, t, bus, spec.Devices, restartAt)
+	recordsAfter := stormRecords(ctx, t, bus)
 	if entries != n {
 		t.Errorf("hub_presence holds %d entries of the new run, want %d", entries, n)
 	}
 	// A device back within its grace is no change: no record. One back
 	// later was reported offline (node_lost, at the grace) and then
 	// connected: each device's history still alternates, and ends online.
-	offlineBack := stormHistories(ctx, t, natsURL, n, recordsAfter)
+	offlineBack := stormHistories(ctx, t, bus, n)
 	if recordsAfter-recordsBefore != 2*uint64(offlineBack) {
 		t.Errorf("HUB_PRESENCE went from %d to %d records during the storm, for %d devices reported offline and back", recordsBefore, recordsAfter, offlineBack)
 	}
@@ -228,16 +229,22 @@ func TestReconnectStorm(t *testing.T) {
 	}
 }
 
-// stormRecords is how many records HUB_PRESENCE has stored (its last
-// sequence), read over a connection of the test's own to the node's
-// embedded server.
-func stormRecords(ctx context.Context, t *testing.T, url string) uint64 {
+// stormBus is a connection of the test's own to the node's embedded
+// server, closed when the test ends.
+func stormBus(t *testing.T, url string) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// stormRecords is how many records HUB_PRESENCE has stored (its last
+// sequence).
+func stormRecords(ctx context.Context, t *testing.T, nc *nats.Conn) uint64 {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -258,13 +265,8 @@ func stormRecords(ctx context.Context, t *testing.T, url string) uint64 {
 
 // freshEntries counts the devices whose hub_presence entry names the node
 // and was written since since (by the new run).
-func freshEntries(ctx context.Context, t *testing.T, url string, devs []ChildDevice, since time.Time) int {
+func freshEntries(ctx context.Context, t *testing.T, nc *nats.Conn, devs []ChildDevice, since time.Time) int {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
 	bucket := schema.Layout{}.Presence()
 	prefix := "$KV." + bucket + "."
 	fresh := 0
@@ -328,47 +330,21 @@ func stormProfile(ctx context.Context, t *testing.T, h *Hub, path string) {
 	}
 }
 
-// stormHistories reads every presence record (total of them) and checks
-// each device's history: it alternates, starting and ending online. It
-// returns how many devices have more than their first record (offline and
-// back again).
-func stormHistories(ctx context.Context, t *testing.T, url string, devices int, total uint64) int {
+// stormHistories reads every presence record and checks each device's
+// history: it alternates, starting and ending online. It returns how many
+// devices have more than their first record (offline and back again).
+func stormHistories(ctx context.Context, t *testing.T, nc *nats.Conn, devices int) int {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := js.OrderedConsumer(ctx, schema.Layout{}.PresenceStream(), jetstream.OrderedConsumerConfig{})
+	hist, bad, err := PresenceHistories(ctx, js)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hist := make(map[string][]schema.PresenceRecord, devices)
-	for read := uint64(0); read < total; {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			var r schema.PresenceRecord
-			if err := json.Unmarshal(m.Data(), &r); err != nil {
-				t.Fatalf("record %s: %v", m.Data(), err)
-			}
-			hist[r.SN] = append(hist[r.SN], r)
-		}
-		if batch.Error() != nil {
-			t.Fatal(batch.Error())
-		}
-		if got == 0 {
-			t.Fatalf("read %d of %d presence records", read, total)
-		}
-		read += uint64(got)
+	if bad > 0 {
+		t.Errorf("%d presence records do not decode", bad)
 	}
 	back := 0
 	for sn, h := range hist {
