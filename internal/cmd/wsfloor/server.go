@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/fleethub/fleethub/internal/loadtest"
 )
 
 // config is one floor run.
@@ -273,7 +275,7 @@ func run(ctx context.Context, cfg config) (res *Result, err error) {
 
 	total := max(int64(cfg.Rate*cfg.Duration.Seconds()), 1)
 	clientPID := cl.cmd.Process.Pid
-	cpu0, clientCPU0, sys0 := selfCPU(), orZero(procCPU(clientPID)), systemCPU()
+	cpu0, clientCPU0, sys0 := selfCPU(), clientCPU(clientPID), systemCPU()
 	if cfg.CPUProfile != "" {
 		stopProfile, err := startCPUProfile(cfg.CPUProfile)
 		if err != nil {
@@ -318,7 +320,7 @@ func run(ctx context.Context, cfg config) (res *Result, err error) {
 	res.WindowS = max(lastDelivery.Sub(tp).Seconds(), pubDur)
 	res.ServerCPUS = selfCPU() - cpu0
 	pprof.StopCPUProfile()
-	res.LoadToolCPUS = orZero(procCPU(clientPID)) - clientCPU0
+	res.LoadToolCPUS = clientCPU(clientPID) - clientCPU0
 	if sys1 := systemCPU(); sys1.Total > sys0.Total {
 		res.MachineBusyPct = 100 * (sys1.Task + sys1.IRQ - sys0.Task - sys0.IRQ) / (sys1.Total - sys0.Total)
 		res.OtherCPUS = max(0, (sys1.Task-sys0.Task)-res.ServerCPUS-res.LoadToolCPUS)
@@ -408,5 +410,12 @@ func startCPUProfile(path string) (func(), error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
-// orZero drops a /proc read error: a vanished client reads as 0 s.
-func orZero(v float64, _ error) float64 { return v }
+// clientCPU is the client process's CPU seconds; a vanished client reads
+// as 0 s.
+func clientCPU(pid int) float64 {
+	d, err := loadtest.CPUTime(pid)
+	if err != nil {
+		return 0
+	}
+	return d.Seconds()
+}

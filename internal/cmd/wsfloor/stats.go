@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/fleethub/fleethub/internal/loadtest"
 )
 
 // histogram is a log-linear histogram of nanosecond values with ~1.6%
@@ -85,28 +87,6 @@ func (h *histogram) latency() *Latency {
 	return &Latency{P50: ms(h.quantile(0.50)), P90: ms(h.quantile(0.90)), P99: ms(h.quantile(0.99)), Max: ms(h.max.Load())}
 }
 
-const clkTck = 100.0 // sysconf(_SC_CLK_TCK) on Linux
-
-// procCPU is utime+stime of pid in seconds, from /proc/PID/stat, as
-// wsload reads a server's.
-func procCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / clkTck, nil
-}
-
 // selfCPU is this process's user+system CPU seconds (getrusage).
 func selfCPU() float64 {
 	var ru syscall.Rusage
@@ -131,6 +111,7 @@ func systemCPU() sysCPU {
 		return sysCPU{}
 	}
 	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	clkTck := float64(loadtest.ClockTicks())
 	v := make([]float64, 8)
 	for i := 0; i < 8 && i+1 < len(f); i++ {
 		v[i], _ = strconv.ParseFloat(f[i+1], 64)
