@@ -46,6 +46,7 @@ type wsConn struct {
 	overflow atomic.Bool // a frame did not fit the batch (or a close melody's queue)
 	closing  atomic.Bool // Close was called
 	timedOut atomic.Bool // the read side missed the pong wait, or a write its deadline
+	ending   atomic.Bool // a close went straight to the socket: reads end with its second (endAfterClose)
 
 	hasFast bool                 // fast can write to raw; set with raw
 	fast    fastWriter           // Owned by the socket's owner.
@@ -186,6 +187,7 @@ func (c *wsConn) rawClose(code int, reason string) {
 	c.batch, c.pending, c.closeMsg = nil, 0, nil
 	c.kill = frame
 	c.killBy = time.Now().Add(time.Second)
+	c.ending.Store(true)
 	if c.busy {
 		// The owner hands the socket to a flusher, which writes kill. A
 		// blocking write under way gets the second too.

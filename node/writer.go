@@ -320,10 +320,7 @@ func (s *sockConn) SetDeadline(t time.Time) error {
 // straight to the socket: the read side then ends with the close's second
 // (endAfterClose), and no pong or message extends it.
 func (c *wsConn) setReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	ending := !c.killBy.IsZero()
-	c.mu.Unlock()
-	if ending {
+	if c.ending.Load() {
 		return nil
 	}
 	return c.raw.SetReadDeadline(t)
