@@ -125,9 +125,15 @@ func (w *frameWorkers) stop(ctx context.Context) error {
 	w.stopped = true
 	w.mu.Unlock()
 	close(w.quit)
+	return waitGroup(ctx, &w.wg)
+}
+
+// waitGroup waits for wg until ctx ends. (If ctx ends first, the goroutine
+// that waits ends with the last of wg's.)
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
 	done := make(chan struct{})
 	go func() {
-		w.wg.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {

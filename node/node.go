@@ -157,23 +157,15 @@ func (n *Node) goWriter(f func()) bool {
 
 // stopWriters refuses new flushers and waits for the running ones, until
 // ctx ends. Each ends within WriteWait at most: its every write has that
-// deadline, and a write to a closed socket fails at once. (If ctx ends
-// first, the goroutine that waits ends with the last of them.)
+// deadline, and a write to a closed socket fails at once.
 func (n *Node) stopWriters(ctx context.Context) error {
 	n.writersMu.Lock()
 	n.writersStopped = true
 	n.writersMu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		n.writers.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("node: session writers still running: %w", ctx.Err())
+	if err := waitGroup(ctx, &n.writers); err != nil {
+		return fmt.Errorf("node: session writers still running: %w", err)
 	}
+	return nil
 }
 
 // Handler is the node's HTTP handler (for tests under httptest).

@@ -129,6 +129,35 @@ func queued(c *wsConn) bool {
 	return c.rest != nil || len(c.batch) > 0
 }
 
+// fillSocket sends messages of 1000 bytes (sender 0, from 0) to a client
+// that does not read until the socket is full and they queue, and returns
+// how many it sent.
+func fillSocket(t *testing.T, c *wsConn) int {
+	t.Helper()
+	sent := 0
+	for ; sent < 20000 && !queued(c); sent++ {
+		if err := c.Send(seqMsg(0, sent, 1000)); err != nil {
+			t.Fatalf("send %d: %v", sent, err)
+		}
+	}
+	if !queued(c) {
+		t.Fatalf("%d frames of 1000 bytes sent to a client that does not read, and the socket still takes them", sent)
+	}
+	return sent
+}
+
+// sendSeqs sends n more messages of 1000 bytes, from from on, and returns
+// from+n.
+func sendSeqs(t *testing.T, c *wsConn, from, n int) int {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if err := c.Send(seqMsg(0, i, 1000)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	return from + n
+}
+
 // readSeqs reads text frames until the client has had the messages
 // 0..want-1 of sender 0, whole and in order. A frame of another kind, or a
 // message out of order, fails t.
@@ -166,22 +195,10 @@ func TestWriterSocketFullThenDrains(t *testing.T) {
 	nd.burst = 0 // every frame tries the socket itself
 	rc, c := dialSession(t, nd, wsURL, true)
 
-	sent := 0
-	for ; sent < 20000 && !queued(c); sent++ {
-		if err := c.Send(seqMsg(0, sent, 1000)); err != nil {
-			t.Fatalf("send %d: %v", sent, err)
-		}
-	}
-	if !queued(c) {
-		t.Fatalf("%d frames of 1000 bytes sent to a client that does not read, and the socket still takes them", sent)
-	}
+	sent := fillSocket(t, c)
 	t.Logf("the socket was full after %d frames", sent)
 	// More behind them, within the queue's bound.
-	for end := sent + 200; sent < end; sent++ {
-		if err := c.Send(seqMsg(0, sent, 1000)); err != nil {
-			t.Fatalf("send %d: %v", sent, err)
-		}
-	}
+	sent = sendSeqs(t, c, sent, 200)
 	readSeqs(t, rc, sent)
 	// Drained, the session writes at once again.
 	natstest.Eventually(t, 10*time.Second, func() error {
@@ -264,17 +281,8 @@ func TestWriterCloseAfterQueuedData(t *testing.T) {
 	nd.burst = 0
 	rc, c := dialSession(t, nd, wsURL, true)
 
-	sent := 0
-	for ; sent < 20000 && !queued(c); sent++ {
-		if err := c.Send(seqMsg(0, sent, 1000)); err != nil {
-			t.Fatalf("send %d: %v", sent, err)
-		}
-	}
-	for end := sent + 100; sent < end; sent++ {
-		if err := c.Send(seqMsg(0, sent, 1000)); err != nil {
-			t.Fatalf("send %d: %v", sent, err)
-		}
-	}
+	sent := fillSocket(t, c)
+	sent = sendSeqs(t, c, sent, 100)
 	if !queued(c) {
 		t.Fatal("nothing queued before the close")
 	}
@@ -402,17 +410,8 @@ func TestWriterNothingAfterClose(t *testing.T) {
 	nd.burst = 0
 	rc, c := dialSession(t, nd, wsURL, true)
 
-	sent := 0
-	for ; sent < 20000 && !queued(c); sent++ {
-		if err := c.Send(seqMsg(0, sent, 1000)); err != nil {
-			t.Fatalf("send %d: %v", sent, err)
-		}
-	}
-	for end := sent + 200; sent < end; sent++ {
-		if err := c.Send(seqMsg(0, sent, 1000)); err != nil {
-			t.Fatalf("send %d: %v", sent, err)
-		}
-	}
+	sent := fillSocket(t, c)
+	sent = sendSeqs(t, c, sent, 200)
 	if err := rc.writeFrame(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye")); err != nil {
 		t.Fatal(err)
 	}
