@@ -18,6 +18,7 @@ import (
 	"github.com/fleethub/fleethub/hub"
 	"github.com/fleethub/fleethub/internal/cli"
 	"github.com/fleethub/fleethub/internal/embedded"
+	"github.com/fleethub/fleethub/internal/memtrim"
 	"github.com/fleethub/fleethub/internal/natsconn"
 	"github.com/fleethub/fleethub/node"
 	"github.com/fleethub/fleethub/node/dashboard"
@@ -222,6 +223,18 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), cli.BuildInfo())
+	// Memory a burst (a reconnect storm) left goes back to the system
+	// once the node is quiet (internal/memtrim).
+	trimCtx, stopTrim := context.WithCancel(ctx)
+	trimDone := make(chan struct{})
+	go func() {
+		defer close(trimDone)
+		memtrim.Run(trimCtx, memtrim.Config{Registerer: reg, Logger: log})
+	}()
+	defer func() {
+		stopTrim()
+		<-trimDone
+	}()
 	srv, err := hub.New(hub.Config{
 		Conn: nc, NodeID: o.nodeID, MasterSecret: []byte(o.masterSecret), AdminPassword: o.adminPassword,
 		RequireRegistered: o.requireRegistered, PingInterval: o.pingInterval, AuthTimeout: o.authTimeout,
