@@ -16,14 +16,6 @@ import (
 // before it is closed with 1008.
 const maxAuthFailures = 5
 
-type deviceArgs struct {
-	SN    *string `json:"sn"`
-	TS    *int64  `json:"ts"`
-	Nonce *string `json:"nonce"`
-	Sig   *string `json:"sig"`
-	Type  string  `json:"type"`
-}
-
 type loginArgs struct {
 	Username *string `json:"username"`
 	Password *string `json:"password"`
@@ -85,8 +77,7 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 	} else {
 		// On a worker of the auth pool: authRequestTimeout runs from
 		// when one takes it.
-		wait, cancelWait := context.WithTimeout(srv.runCtx, authQueueWait)
-		ran := srv.auths.do(wait, func() {
+		ran := srv.auths.do(srv.runCtx, authQueueWait, func() {
 			ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
 			defer cancel()
 			if m.Service == "/auth/device" {
@@ -95,7 +86,6 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 				values, werr = srv.authToken(ctx, s, m)
 			}
 		})
-		cancelWait()
 		if !ran {
 			srv.metrics.authFailures.WithLabelValues("busy").Inc()
 			werr = wire.Errorf(wire.CodeUnavailable, "authentication is busy, try again")
@@ -158,29 +148,18 @@ func missing(field string) *wire.Error {
 }
 
 func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) (any, *wire.Error) {
-	var a deviceArgs
-	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
+	a, werr := decodeDeviceArgs(m.Args)
+	if werr != nil {
 		return nil, werr
 	}
-	switch {
-	case a.SN == nil:
-		return nil, missing("sn")
-	case a.TS == nil:
-		return nil, missing("ts")
-	case a.Nonce == nil:
-		return nil, missing("nonce")
-	case a.Sig == nil:
-		return nil, missing("sig")
-	}
-	err := srv.devices.Verify(ctx, auth.DeviceProof{SN: *a.SN, TS: *a.TS, Nonce: *a.Nonce, Sig: *a.Sig})
-	if err != nil {
+	if err := srv.devices.Verify(ctx, a.proof); err != nil {
 		reason, werr := deviceAuthFailure(err)
 		srv.metrics.authFailures.WithLabelValues(reason).Inc()
-		s.logger().Warn("device auth refused", "sn", *a.SN, "reason", reason)
+		s.logger().Warn("device auth refused", "sn", a.proof.SN, "reason", reason)
 		return nil, werr
 	}
-	sn := *a.SN
-	typ, group := a.Type, "default"
+	sn := a.proof.SN
+	typ, group := a.typ, "default"
 	if d, ok := srv.registry.get(sn); ok {
 		typ, group = d.Type, d.Group
 	} else if srv.cfg.RequireRegistered {

@@ -43,7 +43,7 @@ func (srv *Server) onTakeover(m *nats.Msg) {
 		return
 	}
 	var t takeover
-	if err := json.Unmarshal(m.Data, &t); err != nil || t.SN == "" {
+	if err := decodeTakeover(m.Data, &t); err != nil || t.SN == "" {
 		srv.warnLimited("bad takeover announcement", "err", err)
 		return
 	}
