@@ -184,7 +184,19 @@ func TestAdminForget(t *testing.T) {
 
 	// It connects again: listed again.
 	hubtest.PutDevice(t, nc, "FORGET-1", "robot", "sh-01")
-	hubtest.Device(t, a, "FORGET-1", "robot")
+	// Once the registry has reached node A: a device that authenticates
+	// before is told group default, then closed with 4002 when its entry
+	// comes.
+	natstest.Eventually(t, 5*time.Second, func() error {
+		c := hubtest.Dial(t, a.WSURL(), nil)
+		var v struct{ Group string }
+		c.MustOK("/auth/device", hubtest.DeviceArgs("FORGET-1", "robot")).Decode(t, &v)
+		if v.Group != "sh-01" {
+			_ = c.Conn.Close()
+			return fmt.Errorf("group %q", v.Group)
+		}
+		return nil
+	})
 	natstest.Eventually(t, 10*time.Second, func() error {
 		if sns, _ := listed(adminB); !slices.Equal(sns, []string{"FORGET-1", "FORGET-2"}) {
 			return fmt.Errorf("listed %v after it came back", sns)
