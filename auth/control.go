@@ -38,21 +38,30 @@ func SignControl(key []byte, bind string, atMS int64, body []byte) string {
 // message, in constant time. Either hex case is accepted.
 func VerifyControl(key []byte, bind string, atMS int64, body []byte, sig string) bool {
 	var got [sha256.Size]byte
-	if len(sig) != 2*len(got) {
+	if !decodeSum(&got, sig) {
 		return false
-	}
-	for i := range got {
-		hi, ok1 := fromHex(sig[2*i])
-		lo, ok2 := fromHex(sig[2*i+1])
-		if !ok1 || !ok2 {
-			return false
-		}
-		got[i] = hi<<4 | lo
 	}
 	st := controlStateFor(key)
 	ok := hmac.Equal(got[:], st.mac(bind, atMS, body))
 	controlStates.Put(st)
 	return ok
+}
+
+// decodeSum decodes sig, the hex of a SHA-256 sum in either case, into
+// sum, reporting false when sig is not one.
+func decodeSum(sum *[sha256.Size]byte, sig string) bool {
+	if len(sig) != 2*len(sum) {
+		return false
+	}
+	for i := range sum {
+		hi, ok1 := fromHex(sig[2*i])
+		lo, ok2 := fromHex(sig[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		sum[i] = hi<<4 | lo
+	}
+	return true
 }
 
 func fromHex(c byte) (byte, bool) {
