@@ -76,3 +76,17 @@ func BenchmarkEncodeResponse(b *testing.B) {
 		_ = EncodeResponse("/auth/device", "1", CodeOK, "", values)
 	}
 }
+
+// FuzzAppendString: AppendString renders, byte for byte, what json.Marshal
+// renders of a string.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "plain", `q"uote`, `back\slash`, "new\nline", "\x00\x7f", "<&>", "héllo", "\u2028\u2029", "bad\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, _ := json.Marshal(s)
+		if got := AppendString([]byte("x"), s); !bytes.Equal(got[1:], want) {
+			t.Fatalf("AppendString(%q) = %s, json.Marshal %s", s, got[1:], want)
+		}
+	})
+}

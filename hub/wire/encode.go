@@ -198,6 +198,19 @@ func PushSize(service, id string, values json.RawMessage) int {
 	return pushOverrun + len(service) + len(id) + len(values)
 }
 
+// AppendString appends s as json.Marshal renders a string, byte for byte:
+// a plain one (the common case) as it is, between quotes, and any other
+// through json.Marshal.
+func AppendString(dst []byte, s string) []byte {
+	if plainString(s) {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
+	b, _ := json.Marshal(s) // a string cannot fail
+	return append(dst, b...)
+}
+
 // plainString reports whether json.Marshal renders s as it is, between
 // quotes: printable ASCII with nothing it escapes (its HTML escaping
 // included).
