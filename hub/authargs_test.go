@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
@@ -103,4 +104,26 @@ func BenchmarkDecodeDeviceArgs(b *testing.B) {
 			b.Fatal(werr)
 		}
 	}
+}
+
+// FuzzAuthValues: an auth answer's values are rendered exactly as
+// json.Marshal renders them, for any strings and times.
+func FuzzAuthValues(f *testing.F) {
+	f.Add("AbCdEfGhIjKlMnOpQrStUv", "device", "node-1", int64(25000), "", int64(0), "R-1", "dog", "default", "", "", "")
+	f.Add("s", "admin", "n", int64(-1), "tok.en", int64(1764625000000), "", "", "", "alice", "g1", "*")
+	f.Add("", "", "", int64(0), "<&>", int64(-1<<63), "\u2028", "bad\xff", `q"`, "\x00", "", "g")
+	f.Fuzz(func(t *testing.T, session, role, node string, ping int64, token string, expires int64, sn, typ, group, user, g1, g2 string) {
+		v := authValues{Session: session, Role: auth.Role(role), Node: node, PingIntervalMS: ping, Token: token, ExpiresAt: expires,
+			SN: sn, Type: typ, Group: group, User: user}
+		for _, groups := range [][]string{nil, {}, {g1}, {g1, g2}} {
+			v.Groups = groups
+			want, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := v.encode(); !bytes.Equal(got, want) {
+				t.Fatalf("%+v:\n got %s\nwant %s", v, got, want)
+			}
+		}
+	})
 }

@@ -2,9 +2,11 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -38,6 +40,48 @@ type authValues struct {
 	Group          string    `json:"group,omitempty"`
 	User           string    `json:"user,omitempty"`
 	Groups         []string  `json:"groups,omitempty"`
+}
+
+// encode renders v as json.Marshal does, byte for byte, without its
+// reflection: every session's auth is answered with one, and a connect
+// storm answers one a device.
+func (v *authValues) encode() json.RawMessage {
+	b := make([]byte, 0, 192)
+	b = append(b, `{"session":`...)
+	b = wire.AppendString(b, v.Session)
+	b = append(b, `,"role":`...)
+	b = wire.AppendString(b, string(v.Role))
+	b = append(b, `,"node":`...)
+	b = wire.AppendString(b, v.Node)
+	b = append(b, `,"ping_interval_ms":`...)
+	b = strconv.AppendInt(b, v.PingIntervalMS, 10)
+	if v.Token != "" {
+		b = append(b, `,"token":`...)
+		b = wire.AppendString(b, v.Token)
+	}
+	if v.ExpiresAt != 0 {
+		b = append(b, `,"expires_at":`...)
+		b = strconv.AppendInt(b, v.ExpiresAt, 10)
+	}
+	for _, f := range [...]struct{ key, v string }{
+		{`,"sn":`, v.SN}, {`,"type":`, v.Type}, {`,"group":`, v.Group}, {`,"user":`, v.User},
+	} {
+		if f.v != "" {
+			b = append(b, f.key...)
+			b = wire.AppendString(b, f.v)
+		}
+	}
+	if len(v.Groups) > 0 {
+		b = append(b, `,"groups":[`...)
+		for i, g := range v.Groups {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = wire.AppendString(b, g)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
 }
 
 // authRequestTimeout bounds one auth request: the nonce claim, the
@@ -186,11 +230,12 @@ func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) 
 		s.closeLater(wire.CloseInternal, "presence unavailable")
 		return nil, wire.Errorf(wire.CodeUnavailable, "presence store unavailable, try again")
 	}
-	return authValues{
+	v := authValues{
 		Session: s.id, Role: auth.RoleDevice, Node: srv.cfg.NodeID,
 		PingIntervalMS: srv.cfg.PingInterval.Milliseconds(),
 		SN:             sn, Type: typ, Group: group,
-	}, nil
+	}
+	return v.encode(), nil
 }
 
 func deviceAuthFailure(err error) (string, *wire.Error) {
@@ -271,12 +316,13 @@ func (srv *Server) establishAdmin(ctx context.Context, s *Session, token string,
 	if werr := srv.establish(ctx, s, id, true); werr != nil {
 		return nil, werr
 	}
-	return authValues{
+	v := authValues{
 		Session: s.id, Role: c.Role, Node: srv.cfg.NodeID,
 		PingIntervalMS: srv.cfg.PingInterval.Milliseconds(),
 		Token:          token, ExpiresAt: c.ExpiresAt.UnixMilli(),
 		User: c.User, Groups: c.Groups,
-	}, nil
+	}
+	return v.encode(), nil
 }
 
 // establish makes id the session's identity: it joins the session's

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
@@ -16,6 +17,7 @@ var flatSeeds = []string{
 	`{"sn":"R-1","at_ns":1.5}`, `{"sn":"R-1","at":1e3}`, `{"sn":"R-1","at":01}`, `{"at":9223372036854775808}`,
 	`{"at":-9223372036854775808}`, `{"at":-9223372036854775809}`, `{"at":9223372036854775807}`, `{"at":9999999999999999999}`, `{"at":10000000000000000000}`, `{"at":999999999999999999}`, `{"at":-0}`, `{"at_ns":-}`,
 	`{"SN":"R-1"}`, `{"sn":"R-1","sn":"R-2"}`, `{"sn":"R\u002d1"}`, `{"sn":"é"}`, `{"sn":7}`, `{"x":[1]}`,
+	`{"sn":"\u003c\u2028\"&","session":"\\","node":"\u00e9\ud800","at_ns":-1}`,
 	`{}`, `null`, ``, `[]`, `{"sn":"R-1",}`, `{"sn":"R-1"} x`, `{"sn":"R-1"`,
 }
 
@@ -57,6 +59,9 @@ func checkFlatDecoders(t *testing.T, data []byte) {
 	gerr, werr := decodeTakeover(data, &gt), json.Unmarshal(data, &wt)
 	if (gerr == nil) != (werr == nil) || gt != wt {
 		t.Fatalf("takeover %q: %+v, %v; json.Unmarshal %+v, %v", data, gt, gerr, wt, werr)
+	}
+	if want, _ := json.Marshal(gt); !bytes.Equal(gt.encode(), want) {
+		t.Fatalf("takeover %+v encoded as %s, json.Marshal %s", gt, gt.encode(), want)
 	}
 	var gr, wr schema.PresenceRecord
 	gerr, werr = decodePresenceRecord(data, &gr), json.Unmarshal(data, &wr)
