@@ -1,11 +1,15 @@
 package auth
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -303,9 +307,51 @@ func TestVerifierDeviceKeyReusesState(t *testing.T) {
 	v := newTestVerifier(t, newMemNonces(), testNow)
 	for i := range 50 {
 		sn := fmt.Sprintf("robot-%d", i%7)
-		got := v.deviceKey(nil, sn)
-		if want := DeviceKey(testMaster, sn); hex.EncodeToString(got) != hex.EncodeToString(want) {
+		var got [sha256.Size]byte
+		v.deviceKey(&got, sn)
+		if want := DeviceKey(testMaster, sn); hex.EncodeToString(got[:]) != hex.EncodeToString(want) {
 			t.Fatalf("device key of %s: got %x, want %x", sn, got, want)
 		}
 	}
 }
+
+// TestProofMAC: the HMAC that Verify computes on reused SHA-256 states is
+// crypto/hmac's, for any key and proof, states reused in turn.
+func TestProofMAC(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	st := &proofState{inner: sha256.New(), outer: sha256.New()}
+	for i := range 2000 {
+		var key [sha256.Size]byte
+		for j := range key {
+			key[j] = byte(rng.Uint32())
+		}
+		sn := strings.Repeat("s", rng.IntN(70))
+		nonce := strings.Repeat("n", rng.IntN(130))
+		ts := rng.Int64() - 1<<62
+		want := hmacSHA256(key[:], sn+"\n"+strconv.FormatInt(ts, 10)+"\n"+nonce)
+		if got := st.mac(&key, sn, ts, nonce); !bytes.Equal(got, want) {
+			t.Fatalf("proof %d: %x, crypto/hmac %x", i, got, want)
+		}
+	}
+}
+
+// TestVerifyAllocs: checking a proof costs no allocation of its own.
+func TestVerifyAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under the race detector")
+	}
+	v := newTestVerifier(t, nopNonces{}, testNow)
+	p := proof(nil)
+	if n := testing.AllocsPerRun(100, func() {
+		if err := v.Verify(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 0 {
+		t.Fatalf("%v allocations a proof", n)
+	}
+}
+
+// nopNonces claims every nonce, again and again.
+type nopNonces struct{}
+
+func (nopNonces) Claim(context.Context, string) error { return nil }

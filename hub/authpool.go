@@ -54,13 +54,23 @@ func (p *authPool) start(srv *Server, runCtx context.Context) {
 }
 
 // do runs f on a worker and returns once it has, or reports false, not
-// running f, when no worker took it before ctx ended.
-func (p *authPool) do(ctx context.Context, f func()) bool {
+// running f, when no worker took it within wait, or before ctx ended.
+func (p *authPool) do(ctx context.Context, wait time.Duration, f func()) bool {
 	j := &authJob{run: f, done: make(chan struct{})}
 	select {
 	case p.jobs <- j:
-	case <-ctx.Done():
-		return false
+		// A worker was free, as it mostly is: no timer to set (a connect
+		// storm sends every device through here).
+	default:
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case p.jobs <- j:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
 	}
 	<-j.done
 	return true

@@ -2,9 +2,11 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/fleethub/fleethub/auth"
@@ -15,14 +17,6 @@ import (
 // maxAuthFailures is how many failed auth requests a session may make
 // before it is closed with 1008.
 const maxAuthFailures = 5
-
-type deviceArgs struct {
-	SN    *string `json:"sn"`
-	TS    *int64  `json:"ts"`
-	Nonce *string `json:"nonce"`
-	Sig   *string `json:"sig"`
-	Type  string  `json:"type"`
-}
 
 type loginArgs struct {
 	Username *string `json:"username"`
@@ -46,6 +40,48 @@ type authValues struct {
 	Group          string    `json:"group,omitempty"`
 	User           string    `json:"user,omitempty"`
 	Groups         []string  `json:"groups,omitempty"`
+}
+
+// encode renders v as json.Marshal does, byte for byte, without its
+// reflection: every session's auth is answered with one, and a connect
+// storm answers one a device.
+func (v *authValues) encode() json.RawMessage {
+	b := make([]byte, 0, 192)
+	b = append(b, `{"session":`...)
+	b = wire.AppendString(b, v.Session)
+	b = append(b, `,"role":`...)
+	b = wire.AppendString(b, string(v.Role))
+	b = append(b, `,"node":`...)
+	b = wire.AppendString(b, v.Node)
+	b = append(b, `,"ping_interval_ms":`...)
+	b = strconv.AppendInt(b, v.PingIntervalMS, 10)
+	if v.Token != "" {
+		b = append(b, `,"token":`...)
+		b = wire.AppendString(b, v.Token)
+	}
+	if v.ExpiresAt != 0 {
+		b = append(b, `,"expires_at":`...)
+		b = strconv.AppendInt(b, v.ExpiresAt, 10)
+	}
+	for _, f := range [...]struct{ key, v string }{
+		{`,"sn":`, v.SN}, {`,"type":`, v.Type}, {`,"group":`, v.Group}, {`,"user":`, v.User},
+	} {
+		if f.v != "" {
+			b = append(b, f.key...)
+			b = wire.AppendString(b, f.v)
+		}
+	}
+	if len(v.Groups) > 0 {
+		b = append(b, `,"groups":[`...)
+		for i, g := range v.Groups {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = wire.AppendString(b, g)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
 }
 
 // authRequestTimeout bounds one auth request: the nonce claim, the
@@ -85,8 +121,7 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 	} else {
 		// On a worker of the auth pool: authRequestTimeout runs from
 		// when one takes it.
-		wait, cancelWait := context.WithTimeout(srv.runCtx, authQueueWait)
-		ran := srv.auths.do(wait, func() {
+		ran := srv.auths.do(srv.runCtx, authQueueWait, func() {
 			ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
 			defer cancel()
 			if m.Service == "/auth/device" {
@@ -95,7 +130,6 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 				values, werr = srv.authToken(ctx, s, m)
 			}
 		})
-		cancelWait()
 		if !ran {
 			srv.metrics.authFailures.WithLabelValues("busy").Inc()
 			werr = wire.Errorf(wire.CodeUnavailable, "authentication is busy, try again")
@@ -158,29 +192,18 @@ func missing(field string) *wire.Error {
 }
 
 func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) (any, *wire.Error) {
-	var a deviceArgs
-	if werr := wire.DecodeArgs(m.Args, &a); werr != nil {
+	a, werr := decodeDeviceArgs(m.Args)
+	if werr != nil {
 		return nil, werr
 	}
-	switch {
-	case a.SN == nil:
-		return nil, missing("sn")
-	case a.TS == nil:
-		return nil, missing("ts")
-	case a.Nonce == nil:
-		return nil, missing("nonce")
-	case a.Sig == nil:
-		return nil, missing("sig")
-	}
-	err := srv.devices.Verify(ctx, auth.DeviceProof{SN: *a.SN, TS: *a.TS, Nonce: *a.Nonce, Sig: *a.Sig})
-	if err != nil {
+	if err := srv.devices.Verify(ctx, a.proof); err != nil {
 		reason, werr := deviceAuthFailure(err)
 		srv.metrics.authFailures.WithLabelValues(reason).Inc()
-		s.logger().Warn("device auth refused", "sn", *a.SN, "reason", reason)
+		s.logger().Warn("device auth refused", "sn", a.proof.SN, "reason", reason)
 		return nil, werr
 	}
-	sn := *a.SN
-	typ, group := a.Type, "default"
+	sn := a.proof.SN
+	typ, group := a.typ, "default"
 	if d, ok := srv.registry.get(sn); ok {
 		typ, group = d.Type, d.Group
 	} else if srv.cfg.RequireRegistered {
@@ -207,11 +230,12 @@ func (srv *Server) authDevice(ctx context.Context, s *Session, m *wire.Message) 
 		s.closeLater(wire.CloseInternal, "presence unavailable")
 		return nil, wire.Errorf(wire.CodeUnavailable, "presence store unavailable, try again")
 	}
-	return authValues{
+	v := authValues{
 		Session: s.id, Role: auth.RoleDevice, Node: srv.cfg.NodeID,
 		PingIntervalMS: srv.cfg.PingInterval.Milliseconds(),
 		SN:             sn, Type: typ, Group: group,
-	}, nil
+	}
+	return v.encode(), nil
 }
 
 func deviceAuthFailure(err error) (string, *wire.Error) {
@@ -292,12 +316,13 @@ func (srv *Server) establishAdmin(ctx context.Context, s *Session, token string,
 	if werr := srv.establish(ctx, s, id, true); werr != nil {
 		return nil, werr
 	}
-	return authValues{
+	v := authValues{
 		Session: s.id, Role: c.Role, Node: srv.cfg.NodeID,
 		PingIntervalMS: srv.cfg.PingInterval.Milliseconds(),
 		Token:          token, ExpiresAt: c.ExpiresAt.UnixMilli(),
 		User: c.User, Groups: c.Groups,
-	}, nil
+	}
+	return v.encode(), nil
 }
 
 // establish makes id the session's identity: it joins the session's

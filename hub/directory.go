@@ -440,7 +440,7 @@ func (d *directory) followPresence(ctx context.Context, t *dirTerm) error {
 			return
 		}
 		var r PresenceRecord
-		if json.Unmarshal(m.Data(), &r) == nil && validPresence(&r) {
+		if decodePresenceRecord(m.Data(), &r) == nil && validPresence(&r) {
 			d.mu.Lock()
 			if d.idx == t.idx {
 				t.idx.record(&r, meta.Sequence.Stream)

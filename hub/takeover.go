@@ -1,7 +1,7 @@
 package hub
 
 import (
-	"encoding/json"
+	"strconv"
 
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/subjects"
@@ -14,6 +14,21 @@ type takeover struct {
 	Session string `json:"session"`
 	Node    string `json:"node"`
 	AtNS    int64  `json:"at_ns"`
+}
+
+// encode renders t as json.Marshal does, byte for byte: every connect
+// announces one.
+func (t *takeover) encode() []byte {
+	b := make([]byte, 0, 64+len(t.SN)+len(t.Session)+len(t.Node))
+	b = append(b, `{"sn":`...)
+	b = wire.AppendString(b, t.SN)
+	b = append(b, `,"session":`...)
+	b = wire.AppendString(b, t.Session)
+	b = append(b, `,"node":`...)
+	b = wire.AppendString(b, t.Node)
+	b = append(b, `,"at_ns":`...)
+	b = strconv.AppendInt(b, t.AtNS, 10)
+	return append(b, '}')
 }
 
 // newer reports whether a session authenticated at (at, id) is newer than
@@ -30,8 +45,7 @@ func newer(at int64, id string, at2 int64, id2 string) bool {
 func (srv *Server) replaceOlder(id *Identity, s *Session) {
 	t := takeover{SN: id.SN, Session: s.id, Node: srv.cfg.NodeID, AtNS: id.AuthAt.UnixNano()}
 	srv.closeOlder(t)
-	b, _ := json.Marshal(t)
-	if err := srv.nc.PublishMsg(srv.ctl.message(subjects.Takeover, b)); err != nil {
+	if err := srv.nc.PublishMsg(srv.ctl.message(subjects.Takeover, t.encode())); err != nil {
 		s.logger().Warn("takeover announcement not sent", "err", err)
 	}
 }
@@ -43,7 +57,7 @@ func (srv *Server) onTakeover(m *nats.Msg) {
 		return
 	}
 	var t takeover
-	if err := json.Unmarshal(m.Data, &t); err != nil || t.SN == "" {
+	if err := decodeTakeover(m.Data, &t); err != nil || t.SN == "" {
 		srv.warnLimited("bad takeover announcement", "err", err)
 		return
 	}

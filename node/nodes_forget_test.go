@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/fleethub/fleethub/hub/wire"
 	"github.com/fleethub/fleethub/internal/hubtest"
 	"github.com/fleethub/fleethub/internal/natstest"
+	"github.com/gorilla/websocket"
 )
 
 // /admin/nodes lists every live node from hub_nodes, sorted by id, with
@@ -184,6 +186,36 @@ func TestAdminForget(t *testing.T) {
 
 	// It connects again: listed again.
 	hubtest.PutDevice(t, nc, "FORGET-1", "robot", "sh-01")
+	// Once the registry has reached node A: a device that authenticates
+	// before is told group default, then closed with 4002 when its entry
+	// comes (its answer may not have gone out by then). A probe of its
+	// own, on a plain connection, tries until the answer names the group.
+	natstest.Eventually(t, 5*time.Second, func() error {
+		ws, _, err := websocket.DefaultDialer.Dial(a.WSURL(), nil)
+		if err != nil {
+			return err
+		}
+		defer ws.Close()
+		frame := hubtest.RequestFrame("/auth/device", "probe", hubtest.DeviceArgs("FORGET-1", "robot"))
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+			return err
+		}
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			return err
+		}
+		var r struct {
+			Code   int `json:"code"`
+			Values struct {
+				Group string `json:"group"`
+			} `json:"values"`
+		}
+		if err := json.Unmarshal(data, &r); err != nil || r.Code != 0 || r.Values.Group != "sh-01" {
+			return fmt.Errorf("auth answered %s", data)
+		}
+		return nil
+	})
 	hubtest.Device(t, a, "FORGET-1", "robot")
 	natstest.Eventually(t, 10*time.Second, func() error {
 		if sns, _ := listed(adminB); !slices.Equal(sns, []string{"FORGET-1", "FORGET-2"}) {

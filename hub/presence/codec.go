@@ -1,6 +1,7 @@
 package presence
 
 import (
+	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 
@@ -30,6 +31,45 @@ func AppendEntry(b []byte, e *schema.PresenceEntry) []byte {
 		b = appendJSONString(b, e.Group)
 	}
 	return append(b, '}')
+}
+
+// AppendRecord appends r to b as json.Marshal renders it, byte for byte.
+// Every connect and every disconnect stores one; their strings (serials,
+// types, groups, node ids, reasons) need no escaping, so they are copied
+// as they are, and a record with a string that does goes to json.Marshal.
+func AppendRecord(b []byte, r *schema.PresenceRecord) []byte {
+	if !plainJSON(r.SN) || !plainJSON(r.Type) || !plainJSON(r.Group) || !plainJSON(string(r.Reason)) || !plainJSON(r.Node) {
+		j, _ := json.Marshal(r) // a struct of strings, a bool and an int: it cannot fail
+		return append(b, j...)
+	}
+	b = append(b, `{"sn":"`...)
+	b = append(b, r.SN...)
+	b = append(b, `","type":"`...)
+	b = append(b, r.Type...)
+	b = append(b, `","group":"`...)
+	b = append(b, r.Group...)
+	b = append(b, `","online":`...)
+	b = strconv.AppendBool(b, r.Online)
+	b = append(b, `,"reason":"`...)
+	b = append(b, r.Reason...)
+	b = append(b, `","node":"`...)
+	b = append(b, r.Node...)
+	b = append(b, `","at":`...)
+	b = strconv.AppendInt(b, r.At, 10)
+	return append(b, '}')
+}
+
+// plainJSON reports whether json.Marshal renders s as it is, between
+// quotes: printable ASCII but the quote, the backslash and the <, > and &
+// it escapes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7f, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // appendJSONString appends s as a JSON string: quotes, backslashes and

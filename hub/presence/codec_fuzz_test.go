@@ -34,3 +34,22 @@ func FuzzAppendEntry(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAppendRecord: a presence record is appended exactly as json.Marshal
+// renders it, for any strings, state and time.
+func FuzzAppendRecord(f *testing.F) {
+	f.Add("R-1", "dog", "default", true, "connected", "node-1", int64(1764625000000))
+	f.Add("", "", "", false, "", "", int64(-1<<63))
+	f.Add(`q"uote`, `back\slash`, "<&>", true, "new\nline", "héllo", int64(1<<63-1))
+	f.Add("\u2028", "\x7f", "bad\xff", false, "\x00", "emoji 🤖", int64(0))
+	f.Fuzz(func(t *testing.T, sn, typ, group string, online bool, reason, node string, at int64) {
+		r := schema.PresenceRecord{SN: sn, Type: typ, Group: group, Online: online, Reason: schema.Reason(reason), Node: node, At: at}
+		want, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendRecord([]byte("prefix"), &r); !bytes.Equal(got[len("prefix"):], want) {
+			t.Fatalf("record %+v:\n got %s\nwant %s", r, got[len("prefix"):], want)
+		}
+	})
+}

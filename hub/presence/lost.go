@@ -117,7 +117,7 @@ func (tr *Tracker) bulkLostChunk(ctx context.Context, lost string, sns []string)
 			continue
 		}
 		r := schema.PresenceRecord{SN: v.sn, Type: v.entry.Type, Group: v.entry.Group, Online: false, Reason: schema.ReasonNodeLost, Node: lost, At: at}
-		v.rec, _ = json.Marshal(r)
+		v.rec = AppendRecord(make([]byte, 0, recordSize), &r)
 		m := nats.NewMsg(recSubj[i])
 		m.Data = v.rec
 		m.Header.Set(jetstream.MsgIDHeader, v.sn+"/"+v.entry.Session+"/off")

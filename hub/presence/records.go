@@ -54,6 +54,9 @@ func (tr *Tracker) record(ctx context.Context, r schema.PresenceRecord, msgID st
 	return tr.recordAfter(ctx, r, msgID, nil)
 }
 
+// recordSize is room for a presence record of the usual lengths.
+const recordSize = 160
+
 // recordAfter is record, its first attempt taking read (when set) as the
 // device's last record instead of reading it: the caller read it already.
 // The append's compare-and-set makes a read that is out of date harmless.
@@ -77,7 +80,7 @@ func (tr *Tracker) recordAfter(ctx context.Context, r schema.PresenceRecord, msg
 			}
 			return nil
 		}
-		b, _ := json.Marshal(r)
+		b := AppendRecord(make([]byte, 0, recordSize), &r)
 		ack, err := tr.appendRecord(ctx, subj, b, id, last.seq)
 		if err == nil {
 			// A duplicate is this tracker's earlier append, whose answer

@@ -26,6 +26,15 @@ func Decode(line []byte) (Message, *Error) {
 	if !utf8.Valid(line) {
 		return m, Errorf(CodeBadRequest, "frame is not valid UTF-8")
 	}
+	if scanMessage(line, &m) {
+		return m, nil
+	}
+	return decodeJSON(line)
+}
+
+// decodeJSON is Decode through encoding/json, for a valid UTF-8 line.
+func decodeJSON(line []byte) (Message, *Error) {
+	var m Message
 	if !IsObject(line) {
 		if !json.Valid(line) {
 			return m, Errorf(CodeBadRequest, "malformed JSON: not a JSON value")

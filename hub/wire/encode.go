@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 )
 
 // Response is the envelope of an answer. Values is always an object on the
@@ -36,10 +37,15 @@ type Request struct {
 // EncodeResponse renders a response as one line of JSON. values may be nil,
 // a json.RawMessage or any value encoding/json can marshal to an object.
 func EncodeResponse(service, requestID string, code int, msg string, values any) []byte {
-	r := Response{Op: OpResponse, Service: service, RequestID: requestID, Code: code, Msg: msg, Result: code == CodeOK}
+	raw, err := rawValues(values)
+	if err == nil {
+		if b, ok := appendResponse(service, requestID, code, msg, raw); ok {
+			return b
+		}
+	}
+	r := Response{Op: OpResponse, Service: service, RequestID: requestID, Code: code, Msg: msg, Result: code == CodeOK, Values: raw}
 	var b []byte
-	var err error
-	if r.Values, err = rawValues(values); err == nil {
+	if err == nil {
 		b, err = json.Marshal(r)
 	}
 	if err != nil {
@@ -48,6 +54,44 @@ func EncodeResponse(service, requestID string, code int, msg string, values any)
 		b, _ = json.Marshal(r)
 	}
 	return b
+}
+
+// The parts of a response as json.Marshal renders Response, around its
+// variable fields.
+const (
+	respHead      = `{"op":"response","service":"`
+	respRequestID = `","request_id":"`
+	respCode      = `","code":`
+	respMsg       = `,"msg":"`
+	respOK        = `","result":true,"values":`
+	respFailed    = `","result":false,"values":`
+	respOverrun   = len(respHead) + len(respRequestID) + len(respCode) + len(respMsg) + len(respFailed) + 1 + 20
+)
+
+// appendResponse renders, in the common case, the bytes json.Marshal
+// renders of the Response: service, request id and message plain strings,
+// and values valid JSON that json.Marshal would copy as it is. It reports
+// false in any other case, which json.Marshal then renders.
+func appendResponse(service, requestID string, code int, msg string, values json.RawMessage) ([]byte, bool) {
+	if !plainString(service) || !plainString(requestID) || !plainString(msg) || !compactAsIs(values) || !json.Valid(values) {
+		return nil, false
+	}
+	b := make([]byte, 0, respOverrun+len(service)+len(requestID)+len(msg)+len(values))
+	b = append(b, respHead...)
+	b = append(b, service...)
+	b = append(b, respRequestID...)
+	b = append(b, requestID...)
+	b = append(b, respCode...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, respMsg...)
+	b = append(b, msg...)
+	if code == CodeOK {
+		b = append(b, respOK...)
+	} else {
+		b = append(b, respFailed...)
+	}
+	b = append(b, values...)
+	return append(b, '}'), true
 }
 
 // EncodeError renders a failure response.
@@ -152,6 +196,19 @@ func AppendPush(dst []byte, service, id string, values json.RawMessage) ([]byte,
 // case, for sizing its buffer.
 func PushSize(service, id string, values json.RawMessage) int {
 	return pushOverrun + len(service) + len(id) + len(values)
+}
+
+// AppendString appends s as json.Marshal renders a string, byte for byte:
+// a plain one (the common case) as it is, between quotes, and any other
+// through json.Marshal.
+func AppendString(dst []byte, s string) []byte {
+	if plainString(s) {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
+	b, _ := json.Marshal(s) // a string cannot fail
+	return append(dst, b...)
 }
 
 // plainString reports whether json.Marshal renders s as it is, between
