@@ -185,64 +185,29 @@ func (v *DeviceVerifier) Verify(ctx context.Context, p DeviceProof) error {
 	}
 	var key [sha256.Size]byte
 	v.deviceKey(&key, p.SN)
-	st, _ := proofStates.Get().(*proofState)
-	if st == nil {
-		st = &proofState{inner: sha256.New(), outer: sha256.New()}
-	}
-	ok := hmac.Equal(got[:], st.mac(&key, p.SN, p.TS, p.Nonce))
-	proofStates.Put(st)
+	// A new crypto/hmac state per proof: each device has a key of its
+	// own, and a keyed state cannot be keyed again.
+	m := hmac.New(sha256.New, key[:])
+	buf := proofBufs.Get().(*[]byte)
+	b := append((*buf)[:0], p.SN...)
+	b = append(b, '\n')
+	b = strconv.AppendInt(b, p.TS, 10)
+	b = append(b, '\n')
+	b = append(b, p.Nonce...)
+	m.Write(b)
+	*buf = b
+	proofBufs.Put(buf)
+	var want [sha256.Size]byte
+	ok := hmac.Equal(got[:], m.Sum(want[:0]))
 	if !ok {
 		return ErrBadSignature
 	}
 	return v.nonces.Claim(ctx, p.Nonce)
 }
 
-// proofState computes the HMAC-SHA256 of a proof (what Sign signs) under
-// its device's key on two SHA-256 states that are reset and reused
-// (proofStates). Each device has a key of its own, and a crypto/hmac state
-// cannot be keyed again: through crypto/hmac, every proof checked would
-// cost a new HMAC, two SHA-256 states and its pads. This is HMAC as RFC
-// 2104 defines it, for a key of DeviceKey's 32 bytes (shorter than the
-// block, so padded with zeros and used as it is); TestProofMAC checks it
-// against crypto/hmac.
-type proofState struct {
-	inner, outer hash.Hash
-	pad          [sha256.BlockSize]byte
-	buf          []byte
-	sum          [sha256.Size]byte
-}
-
-var proofStates sync.Pool // of *proofState
-
-// mac is the HMAC-SHA256 under key of sn, ts and nonce as Sign joins them,
-// in st.sum.
-func (st *proofState) mac(key *[sha256.Size]byte, sn string, ts int64, nonce string) []byte {
-	st.keyPad(key, 0x36)
-	st.inner.Reset()
-	st.inner.Write(st.pad[:])
-	st.buf = append(st.buf[:0], sn...)
-	st.buf = append(st.buf, '\n')
-	st.buf = strconv.AppendInt(st.buf, ts, 10)
-	st.buf = append(st.buf, '\n')
-	st.buf = append(st.buf, nonce...)
-	st.inner.Write(st.buf)
-	inner := st.inner.Sum(st.sum[:0])
-	st.keyPad(key, 0x5c)
-	st.outer.Reset()
-	st.outer.Write(st.pad[:])
-	st.outer.Write(inner) // hashed before Sum writes over st.sum
-	return st.outer.Sum(st.sum[:0])
-}
-
-// keyPad sets st.pad to the key, zero-padded to the block, XOR b.
-func (st *proofState) keyPad(key *[sha256.Size]byte, b byte) {
-	for i := range st.pad {
-		st.pad[i] = b
-	}
-	for i, k := range key {
-		st.pad[i] ^= k
-	}
-}
+// proofBufs holds the buffers proofs are joined in for their MAC (what
+// Sign signs: sn, ts and nonce, one per line).
+var proofBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // validNonce reports whether n is 1 to 128 bytes of printable ASCII without
 // space, so it is safe as a store key and cannot smuggle a "\n" into Sign.
