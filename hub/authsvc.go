@@ -119,8 +119,8 @@ func (srv *Server) serveAuth(s *Session, m *wire.Message) (any, *wire.Error) {
 	if m.Service == "/auth/login" {
 		values, werr = srv.authLogin(s, m)
 	} else {
-		// On a worker of the auth pool: authRequestTimeout runs from
-		// when one takes it.
+		// Once the auth pool gives a slot: authRequestTimeout runs from
+		// then.
 		ran := srv.auths.do(srv.runCtx, authQueueWait, func() {
 			ctx, cancel := context.WithTimeout(srv.runCtx, authRequestTimeout)
 			defer cancel()

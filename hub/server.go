@@ -251,7 +251,6 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.goTask(func() { s.logSessions(runCtx) })
 	s.goTask(func() { s.stores.run(runCtx) })
 	s.goTask(func() { s.logins.run(runCtx) })
-	s.auths.start(s, runCtx)
 	if s.takeover, err = s.nc.Subscribe(subjects.Takeover, s.onTakeover); err != nil {
 		return fmt.Errorf("hub: subscribe %s: %w", subjects.Takeover, err)
 	}
