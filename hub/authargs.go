@@ -5,6 +5,7 @@ import (
 
 	"github.com/fleethub/fleethub/auth"
 	"github.com/fleethub/fleethub/hub/wire"
+	"github.com/fleethub/fleethub/internal/jsonscan"
 )
 
 // deviceArgs is the args of /auth/device as encoding/json decodes them:
@@ -30,8 +31,8 @@ type deviceLogin struct {
 // turn.
 //
 // Every device sends one at every connect, and they all have one shape:
-// the keys under their own names, once each, strings of printable ASCII
-// with no escape and ts a plain integer. scanDeviceArgs reads that shape
+// the keys under their own names, once each, strings with no escape and
+// ts a plain integer. scanDeviceArgs reads that shape
 // without reflection or a decoder; anything else (other keys, escapes,
 // null, a repeated key, a missing field, an error of any kind) goes to
 // wire.DecodeArgs, which then decides. The scanner thus never refuses
@@ -76,29 +77,20 @@ const (
 // reporting false for anything else.
 func scanDeviceArgs(args []byte) (deviceLogin, bool) {
 	var l deviceLogin
-	p := flatScanner{d: args}
+	p := flatScanner{jsonscan.Scanner{D: args}}
 	seen, ok := p.object(func(key []byte) (bit uint, ok bool) {
-		var s []byte
 		switch string(key) {
 		case "sn":
-			s, ok = p.plainString()
-			l.proof.SN = string(s)
-			return argSN, ok
+			return argSN, p.str(&l.proof.SN)
 		case "ts":
-			l.proof.TS, ok = p.integer()
+			l.proof.TS, ok = p.Int64()
 			return argTS, ok
 		case "nonce":
-			s, ok = p.plainString()
-			l.proof.Nonce = string(s)
-			return argNonce, ok
+			return argNonce, p.str(&l.proof.Nonce)
 		case "sig":
-			s, ok = p.plainString()
-			l.proof.Sig = string(s)
-			return argSig, ok
+			return argSig, p.str(&l.proof.Sig)
 		case "type":
-			s, ok = p.plainString()
-			l.typ = string(s)
-			return argType, ok
+			return argType, p.str(&l.typ)
 		}
 		return 0, false
 	})

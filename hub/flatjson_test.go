@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/fleethub/fleethub/hub/schema"
+	"github.com/fleethub/fleethub/internal/jsonscan"
 )
 
 var flatSeeds = []string{
@@ -36,7 +37,7 @@ func TestFlatDecoders(t *testing.T) {
 	}
 	var tk takeover
 	var r schema.PresenceRecord
-	p := flatScanner{d: []byte(flatSeeds[0])}
+	p := flatScanner{jsonscan.Scanner{D: []byte(flatSeeds[0])}}
 	if _, ok := p.object(func([]byte) (uint, bool) { return 0, false }); ok {
 		t.Fatal("a key no field reads was accepted")
 	}

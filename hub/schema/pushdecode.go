@@ -2,7 +2,8 @@ package schema
 
 import (
 	"encoding/json"
-	"unicode/utf8"
+
+	"github.com/fleethub/fleethub/internal/jsonscan"
 )
 
 // DecodePushBody decodes data into b exactly as json.Unmarshal(data, b)
@@ -38,41 +39,40 @@ const maxScanDepth = 64
 // pushScanner reads one push body. Each method reports false when the
 // input is not of the shape it reads (not necessarily invalid JSON).
 type pushScanner struct {
-	d []byte
-	i int
+	jsonscan.Scanner
 }
 
 // scanPushBody fills b from data when data has the common shape; it
 // reports false, with b half filled, otherwise.
 func scanPushBody(data []byte, b *PushBody) bool {
 	*b = PushBody{}
-	p := pushScanner{d: data}
-	p.space()
+	p := pushScanner{jsonscan.Scanner{D: data}}
+	p.Space()
 	var seen uint8
-	ok := p.object(func(key []byte) bool {
+	ok := p.Object(func(key []byte) bool {
 		var bit uint8
 		switch string(key) {
 		case "service":
 			bit = 1
-			s, ok := p.plainString()
+			s, ok := p.PlainString()
 			if !ok {
 				return false
 			}
 			b.Service = string(s)
 		case "id":
 			bit = 2
-			s, ok := p.plainString()
+			s, ok := p.PlainString()
 			if !ok {
 				return false
 			}
 			b.ID = string(s)
 		case "values":
 			bit = 4
-			start := p.i
+			start := p.I
 			if !p.value(0) {
 				return false
 			}
-			b.Values = json.RawMessage(data[start:p.i])
+			b.Values = json.RawMessage(data[start:p.I])
 		case "where":
 			bit = 8
 			if !p.where(b) {
@@ -89,102 +89,19 @@ func scanPushBody(data []byte, b *PushBody) bool {
 		seen |= bit
 		return true
 	})
-	p.space()
-	return ok && p.i == len(p.d)
-}
-
-// object reads an object whose keys are plain strings, calling each with
-// every key and the scanner at its value, which each reads.
-func (p *pushScanner) object(each func(key []byte) bool) bool {
-	if !p.eat('{') {
-		return false
-	}
-	p.space()
-	if p.eat('}') {
-		return true
-	}
-	for {
-		p.space()
-		key, ok := p.plainString()
-		if !ok {
-			return false
-		}
-		p.space()
-		if !p.eat(':') {
-			return false
-		}
-		p.space()
-		if !each(key) {
-			return false
-		}
-		p.space()
-		if p.eat(',') {
-			continue
-		}
-		return p.eat('}')
-	}
-}
-
-func (p *pushScanner) space() {
-	for p.i < len(p.d) {
-		switch p.d[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
-func (p *pushScanner) eat(c byte) bool {
-	if p.i < len(p.d) && p.d[p.i] == c {
-		p.i++
-		return true
-	}
-	return false
-}
-
-func (p *pushScanner) literal(lit string) bool {
-	if len(p.d)-p.i >= len(lit) && string(p.d[p.i:p.i+len(lit)]) == lit {
-		p.i += len(lit)
-		return true
-	}
-	return false
-}
-
-// plainString reads a string with no escape and no invalid UTF-8: its
-// bytes are then exactly the string encoding/json would decode.
-func (p *pushScanner) plainString() ([]byte, bool) {
-	if !p.eat('"') {
-		return nil, false
-	}
-	start, ascii := p.i, true
-	for p.i < len(p.d) {
-		c := p.d[p.i]
-		switch {
-		case c == '"':
-			s := p.d[start:p.i]
-			p.i++
-			return s, ascii || utf8.Valid(s)
-		case c == '\\' || c < 0x20:
-			return nil, false
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-		p.i++
-	}
-	return nil, false
+	p.Space()
+	return ok && p.I == len(p.D)
 }
 
 // where reads a where object of plain strings, or null.
 func (p *pushScanner) where(b *PushBody) bool {
-	if p.literal("null") {
+	if p.Literal("null") {
 		b.Where = nil
 		return true
 	}
 	b.Where = make(map[string]string, 2)
-	return p.object(func(k []byte) bool {
-		v, ok := p.plainString()
+	return p.Object(func(k []byte) bool {
+		v, ok := p.PlainString()
 		if ok {
 			b.Where[string(k)] = string(v) // a repeated key: the last wins, as in encoding/json
 		}
@@ -195,66 +112,66 @@ func (p *pushScanner) where(b *PushBody) bool {
 // value checks one JSON value of any kind, as encoding/json's scanner
 // would (a string may hold any byte from 0x20 up, as there).
 func (p *pushScanner) value(depth int) bool {
-	if p.i >= len(p.d) {
+	if p.I >= len(p.D) {
 		return false
 	}
-	switch c := p.d[p.i]; {
+	switch c := p.D[p.I]; {
 	case c == '{':
 		if depth >= maxScanDepth {
 			return false
 		}
-		p.i++
-		p.space()
-		if p.eat('}') {
+		p.I++
+		p.Space()
+		if p.Eat('}') {
 			return true
 		}
 		for {
-			p.space()
+			p.Space()
 			if !p.str() {
 				return false
 			}
-			p.space()
-			if !p.eat(':') {
+			p.Space()
+			if !p.Eat(':') {
 				return false
 			}
-			p.space()
+			p.Space()
 			if !p.value(depth + 1) {
 				return false
 			}
-			p.space()
-			if p.eat(',') {
+			p.Space()
+			if p.Eat(',') {
 				continue
 			}
-			return p.eat('}')
+			return p.Eat('}')
 		}
 	case c == '[':
 		if depth >= maxScanDepth {
 			return false
 		}
-		p.i++
-		p.space()
-		if p.eat(']') {
+		p.I++
+		p.Space()
+		if p.Eat(']') {
 			return true
 		}
 		for {
-			p.space()
+			p.Space()
 			if !p.value(depth + 1) {
 				return false
 			}
-			p.space()
-			if p.eat(',') {
+			p.Space()
+			if p.Eat(',') {
 				continue
 			}
-			return p.eat(']')
+			return p.Eat(']')
 		}
 	case c == '"':
 		return p.str()
 	case c == 't':
-		return p.literal("true")
+		return p.Literal("true")
 	case c == 'f':
-		return p.literal("false")
+		return p.Literal("false")
 	case c == 'n':
-		return p.literal("null")
+		return p.Literal("null")
 	case c == '-' || (c >= '0' && c <= '9'):
 		return p.number()
 	}
@@ -263,35 +180,35 @@ func (p *pushScanner) value(depth int) bool {
 
 // str checks a string with any escapes JSON allows.
 func (p *pushScanner) str() bool {
-	if !p.eat('"') {
+	if !p.Eat('"') {
 		return false
 	}
-	for p.i < len(p.d) {
-		c := p.d[p.i]
-		p.i++
+	for p.I < len(p.D) {
+		c := p.D[p.I]
+		p.I++
 		switch {
 		case c == '"':
 			return true
 		case c < 0x20:
 			return false
 		case c == '\\':
-			if p.i >= len(p.d) {
+			if p.I >= len(p.D) {
 				return false
 			}
-			e := p.d[p.i]
-			p.i++
+			e := p.D[p.I]
+			p.I++
 			switch e {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 			case 'u':
-				if len(p.d)-p.i < 4 {
+				if len(p.D)-p.I < 4 {
 					return false
 				}
-				for _, h := range p.d[p.i : p.i+4] {
+				for _, h := range p.D[p.I : p.I+4] {
 					if !isHex(h) {
 						return false
 					}
 				}
-				p.i += 4
+				p.I += 4
 			default:
 				return false
 			}
@@ -306,22 +223,22 @@ func isHex(c byte) bool {
 
 // number checks -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
 func (p *pushScanner) number() bool {
-	p.eat('-')
+	p.Eat('-')
 	switch {
-	case p.eat('0'):
+	case p.Eat('0'):
 	case p.digit19():
 		p.digits()
 	default:
 		return false
 	}
-	if p.eat('.') {
+	if p.Eat('.') {
 		if p.digits() == 0 {
 			return false
 		}
 	}
-	if p.eat('e') || p.eat('E') {
-		if !p.eat('+') {
-			p.eat('-')
+	if p.Eat('e') || p.Eat('E') {
+		if !p.Eat('+') {
+			p.Eat('-')
 		}
 		if p.digits() == 0 {
 			return false
@@ -331,8 +248,8 @@ func (p *pushScanner) number() bool {
 }
 
 func (p *pushScanner) digit19() bool {
-	if p.i < len(p.d) && p.d[p.i] >= '1' && p.d[p.i] <= '9' {
-		p.i++
+	if p.I < len(p.D) && p.D[p.I] >= '1' && p.D[p.I] <= '9' {
+		p.I++
 		return true
 	}
 	return false
@@ -340,8 +257,8 @@ func (p *pushScanner) digit19() bool {
 
 func (p *pushScanner) digits() int {
 	n := 0
-	for p.i < len(p.d) && p.d[p.i] >= '0' && p.d[p.i] <= '9' {
-		p.i++
+	for p.I < len(p.D) && p.D[p.I] >= '0' && p.D[p.I] <= '9' {
+		p.I++
 		n++
 	}
 	return n

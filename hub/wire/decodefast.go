@@ -3,7 +3,8 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
+
+	"github.com/fleethub/fleethub/internal/jsonscan"
 )
 
 // scanMessage decodes line into m when line is a message of the common
@@ -25,11 +26,8 @@ func scanMessage(line []byte, m *Message) bool {
 	if !json.Valid(line) {
 		return false
 	}
-	p := scanner{d: line}
-	p.space()
-	if !p.eat('{') {
-		return false
-	}
+	p := scanner{jsonscan.Scanner{D: line}}
+	p.Space()
 	const (
 		haveOp = 1 << iota
 		haveService
@@ -41,32 +39,23 @@ func scanMessage(line []byte, m *Message) bool {
 	)
 	var seen uint8
 	var op, args, values []byte
-	p.space()
-	for !p.eat('}') {
-		if seen != 0 && !p.eat(',') {
-			return false
-		}
-		p.space()
-		key, ok := p.plainString()
-		if !ok {
-			return false
-		}
-		p.space()
-		p.eat(':') // json.Valid saw it
-		p.space()
-		var bit uint8
-		var s []byte
+	ok := p.Object(func(key []byte) bool {
+		var (
+			bit uint8
+			s   []byte
+			ok  bool
+		)
 		switch string(key) {
 		case "op":
 			bit = haveOp
-			op, ok = p.plainString()
+			op, ok = p.PlainString()
 		case "service":
 			bit = haveService
-			s, ok = p.plainString()
+			s, ok = p.PlainString()
 			m.Service = string(s)
 		case "request_id":
 			bit = haveRequestID
-			s, ok = p.plainString()
+			s, ok = p.PlainString()
 			m.RequestID = string(s)
 		case "args":
 			bit = haveArgs
@@ -76,7 +65,7 @@ func scanMessage(line []byte, m *Message) bool {
 			m.Code, ok = p.integer()
 		case "msg":
 			bit = haveMsg
-			s, ok = p.plainString()
+			s, ok = p.PlainString()
 			m.Msg = string(s)
 		case "values":
 			bit = haveValues
@@ -88,7 +77,10 @@ func scanMessage(line []byte, m *Message) bool {
 			return false
 		}
 		seen |= bit
-		p.space()
+		return true
+	})
+	if !ok {
+		return false
 	}
 	m.HasRequestID = seen&haveRequestID != 0
 	switch string(op) {
@@ -114,94 +106,35 @@ func scanMessage(line []byte, m *Message) bool {
 	return true
 }
 
-// scanner reads JSON of a known shape. Each method reports false when the
-// input is not of the shape it reads (not necessarily invalid JSON).
+// scanner reads a frame of a known shape: jsonscan's reading, and an
+// object skipped whole.
 type scanner struct {
-	d []byte
-	i int
+	jsonscan.Scanner
 }
 
-func (p *scanner) space() {
-	for p.i < len(p.d) {
-		switch p.d[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
-func (p *scanner) eat(c byte) bool {
-	if p.i < len(p.d) && p.d[p.i] == c {
-		p.i++
-		return true
-	}
-	return false
-}
-
-// plainString reads a string with no escape. In valid UTF-8, its bytes
-// are then exactly the string encoding/json decodes.
-func (p *scanner) plainString() ([]byte, bool) {
-	if !p.eat('"') {
-		return nil, false
-	}
-	start := p.i
-	for p.i < len(p.d) {
-		switch c := p.d[p.i]; {
-		case c == '"':
-			s := p.d[start:p.i]
-			p.i++
-			return s, true
-		case c == '\\' || c < 0x20:
-			return nil, false
-		}
-		p.i++
-	}
-	return nil, false
-}
-
-// maxScanDigits is the most digits integer reads itself: any such number
-// fits an int. Longer ones go to encoding/json, which tells one that
-// overflows from one that does not.
-const maxScanDigits = 9 + 9*(strconv.IntSize/64)
-
-// integer reads a JSON number with no fraction and no exponent, of at
-// most maxScanDigits digits.
+// integer reads a JSON number with no fraction and no exponent that fits
+// an int (encoding/json refuses the rest for an int).
 func (p *scanner) integer() (int, bool) {
-	neg := p.eat('-')
-	start := p.i
-	n := 0
-	for p.i < len(p.d) && p.d[p.i] >= '0' && p.d[p.i] <= '9' {
-		n = n*10 + int(p.d[p.i]-'0')
-		p.i++
-	}
-	digits := p.i - start
-	if digits == 0 || digits > maxScanDigits {
+	n, ok := p.Int64()
+	if !ok || int64(int(n)) != n {
 		return 0, false
 	}
-	if p.i < len(p.d) && (p.d[p.i] == '.' || p.d[p.i] == 'e' || p.d[p.i] == 'E') {
-		return 0, false // encoding/json refuses a fraction or an exponent for an int
-	}
-	if neg {
-		n = -n
-	}
-	return n, true
+	return int(n), true
 }
 
 // object reads an object, valid JSON (json.Valid has seen it), and
 // returns its bytes.
 func (p *scanner) object() ([]byte, bool) {
-	if p.i >= len(p.d) || p.d[p.i] != '{' {
+	if p.I >= len(p.D) || p.D[p.I] != '{' {
 		return nil, false
 	}
-	start, depth, in := p.i, 0, false
-	for ; p.i < len(p.d); p.i++ {
-		switch c := p.d[p.i]; {
+	start, depth, in := p.I, 0, false
+	for ; p.I < len(p.D); p.I++ {
+		switch c := p.D[p.I]; {
 		case in:
 			switch c {
 			case '\\':
-				p.i++ // the escaped byte cannot end the string
+				p.I++ // the escaped byte cannot end the string
 			case '"':
 				in = false
 			}
@@ -212,8 +145,8 @@ func (p *scanner) object() ([]byte, bool) {
 		case c == '}' || c == ']':
 			depth--
 			if depth == 0 {
-				p.i++
-				return p.d[start:p.i], true
+				p.I++
+				return p.D[start:p.I], true
 			}
 		}
 	}
