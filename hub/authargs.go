@@ -42,6 +42,11 @@ func decodeDeviceArgs(args json.RawMessage) (deviceLogin, *wire.Error) {
 	if l, ok := scanDeviceArgs(args); ok {
 		return l, nil
 	}
+	return deviceArgsByJSON(args)
+}
+
+// deviceArgsByJSON is decodeDeviceArgs through encoding/json alone.
+func deviceArgsByJSON(args json.RawMessage) (deviceLogin, *wire.Error) {
 	var a deviceArgs
 	if werr := wire.DecodeArgs(args, &a); werr != nil {
 		return deviceLogin{}, werr

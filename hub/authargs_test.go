@@ -9,25 +9,6 @@ import (
 	"github.com/fleethub/fleethub/hub/wire"
 )
 
-// deviceArgsByJSON is decodeDeviceArgs as encoding/json alone would have it.
-func deviceArgsByJSON(args json.RawMessage) (deviceLogin, *wire.Error) {
-	var a deviceArgs
-	if werr := wire.DecodeArgs(args, &a); werr != nil {
-		return deviceLogin{}, werr
-	}
-	switch {
-	case a.SN == nil:
-		return deviceLogin{}, missing("sn")
-	case a.TS == nil:
-		return deviceLogin{}, missing("ts")
-	case a.Nonce == nil:
-		return deviceLogin{}, missing("nonce")
-	case a.Sig == nil:
-		return deviceLogin{}, missing("sig")
-	}
-	return deviceLogin{proof: auth.DeviceProof{SN: *a.SN, TS: *a.TS, Nonce: *a.Nonce, Sig: *a.Sig}, typ: a.Type}, nil
-}
-
 var deviceArgsSeeds = []string{
 	`{"sn":"R-1","ts":1700000000,"nonce":"n-1","type":"dog","sig":"00ff"}`,
 	`{"sn":"R-1","ts":1700000000,"nonce":"n-1","sig":"00ff"}`,
