@@ -186,6 +186,30 @@ func readSeqs(t *testing.T, rc *rawClient, want int) {
 	}
 }
 
+// readSeqsToClose reads frames until the close frame, whose payload it
+// returns with how many messages of sender 0 came before it, whole and in
+// order from 0. A message out of order, or no close frame, fails t.
+func readSeqsToClose(t *testing.T, rc *rawClient) (int, []byte) {
+	t.Helper()
+	_ = rc.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	next := 0
+	for {
+		op, payload, err := rc.next()
+		if err != nil {
+			t.Fatalf("after %d messages, no close frame: %v", next, err)
+		}
+		if op == websocket.CloseMessage {
+			return next, payload
+		}
+		for m := range bytes.SplitSeq(payload, []byte{'\n'}) {
+			if _, seq, err := parseSeq(m); err != nil || seq != next {
+				t.Fatalf("message %d (%v) where %d was due", seq, err, next)
+			}
+			next++
+		}
+	}
+}
+
 // A client that stops reading fills the socket: the frame the socket took
 // only part of is finished, and the frames after it, which waited, follow
 // whole and in order once the client reads again; the session goes on.
@@ -247,25 +271,9 @@ func TestWriterOverflowClosesAfterWholeFrames(t *testing.T) {
 	}
 	c.Close(wire.CloseSlowConsumer, "slow consumer") // what the hub does on ErrQueueFull
 
-	_ = rc.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
-	next := 0
-	for {
-		op, payload, err := rc.next()
-		if err != nil {
-			t.Fatalf("after %d messages, no close frame: %v", next, err)
-		}
-		if op == websocket.CloseMessage {
-			if code, _ := closeCode(payload); code != wire.CloseSlowConsumer {
-				t.Fatalf("close %d, want %d", code, wire.CloseSlowConsumer)
-			}
-			break
-		}
-		for m := range bytes.SplitSeq(payload, []byte{'\n'}) {
-			if _, seq, err := parseSeq(m); err != nil || seq != next {
-				t.Fatalf("message %d (%v) where %d was due", seq, err, next)
-			}
-			next++
-		}
+	next, closing := readSeqsToClose(t, rc)
+	if code, _ := closeCode(closing); code != wire.CloseSlowConsumer {
+		t.Fatalf("close %d, want %d", code, wire.CloseSlowConsumer)
 	}
 	if next >= sent {
 		t.Fatalf("%d messages read, all %d sent: the queue was not dropped", next, sent)
@@ -415,23 +423,7 @@ func TestWriterNothingAfterClose(t *testing.T) {
 	if err := rc.writeFrame(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye")); err != nil {
 		t.Fatal(err)
 	}
-	_ = rc.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
-	next := 0
-	for {
-		op, payload, err := rc.next()
-		if err != nil {
-			t.Fatalf("after %d messages, no close frame: %v", next, err)
-		}
-		if op == websocket.CloseMessage {
-			break
-		}
-		for m := range bytes.SplitSeq(payload, []byte{'\n'}) {
-			if _, seq, err := parseSeq(m); err != nil || seq != next {
-				t.Fatalf("message %d (%v) where %d was due", seq, err, next)
-			}
-			next++
-		}
-	}
+	next, _ := readSeqsToClose(t, rc)
 	if op, _, err := rc.next(); err == nil {
 		t.Fatalf("a frame of opcode %d after the close (%d of %d messages before it)", op, next, sent)
 	}
