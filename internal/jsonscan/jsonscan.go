@@ -2,12 +2,12 @@
 // of JSON's whitespace, punctuation, literals, plain strings, integers and
 // objects, over a byte slice, without reflection.
 //
-// Each scanner built on it (a push body in hub/schema, a request or
-// response frame in hub/wire, a device's auth args and other flat bodies
-// in hub) reads only the common shape of what it decodes and leaves
+// Each scanner built on it (a request or response frame in hub/wire, a
+// device's auth args and other flat bodies in hub) reads only the common shape of what it decodes and leaves
 // anything else to encoding/json: every method reports false when the
 // input is not of the shape it reads (not necessarily invalid JSON), and
-// what it accepts, it reads as encoding/json would.
+// what it accepts, it reads as encoding/json would. hub/schema's push body
+// scanner has the same primitives of its own: that package is a leaf.
 package jsonscan
 
 import "unicode/utf8"
