@@ -133,12 +133,11 @@ func Run(ctx context.Context, cfg Config) {
 
 // trimmer decides, look after look, when to trim.
 type trimmer struct {
-	cfg      Config
-	last     Sample
-	lastAt   time.Time
-	quiet    int
-	trimmed  time.Time
-	hasTrims bool
+	cfg     Config
+	last    Sample
+	lastAt  time.Time
+	quiet   int
+	trimmed time.Time // the last trim; zero before the first
 }
 
 // look reads the runtime at now and reports whether to trim (and what it
@@ -153,14 +152,14 @@ func (t *trimmer) look(now time.Time) (Sample, bool) {
 		return s, false
 	}
 	t.quiet++
-	if t.quiet < t.cfg.QuietLooks || (t.hasTrims && now.Sub(t.trimmed) < t.cfg.MinGap) {
+	if t.quiet < t.cfg.QuietLooks || (!t.trimmed.IsZero() && now.Sub(t.trimmed) < t.cfg.MinGap) {
 		return s, false
 	}
 	excess := s.Excess()
 	if excess < t.cfg.MinExcess || excess < s.Live/4 {
 		return s, false
 	}
-	t.quiet, t.trimmed, t.hasTrims = 0, now, true
+	t.quiet, t.trimmed = 0, now
 	return s, true
 }
 
