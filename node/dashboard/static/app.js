@@ -799,9 +799,18 @@ function eventKey(v) {
 }
 
 function addFeedItem(v) {
-  const li = feedItem(v, true);
-  if (!li) return;
   const feed = $("feed");
+  let li = feedItem(v, true);
+  if (!li) {
+    // The history read on load may have brought it first, and sorted it
+    // among events of the same millisecond by chance: the push, which
+    // comes in the order the hub recorded them, puts it where it belongs.
+    const key = eventKey(v);
+    li = Array.from(feed.children).find((x) => x.dataset.key === key);
+    if (!li || li.dataset.live) return;
+    li.dataset.live = "1";
+    li.classList.add("fresh");
+  }
   feed.prepend(li);
   trimFeed(feed);
   updateFeedMeta();
@@ -825,6 +834,7 @@ function feedItem(v, fresh) {
   li.dataset.sn = str(v.sn);
   li.dataset.key = key;
   li.dataset.at = String(num(v.at));
+  if (fresh) li.dataset.live = "1"; // came as a push
   const top = el("div", "feed-top");
   const time = el("span", "time", fmtTime(num(v.at)));
   time.setAttribute("title", absTitle(num(v.at)));
